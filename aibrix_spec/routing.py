@@ -1,8 +1,11 @@
 """Routing policy parameters: the spec side of the gateway's plugins.
 
 A model's ``routing.policy`` is either the name of a built-in policy
-(``least-request``) or a weighted combination of scorers written as
-``name[:weight],name[:weight]`` (``prefix-cache-aware:2,least-request``). Each
+(``least-request``) or a weighted combination written as
+``name[:weight],name[:weight]`` (``prefix-cache-aware:2,least-request``). A single name
+selects that built-in preset; several terms form a custom profile in which scorers keep
+their weights, a filter term adds the filter and a picker term (at most one, no weight)
+replaces the default max-score picker (``PLUGIN_KINDS`` says which is which). Each
 plugin's parameters live here, so the compiler validates them and ``schemas/``
 documents them without importing the gateway.
 """
@@ -17,7 +20,10 @@ from pydantic import Field, field_validator
 from ._base import SpecModel
 
 __all__ = [
+    "PLUGIN_KINDS",
     "POLICY_NAMES",
+    "ROUTING_POLICY_HEADER",
+    "LeastLatencyParams",
     "RoutingSpec",
     "PolicyParameters",
     "PrefixCacheAwareParams",
@@ -39,6 +45,22 @@ POLICY_NAMES: tuple[str, ...] = (
     "session-affinity",
     "lora-affinity",
 )
+
+#: What each plugin is in a weighted combination: a scorer (weighted), a filter or a picker.
+PLUGIN_KINDS: dict[str, str] = {
+    "random": "picker",
+    "least-request": "scorer",
+    "least-kv-cache": "scorer",
+    "least-latency": "scorer",
+    "throughput": "scorer",
+    "prefix-cache-aware": "scorer",
+    "power-of-two": "picker",
+    "session-affinity": "scorer",
+    "lora-affinity": "filter",
+}
+
+#: The request header that may name another policy when ``allowHeaderOverride`` is true.
+ROUTING_POLICY_HEADER = "x-routing-policy"
 
 _TERM = re.compile(r"^\s*([a-z][a-z0-9-]*)\s*(?::\s*([0-9]+(?:\.[0-9]+)?)\s*)?$")
 
@@ -63,7 +85,14 @@ def parse_policy(text: str) -> tuple[tuple[str, float], ...]:
             raise ValueError(f'the weight of "{name}" must be greater than 0')
         if any(n == name for n, _ in terms):
             raise ValueError(f'"{name}" appears twice in the policy')
+        if PLUGIN_KINDS[name] != "scorer" and weight != 1.0:
+            raise ValueError(f'"{name}" is a {PLUGIN_KINDS[name]}, not a scorer; it takes no weight (write "{name}")')
         terms.append((name, weight))
+    pickers = [n for n, _ in terms if PLUGIN_KINDS[n] == "picker"]
+    if len(pickers) > 1:
+        raise ValueError(f"a policy has one picker, got {' and '.join(pickers)}; keep one of them")
+    if "random" in pickers and any(PLUGIN_KINDS[n] == "scorer" for n, _ in terms):
+        raise ValueError('the "random" picker ignores scores; drop the scorers or use power-of-two')
     return tuple(terms)
 
 
@@ -88,7 +117,21 @@ class PrefixCacheAwareParams(SpecModel):
 class SessionAffinityParams(SpecModel):
     """Parameters of the session-affinity scorer."""
 
-    header: str = Field("x-session-id", description="Request header that names the session.")
+    header: Annotated[str, Field(pattern=r"^[a-z0-9-]+$")] = Field(
+        "x-session-id", description="Request header (lower-case) that names the session."
+    )
+    max_sessions: Annotated[int, Field(ge=1)] = Field(
+        100_000, description="Most sessions remembered; the least recently used are forgotten first."
+    )
+
+
+class LeastLatencyParams(SpecModel):
+    """Parameters of the least-latency scorer."""
+
+    expected_output_tokens: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        128,
+        description="Output tokens assumed per request when estimating latency as ttft + tpot x this.",
+    )
 
 
 class LoraAffinityParams(SpecModel):
@@ -119,6 +162,9 @@ class PolicyParameters(SpecModel):
         default_factory=LoraAffinityParams, description="Parameters of lora-affinity."
     )
     power_of_two: PowerOfTwoParams = Field(default_factory=PowerOfTwoParams, description="Parameters of power-of-two.")
+    least_latency: LeastLatencyParams = Field(
+        default_factory=LeastLatencyParams, description="Parameters of least-latency."
+    )
 
 
 class RoutingSpec(SpecModel):
@@ -143,3 +189,10 @@ class RoutingSpec(SpecModel):
     def _check_policy(cls, value: str) -> str:
         parse_policy(value)
         return value
+
+    def with_policy(self, policy: str) -> RoutingSpec:
+        """Return a validated copy using ``policy`` (e.g. from the x-routing-policy header).
+
+        Raises pydantic's ``ValidationError`` (a ``ValueError``) when ``policy`` is invalid.
+        """
+        return RoutingSpec.model_validate({**self.model_dump(), "policy": policy})

@@ -1,0 +1,84 @@
+"""aibrix_spec: the InferenceStack API (pydantic v2, camelCase YAML, snake_case Python).
+
+The public surface is this module's ``__all__`` (a test guards it). Submodules:
+``stack`` (the root document), ``pools``, ``models``, ``sections`` (gateway, kvCache,
+optimizer, diagnostics, observability, images), ``routing`` (the gateway's policy
+parameters), ``catalog`` (accelerators and model architectures), ``token_buckets``, and
+``components/`` (config files of the runtime components). Light: pydantic and the
+standard library only.
+"""
+
+from __future__ import annotations
+
+from ._base import SpecModel
+from ._types import find_literal_secret
+from .models import (
+    AUTOSCALING_METRICS,
+    AdapterSpec,
+    AutoscalingMetric,
+    AutoscalingSpec,
+    EngineSpec,
+    LoraSpec,
+    ModelKvCacheSpec,
+    ModelSpec,
+    ParallelismSpec,
+    PlacementSpec,
+    ReplicasSpec,
+    SloSpec,
+    SourceSpec,
+)
+from .pools import GpuPool, Toleration
+from .routing import RoutingSpec
+from .sections import (
+    DEFAULT_IMAGES,
+    DiagnosticsSpec,
+    GatewaySpec,
+    ImagesSpec,
+    KvCachePoolSpec,
+    ObservabilitySpec,
+    OptimizerSpec,
+    ProfilesSpec,
+    RateLimitsSpec,
+    RedisSpec,
+    TierSpec,
+    UsersSpec,
+)
+from .stack import API_VERSION, KIND, InferenceStack, InferenceStackSpec, StackMetadata
+
+__all__ = [
+    "API_VERSION",
+    "AUTOSCALING_METRICS",
+    "DEFAULT_IMAGES",
+    "KIND",
+    "AdapterSpec",
+    "AutoscalingMetric",
+    "AutoscalingSpec",
+    "DiagnosticsSpec",
+    "EngineSpec",
+    "GatewaySpec",
+    "GpuPool",
+    "ImagesSpec",
+    "InferenceStack",
+    "InferenceStackSpec",
+    "KvCachePoolSpec",
+    "LoraSpec",
+    "ModelKvCacheSpec",
+    "ModelSpec",
+    "ObservabilitySpec",
+    "OptimizerSpec",
+    "ParallelismSpec",
+    "PlacementSpec",
+    "ProfilesSpec",
+    "RateLimitsSpec",
+    "RedisSpec",
+    "ReplicasSpec",
+    "RoutingSpec",
+    "SloSpec",
+    "SourceSpec",
+    "SpecModel",
+    "StackMetadata",
+    "TierSpec",
+    "Toleration",
+    "UsersSpec",
+    "find_literal_secret",
+]

@@ -1,0 +1,97 @@
+"""Reusable constrained field types of the InferenceStack API, and the literal-secret check.
+
+Names become Kubernetes object names and label values, so they are DNS-1123 labels
+(lowercase alphanumerics and '-', at most 63 characters, alphanumeric at both ends).
+Quantities follow the Kubernetes resource-quantity grammar (``64Gi``, ``500M``, ``1.5``).
+
+Secrets are accepted only by reference (the name of a Kubernetes Secret).
+:func:`find_literal_secret` recognises the shapes of credentials people paste by mistake
+(Hugging Face, OpenAI-style and GitHub tokens, AWS access keys, passwords inside URLs,
+``token=`` query parameters) so the spec and the compiler can refuse them with a hint.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "DNS_LABEL_PATTERN",
+    "DnsLabel",
+    "Quantity",
+    "SecretName",
+    "Duration",
+    "NoSecretStr",
+    "find_literal_secret",
+    "spec_error",
+    "reject_literal_secret",
+]
+
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A Secret's name is a DNS-1123 subdomain (dots allowed).
+_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+_QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+_DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"
+
+DnsLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
+SecretName = Annotated[str, Field(min_length=1, max_length=253, pattern=_SUBDOMAIN_PATTERN)]
+Quantity = Annotated[str, Field(min_length=1, pattern=_QUANTITY_PATTERN)]
+Duration = Annotated[str, Field(min_length=2, pattern=_DURATION_PATTERN)]
+
+# (regex, what it looks like) -- checked in order; the first match names the problem.
+_SECRET_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\bhf_[A-Za-z0-9]{20,}"), "a Hugging Face access token"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"), "an API secret key"),
+    (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), "a GitHub token"),
+    (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), "an AWS access key id"),
+    (re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s:]+:[^/@\s]+@"), "a password inside a URL"),
+    (re.compile(r"[?&](token|access_token|api_key|apikey|password|secret|sig)=[^&\s]+", re.I),
+     "a credential in a URL query"),
+)
+
+
+def spec_error(
+    message: str, *, expected: str = "", got: str = "", choices: tuple[str, ...] = (), hint: str = ""
+) -> PydanticCustomError:
+    """An error a validator raises with structured context the compiler renders.
+
+    ``choices`` and ``got`` let the compiler add a "did you mean" hint; ``expected`` and
+    ``hint`` become the message's "expected:" and "hint:" lines.
+    """
+    escaped = message.replace("{", "{{").replace("}", "}}")
+    return PydanticCustomError(
+        "aibrix_spec",
+        escaped,
+        {"expected": expected, "got": got, "choices": list(choices), "hint": hint},
+    )
+
+
+def find_literal_secret(value: str) -> str | None:
+    """Return what kind of credential ``value`` seems to contain, or None.
+
+    >>> find_literal_secret("hf://meta-llama/Meta-Llama-3-8B")
+    >>> find_literal_secret("https://user:hunter2@example.com/m")
+    'a password inside a URL'
+    """
+    for pattern, what in _SECRET_SHAPES:
+        if pattern.search(value):
+            return what
+    return None
+
+
+def reject_literal_secret(value: str) -> str:
+    """Pydantic after-validator: refuse a string that embeds a credential."""
+    what = find_literal_secret(value)
+    if what is not None:
+        raise spec_error(
+            f"this value contains {what}",
+            expected="no credentials inline; secrets are accepted only by reference",
+            hint="store the credential in a Kubernetes Secret and name that Secret in a secretRef field",
+        )
+    return value
+
+
+NoSecretStr = Annotated[str, AfterValidator(reject_literal_secret)]

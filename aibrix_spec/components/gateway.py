@@ -1,0 +1,161 @@
+"""The gateway's configuration file: what ``aibrix-gateway --config FILE`` loads.
+
+The compiler writes this file into the gateway's ConfigMap; locally it is hand-written.
+It says which models the gateway serves (and how to find their pods), each model's routing
+policy (:class:`aibrix_spec.routing.RoutingSpec`), where API keys and tiers come from, where
+shared rate-limit counters live (Redis) and how often engine metrics are scraped.
+
+Example (YAML, camelCase)::
+
+    discovery: {mode: static, endpointsFile: endpoints.yaml}
+    models:
+      - name: llama-3-8b
+        selector: {model.aibrix.ai/name: llama-3-8b}
+        port: 8000
+        routing: {policy: "prefix-cache-aware:2,least-request"}
+        adapters: [sql-lora]
+    rateLimits:
+      usersFile: /etc/aibrix/users/users.yaml
+      tiers: {free: {rpm: 60, tpm: 20000}, gold: {rpm: 600, tpm: 200000}}
+      defaultTier: free
+      redisUrl: redis://redis:6379/0
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from .._base import SpecModel
+from ..routing import RoutingSpec
+
+__all__ = [
+    "DiscoverySpec",
+    "GatewayConfig",
+    "GatewayModelSpec",
+    "ListenSpec",
+    "RateLimitSpec",
+    "ScrapeSpec",
+    "TierSpec",
+]
+
+_Port = Annotated[int, Field(ge=0, le=65535)]
+
+
+class ListenSpec(SpecModel):
+    """Where the gateway listens (port 0 picks a free port; tests use it)."""
+
+    host: str = Field("0.0.0.0", description="Address both servers bind to.")
+    grpc_port: _Port = Field(50051, description="Port of the Envoy ext_proc gRPC service (plus gRPC health).")
+    http_port: _Port = Field(8080, description="Port of /metrics, /healthz and /v1/models.")
+
+
+class DiscoverySpec(SpecModel):
+    """How the gateway finds the engine pods behind each model."""
+
+    mode: Literal["kubernetes", "static"] = Field(
+        "kubernetes",
+        description="kubernetes: list and watch pods by each model's selector; static: read endpointsFile.",
+    )
+    namespace: str = Field("default", description="Namespace whose pods are watched (kubernetes mode).")
+    endpoints_file: str | None = Field(
+        None, description="YAML file listing endpoints (static mode); re-read when it changes."
+    )
+    poll_interval_s: Annotated[float, Field(gt=0, le=60)] = Field(
+        1.0, description="How often the static endpoints file is checked for changes."
+    )
+
+    @model_validator(mode="after")
+    def _file_for_static(self) -> "DiscoverySpec":
+        if self.mode == "static" and not self.endpoints_file:
+            raise ValueError("discovery.mode is static but discovery.endpointsFile is not set")
+        return self
+
+
+class GatewayModelSpec(SpecModel):
+    """One model the gateway serves."""
+
+    name: str = Field(..., min_length=1, description='The OpenAI "model" name requests use.')
+    selector: dict[str, str] = Field(
+        default_factory=dict,
+        description="Pod labels that select this model's engine pods (kubernetes mode).",
+    )
+    port: _Port = Field(8000, description="The engines' HTTP port on each pod (kubernetes mode).")
+    routing: RoutingSpec = Field(default_factory=RoutingSpec, description="How a pod is picked for this model.")
+    adapters: list[str] = Field(
+        default_factory=list,
+        description="LoRA adapter names served on top of this model; requests may name them as the model.",
+    )
+
+
+class TierSpec(SpecModel):
+    """Request and token budgets per minute for every user of a tier."""
+
+    rpm: Annotated[int, Field(ge=1)] = Field(..., description="Requests per minute.")
+    tpm: Annotated[int, Field(ge=1)] = Field(..., description="Tokens (prompt + completion) per minute.")
+
+
+class RateLimitSpec(SpecModel):
+    """API keys, tiers and where counters live."""
+
+    users_file: str | None = Field(
+        None,
+        description=(
+            "YAML file (mounted from a Secret) mapping API keys to users and tiers. "
+            "When unset, requests need no key and are limited per client as one anonymous user."
+        ),
+    )
+    tiers: dict[str, TierSpec] = Field(default_factory=dict, description="Tier name -> budgets.")
+    default_tier: str | None = Field(None, description="Tier of users that name none (and of anonymous traffic).")
+    redis_url: str | None = Field(
+        None, description="redis:// URL shared by all gateway replicas; counters stay in memory when unset."
+    )
+    window_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60.0, description="Length of the rate-limit window (60 s makes rpm/tpm per minute)."
+    )
+
+    @model_validator(mode="after")
+    def _default_tier_exists(self) -> "RateLimitSpec":
+        if self.default_tier is not None and self.default_tier not in self.tiers:
+            known = ", ".join(sorted(self.tiers)) or "(none defined)"
+            raise ValueError(f'rateLimits.defaultTier "{self.default_tier}" is not a tier; tiers: {known}')
+        return self
+
+
+class ScrapeSpec(SpecModel):
+    """How engine metrics are collected."""
+
+    interval_s: Annotated[float, Field(gt=0, le=60)] = Field(0.5, description="Seconds between scrapes of each endpoint.")
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = Field(1.0, description="Timeout of one scrape.")
+    staleness_s: Annotated[float, Field(gt=0, le=300)] = Field(
+        3.0, description="Metrics older than this are treated as unknown by the routing policies."
+    )
+
+
+class GatewayConfig(SpecModel):
+    """The whole gateway configuration file."""
+
+    listen: ListenSpec = Field(default_factory=ListenSpec, description="Ports.")
+    discovery: DiscoverySpec = Field(default_factory=DiscoverySpec, description="Pod discovery.")
+    models: list[GatewayModelSpec] = Field(..., min_length=1, description="Models served.")
+    rate_limits: RateLimitSpec = Field(default_factory=RateLimitSpec, description="Auth and rate limits.")
+    scrape: ScrapeSpec = Field(default_factory=ScrapeSpec, description="Engine metric scraping.")
+    fallbacks: Annotated[int, Field(ge=0, le=10)] = Field(
+        2,
+        description=(
+            "Next-best endpoints named in x-gateway-destination-fallback-1..N, which Envoy's retries use "
+            "when the chosen one fails to connect or resets; match the Envoy bootstrap's numRetries."
+        ),
+    )
+    seed: int = Field(0, description="Seed of the routing policies' random choices (reproducible runs).")
+
+    @model_validator(mode="after")
+    def _names_unique(self) -> "GatewayConfig":
+        seen: dict[str, str] = {}
+        for model in self.models:
+            for name, what in [(model.name, "model")] + [(a, f"adapter of {model.name}") for a in model.adapters]:
+                if name in seen:
+                    raise ValueError(f'"{name}" is declared twice (as {seen[name]} and as {what}); names must be unique')
+                seen[name] = what
+        return self

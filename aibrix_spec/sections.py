@@ -1,0 +1,157 @@
+"""The stack-wide sections of ``spec``: gateway, kvCache pool, optimizer, diagnostics,
+observability and images.
+
+Each optional section is off when absent; writing the section (even ``{}``) turns it on
+with the defaults below, and ``enabled: false`` turns it off again while keeping the
+settings. Images carry pinned defaults so a stack compiles to the same bytes until
+someone changes a pin on purpose.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from ._base import SpecModel
+from ._types import DnsLabel, Duration, NoSecretStr, Quantity, SecretName
+
+__all__ = [
+    "DEFAULT_IMAGES",
+    "DiagnosticsSpec",
+    "GatewaySpec",
+    "ImagesSpec",
+    "KvCachePoolSpec",
+    "ObservabilitySpec",
+    "OptimizerSpec",
+    "ProfilesSpec",
+    "RateLimitsSpec",
+    "RedisSpec",
+    "TierSpec",
+    "UsersSpec",
+]
+
+#: Pinned default images (tags, never ``latest``): the single place to bump them.
+DEFAULT_IMAGES: dict[str, str] = {
+    "vllm": "vllm/vllm-openai:v0.32.0",
+    "sglang": "lmsysorg/sglang:v0.5.4",
+    "envoy": "envoyproxy/envoy:v1.40.0",
+    "gateway": "ghcr.io/aibrix-stack/gateway:0.1.0",
+    "kvCache": "ghcr.io/aibrix-stack/kv-server:0.1.0",
+    "scaler": "ghcr.io/aibrix-stack/scaler:0.1.0",
+    "optimizer": "ghcr.io/aibrix-stack/optimizer:0.1.0",
+    "diagnostics": "ghcr.io/aibrix-stack/diag:0.1.0",
+    "sidecar": "ghcr.io/aibrix-stack/sidecar:0.1.0",
+}
+
+_Image = Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9./_:@-]+$")]
+
+
+class TierSpec(SpecModel):
+    """Per-user limits of one tier (a user's tier comes from the users Secret)."""
+
+    rpm: Annotated[int, Field(ge=1)] = Field(description="Requests per minute.")
+    tpm: Annotated[int, Field(ge=1)] = Field(description="Tokens (prompt + completion) per minute.")
+
+
+class RateLimitsSpec(SpecModel):
+    """Rate-limit tiers."""
+
+    tiers: dict[DnsLabel, TierSpec] = Field(
+        default_factory=lambda: {"default": TierSpec(rpm=600, tpm=200_000)},
+        description="Tiers by name.",
+    )
+    default_tier: DnsLabel = Field("default", description="Tier of users the users Secret does not assign.")
+
+
+class UsersSpec(SpecModel):
+    """Where API keys (and each key's tier) come from."""
+
+    secret_ref: SecretName = Field(description="Secret holding users.yaml (API key hashes and tiers).")
+
+
+class RedisSpec(SpecModel):
+    """Shared store for rate-limit counters across gateway replicas."""
+
+    url: NoSecretStr = Field(
+        description="redis://host:port/db (no password inside; use passwordSecretRef).",
+        pattern=r"^rediss?://",
+    )
+    password_secret_ref: SecretName | None = Field(None, description="Secret with key 'password'.")
+
+
+class GatewaySpec(SpecModel):
+    """The LLM-aware gateway (Envoy + the ext_proc router)."""
+
+    enabled: bool = Field(True, description="Deploy the gateway.")
+    mode: Literal["standalone", "envoy-gateway"] = Field(
+        "standalone",
+        description="standalone: our own Envoy Deployment; envoy-gateway: Gateway API objects for Envoy Gateway.",
+    )
+    replicas: Annotated[int, Field(ge=1, le=100)] = Field(2, description="Gateway (and Envoy) replicas.")
+    users: UsersSpec | None = Field(None, description="API keys; empty = no authentication.")
+    rate_limits: RateLimitsSpec = Field(
+        default_factory=RateLimitsSpec, description="Per-user rate-limit tiers and the tier of unassigned users."
+    )
+    redis: RedisSpec | None = Field(None, description="Shared counters; empty = per-replica counters.")
+    request_timeout: Duration = Field("300s", description="Upstream request timeout.")
+
+
+class KvCachePoolSpec(SpecModel):
+    """The distributed KV-cache pool that engines share."""
+
+    enabled: bool = Field(True, description="Deploy the pool.")
+    replicas: Annotated[int, Field(ge=1, le=256)] = Field(3, description="Pool servers (a StatefulSet).")
+    memory_per_replica: Quantity = Field("16Gi", description="Memory each server keeps for KV blocks.")
+    eviction: Literal["s3fifo", "lru", "fifo"] = Field("s3fifo", description="Eviction policy.")
+    block_size_tokens: Annotated[int, Field(ge=1, le=1024)] = Field(16, description="Tokens per KV block.")
+
+
+class ProfilesSpec(SpecModel):
+    """Where measured GPU profiles come from."""
+
+    config_map_ref: DnsLabel | None = Field(
+        None, description="ConfigMap with profile JSON files; empty = derive profiles from the roofline model."
+    )
+
+
+class OptimizerSpec(SpecModel):
+    """The GPU-mix optimizer (ILP over pools) feeding the autoscaler."""
+
+    enabled: bool = Field(True, description="Deploy the optimizer.")
+    profiles: ProfilesSpec = Field(default_factory=ProfilesSpec, description="GPU profiles.")
+    interval: Duration = Field("60s", description="How often the mix is re-solved.")
+    solver: Literal["cbc", "highs"] = Field("cbc", description="ILP solver.")
+
+
+class DiagnosticsSpec(SpecModel):
+    """NVML diagnostics on every GPU node (a DaemonSet)."""
+
+    enabled: bool = Field(True, description="Deploy diagnostics.")
+    pools: list[DnsLabel] | None = Field(None, description="Pools to cover; empty = every pool.")
+    interval: Duration = Field("60s", description="Time between checks.")
+
+
+class ObservabilitySpec(SpecModel):
+    """Prometheus Operator objects for what the stack deploys."""
+
+    enabled: bool = Field(True, description="Emit observability objects.")
+    service_monitors: bool = Field(True, description="Emit ServiceMonitors for engines and components.")
+    prometheus_rules: bool = Field(False, description="Emit PrometheusRules (SLO alerts).")
+    scrape_interval: Duration = Field("30s", description="Scrape interval.")
+
+
+class ImagesSpec(SpecModel):
+    """Container images; every default is pinned."""
+
+    vllm: _Image = Field(DEFAULT_IMAGES["vllm"], description="vLLM OpenAI server image.")
+    sglang: _Image = Field(DEFAULT_IMAGES["sglang"], description="SGLang server image.")
+    envoy: _Image = Field(DEFAULT_IMAGES["envoy"], description="Envoy proxy image (standalone gateway).")
+    gateway: _Image = Field(DEFAULT_IMAGES["gateway"], description="Gateway (ext_proc router) image.")
+    kv_cache: _Image = Field(DEFAULT_IMAGES["kvCache"], description="KV-cache pool server image.")
+    scaler: _Image = Field(DEFAULT_IMAGES["scaler"], description="Autoscaler image.")
+    optimizer: _Image = Field(DEFAULT_IMAGES["optimizer"], description="GPU optimizer image.")
+    diagnostics: _Image = Field(DEFAULT_IMAGES["diagnostics"], description="GPU diagnostics image.")
+    sidecar: _Image = Field(DEFAULT_IMAGES["sidecar"], description="Engine sidecar image.")
+    pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field("IfNotPresent", description="imagePullPolicy.")
+    pull_secret_ref: SecretName | None = Field(None, description="imagePullSecret for private registries.")

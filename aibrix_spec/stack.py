@@ -1,0 +1,63 @@
+"""The root of the API: ``apiVersion: aibrix.ai/v1alpha1``, ``kind: InferenceStack``.
+
+Field-level rules live on the models; rules that relate several fields (references
+between sections, uniqueness, fitting parallelism into a pool) are checked by the
+compiler's validate pass, which knows where each value sits in the file.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from ._base import SpecModel
+from ._types import DnsLabel
+from .models import ModelSpec
+from .sections import (
+    DiagnosticsSpec,
+    GatewaySpec,
+    ImagesSpec,
+    KvCachePoolSpec,
+    ObservabilitySpec,
+    OptimizerSpec,
+)
+from .pools import GpuPool
+
+__all__ = ["API_VERSION", "KIND", "InferenceStack", "InferenceStackSpec", "StackMetadata"]
+
+API_VERSION = "aibrix.ai/v1alpha1"
+KIND = "InferenceStack"
+
+
+class StackMetadata(SpecModel):
+    """Identity of the stack."""
+
+    name: DnsLabel = Field(description="Stack name: the app.kubernetes.io/instance label of every object.")
+    namespace: DnsLabel | None = Field(
+        None, description="Namespace of every object; empty = the --namespace option (ArgoCD's app namespace)."
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Extra labels added to every object.")
+
+
+class InferenceStackSpec(SpecModel):
+    """Everything one environment serves."""
+
+    create_namespace: bool = Field(False, description="Emit the Namespace object too.")
+    gpu_pools: Annotated[list[GpuPool], Field(min_length=1)] = Field(description="GPU node pools.")
+    models: Annotated[list[ModelSpec], Field(min_length=1)] = Field(description="Served models.")
+    gateway: GatewaySpec | None = Field(None, description="The LLM gateway; absent = none.")
+    kv_cache: KvCachePoolSpec | None = Field(None, description="The shared KV-cache pool; absent = none.")
+    optimizer: OptimizerSpec | None = Field(None, description="The GPU-mix optimizer; absent = none.")
+    diagnostics: DiagnosticsSpec | None = Field(None, description="GPU diagnostics; absent = none.")
+    observability: ObservabilitySpec | None = Field(None, description="Prometheus Operator objects; absent = none.")
+    images: ImagesSpec = Field(default_factory=ImagesSpec, description="Container images (pinned defaults).")
+
+
+class InferenceStack(SpecModel):
+    """One InferenceStack document."""
+
+    api_version: Literal["aibrix.ai/v1alpha1"] = Field(description="Always aibrix.ai/v1alpha1.")
+    kind: Literal["InferenceStack"] = Field(description="Always InferenceStack.")
+    metadata: StackMetadata = Field(description="Name, namespace and extra labels.")
+    spec: InferenceStackSpec = Field(description="The stack.")

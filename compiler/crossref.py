@@ -1,0 +1,255 @@
+"""Cross-reference rules of the validate pass (DESIGN.md section 3).
+
+Each rule is a function ``InferenceStack -> Iterator[Diagnostic]`` listed once in
+:data:`RULES`; :func:`check_references` runs them all and returns every problem.
+Paths use the YAML spelling so the pipeline can point at the line.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterator
+
+from aibrix_spec import AUTOSCALING_METRICS, InferenceStack
+
+from .engine_args import DERIVED_ARGS
+from .errors import Diagnostic, did_you_mean
+
+__all__ = ["RULES", "check_references"]
+
+Rule = Callable[[InferenceStack], Iterator[Diagnostic]]
+
+_ARG_KEY = re.compile(r"^[a-z][a-zA-Z0-9]*$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def _unique(names: list[tuple[tuple[str | int, ...], str]], what: str) -> Iterator[Diagnostic]:
+    first: dict[str, tuple[str | int, ...]] = {}
+    for path, name in names:
+        if name in first:
+            where = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in first[name]).replace(".[", "[")
+            yield Diagnostic(path, f'duplicate {what} "{name}" (also at {where})', expected=f"unique {what}s")
+        else:
+            first[name] = path
+
+
+def unique_names(stack: InferenceStack) -> Iterator[Diagnostic]:
+    yield from _unique([(("spec", "gpuPools", i, "name"), p.name) for i, p in enumerate(stack.spec.gpu_pools)], "pool name")
+    model_dupes = list(_unique([(("spec", "models", i, "name"), m.name) for i, m in enumerate(stack.spec.models)], "model name"))
+    yield from model_dupes
+    reported = {d.path for d in model_dupes}
+    served: list[tuple[tuple[str | int, ...], str]] = []
+    for i, m in enumerate(stack.spec.models):
+        field = "servedModelName" if m.served_model_name else "name"
+        served.append((("spec", "models", i, field), m.served_model_name or m.name))
+        for j, a in enumerate(m.adapters):
+            served.append((("spec", "models", i, "adapters", j, "name"), a.name))
+    yield from (d for d in _unique(served, "OpenAI model name") if d.path not in reported)
+
+
+def pool_fields(stack: InferenceStack) -> Iterator[Diagnostic]:
+    for i, pool in enumerate(stack.spec.gpu_pools):
+        if pool.accelerator is None:
+            missing = [
+                alias
+                for alias, value in (("product", pool.product), ("memoryGib", pool.memory_gib), ("costPerGpuHour", pool.cost_per_gpu_hour))
+                if value is None
+            ]
+            if missing:
+                yield Diagnostic(
+                    ("spec", "gpuPools", i, "name"),
+                    f'pool "{pool.name}" names no accelerator, so it needs {", ".join(missing)}',
+                    expected="accelerator (a catalogue entry) or product, memoryGib and costPerGpuHour",
+                    hint="e.g. accelerator: nvidia-l20",
+                )
+
+
+def placement(stack: InferenceStack) -> Iterator[Diagnostic]:
+    pools = {p.name: p for p in stack.spec.gpu_pools}
+    for i, m in enumerate(stack.spec.models):
+        base = ("spec", "models", i)
+        seen: set[str] = set()
+        for j, name in enumerate(m.placement.pools):
+            path = base + ("placement", "pools", j)
+            if name in seen:
+                yield Diagnostic(path, f'pool "{name}" is listed twice', expected="each pool once")
+            seen.add(name)
+            if name not in pools:
+                yield Diagnostic(
+                    path,
+                    f'unknown pool "{name}"',
+                    expected="a name under gpuPools: " + ", ".join(pools),
+                    hint=did_you_mean(name, pools),
+                )
+                continue
+            pool = pools[name]
+            if m.parallelism.tensor > pool.gpus_per_node:
+                yield Diagnostic(
+                    base + ("parallelism", "tensor"),
+                    f'tensor parallel size {m.parallelism.tensor} does not fit on one node of pool "{name}" '
+                    f"({pool.gpus_per_node} GPUs per node)",
+                    expected=f"tensor <= {pool.gpus_per_node}; spread further with parallelism.pipeline",
+                )
+        gpus = m.parallelism.tensor * m.parallelism.pipeline
+        if m.placement.gpus_per_replica is not None and m.placement.gpus_per_replica != gpus:
+            yield Diagnostic(
+                base + ("placement", "gpusPerReplica"),
+                f"gpusPerReplica is {m.placement.gpus_per_replica} but parallelism needs "
+                f"{m.parallelism.tensor} x {m.parallelism.pipeline} = {gpus}",
+                expected=f"gpusPerReplica: {gpus}, or leave it out",
+            )
+
+
+def replicas_and_autoscaling(stack: InferenceStack) -> Iterator[Diagnostic]:
+    optimizer_on = stack.spec.optimizer is not None and stack.spec.optimizer.enabled
+    for i, m in enumerate(stack.spec.models):
+        base = ("spec", "models", i)
+        r, a = m.replicas, m.autoscaling
+        if r.max is not None and r.max < r.min:
+            yield Diagnostic(base + ("replicas", "max"), f"replicas.max ({r.max}) is below replicas.min ({r.min})", expected="max >= min")
+        if a.policy == "none" and r.max is not None and r.max != r.min:
+            yield Diagnostic(
+                base + ("replicas", "max"),
+                f"replicas.max is {r.max} but autoscaling.policy is none, so the count is fixed at min ({r.min})",
+                expected="max equal to min without autoscaling",
+                hint="set autoscaling.policy (hpa, kpa or apa) or remove replicas.max",
+            )
+        if a.policy != "none" and (r.max if r.max is not None else r.min) == 0:
+            yield Diagnostic(
+                base + ("replicas", "max"),
+                f"an autoscaled model needs room to scale, but replicas.max is {r.max if r.max is not None else r.min}",
+                expected="replicas.max >= 1",
+            )
+        if a.policy == "hpa" and r.min == 0:
+            yield Diagnostic(
+                base + ("replicas", "min"),
+                "a HorizontalPodAutoscaler cannot scale to zero",
+                expected="replicas.min >= 1 with policy hpa",
+                hint="use autoscaling.policy kpa or apa to scale to zero",
+            )
+        metric = AUTOSCALING_METRICS[a.metric]
+        if a.policy != "none" and metric.max_target is not None and a.target > metric.max_target:
+            yield Diagnostic(
+                base + ("autoscaling", "target"),
+                f"target {a.target:g} is above the largest meaningful value of {a.metric}",
+                expected=f"0 < target <= {metric.max_target:g}",
+            )
+        if a.policy != "none" and metric.source == "optimizer" and not optimizer_on:
+            yield Diagnostic(
+                base + ("autoscaling", "metric"),
+                f"metric {a.metric} is published by the optimizer, which is not enabled",
+                expected="spec.optimizer present and enabled",
+                hint="add `optimizer: {}` under spec, or pick an engine metric",
+            )
+        if a.use_keda and a.policy != "hpa":
+            yield Diagnostic(
+                base + ("autoscaling", "useKeda"),
+                f"useKeda applies to policy hpa, not {a.policy}",
+                expected="policy: hpa with useKeda: true",
+            )
+
+
+def sections(stack: InferenceStack) -> Iterator[Diagnostic]:
+    spec = stack.spec
+    kv_on = spec.kv_cache is not None and spec.kv_cache.enabled
+    gateway_on = spec.gateway is not None and spec.gateway.enabled
+    for i, m in enumerate(spec.models):
+        if m.kv_cache.enabled and not kv_on:
+            yield Diagnostic(
+                ("spec", "models", i, "kvCache", "enabled"),
+                "this model uses the shared KV-cache pool, which is not enabled",
+                expected="spec.kvCache present and enabled",
+                hint="add `kvCache: {}` under spec",
+            )
+        if "routing" in m.model_fields_set and not gateway_on:
+            yield Diagnostic(
+                ("spec", "models", i, "routing"),
+                "routing is done by the gateway, which is not enabled",
+                expected="spec.gateway present and enabled",
+                hint="add `gateway: {}` under spec, or remove routing",
+            )
+    if spec.gateway is not None:
+        tiers = spec.gateway.rate_limits.tiers
+        if spec.gateway.rate_limits.default_tier not in tiers:
+            yield Diagnostic(
+                ("spec", "gateway", "rateLimits", "defaultTier"),
+                f'unknown tier "{spec.gateway.rate_limits.default_tier}"',
+                expected="a name under rateLimits.tiers: " + ", ".join(tiers),
+                hint=did_you_mean(spec.gateway.rate_limits.default_tier, tiers),
+            )
+    if spec.diagnostics is not None and spec.diagnostics.pools is not None:
+        pools = [p.name for p in spec.gpu_pools]
+        for j, name in enumerate(spec.diagnostics.pools):
+            if name not in pools:
+                yield Diagnostic(
+                    ("spec", "diagnostics", "pools", j),
+                    f'unknown pool "{name}"',
+                    expected="a name under gpuPools: " + ", ".join(pools),
+                    hint=did_you_mean(name, pools),
+                )
+
+
+def engine_settings(stack: InferenceStack) -> Iterator[Diagnostic]:
+    for i, m in enumerate(stack.spec.models):
+        base = ("spec", "models", i, "engine")
+        derived = DERIVED_ARGS[m.engine.type]
+        for key in m.engine.args:
+            path = base + ("args", key)
+            if not _ARG_KEY.match(key):
+                yield Diagnostic(path, f'engine argument "{key}" is not camelCase', expected="e.g. maxNumSeqs for --max-num-seqs")
+            elif key in derived:
+                yield Diagnostic(
+                    path,
+                    f'engine argument "{key}" is derived by the compiler',
+                    expected="engine arguments the compiler does not set",
+                    hint=f"set {derived[key]} instead",
+                )
+        for key in m.engine.env:
+            if not _ENV_NAME.match(key):
+                yield Diagnostic(base + ("env", key), f'"{key}" is not a valid environment variable name', expected="letters, digits and _, not starting with a digit")
+
+
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def sources(stack: InferenceStack) -> Iterator[Diagnostic]:
+    for i, m in enumerate(stack.spec.models):
+        if m.source.uri.startswith("pvc://"):
+            claim = m.source.uri.removeprefix("pvc://").partition("/")[0]
+            if not _SUBDOMAIN.match(claim) or len(claim) > 253:
+                yield Diagnostic(
+                    ("spec", "models", i, "source", "uri"),
+                    f'"{claim}" is not a valid PersistentVolumeClaim name',
+                    expected="pvc://<claim>/<path inside the claim>, the claim a lowercase DNS name",
+                )
+
+
+def labels(stack: InferenceStack) -> Iterator[Diagnostic]:
+    maps: list[tuple[tuple[str | int, ...], dict[str, str]]] = [(("metadata", "labels"), stack.metadata.labels)]
+    maps += [(("spec", "gpuPools", i, "nodeSelector"), p.node_selector or {}) for i, p in enumerate(stack.spec.gpu_pools)]
+    for base, mapping in maps:
+        for key, value in mapping.items():
+            if not _LABEL_NAME.match(key):
+                yield Diagnostic(base + (key,), f'"{key}" is not a valid label key', expected="[prefix/]name, name at most 63 characters of letters, digits, -, _ and .")
+            elif not _LABEL_VALUE.match(value):
+                yield Diagnostic(base + (key,), f'"{value}" is not a valid label value', expected="at most 63 characters of letters, digits, -, _ and ., alphanumeric at both ends")
+
+
+#: Every cross-reference rule, in the order they run.
+RULES: tuple[Rule, ...] = (
+    unique_names,
+    pool_fields,
+    placement,
+    replicas_and_autoscaling,
+    sections,
+    engine_settings,
+    sources,
+    labels,
+)
+
+
+def check_references(stack: InferenceStack) -> list[Diagnostic]:
+    """Every cross-reference problem of the stack (empty when it is consistent)."""
+    return [d for rule in RULES for d in rule(stack)]

@@ -1,0 +1,141 @@
+"""Engine command lines derived from a model's spec (used by the plan pass).
+
+One table per engine maps spec fields to flags. vLLM (``python3 -m
+vllm.entrypoints.openai.api_server``, which every vLLM image ships)::
+
+    --model <weights> --served-model-name <name> --host 0.0.0.0 --port <port>
+    --tensor-parallel-size T --pipeline-parallel-size P --gpu-memory-utilization U --dtype D
+    [--max-model-len L] [--enable-prefix-caching | --no-enable-prefix-caching]
+    [--enable-lora --max-loras N --max-lora-rank R]   (when the model has adapters)
+    then engine.args in order: fooBar: v -> --foo-bar v; true -> --foo-bar; false -> --no-foo-bar
+
+SGLang (``python3 -m sglang.launch_server``) uses --model-path, --tp-size, --pp-size,
+--context-length, --mem-fraction-static, --disable-radix-cache and --enable-lora/--max-loras-per-batch.
+Flags in :data:`DERIVED_ARGS` come from typed fields; writing them in engine.args is an
+error that names the field to use instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["DERIVED_ARGS", "EngineCommand", "arg_flag", "engine_command", "weights_location"]
+
+#: engine.args keys the compiler derives, per engine, and the spec field that sets each.
+DERIVED_ARGS: dict[str, dict[str, str]] = {
+    "vllm": {
+        "model": "source.uri",
+        "servedModelName": "servedModelName",
+        "host": "(fixed: 0.0.0.0)",
+        "port": "engine.port",
+        "tensorParallelSize": "parallelism.tensor",
+        "pipelineParallelSize": "parallelism.pipeline",
+        "maxModelLen": "engine.maxModelLen",
+        "enablePrefixCaching": "engine.prefixCaching",
+        "gpuMemoryUtilization": "engine.gpuMemoryUtilization",
+        "dtype": "engine.dtype",
+        "enableLora": "adapters",
+        "maxLoras": "lora.maxLoras",
+        "maxLoraRank": "lora.maxRank",
+    },
+    "sglang": {
+        "modelPath": "source.uri",
+        "servedModelName": "servedModelName",
+        "host": "(fixed: 0.0.0.0)",
+        "port": "engine.port",
+        "tpSize": "parallelism.tensor",
+        "ppSize": "parallelism.pipeline",
+        "contextLength": "engine.maxModelLen",
+        "disableRadixCache": "engine.prefixCaching",
+        "memFractionStatic": "engine.gpuMemoryUtilization",
+        "dtype": "engine.dtype",
+        "enableLora": "adapters",
+        "maxLorasPerBatch": "lora.maxLoras",
+        "maxLoraRank": "lora.maxRank",
+    },
+}
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+#: Where the engine reads weights that are not on the Hugging Face hub: the model volume.
+MODEL_MOUNT = "/models"
+
+
+def arg_flag(key: str) -> str:
+    """``maxNumSeqs`` -> ``--max-num-seqs``."""
+    return "--" + _CAMEL.sub("-", key).lower()
+
+
+def weights_location(uri: str) -> str:
+    """What the engine's model flag gets: a hub id for hf://, a path under the mount for pvc://.
+
+    >>> weights_location("hf://Qwen/Qwen2.5-0.5B-Instruct"), weights_location("pvc://models/llama/8b")
+    ('Qwen/Qwen2.5-0.5B-Instruct', '/models/llama/8b')
+    """
+    if uri.startswith("hf://"):
+        return uri.removeprefix("hf://")
+    if uri.startswith("pvc://"):
+        _claim, _, sub = uri.removeprefix("pvc://").partition("/")
+        return f"{MODEL_MOUNT}/{sub}".rstrip("/")
+    return f"{MODEL_MOUNT}/weights"
+
+
+@dataclass(frozen=True)
+class EngineCommand:
+    """Container command and args (lists of strings, ready for a pod spec)."""
+
+    command: tuple[str, ...]
+    args: tuple[str, ...]
+
+
+def _extra(args: dict[str, str | int | float | bool]) -> list[str]:
+    out: list[str] = []
+    for key, value in args.items():
+        flag = arg_flag(key)
+        if value is True:
+            out.append(flag)
+        elif value is False:
+            out.append("--no-" + flag.removeprefix("--"))
+        else:
+            out += [flag, str(value)]
+    return out
+
+
+def engine_command(
+    *,
+    engine: str,
+    uri: str,
+    served_name: str,
+    port: int,
+    tensor: int,
+    pipeline: int,
+    max_model_len: int | None,
+    prefix_caching: bool,
+    gpu_memory_utilization: float,
+    dtype: str,
+    lora: tuple[int, int] | None,
+    extra: dict[str, str | int | float | bool],
+) -> EngineCommand:
+    """The engine's command line; ``lora`` is (max loras, max rank) when adapters exist."""
+    model = weights_location(uri)
+    if engine == "vllm":
+        args = ["--model", model, "--served-model-name", served_name, "--host", "0.0.0.0", "--port", str(port)]
+        args += ["--tensor-parallel-size", str(tensor), "--pipeline-parallel-size", str(pipeline)]
+        args += ["--gpu-memory-utilization", f"{gpu_memory_utilization:g}", "--dtype", dtype]
+        if max_model_len is not None:
+            args += ["--max-model-len", str(max_model_len)]
+        args.append("--enable-prefix-caching" if prefix_caching else "--no-enable-prefix-caching")
+        if lora is not None:
+            args += ["--enable-lora", "--max-loras", str(lora[0]), "--max-lora-rank", str(lora[1])]
+        return EngineCommand(("python3", "-m", "vllm.entrypoints.openai.api_server"), tuple(args + _extra(extra)))
+    args = ["--model-path", model, "--served-model-name", served_name, "--host", "0.0.0.0", "--port", str(port)]
+    args += ["--tp-size", str(tensor), "--pp-size", str(pipeline)]
+    args += ["--mem-fraction-static", f"{gpu_memory_utilization:g}", "--dtype", dtype]
+    if max_model_len is not None:
+        args += ["--context-length", str(max_model_len)]
+    if not prefix_caching:
+        args.append("--disable-radix-cache")
+    if lora is not None:
+        args += ["--enable-lora", "--max-loras-per-batch", str(lora[0]), "--max-lora-rank", str(lora[1])]
+    return EngineCommand(("python3", "-m", "sglang.launch_server"), tuple(args + _extra(extra)))

@@ -1,0 +1,43 @@
+"""``aibrix-compile explain``: a table of what a stack will run and what it costs.
+
+Cost per hour of a workload = replicas x gpusPerReplica x the pool's costPerGpuHour.
+A model with a fixed count costs its planned split over its pools at both ends. An
+autoscaled model is priced with replicas.min on its cheapest pool at min and with
+replicas.max on its most expensive pool at max (an upper bound: the optimizer may
+choose cheaper).
+"""
+
+from __future__ import annotations
+
+from .plan import ModelPlan, Plan
+
+__all__ = ["explain_table", "model_costs"]
+
+
+def model_costs(model: ModelPlan) -> tuple[float, float]:
+    """(USD per hour at min, USD per hour at max) for one model."""
+    prices = [w.pool.cost_per_gpu_hour for w in model.workloads]
+    if not model.autoscaled:  # a fixed count costs the same at min and max
+        fixed = sum((w.replicas or 0) * model.gpus_per_replica * w.pool.cost_per_gpu_hour for w in model.workloads)
+        return fixed, fixed
+    at_min = model.replicas_min * model.gpus_per_replica * min(prices)
+    return at_min, model.replicas_max * model.gpus_per_replica * max(prices)
+
+
+def explain_table(plan: Plan) -> str:
+    """A fixed-width table, one row per model plus a total."""
+    header = ("MODEL", "POOLS", "GPUS/REPLICA", "REPLICAS", "$/H AT MIN", "$/H AT MAX")
+    rows: list[tuple[str, ...]] = []
+    total_min = total_max = 0.0
+    for m in plan.models:
+        at_min, at_max = model_costs(m)
+        total_min, total_max = total_min + at_min, total_max + at_max
+        pools = ",".join(w.pool.name for w in m.workloads)
+        rows.append((m.name, pools, str(m.gpus_per_replica), f"{m.replicas_min}-{m.replicas_max}", f"{at_min:.2f}", f"{at_max:.2f}"))
+    rows.append(("TOTAL", "", "", "", f"{total_min:.2f}", f"{total_max:.2f}"))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) if i < 4 else cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip()
+        for row in [header, *rows]
+    ]
+    return "\n".join(lines) + "\n"

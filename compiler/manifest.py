@@ -1,0 +1,95 @@
+"""The unit renderers produce and transformers rewrite: one Kubernetes object.
+
+``component`` names the part of the stack the object belongs to (``engine``,
+``gateway``, ``kv-cache`` ...): it becomes the ``app.kubernetes.io/component`` label and
+the folder of the object's file under ``-o DIR``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["CLUSTER_SCOPED_KINDS", "KIND_ORDER", "Manifest", "kind_priority"]
+
+#: Kinds without a namespace (the namespace transformer leaves them alone).
+CLUSTER_SCOPED_KINDS: frozenset[str] = frozenset(
+    {
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "PriorityClass",
+        "StorageClass",
+        "GatewayClass",
+        "IngressClass",
+    }
+)
+
+#: Apply order: what others depend on first (the one kind-order constant).
+KIND_ORDER: tuple[str, ...] = (
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+    "ConfigMap",
+    "Secret",
+    "PersistentVolumeClaim",
+    "Service",
+    "PodDisruptionBudget",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "RayCluster",
+    "HorizontalPodAutoscaler",
+    "ScaledObject",
+    "NetworkPolicy",
+    "GatewayClass",
+    "Gateway",
+    "HTTPRoute",
+    "InferencePool",
+    "BackendTrafficPolicy",
+    "EnvoyExtensionPolicy",
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
+)
+
+
+def kind_priority(kind: str) -> int:
+    """Position of ``kind`` in :data:`KIND_ORDER`; unknown kinds go last."""
+    try:
+        return KIND_ORDER.index(kind)
+    except ValueError:
+        return len(KIND_ORDER)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One object: the component it belongs to and its body (a plain dict)."""
+
+    component: str
+    body: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.body["kind"])
+
+    @property
+    def name(self) -> str:
+        return str(self.body["metadata"]["name"])
+
+    @property
+    def namespace(self) -> str:
+        return str(self.body["metadata"].get("namespace", ""))
+
+    @property
+    def sort_key(self) -> tuple[int, str, str, str]:
+        return (kind_priority(self.kind), self.namespace, self.name, self.kind)
+
+    @property
+    def file_name(self) -> str:
+        """``<component>/<kind>-<name>.yaml``, as written under -o DIR."""
+        return f"{self.component}/{self.kind.lower()}-{self.name}.yaml"

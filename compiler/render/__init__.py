@@ -1,0 +1,127 @@
+"""Pass 5, render: Plan -> list[Manifest], one module per target family.
+
+The extension point, in two tables:
+
+- :data:`RENDERERS` lists every renderer family (name, function). A family is a module
+  ``compiler/render/<family>.py`` exposing ``render(plan) -> list[Manifest]``.
+- :data:`NOT_COMPILED_YET` lists the spec features that validate but have no renderer
+  yet. Compiling a stack that uses one fails with ONE clear error naming the field and
+  its line (never a silently dropped section).
+
+Enabling a feature: add the renderer module, register it in RENDERERS, delete its entry
+from NOT_COMPILED_YET, then regenerate golden files (``pytest tests/golden --update-golden``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+from aibrix_spec import InferenceStack
+
+from ..errors import Diagnostic, NotCompiledYetError
+from ..manifest import Manifest
+from ..plan import Plan
+from . import core
+
+__all__ = ["NOT_COMPILED_YET", "RENDERERS", "PendingFeature", "RendererFamily", "check_compilable", "render"]
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class RendererFamily:
+    """One renderer module, registered by name."""
+
+    name: str
+    render: Callable[[Plan], list[Manifest]]
+
+
+@dataclass(frozen=True)
+class PendingFeature:
+    """A validated spec feature whose renderer does not exist yet."""
+
+    field: str  #: the field as users write it, e.g. spec.gateway
+    renderer: str  #: the renderer family that will compile it
+    find: Callable[[InferenceStack], Iterator[Path]]  #: paths in a stack that use it
+
+
+#: Every renderer family, in the order they run (output order is decided by sorting).
+RENDERERS: tuple[RendererFamily, ...] = (RendererFamily("core", core.render),)
+
+
+def _section(attribute: str, alias: str) -> Callable[[InferenceStack], Iterator[Path]]:
+    def find(stack: InferenceStack) -> Iterator[Path]:
+        section = getattr(stack.spec, attribute)
+        if section is not None and section.enabled:
+            yield ("spec", alias)
+
+    return find
+
+
+def _autoscaled(stack: InferenceStack) -> Iterator[Path]:
+    for i, m in enumerate(stack.spec.models):
+        if m.autoscaling.policy != "none":
+            yield ("spec", "models", i, "autoscaling", "policy")
+
+
+def _adapters(stack: InferenceStack) -> Iterator[Path]:
+    for i, m in enumerate(stack.spec.models):
+        if m.adapters:
+            yield ("spec", "models", i, "adapters")
+
+
+def _model_kv_cache(stack: InferenceStack) -> Iterator[Path]:
+    for i, m in enumerate(stack.spec.models):
+        if m.kv_cache.enabled:
+            yield ("spec", "models", i, "kvCache", "enabled")
+
+
+def _multi_node(stack: InferenceStack) -> Iterator[Path]:
+    per_node = {p.name: p.gpus_per_node for p in stack.spec.gpu_pools}
+    for i, m in enumerate(stack.spec.models):
+        gpus = m.parallelism.tensor * m.parallelism.pipeline
+        if any(gpus > per_node.get(p, gpus) for p in m.placement.pools):
+            yield ("spec", "models", i, "parallelism")
+
+
+def _downloaded_sources(stack: InferenceStack) -> Iterator[Path]:
+    for i, m in enumerate(stack.spec.models):
+        if not m.source.uri.startswith(("hf://", "pvc://")):
+            yield ("spec", "models", i, "source", "uri")
+
+
+#: Spec features that validate but are not compiled yet (delete an entry when its renderer lands).
+NOT_COMPILED_YET: tuple[PendingFeature, ...] = (
+    PendingFeature("spec.gateway", "gateway", _section("gateway", "gateway")),
+    PendingFeature("spec.kvCache", "kv-cache", _section("kv_cache", "kvCache")),
+    PendingFeature("models[].kvCache.enabled", "kv-cache", _model_kv_cache),
+    PendingFeature("spec.optimizer", "optimizer", _section("optimizer", "optimizer")),
+    PendingFeature("spec.diagnostics", "diagnostics", _section("diagnostics", "diagnostics")),
+    PendingFeature("spec.observability", "observability", _section("observability", "observability")),
+    PendingFeature("models[].autoscaling.policy (hpa, kpa, apa)", "autoscaling", _autoscaled),
+    PendingFeature("models[].adapters", "adapters", _adapters),
+    PendingFeature("models[].parallelism (a replica larger than one node)", "kuberay", _multi_node),
+    PendingFeature("models[].source.uri (s3://, gs://, oci://, https://)", "weights download", _downloaded_sources),
+)
+
+
+def check_compilable(stack: InferenceStack) -> None:
+    """Raise NotCompiledYetError naming every use of a feature without a renderer."""
+    problems = [
+        Diagnostic(
+            path,
+            f"{feature.field} is valid but not compiled yet: the {feature.renderer} renderer is not in this version",
+            expected="a stack without this feature until its renderer lands",
+            hint="remove it (or set enabled: false on a section) to compile the rest of the stack",
+        )
+        for feature in NOT_COMPILED_YET
+        for path in feature.find(stack)
+    ]
+    if problems:
+        raise NotCompiledYetError(problems)
+
+
+def render(plan: Plan) -> list[Manifest]:
+    """Every registered family's objects, in registry order."""
+    return [manifest for family in RENDERERS for manifest in family.render(plan)]

@@ -1,0 +1,197 @@
+"""The Envoy bootstrap of a standalone gateway, as a plain dict (pure; standard library only).
+
+Where it sits: the compiler's gateway renderer puts ``yaml.dump(envoy_bootstrap(...))`` into
+the Envoy ConfigMap; the gateway's integration tests start real Envoy with exactly this
+output. One listener carries every request through two HTTP filters:
+
+1. ``ext_proc`` -> the aibrix gateway (gRPC, HTTP/2): request headers, the request body
+   BUFFERED (the gateway needs the whole JSON to route), response headers, the response
+   body STREAMED (usage counting must not delay token streaming). ``failure_mode_allow``
+   is false: without the gateway nothing is routed (Envoy answers 500).
+2. ``router`` -> cluster ``engines``: ORIGINAL_DST keyed on ``x-gateway-destination-endpoint``
+   (``use_http_header``), so the pod the gateway chose is the pod that serves.
+
+Timeouts: generations can stream for minutes, so the route timeout is ``request_timeout_s``
+(default 600 s) and the stream idle timeout matches it (a non-streaming request is silent
+until it finishes). Buffers: ``per_connection_buffer_limit_bytes`` bounds the buffered
+request body (Envoy's 1 MiB default rejects long prompts with 413).
+
+Retries reach another pod: with ORIGINAL_DST every attempt goes to the address in the
+destination header, and the ext_proc is consulted once per request, not per attempt. So the
+gateway also names fallbacks (``x-gateway-destination-fallback-1`` .. ``-N``, its next-best
+candidates) and the ``engines`` cluster runs an *upstream* ``header_mutation`` filter, which
+runs once per attempt after the host was chosen and shifts the list by one
+(destination <- fallback-1, fallback-1 <- fallback-2, ...). The router reuses that header map
+for a retry, so attempt k+1 goes to fallback k. Retries fire on ``connect-failure, reset,
+refused-stream`` (before any response byte; a stream cut later is not retried), and
+``x-envoy-attempt-count`` in the response tells the gateway an attempt failed, so it takes the
+dead pod out of the candidates at once. docs/gateway.md records what the tests measured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DESTINATION_HEADER", "FALLBACK_HEADER_PREFIX", "envoy_bootstrap"]
+
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+#: Fallback k (1-based) is ``f"{FALLBACK_HEADER_PREFIX}{k}"``; the gateway sets them.
+FALLBACK_HEADER_PREFIX = "x-gateway-destination-fallback-"
+
+
+def _duration(seconds: float) -> str:
+    text = f"{seconds:.3f}".rstrip("0").rstrip(".")
+    return f"{text}s"
+
+
+def _shift(key: str, source: str) -> dict[str, Any]:
+    """A header_mutation entry: ``key`` <- the current value of header ``source``."""
+    value = f"%REQ({source})%"
+    return {"append": {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}
+
+
+def _socket(address: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": address, "port_value": port}}
+
+
+def envoy_bootstrap(
+    *,
+    ext_proc_host: str,
+    ext_proc_port: int,
+    listener_port: int = 8080,
+    listener_address: str = "0.0.0.0",
+    admin_port: int = 9901,
+    admin_address: str = "127.0.0.1",
+    request_timeout_s: float = 600.0,
+    connect_timeout_s: float = 2.0,
+    ext_proc_message_timeout_s: float = 5.0,
+    per_connection_buffer_limit_bytes: int = 8 * 1024 * 1024,
+    num_retries: int = 2,
+    max_requests: int = 100_000,
+) -> dict[str, Any]:
+    """Return the bootstrap for an Envoy in front of the gateway at ``ext_proc_host:ext_proc_port``.
+
+    ``ext_proc_host`` may be a DNS name (resolved with STRICT_DNS; point it at a headless
+    Service so Envoy spreads ext_proc streams over every gateway replica) or an IP.
+
+    >>> b = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=50051)
+    >>> b["static_resources"]["clusters"][0]["original_dst_lb_config"]["http_header_name"]
+    'x-gateway-destination-endpoint'
+    """
+    for name, port in (("listener_port", listener_port), ("admin_port", admin_port), ("ext_proc_port", ext_proc_port)):
+        if not 0 <= port <= 65535:
+            raise ValueError(f"{name} must be within 0..65535 (0 = any free port), got {port}")
+    if ext_proc_port == 0:
+        raise ValueError("ext_proc_port must be the gateway's real gRPC port, not 0")
+    if not ext_proc_host:
+        raise ValueError("ext_proc_host must name the gateway (a Service DNS name or an IP)")
+    if per_connection_buffer_limit_bytes < 64 * 1024:
+        raise ValueError("per_connection_buffer_limit_bytes below 64 KiB would reject ordinary prompts with 413")
+    if request_timeout_s <= 0 or connect_timeout_s <= 0 or ext_proc_message_timeout_s <= 0:
+        raise ValueError("timeouts must be positive numbers of seconds")
+    if not 0 <= num_retries <= 10:
+        raise ValueError(f"num_retries must be within 0..10, got {num_retries}")
+
+    ext_proc_filter = {
+        "name": "envoy.filters.http.ext_proc",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
+            "grpc_service": {"envoy_grpc": {"cluster_name": "aibrix-gateway"}, "timeout": _duration(ext_proc_message_timeout_s)},
+            "failure_mode_allow": False,
+            "message_timeout": _duration(ext_proc_message_timeout_s),
+            "processing_mode": {
+                "request_header_mode": "SEND",
+                "response_header_mode": "SEND",
+                "request_body_mode": "BUFFERED",
+                "response_body_mode": "STREAMED",
+                "request_trailer_mode": "SKIP",
+                "response_trailer_mode": "SKIP",
+            },
+        },
+    }
+    router_filter = {
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+    }
+    route = {
+        "match": {"prefix": "/"},
+        "route": {
+            "cluster": "engines",
+            "timeout": _duration(request_timeout_s),
+            "retry_policy": {
+                "retry_on": "connect-failure,reset,refused-stream",
+                "num_retries": num_retries,
+                "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.1s"},
+            },
+        },
+    }
+    connection_manager = {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": "inference",
+            "codec_type": "AUTO",
+            "stream_idle_timeout": _duration(request_timeout_s),
+            "route_config": {
+                "name": "inference",
+                "virtual_hosts": [{"name": "inference", "domains": ["*"], "routes": [route],
+                                   "include_attempt_count_in_response": True}],
+            },
+            "http_filters": [ext_proc_filter, router_filter],
+        },
+    }
+    thresholds = {"thresholds": [{"priority": "DEFAULT", "max_connections": max_requests, "max_pending_requests": max_requests,
+                                  "max_requests": max_requests, "max_retries": max(3, max_requests // 100)}]}
+    chain = [DESTINATION_HEADER] + [f"{FALLBACK_HEADER_PREFIX}{k}" for k in range(1, num_retries + 1)]
+    shifts = [_shift(chain[k], chain[k + 1]) for k in range(len(chain) - 1)]
+    engines = {
+        "name": "engines",
+        "type": "ORIGINAL_DST",
+        "lb_policy": "CLUSTER_PROVIDED",
+        "connect_timeout": _duration(connect_timeout_s),
+        "original_dst_lb_config": {"use_http_header": True, "http_header_name": DESTINATION_HEADER},
+        "per_connection_buffer_limit_bytes": per_connection_buffer_limit_bytes,
+        "circuit_breakers": thresholds,
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": [
+                    {"name": "aibrix.shift-fallbacks", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                        "mutations": {"request_mutations": shifts}}},
+                    {"name": "envoy.filters.http.upstream_codec", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
+                ],
+            }
+        },
+    }
+    gateway = {
+        "name": "aibrix-gateway",
+        "type": "STRICT_DNS",
+        "dns_lookup_family": "V4_ONLY",
+        "connect_timeout": _duration(connect_timeout_s),
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": "aibrix-gateway",
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(ext_proc_host, ext_proc_port)}}]}],
+        },
+        "circuit_breakers": thresholds,
+    }
+    return {
+        "admin": {"address": _socket(admin_address, admin_port)},
+        "static_resources": {
+            "listeners": [{
+                "name": "inference",
+                "address": _socket(listener_address, listener_port),
+                "per_connection_buffer_limit_bytes": per_connection_buffer_limit_bytes,
+                "filter_chains": [{"filters": [connection_manager]}],
+            }],
+            "clusters": [engines, gateway],
+        },
+    }

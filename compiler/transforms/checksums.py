@@ -1,0 +1,75 @@
+"""Transformer: roll pods when the configuration they mount changes.
+
+For every pod template, the ConfigMaps and Secrets of this output that the pod uses
+(volumes, ``envFrom``, ``env[].valueFrom``) are hashed into the annotation
+``aibrix.ai/config-checksum``: sha256 over canonical JSON (sorted keys) of
+``[[kind, name, data], ...]`` sorted by (kind, name). Objects the pod references but this
+output does not contain (user-managed Secrets) are not hashed: we cannot see them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any, Iterator
+
+from ..manifest import Manifest
+from ..plan import Plan
+
+__all__ = ["ANNOTATION", "add_config_checksums", "referenced_configs"]
+
+ANNOTATION = "aibrix.ai/config-checksum"
+
+
+def referenced_configs(pod_spec: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """(kind, name) of every ConfigMap/Secret a pod spec refers to."""
+    for volume in pod_spec.get("volumes", []):
+        if "configMap" in volume:
+            yield ("ConfigMap", volume["configMap"]["name"])
+        if "secret" in volume:
+            yield ("Secret", volume["secret"]["secretName"])
+        for source in volume.get("projected", {}).get("sources", []):
+            if "configMap" in source:
+                yield ("ConfigMap", source["configMap"]["name"])
+            if "secret" in source:
+                yield ("Secret", source["secret"]["name"])
+    for container in pod_spec.get("initContainers", []) + pod_spec.get("containers", []):
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                yield ("ConfigMap", source["configMapRef"]["name"])
+            if "secretRef" in source:
+                yield ("Secret", source["secretRef"]["name"])
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {})
+            if "configMapKeyRef" in ref:
+                yield ("ConfigMap", ref["configMapKeyRef"]["name"])
+            if "secretKeyRef" in ref:
+                yield ("Secret", ref["secretKeyRef"]["name"])
+
+
+def add_config_checksums(plan: Plan, manifests: list[Manifest]) -> list[Manifest]:
+    configs = {
+        (m.kind, m.namespace, m.name): {k: m.body.get(k) for k in ("data", "binaryData", "stringData") if k in m.body}
+        for m in manifests
+        if m.kind in ("ConfigMap", "Secret")
+    }
+    out = []
+    for m in manifests:
+        template = m.body.get("spec", {}).get("template") if isinstance(m.body.get("spec"), dict) else None
+        if not isinstance(template, dict) or not configs:
+            out.append(m)
+            continue
+        used = sorted(
+            {(kind, name) for kind, name in referenced_configs(template.get("spec", {})) if (kind, m.namespace, name) in configs}
+        )
+        if not used:
+            out.append(m)
+            continue
+        canonical = json.dumps([[k, n, configs[(k, m.namespace, n)]] for k, n in used], sort_keys=True, separators=(",", ":"))
+        body = copy.deepcopy(m.body)
+        annotations = body["spec"]["template"].setdefault("metadata", {}).setdefault("annotations", {})
+        annotations[ANNOTATION] = hashlib.sha256(canonical.encode()).hexdigest()
+        body["spec"]["template"]["metadata"]["annotations"] = dict(sorted(annotations.items()))
+        out.append(Manifest(m.component, body))
+    return out

@@ -1,0 +1,73 @@
+"""Engine command lines: derived flags, extra args, weights location."""
+
+from __future__ import annotations
+
+import pytest
+
+from compiler.engine_args import DERIVED_ARGS, arg_flag, engine_command, weights_location
+
+BASE = dict(
+    uri="hf://org/model",
+    served_name="m",
+    port=8000,
+    tensor=2,
+    pipeline=1,
+    max_model_len=None,
+    prefix_caching=True,
+    gpu_memory_utilization=0.9,
+    dtype="auto",
+    lora=None,
+    extra={},
+)
+
+
+@pytest.mark.parametrize(
+    "key, flag",
+    [("maxNumSeqs", "--max-num-seqs"), ("enforceEager", "--enforce-eager"), ("kvCacheDtype", "--kv-cache-dtype"), ("seed", "--seed")],
+)
+def test_arg_flag(key: str, flag: str) -> None:
+    assert arg_flag(key) == flag
+
+
+@pytest.mark.parametrize(
+    "uri, location",
+    [
+        ("hf://Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B"),
+        ("pvc://store/llama/8b", "/models/llama/8b"),
+        ("pvc://store", "/models"),
+    ],
+)
+def test_weights_location(uri: str, location: str) -> None:
+    assert weights_location(uri) == location
+
+
+@pytest.mark.parametrize(
+    "engine, changes, present, absent",
+    [
+        ("vllm", {}, ["--tensor-parallel-size 2", "--enable-prefix-caching"], ["--max-model-len", "--enable-lora"]),
+        ("vllm", {"max_model_len": 4096}, ["--max-model-len 4096"], []),
+        ("vllm", {"prefix_caching": False}, ["--no-enable-prefix-caching"], ["--enable-prefix-caching"]),
+        ("vllm", {"lora": (4, 32)}, ["--enable-lora --max-loras 4 --max-lora-rank 32"], []),
+        ("vllm", {"extra": {"maxNumSeqs": 64, "enforceEager": True, "logStats": False}}, ["--max-num-seqs 64 --enforce-eager --no-log-stats"], []),
+        ("sglang", {}, ["--model-path org/model", "--tp-size 2", "--mem-fraction-static 0.9"], ["--disable-radix-cache"]),
+        ("sglang", {"prefix_caching": False, "max_model_len": 8192}, ["--disable-radix-cache", "--context-length 8192"], []),
+        ("sglang", {"lora": (2, 16)}, ["--enable-lora --max-loras-per-batch 2 --max-lora-rank 16"], []),
+    ],
+)
+def test_engine_command(engine: str, changes: dict, present: list[str], absent: list[str]) -> None:
+    command = engine_command(engine=engine, **{**BASE, **changes})
+    line = " ".join(command.args)
+    for fragment in present:
+        assert fragment in line
+    for fragment in absent:
+        assert fragment not in line
+
+
+def test_every_derived_flag_is_really_emitted_by_the_compiler() -> None:
+    # DERIVED_ARGS refuses these keys in engine.args; each must be a flag we do set.
+    for engine, derived in DERIVED_ARGS.items():
+        full = engine_command(engine=engine, **{**BASE, "max_model_len": 10, "prefix_caching": False, "lora": (1, 8)})
+        line = " ".join(full.args)
+        for key in derived:
+            flag = arg_flag(key)
+            assert flag in line or f"--no-{flag[2:]}" in line or (engine == "vllm" and key == "enablePrefixCaching"), (engine, key)

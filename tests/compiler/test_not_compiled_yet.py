@@ -1,0 +1,89 @@
+"""Features without a renderer validate, then fail with one clear error each, never dropped.
+
+Every entry of NOT_COMPILED_YET must be detected by a case below; when a renderer lands
+and its entry is deleted, delete its case here too (the coverage test says so).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from compiler import NotCompiledYetError, compile_stack
+from compiler.cli import main
+from compiler.pipeline import resolve_stack
+from compiler.render import NOT_COMPILED_YET, RENDERERS
+
+from .helpers import PENDING, dump, minimal, with_model
+
+CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
+    "spec.gateway": (minimal(gateway={}), ("spec", "gateway")),
+    "spec.kvCache": (minimal(kvCache={"replicas": 2}), ("spec", "kvCache")),
+    # A model can use the pool only when spec.kvCache is on, so this case reports both.
+    "models[].kvCache.enabled": (
+        {**with_model(kvCache={"enabled": True}), "spec": {**with_model(kvCache={"enabled": True})["spec"], "kvCache": {}}},
+        ("spec", "models", 0, "kvCache", "enabled"),
+    ),
+    "spec.optimizer": (minimal(optimizer={}), ("spec", "optimizer")),
+    "spec.diagnostics": (minimal(diagnostics={"interval": "30s"}), ("spec", "diagnostics")),
+    "spec.observability": (minimal(observability={}), ("spec", "observability")),
+    "models[].autoscaling.policy (hpa, kpa, apa)": (
+        with_model(replicas={"min": 1, "max": 2}, autoscaling={"policy": "hpa"}),
+        ("spec", "models", 0, "autoscaling", "policy"),
+    ),
+    "models[].adapters": (with_model(adapters=[{"name": "a", "source": {"uri": "hf://o/a"}}]), ("spec", "models", 0, "adapters")),
+    "models[].parallelism (a replica larger than one node)": (
+        with_model(parallelism={"tensor": 4, "pipeline": 2}),
+        ("spec", "models", 0, "parallelism"),
+    ),
+    "models[].source.uri (s3://, gs://, oci://, https://)": (
+        with_model(source={"uri": "s3://bucket/llama"}),
+        ("spec", "models", 0, "source", "uri"),
+    ),
+}
+
+
+def test_every_pending_feature_has_a_case() -> None:
+    assert sorted(f.field for f in NOT_COMPILED_YET) == sorted(CASES)
+
+
+def test_core_is_registered() -> None:
+    assert [r.name for r in RENDERERS][0] == "core"
+
+
+@pytest.mark.parametrize("field", sorted(CASES))
+def test_pending_feature_fails_with_one_clear_error(field: str) -> None:
+    data, path = CASES[field]
+    feature = next(f for f in NOT_COMPILED_YET if f.field == field)
+    resolve_stack(dump(data), source_name="t.yaml")  # valid as a spec
+    with pytest.raises(NotCompiledYetError) as info:
+        compile_stack(dump(data), source_name="t.yaml")
+    mine = [d for d in info.value.diagnostics if d.message.startswith(f"{field} is valid")]
+    (d,) = mine
+    assert d.path == path and d.line > 0
+    assert d.message == f"{field} is valid but not compiled yet: the {feature.renderer} renderer is not in this version"
+    assert len(info.value.diagnostics) == (2 if field == "models[].kvCache.enabled" else 1)
+
+
+def test_disabled_sections_compile() -> None:
+    data = minimal(gateway={"enabled": False}, kvCache={"enabled": False}, optimizer={"enabled": False})
+    assert "kustomization.yaml" in compile_stack(dump(data), source_name="t.yaml")
+
+
+@pytest.mark.parametrize("stack", sorted(PENDING.glob("*.yaml")), ids=lambda p: p.stem)
+def test_pending_stacks_validate_but_do_not_compile(stack: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--spec-only", str(stack)]) == 0
+    assert main([str(stack)]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert errors and len(errors) == err.count("is valid but not compiled yet")
+
+
+def test_pending_lora_stack_names_exactly_its_features() -> None:
+    with pytest.raises(NotCompiledYetError) as info:
+        compile_stack((PENDING / "lora.yaml").read_text(), source_name="lora.yaml")
+    assert [(d.line, d.column, d.message.split(" is valid")[0]) for d in info.value.diagnostics] == [
+        (26, 7, "models[].adapters")
+    ]

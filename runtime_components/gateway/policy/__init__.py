@@ -1,0 +1,36 @@
+"""Routing policies of the gateway as plugins: filters, weighted scorers and a picker.
+
+The public surface (everything else in this package is internal)::
+
+    from runtime_components.gateway.policy import build_router, RouteRequest, EndpointState
+    router = build_router(routing_spec, rng=random.Random(seed))
+    endpoint = router.pick(request, endpoints)   # or router.decide(...) for scores too
+    router.on_routed(request, endpoint)          # once the request is sent there
+    router.on_finished(request, endpoint, RequestOutcome(success=True))
+    router.on_endpoint_removed("10.0.0.7:8000")  # when discovery drops a pod
+
+See docs/routing.md for each plugin's formula and parameters.
+"""
+
+from .base import Filter, Picker, Plugin, Scorer, Stateful
+from .registry import PRESETS, REGISTRY, build_router
+from .runner import Router
+from .types import Decision, EndpointState, NoEndpointError, PluginContractError, RequestOutcome, RouteRequest
+
+__all__ = [
+    "PRESETS",
+    "REGISTRY",
+    "Decision",
+    "EndpointState",
+    "Filter",
+    "NoEndpointError",
+    "Picker",
+    "Plugin",
+    "PluginContractError",
+    "RequestOutcome",
+    "RouteRequest",
+    "Router",
+    "Scorer",
+    "Stateful",
+    "build_router",
+]

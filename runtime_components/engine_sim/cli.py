@@ -1,0 +1,132 @@
+"""``aibrix-engine-sim``: start N simulated vLLM engines in one process.
+
+Prints one JSON object per engine on stdout (``{"index", "url", "host", "port", "model",
+"accelerator"}``), then a line ``READY``; with ``--endpoints-file PATH`` it also writes the
+list there as JSON. Runs until SIGINT/SIGTERM or ``--duration`` seconds.
+
+Example::
+
+    aibrix-engine-sim --engines 8 --base-port 0 --accelerator nvidia-l20 --speedup 1 \\
+        --fault 3:slowdown=4 --endpoints-file endpoints.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from aibrix_spec.catalog import ACCELERATORS, MODEL_ARCHS
+
+from .cluster import EngineCluster
+from .config import EngineConfig
+from .faults import Faults, parse_fault_spec
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aibrix-engine-sim", description="simulated vLLM engines (OpenAI API + /metrics)")
+    p.add_argument("--engines", type=int, default=1, help="how many engines (one port each)")
+    p.add_argument("--base-port", type=int, default=0, help="first port; 0 binds ephemeral ports (default)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--model", default="llama-3-8b", help=f"model architecture: {', '.join(sorted(MODEL_ARCHS))}")
+    p.add_argument("--served-model-name", default="", help="the OpenAI model name (default: --model)")
+    p.add_argument("--accelerator", default="nvidia-a100-80gb", help=f"GPU: {', '.join(sorted(ACCELERATORS))}")
+    p.add_argument("--tensor-parallel", type=int, default=1)
+    p.add_argument("--max-num-batched-tokens", type=int, default=2048)
+    p.add_argument("--max-num-seqs", type=int, default=256)
+    p.add_argument("--max-model-len", type=int, default=8192)
+    p.add_argument("--num-gpu-blocks", type=int, default=None, help="override the KV capacity (blocks of 16)")
+    p.add_argument("--no-prefix-caching", action="store_true")
+    p.add_argument("--max-loras", type=int, default=4)
+    p.add_argument("--lora-load-s", type=float, default=0.5, help="simulated seconds an adapter load takes")
+    p.add_argument("--adapters", default="", help="comma-separated adapters loaded at start on every engine")
+    p.add_argument("--speedup", type=float, default=1.0, help="simulated seconds per wall second")
+    p.add_argument("--fault", action="append", default=[], metavar="INDEX:KEY=VALUE[,...]",
+                   help="fault at start, e.g. 2:slowdown=3 or 0:error_rate=0.5,metrics=stale (repeatable)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the error-rate fault")
+    p.add_argument("--endpoints-file", default=None, help="also write the endpoints as a JSON list here")
+    p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
+    return p
+
+
+def _configs(args: argparse.Namespace) -> list[EngineConfig]:
+    if args.engines < 1:
+        raise ValueError(f"--engines must be >= 1, got {args.engines}")
+    if not 0 <= args.base_port <= 65535 - args.engines:
+        raise ValueError(f"--base-port {args.base_port} leaves no room for {args.engines} ports below 65536")
+    config = EngineConfig(
+        accelerator=args.accelerator,
+        model_arch=args.model,
+        served_model_name=args.served_model_name,
+        tensor_parallel=args.tensor_parallel,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        max_num_seqs=args.max_num_seqs,
+        max_model_len=args.max_model_len,
+        num_gpu_blocks=args.num_gpu_blocks,
+        enable_prefix_caching=not args.no_prefix_caching,
+        max_loras=args.max_loras,
+        lora_load_s=args.lora_load_s,
+    )
+    from .core import EngineCore
+
+    EngineCore(config)  # fail now (model does not fit, ...) rather than after binding ports
+    return [config] * args.engines
+
+
+async def _serve(args: argparse.Namespace, configs: list[EngineConfig], faults: dict[int, Faults]) -> None:
+    cluster = EngineCluster(configs, speedup=args.speedup, faults=faults, seed=args.seed, host=args.host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        endpoints = await cluster.start(args.base_port)
+        for server in cluster.servers:
+            for name in [a for a in args.adapters.split(",") if a]:
+                server.core.load_adapter(name)
+        if args.endpoints_file:
+            Path(args.endpoints_file).write_text(json.dumps(endpoints, indent=2) + "\n", encoding="utf-8")
+        for endpoint in endpoints:
+            print(json.dumps(endpoint, sort_keys=True))
+        print("READY", flush=True)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=args.duration)
+        except asyncio.TimeoutError:
+            pass
+    finally:
+        await cluster.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        configs = _configs(args)
+        faults: dict[int, Faults] = {}
+        for spec in args.fault:
+            index, changes = parse_fault_spec(spec)
+            if index >= args.engines:
+                raise ValueError(f"--fault {spec!r} names engine {index}, but engines are 0..{args.engines - 1}")
+            faults[index] = faults.get(index, Faults()).updated(changes)
+        if args.speedup <= 0:
+            raise ValueError(f"--speedup must be > 0, got {args.speedup}")
+        if args.adapters and len([a for a in args.adapters.split(",") if a]) > args.max_loras:
+            raise ValueError(f"--adapters lists more adapters than --max-loras {args.max_loras}")
+    except (ValueError, KeyError) as exc:
+        print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(args, configs, faults))
+    except OSError as exc:
+        print(f"error: cannot bind {args.host}:{args.base_port}: {exc.strerror}; hint: --base-port 0 picks free ports",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

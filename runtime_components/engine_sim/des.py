@@ -1,0 +1,345 @@
+"""Discrete-event simulation of many ``EngineCore`` instances behind a routing callback.
+
+Where it sits: benchmarks (routing, KV cache, autoscaling, GPU mix) drive large sweeps
+through this instead of HTTP. Simulated time only: a run of hours takes seconds.
+
+Events, processed in time order (ties: insertion order):
+
+- *arrival*: ``route(request, engines_view)`` picks an engine among the ready,
+  non-draining ones; the request joins that engine's queue (or gets an error record);
+- *step end*: the engine's tokens become visible (first token, finish), then the engine
+  starts its next step at once if it has work (engines are never idle with work queued);
+- *engine ready* / *engine removal*: ``add_engine(at_s, ready_after_s)`` adds an engine
+  that accepts requests ``ready_after_s`` later (a cold start); ``remove_engine(at_s, i)``
+  stops routing to it and lets it drain its in-flight requests;
+- *callback*: ``call_at(at_s, fn)`` runs ``fn(simulation, now)`` (an autoscaler's control
+  loop reschedules itself this way).
+
+``summarize(records)`` gives mean/P50/P90/P99 of TTFT, TPOT, e2e and throughput.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .config import EngineConfig, EngineError, ExternalKVStore, SimRequest, StepResult
+from .core import EngineCore
+from .stats import EngineStats
+
+__all__ = ["EngineView", "RequestRecord", "Simulation", "LatencySummary", "Summary", "summarize", "percentile"]
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """The outcome of one request in a simulation."""
+
+    request_id: str
+    arrival_s: float
+    first_token_s: float | None
+    finish_s: float | None
+    prompt_tokens: int
+    output_tokens: int
+    engine: int | None
+    cached_tokens: int = 0
+    error: str | None = None
+
+    @property
+    def ttft_s(self) -> float | None:
+        return None if self.first_token_s is None else self.first_token_s - self.arrival_s
+
+    @property
+    def e2e_s(self) -> float | None:
+        return None if self.finish_s is None else self.finish_s - self.arrival_s
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Mean time per output token after the first (None for one-token answers)."""
+        if self.finish_s is None or self.first_token_s is None or self.output_tokens < 2:
+            return None
+        return (self.finish_s - self.first_token_s) / (self.output_tokens - 1)
+
+
+class EngineView:
+    """What a routing callback may read about one engine (read-only)."""
+
+    def __init__(self, index: int, core: EngineCore, sim: Simulation) -> None:
+        self.index = index
+        self._core = core
+        self._sim = sim
+
+    @property
+    def config(self) -> EngineConfig:
+        return self._core.config
+
+    @property
+    def num_running(self) -> int:
+        return self._core.num_running
+
+    @property
+    def num_waiting(self) -> int:
+        return self._core.num_waiting
+
+    @property
+    def kv_cache_usage(self) -> float:
+        return self._core.kv_cache_usage
+
+    @property
+    def adapters(self) -> tuple[str, ...]:
+        return self._core.adapters
+
+    def stats(self) -> EngineStats:
+        """The full vLLM-style snapshot (costlier than the properties above)."""
+        return self._core.stats()
+
+    def cached_prefix_blocks(self, hashes: Sequence[int]) -> int:
+        """Oracle: how many leading blocks of ``hashes`` this engine holds (for analysis only;
+        a real gateway cannot ask this)."""
+        return len(self._core.pool.cached_prefix(hashes))
+
+
+RouteFn = Callable[[SimRequest, Sequence[EngineView]], int]
+
+
+@dataclass(eq=False)
+class _Engine:
+    core: EngineCore
+    view: EngineView
+    ready_s: float
+    busy: bool = False
+    draining: bool = False
+    removed: bool = False
+    inflight: dict[str, SimRequest] = field(default_factory=dict)
+
+
+_ARRIVAL, _STEP_END, _REMOVE, _CALL = range(4)
+
+
+class Simulation:
+    """Engines plus a router, advanced event by event (see the module docstring)."""
+
+    def __init__(
+        self,
+        configs: Sequence[EngineConfig],
+        route: RouteFn,
+        *,
+        external_kv_store: ExternalKVStore | None = None,
+        adapters: Sequence[str] = (),
+    ) -> None:
+        self._route = route
+        self._store = external_kv_store
+        self._adapters = tuple(adapters)
+        self._engines: list[_Engine] = []
+        self._heap: list[tuple[float, int, int, object]] = []
+        self._seq = itertools.count()
+        self.now = 0.0
+        self.records: list[RequestRecord] = []
+        self._first: dict[str, tuple[float, int]] = {}
+        for config in configs:
+            self.add_engine(0.0, config, ready_after_s=0.0)
+
+    # -- topology ------------------------------------------------------------------------
+
+    def add_engine(self, at_s: float, config: EngineConfig | None = None, ready_after_s: float = 0.0) -> int:
+        """Add an engine at ``at_s`` that accepts requests from ``at_s + ready_after_s``."""
+        if config is None:
+            if not self._engines:
+                raise ValueError("add_engine needs a config when the simulation has no engine to copy")
+            config = self._engines[0].core.config
+        core = EngineCore(config, external_kv_store=self._store)
+        for name in self._adapters:
+            core.load_adapter(name)
+        index = len(self._engines)
+        engine = _Engine(core, EngineView(index, core, self), ready_s=max(at_s, self.now) + ready_after_s)
+        self._engines.append(engine)
+        return index
+
+    def remove_engine(self, at_s: float, index: int) -> None:
+        """From ``at_s`` route nothing more to engine ``index``; it finishes what it holds."""
+        self._push(at_s, _REMOVE, index)
+
+    def call_at(self, at_s: float, fn: Callable[[Simulation, float], None]) -> None:
+        self._push(at_s, _CALL, fn)
+
+    @property
+    def engines(self) -> list[EngineView]:
+        return [e.view for e in self._engines]
+
+    def routable(self) -> list[EngineView]:
+        """Engines that are ready and not draining at the current time."""
+        return [e.view for e in self._engines if e.ready_s <= self.now and not e.draining]
+
+    def active_engine_count(self) -> int:
+        """Engines provisioned (ready or starting) and not draining: what an autoscaler counts."""
+        return sum(1 for e in self._engines if not e.draining)
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(
+        self,
+        requests: Iterable[SimRequest],
+        *,
+        until_s: float = math.inf,
+        max_events: int = 50_000_000,
+    ) -> list[RequestRecord]:
+        """Replay ``requests`` (any order) and return one record per request.
+
+        Stops when every request is done, at ``until_s`` (requests still in flight get an
+        error record ``"unfinished at end of run"``), or after ``max_events``.
+        """
+        for req in requests:
+            self._push(req.arrival_s, _ARRIVAL, req)
+        events = 0
+        while self._heap and events < max_events:
+            t, _, kind, payload = heapq.heappop(self._heap)
+            if t > until_s:
+                heapq.heappush(self._heap, (t, next(self._seq), kind, payload))
+                break
+            self.now = t
+            events += 1
+            if kind == _ARRIVAL:
+                self._on_arrival(payload)  # type: ignore[arg-type]
+            elif kind == _STEP_END:
+                self._on_step_end(*payload)  # type: ignore[misc]
+            elif kind == _REMOVE:
+                self._engines[payload].draining = True  # type: ignore[index]
+            elif kind == _CALL:
+                payload(self, t)  # type: ignore[operator]
+            self._kick_idle()
+        if events >= max_events and self._heap:
+            raise RuntimeError(f"simulation stopped after max_events={max_events}; raise it or shorten the trace")
+        self._close_unfinished()
+        return self.records
+
+    def _push(self, t: float, kind: int, payload: object) -> None:
+        heapq.heappush(self._heap, (t, next(self._seq), kind, payload))
+
+    def _on_arrival(self, req: SimRequest) -> None:
+        candidates = self.routable()
+        if not candidates:
+            self._error(req, None, "no ready engine")
+            return
+        try:
+            choice = self._route(req, candidates)
+        except Exception as exc:  # a routing plugin's failure is the request's error, not the run's
+            self._error(req, None, f"route failed: {type(exc).__name__}: {exc}")
+            return
+        if not 0 <= choice < len(candidates):
+            self._error(req, None, f"route returned {choice}, expected 0..{len(candidates) - 1}")
+            return
+        engine = self._engines[candidates[choice].index]
+        try:
+            engine.core.add_request(req)
+        except EngineError as exc:
+            self._error(req, engine.view.index, str(exc))
+            return
+        engine.inflight[req.request_id] = req
+
+    def _kick_idle(self) -> None:
+        for index, engine in enumerate(self._engines):
+            if not engine.busy and engine.core.has_work():
+                result = engine.core.step(self.now)
+                if not result.scheduled:
+                    raise RuntimeError(f"engine {index} has work but scheduled nothing at t={self.now}")
+                engine.busy = True
+                self._push(result.end_s, _STEP_END, (index, result))
+
+    def _on_step_end(self, index: int, result: StepResult) -> None:
+        engine = self._engines[index]
+        engine.busy = False
+        for ev in result.events:
+            if ev.index == 0:
+                self._first[ev.request_id] = (result.end_s, ev.cached_tokens)
+            if ev.finished:
+                req = engine.inflight.pop(ev.request_id)
+                first_s, cached = self._first.pop(ev.request_id, (result.end_s, 0))
+                self.records.append(
+                    RequestRecord(
+                        req.request_id, req.arrival_s, first_s, result.end_s,
+                        len(req.prompt_token_ids), ev.index + 1, index, cached,
+                    )  # fmt: skip
+                )
+
+    def _error(self, req: SimRequest, engine: int | None, message: str) -> None:
+        self.records.append(
+            RequestRecord(req.request_id, req.arrival_s, None, None, len(req.prompt_token_ids), 0, engine, 0, message)
+        )
+
+    def _close_unfinished(self) -> None:
+        for index, engine in enumerate(self._engines):
+            for req in engine.inflight.values():
+                first = self._first.pop(req.request_id, None)
+                self.records.append(
+                    RequestRecord(
+                        req.request_id, req.arrival_s, first[0] if first else None, None,
+                        len(req.prompt_token_ids), 0, index, 0, "unfinished at end of run",
+                    )  # fmt: skip
+                )
+            engine.inflight.clear()
+
+
+# -- summaries ------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (``q`` in 0..100) of already sorted values."""
+    if not sorted_values:
+        return math.nan
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> LatencySummary:
+        ordered = sorted(values)
+        if not ordered:
+            return cls(math.nan, math.nan, math.nan, math.nan)
+        mean = sum(ordered) / len(ordered)
+        return cls(mean, percentile(ordered, 50), percentile(ordered, 90), percentile(ordered, 99))
+
+
+@dataclass(frozen=True)
+class Summary:
+    requests: int
+    completed: int
+    errors: int
+    duration_s: float  #: first arrival to last finish
+    req_per_s: float
+    output_tok_per_s: float
+    ttft: LatencySummary
+    tpot: LatencySummary
+    e2e: LatencySummary
+    prefix_hit_fraction: float  #: cached prompt tokens / prompt tokens of completed requests
+
+
+def summarize(records: Sequence[RequestRecord]) -> Summary:
+    """Latency percentiles and throughput of a run's records."""
+    done = [r for r in records if r.error is None and r.finish_s is not None]
+    start = min((r.arrival_s for r in records), default=0.0)
+    end = max((r.finish_s for r in done if r.finish_s is not None), default=start)
+    duration = max(end - start, 1e-9)
+    prompt = sum(r.prompt_tokens for r in done)
+    return Summary(
+        requests=len(records),
+        completed=len(done),
+        errors=len(records) - len(done),
+        duration_s=end - start,
+        req_per_s=len(done) / duration if done else 0.0,
+        output_tok_per_s=sum(r.output_tokens for r in done) / duration if done else 0.0,
+        ttft=LatencySummary.of(r.ttft_s for r in done if r.ttft_s is not None),
+        tpot=LatencySummary.of(r.tpot_s for r in done if r.tpot_s is not None),
+        e2e=LatencySummary.of(r.e2e_s for r in done if r.e2e_s is not None),
+        prefix_hit_fraction=sum(r.cached_tokens for r in done) / prompt if prompt else 0.0,
+    )

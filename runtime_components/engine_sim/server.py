@@ -1,0 +1,408 @@
+"""One simulated vLLM engine behind an OpenAI-compatible aiohttp server.
+
+Where it sits: ``cluster.EngineCluster`` starts many of these on one event loop (one port
+each); ``aibrix-engine-sim`` is its CLI. An ``EngineServer`` owns an ``EngineCore`` and a
+driver task that runs its steps in (scaled) real time: a step of ``d`` simulated seconds
+takes ``d / speedup`` wall seconds, and simulated time is ``speedup x`` wall time since
+start, so every latency in ``/metrics`` is in simulated seconds, as a real GPU would show.
+
+Routes (vLLM's): ``POST /v1/completions``, ``POST /v1/chat/completions`` (JSON, or SSE with
+``"stream": true``; a usage chunk when ``stream_options.include_usage``), ``GET /v1/models``,
+``GET /health``, ``GET /metrics``, ``GET /version``, ``POST /v1/load_lora_adapter``,
+``POST /v1/unload_lora_adapter``, ``POST /reset_prefix_cache``; and the simulator's own
+``GET|POST /admin/faults`` (see ``faults.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from typing import Any
+
+from aiohttp import web
+
+from .config import EngineConfig, ExternalKVStore, RequestRejected, SimRequest, TokenEvent, UnknownAdapterError
+from .core import EngineCore
+from .faults import Faults
+from .metrics import render_metrics
+from .openai_format import (
+    BadRequest,
+    GenerationRequest,
+    error_body,
+    full_response,
+    parse_generation,
+    stream_chunk,
+    token_text,
+    usage_chunk,
+)
+
+__all__ = ["EngineServer"]
+
+_CRASHED = None  # queue sentinel: the engine died under the request
+LAG_TOLERANCE_S = 0.010  #: wall seconds of timer/loop lateness absorbed between back-to-back steps
+
+
+def _error(status: int, message: str, param: str | None = None) -> web.Response:
+    kind = {400: "BadRequestError", 404: "NotFoundError"}.get(status, "InternalServerError")
+    return web.json_response(error_body(message, kind, status, param), status=status)
+
+
+class EngineServer:
+    """A simulated engine and its HTTP app. ``await start()``, then ``await stop()``."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        *,
+        index: int = 0,
+        speedup: float = 1.0,
+        faults: Faults | None = None,
+        seed: int = 0,
+        external_kv_store: ExternalKVStore | None = None,
+    ) -> None:
+        if speedup <= 0:
+            raise ValueError(f"speedup must be > 0, got {speedup}")
+        self.config = config
+        self.index = index
+        self.speedup = speedup
+        self.core = EngineCore(config, external_kv_store=external_kv_store)
+        self.faults = Faults()
+        self._rng = random.Random(f"{seed}-{index}")
+        self._streams: dict[str, asyncio.Queue[TokenEvent | None]] = {}
+        self._loading: set[str] = set()
+        self._next_id = 0
+        self._stale: bytes | None = None
+        self._t0 = 0.0
+        self._last_end = 0.0
+        self._driver: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self._wake: asyncio.Event | None = None
+        self._unhang: asyncio.Event | None = None
+        self.port = 0
+        self.crashed = False
+        self.max_loop_lag_s = 0.0  #: worst lateness of a step end seen (wall seconds): load indicator
+        self._initial_faults = faults or Faults()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Bind ``host:port`` (0 = ephemeral) and start the engine; returns the bound port."""
+        loop = asyncio.get_running_loop()
+        self._t0 = loop.time()
+        self._wake, self._unhang = asyncio.Event(), asyncio.Event()
+        self._unhang.set()
+        self.set_faults(self._initial_faults)
+        app = web.Application()
+        app.add_routes(
+            [
+                web.post("/v1/completions", self._completions),
+                web.post("/v1/chat/completions", self._chat_completions),
+                web.get("/v1/models", self._models),
+                web.get("/health", self._health),
+                web.get("/metrics", self._metrics),
+                web.get("/version", self._version),
+                web.post("/v1/load_lora_adapter", self._load_lora),
+                web.post("/v1/unload_lora_adapter", self._unload_lora),
+                web.post("/reset_prefix_cache", self._reset_prefix_cache),
+                web.get("/admin/faults", self._get_faults),
+                web.post("/admin/faults", self._post_faults),
+            ]
+        )
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._driver = asyncio.create_task(self._drive(), name=f"engine-{self.index}")
+        return self.port
+
+    async def stop(self) -> None:
+        """Stop serving; in-flight requests see their connection close."""
+        if self._driver is not None:
+            self._driver.cancel()
+            await asyncio.gather(self._driver, return_exceptions=True)
+            self._driver = None
+        for queue in self._streams.values():
+            queue.put_nowait(_CRASHED)
+        if self._unhang is not None:
+            self._unhang.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def crash(self) -> None:
+        self.crashed = True
+        await self.stop()
+
+    def sim_now(self) -> float:
+        return (asyncio.get_running_loop().time() - self._t0) * self.speedup
+
+    def set_faults(self, faults: Faults) -> None:
+        if faults.metrics == "stale" and self.faults.metrics != "stale":
+            self._stale = self._render_metrics()
+        self.faults = faults
+        self.core.slowdown_factor = faults.slowdown
+        if self._unhang is not None:
+            if faults.hang:
+                self._unhang.clear()
+            else:
+                self._unhang.set()
+        if faults.crash and not self.crashed and self._runner is not None:
+            asyncio.get_running_loop().call_later(0.01, lambda: asyncio.ensure_future(self.crash()))
+
+    # -- the engine driver ---------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        assert self._wake is not None and self._unhang is not None
+        loop = asyncio.get_running_loop()
+        busy = False  # whether the previous step ran back to back with this one
+        while True:
+            if not self.core.has_work():
+                busy = False
+                self._wake.clear()
+                await self._wake.wait()
+            if not self._unhang.is_set():
+                busy = False  # a hang is an idle gap: restart the clock at "now" afterwards
+                await self._unhang.wait()
+            # Back-to-back steps chain on simulated time, so timer overshoot of one sleep does
+            # not accumulate into the next step, but never trail the wall clock by more than
+            # LAG_TOLERANCE_S (a request cannot join a step that began long before it arrived);
+            # after idling, the engine starts at "now".
+            sim_now = self.sim_now()
+            if busy:
+                now = max(self._last_end, sim_now - LAG_TOLERANCE_S * self.speedup)
+            else:
+                now = max(sim_now, self._last_end)
+            busy = True
+            result = self.core.step(now)
+            wall_end = self._t0 + result.end_s / self.speedup
+            delay = wall_end - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.max_loop_lag_s = max(self.max_loop_lag_s, loop.time() - wall_end)
+            self._last_end = result.end_s
+            for ev in result.events:
+                queue = self._streams.get(ev.request_id)
+                if queue is not None:
+                    queue.put_nowait(ev)
+
+    # -- generation ----------------------------------------------------------------------
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=False)
+
+    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=True)
+
+    async def _generate(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        await self._gate()
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return _error(400, "the request body is not valid JSON")
+        try:
+            req = parse_generation(body, chat=chat, max_model_len=self.config.max_model_len)
+        except BadRequest as exc:
+            return _error(400, str(exc), exc.param)
+        adapter = None
+        if req.model != self.config.served_model_name:
+            if req.model not in self.core.adapters:
+                valid = ", ".join([self.config.served_model_name, *self.core.adapters])
+                return _error(404, f"The model `{req.model}` does not exist. Valid aliases: {valid}.", "model")
+            adapter = req.model
+        if self.faults.error_rate and self._rng.random() < self.faults.error_rate:
+            return _error(500, "injected fault: internal server error (error_rate)")
+        self._next_id += 1
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{self.index:03d}{self._next_id:013x}"
+        queue: asyncio.Queue[TokenEvent | None] = asyncio.Queue()
+        self._streams[rid] = queue
+        finished = False
+        try:
+            try:
+                self.core.add_request(SimRequest(rid, req.prompt_token_ids, req.max_tokens, self.sim_now(), adapter))
+            except RequestRejected as exc:
+                return _error(400, str(exc), "max_tokens")
+            except UnknownAdapterError as exc:
+                return _error(404, str(exc), "model")
+            assert self._wake is not None
+            self._wake.set()
+            if req.stream:
+                response, finished = await self._stream(request, req, rid, queue)
+                return response
+            response, finished = await self._collect(request, req, rid, queue)
+            return response
+        finally:
+            self._streams.pop(rid, None)
+            if not finished:
+                self.core.abort_request(rid)
+
+    async def _collect(
+        self, request: web.Request, req: GenerationRequest, rid: str, queue: asyncio.Queue[TokenEvent | None]
+    ) -> tuple[web.StreamResponse, bool]:
+        parts: list[str] = []
+        cached = 0
+        while True:
+            ev = await queue.get()
+            if ev is _CRASHED:
+                self._drop(request)
+                raise ConnectionResetError("engine crashed")
+            parts.append(token_text(ev.index))
+            cached = cached or ev.cached_tokens
+            if ev.finished:
+                body = full_response(req, rid, int(time.time()), "".join(parts), ev.index + 1, cached)
+                return web.json_response(body), True
+
+    async def _stream(
+        self, request: web.Request, req: GenerationRequest, rid: str, queue: asyncio.Queue[TokenEvent | None]
+    ) -> tuple[web.StreamResponse, bool]:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        created = int(time.time())
+        cached = 0
+        while True:
+            ev = await queue.get()
+            if ev is _CRASHED:
+                self._drop(request)
+                return response, False
+            cached = cached or ev.cached_tokens
+            chunk = stream_chunk(req, rid, created, ev.index, ev.finish_reason)
+            data = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+            if ev.finished:
+                if req.include_usage:
+                    tail = usage_chunk(req, rid, created, ev.index + 1, cached)
+                    data += b"data: " + json.dumps(tail, separators=(",", ":")).encode() + b"\n\n"
+                data += b"data: [DONE]\n\n"
+                await response.write(data)
+                await response.write_eof()
+                return response, True
+            await response.write(data)
+
+    @staticmethod
+    def _drop(request: web.Request) -> None:
+        """Cut the connection without an answer, as a dying process would."""
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
+    async def _gate(self) -> None:
+        """Hold the request while the engine is hung."""
+        assert self._unhang is not None
+        await self._unhang.wait()
+        if self.crashed:
+            raise ConnectionResetError("engine crashed")
+
+    # -- other vLLM routes ---------------------------------------------------------------
+
+    async def _models(self, request: web.Request) -> web.Response:
+        await self._gate()
+        created = int(time.time())
+
+        def card(model_id: str, parent: str | None) -> dict[str, Any]:
+            return {
+                "id": model_id,
+                "object": "model",
+                "created": created,
+                "owned_by": "vllm",
+                "root": model_id,
+                "parent": parent,
+                "max_model_len": self.config.max_model_len if parent is None else None,
+                "permission": [],
+            }
+
+        base = self.config.served_model_name
+        data = [card(base, None)] + [card(name, base) for name in self.core.adapters]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        await self._gate()
+        return web.Response(status=200)
+
+    async def _version(self, request: web.Request) -> web.Response:
+        await self._gate()
+        return web.json_response({"version": "0.32.0+engine-sim"})
+
+    def _render_metrics(self) -> bytes:
+        cfg = self.config
+        return render_metrics(
+            self.core.stats(), model_name=cfg.served_model_name, engine="0", max_loras=cfg.max_loras,
+            now_unix=time.time(), block_size=cfg.block_size, enable_prefix_caching=cfg.enable_prefix_caching,
+        )  # fmt: skip
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        await self._gate()
+        if self.faults.metrics == "missing":
+            return web.Response(status=404, text="404: Not Found")
+        body = self._stale if self.faults.metrics == "stale" and self._stale is not None else self._render_metrics()
+        return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+    async def _json_object(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise BadRequest("the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the request body must be a JSON object")
+        return body
+
+    async def _load_lora(self, request: web.Request) -> web.Response:
+        await self._gate()
+        try:
+            body = await self._json_object(request)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        name, path = body.get("lora_name"), body.get("lora_path")
+        if not isinstance(name, str) or not name or not isinstance(path, str) or not path:
+            return _error(400, "Both 'lora_name' and 'lora_path' must be provided.")
+        if name in self.core.adapters or name in self._loading:
+            return _error(400, f"The lora adapter '{name}' has already been loaded.")
+        if len(self.core.adapters) + len(self._loading) >= self.config.max_loras:
+            return _error(
+                400,
+                f"cannot load adapter '{name}': max_loras={self.config.max_loras} adapters are loaded or loading; "
+                "unload one first",
+            )
+        self._loading.add(name)
+        try:
+            await asyncio.sleep(self.config.lora_load_s / self.speedup)
+            self.core.load_adapter(name)
+        finally:
+            self._loading.discard(name)
+        return web.Response(text=f"Success: LoRA adapter '{name}' added successfully.")
+
+    async def _unload_lora(self, request: web.Request) -> web.Response:
+        await self._gate()
+        try:
+            body = await self._json_object(request)
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        name = body.get("lora_name")
+        if not isinstance(name, str) or not name:
+            return _error(400, "'lora_name' must be provided.")
+        try:
+            self.core.unload_adapter(name)
+        except UnknownAdapterError:
+            return _error(404, f"The lora adapter '{name}' cannot be found.")
+        return web.Response(text=f"Success: LoRA adapter '{name}' removed successfully.")
+
+    async def _reset_prefix_cache(self, request: web.Request) -> web.Response:
+        await self._gate()
+        self.core.reset_prefix_cache()
+        return web.Response(status=200)
+
+    async def _get_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(self._faults_json())
+
+    async def _post_faults(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._json_object(request)
+            faults = self.faults.updated(body)
+        except ValueError as exc:
+            return _error(400, f"bad fault settings: {exc}")
+        self.set_faults(faults)
+        return web.json_response(self._faults_json())
+
+    def _faults_json(self) -> dict[str, Any]:
+        f = self.faults
+        return {"slowdown": f.slowdown, "error_rate": f.error_rate, "hang": f.hang, "crash": f.crash, "metrics": f.metrics}

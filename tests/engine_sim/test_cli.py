@@ -1,0 +1,55 @@
+"""aibrix-engine-sim: prints machine-readable endpoints, writes the endpoints file, and
+refuses bad arguments with one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from runtime_components.engine_sim.cli import main
+
+
+def test_cli_starts_engines_and_reports_endpoints(tmp_path: Path) -> None:
+    endpoints_file = tmp_path / "endpoints.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime_components.engine_sim.cli", "--engines", "3", "--base-port", "0",
+         "--duration", "20", "--endpoints-file", str(endpoints_file), "--adapters", "sql"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(4)]
+        assert lines[-1].strip() == "READY", lines
+        printed = [json.loads(line) for line in lines[:3]]
+        assert [e["index"] for e in printed] == [0, 1, 2]
+        assert json.loads(endpoints_file.read_text()) == printed
+        with urllib.request.urlopen(printed[2]["url"] + "/v1/models", timeout=5) as resp:
+            ids = [m["id"] for m in json.load(resp)["data"]]
+        assert ids == ["llama-3-8b", "sql"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--engines", "0"], "--engines must be >= 1, got 0"),
+        (["--accelerator", "tpu"], "unknown accelerator 'tpu'; expected one of"),
+        (["--model", "llama-3-70b", "--accelerator", "nvidia-l4"], "does not fit on 1 x nvidia-l4"),
+        (["--fault", "9:slowdown=2"], "names engine 9, but engines are 0..0"),
+        (["--fault", "0:error_rate=3"], "error_rate must be in [0, 1]"),
+        (["--speedup", "0"], "--speedup must be > 0"),
+        (["--adapters", "a,b,c", "--max-loras", "2"], "more adapters than --max-loras 2"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_message(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err

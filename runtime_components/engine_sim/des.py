@@ -101,7 +101,9 @@ class EngineView:
         return len(self._core.pool.cached_prefix(hashes))
 
 
-RouteFn = Callable[[SimRequest, Sequence[EngineView]], int]
+#: Returns an index into the engines it is given, or ``None`` when the router keeps the
+#: request itself (to hand it back later with ``Simulation.submit``, e.g. after an adapter load).
+RouteFn = Callable[[SimRequest, Sequence[EngineView]], "int | None"]
 
 
 @dataclass(eq=False)
@@ -115,7 +117,7 @@ class _Engine:
     inflight: dict[str, SimRequest] = field(default_factory=dict)
 
 
-_ARRIVAL, _STEP_END, _REMOVE, _CALL = range(4)
+_ARRIVAL, _STEP_END, _REMOVE, _CALL, _DIRECT = range(5)
 
 
 class Simulation:
@@ -164,6 +166,23 @@ class Simulation:
     def call_at(self, at_s: float, fn: Callable[[Simulation, float], None]) -> None:
         self._push(at_s, _CALL, fn)
 
+    def submit(self, at_s: float, request: SimRequest, *, engine: int | None = None) -> None:
+        """Hand a request (back) in at ``at_s``: routed again, or straight to ``engine``.
+
+        The request keeps its own ``arrival_s``, so time it spent held counts in its TTFT.
+        """
+        if engine is None:
+            self._push(at_s, _ARRIVAL, request)
+        else:
+            self._push(at_s, _DIRECT, (engine, request))
+
+    def load_adapter(self, index: int, name: str) -> None:
+        """Make engine ``index`` hold adapter ``name`` now (the caller models the load time)."""
+        self._engines[index].core.load_adapter(name)
+
+    def unload_adapter(self, index: int, name: str) -> None:
+        self._engines[index].core.unload_adapter(name)
+
     @property
     def engines(self) -> list[EngineView]:
         return [e.view for e in self._engines]
@@ -208,6 +227,8 @@ class Simulation:
                 self._engines[payload].draining = True  # type: ignore[index]
             elif kind == _CALL:
                 payload(self, t)  # type: ignore[operator]
+            elif kind == _DIRECT:
+                self._enqueue(*payload)  # type: ignore[misc]
             self._kick_idle()
         if events >= max_events and self._heap:
             raise RuntimeError(f"simulation stopped after max_events={max_events}; raise it or shorten the trace")
@@ -227,10 +248,15 @@ class Simulation:
         except Exception as exc:  # a routing plugin's failure is the request's error, not the run's
             self._error(req, None, f"route failed: {type(exc).__name__}: {exc}")
             return
+        if choice is None:
+            return  # the router holds the request and will submit() it
         if not 0 <= choice < len(candidates):
             self._error(req, None, f"route returned {choice}, expected 0..{len(candidates) - 1}")
             return
-        engine = self._engines[candidates[choice].index]
+        self._enqueue(candidates[choice].index, req)
+
+    def _enqueue(self, index: int, req: SimRequest) -> None:
+        engine = self._engines[index]
         try:
             engine.core.add_request(req)
         except EngineError as exc:

@@ -53,6 +53,9 @@ class GpuPool(SpecModel):
     resource_name: str = Field(
         "nvidia.com/gpu", description="Extended resource a pod requests for one GPU."
     )
+    runtime_class_name: DnsLabel | None = Field(
+        None, description="RuntimeClass of GPU pods (e.g. nvidia) when the node's default runtime is not NVIDIA's."
+    )
     gpus_per_node: Annotated[int, Field(ge=1, le=64)] = Field(8, description="GPUs on each node of the pool.")
     max_nodes: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Most nodes the pool can grow to (the optimizer's capacity bound); empty = unbounded."

@@ -130,6 +130,13 @@ class DiagnosticsSpec(SpecModel):
     enabled: bool = Field(True, description="Deploy diagnostics.")
     pools: list[DnsLabel] | None = Field(None, description="Pools to cover; empty = every pool.")
     interval: Duration = Field("60s", description="Time between checks.")
+    node_condition: bool = Field(
+        False, description="Write the AIBrixGPUProblem node condition each pass (adds RBAC on nodes)."
+    )
+    taint_on_failure: bool = Field(
+        False,
+        description="Taint the node (aibrix.ai/gpu-unhealthy:NoSchedule) while a check fails (adds RBAC on nodes).",
+    )
 
 
 class ObservabilitySpec(SpecModel):

@@ -29,6 +29,7 @@ from pydantic import Field, model_validator
 
 from .._base import SpecModel
 from ..routing import RoutingSpec
+from ..sections import TierSpec  # the stack's tier model: the compiler copies tiers across unchanged
 
 __all__ = [
     "DiscoverySpec",
@@ -89,13 +90,6 @@ class GatewayModelSpec(SpecModel):
     )
 
 
-class TierSpec(SpecModel):
-    """Request and token budgets per minute for every user of a tier."""
-
-    rpm: Annotated[int, Field(ge=1)] = Field(..., description="Requests per minute.")
-    tpm: Annotated[int, Field(ge=1)] = Field(..., description="Tokens (prompt + completion) per minute.")
-
-
 class RateLimitSpec(SpecModel):
     """API keys, tiers and where counters live."""
 
@@ -110,6 +104,9 @@ class RateLimitSpec(SpecModel):
     default_tier: str | None = Field(None, description="Tier of users that name none (and of anonymous traffic).")
     redis_url: str | None = Field(
         None, description="redis:// URL shared by all gateway replicas; counters stay in memory when unset."
+    )
+    redis_password_file: str | None = Field(
+        None, description="File holding the Redis password (mounted from a Secret); the URL itself carries none."
     )
     window_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         60.0, description="Length of the rate-limit window (60 s makes rpm/tpm per minute)."

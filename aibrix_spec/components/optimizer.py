@@ -129,6 +129,10 @@ class OptimizerConfig(SpecModel):
         default_factory=lambda: list(DEFAULT_DERIVE_OUTPUT_BUCKETS),
         description="Output buckets of derived profiles.",
     )
+    derive_request_tokens: Literal["upper", "geometric"] = Field(
+        default="geometric",
+        description="Which length inside each bucket derived profiles simulate (see GpuProfile.requestTokens).",
+    )
     solver: Literal["cbc", "highs"] = Field(default="cbc", description="cbc (PuLP's bundled CBC) or highs (highspy).")
     assignment: Literal["fractional", "integral"] = Field(
         default="fractional",
@@ -169,6 +173,12 @@ class GpuProfile(SpecModel):
     gpus_per_replica: int = Field(default=1, ge=1, description="GPUs in the profiled replica.")
     slo: SloTargets = Field(description="The SLO the rates meet.")
     method: Literal["roofline", "measured"] = Field(description="roofline (derived from the engine model) or measured (aibrix-optimize profile).")
+    request_tokens: Literal["upper", "geometric"] = Field(
+        default="upper",
+        description="Which length inside each bucket was profiled. upper: the bucket's upper bound, so the rate "
+        "holds for every request in the cell; geometric: the geometric mean of the token range the bucket covers "
+        "in this grid (typical requests), which plans less headroom.",
+    )
     input_buckets: list[int] = Field(min_length=1, description="Input-token buckets (rows), increasing, from the log2 grid.")
     output_buckets: list[int] = Field(min_length=1, description="Output-token buckets (columns), increasing, from the log2 grid.")
     max_rps: list[list[float]] = Field(description="maxRps[i][j]: requests/s per replica for input bucket i, output bucket j; 0 = SLO unmet at any rate.")

@@ -126,7 +126,7 @@ class MetricSpec(SpecModel):
     @property
     def engine_source(self) -> EngineMetricSource:
         """Engine scrape settings, with defaults when the block is omitted."""
-        return self.engine if self.engine is not None else EngineMetricSource()
+        return self.engine if self.engine is not None else EngineMetricSource.model_validate({})
 
 
 class HpaParams(SpecModel):
@@ -236,7 +236,11 @@ class ScalingTarget(SpecModel):
     @property
     def params(self) -> HpaParams | KpaParams | ApaParams:
         """The parameter block of the chosen policy."""
-        return {"hpa": self.hpa, "kpa": self.kpa, "apa": self.apa}[self.policy]
+        if self.policy == "hpa":
+            return self.hpa
+        if self.policy == "kpa":
+            return self.kpa
+        return self.apa
 
     @property
     def sync_period_seconds(self) -> float:

@@ -3,7 +3,10 @@
 The extension point, in two tables:
 
 - :data:`RENDERERS` lists every renderer family (name, function). A family is a module
-  ``compiler/render/<family>.py`` exposing ``render(plan) -> list[Manifest]``.
+  ``compiler/render/<family>.py`` exposing ``render(plan) -> list[Manifest]``. A family
+  may also register ``amend(plan, manifests) -> manifests``: it runs after every family
+  rendered, in registry order, and may add objects or extend others' (the adapters family
+  adds its sidecar to engine Deployments; observability monitors every scrapable Service).
 - :data:`NOT_COMPILED_YET` lists the spec features that validate but have no renderer
   yet. Compiling a stack that uses one fails with ONE clear error naming the field and
   its line (never a silently dropped section).
@@ -22,7 +25,7 @@ from aibrix_spec import InferenceStack
 from ..errors import Diagnostic, NotCompiledYetError
 from ..manifest import Manifest
 from ..plan import Plan
-from . import core
+from . import adapters, autoscaling, core, diagnostics, gateway, kuberay, kvcache, observability, optimizer
 
 __all__ = ["NOT_COMPILED_YET", "RENDERERS", "PendingFeature", "RendererFamily", "check_compilable", "render"]
 
@@ -35,6 +38,7 @@ class RendererFamily:
 
     name: str
     render: Callable[[Plan], list[Manifest]]
+    amend: Callable[[Plan, list[Manifest]], list[Manifest]] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,17 @@ class PendingFeature:
 
 
 #: Every renderer family, in the order they run (output order is decided by sorting).
-RENDERERS: tuple[RendererFamily, ...] = (RendererFamily("core", core.render),)
+RENDERERS: tuple[RendererFamily, ...] = (
+    RendererFamily("core", core.render),
+    RendererFamily("kuberay", kuberay.render),
+    RendererFamily("adapters", adapters.render, adapters.amend),
+    RendererFamily("gateway", gateway.render),
+    RendererFamily("kv-cache", kvcache.render, kvcache.amend),
+    RendererFamily("autoscaling", autoscaling.render),
+    RendererFamily("optimizer", optimizer.render),
+    RendererFamily("diagnostics", diagnostics.render),
+    RendererFamily("observability", observability.render, observability.amend),  # last: sees every Service
+)
 
 
 def _section(attribute: str, alias: str) -> Callable[[InferenceStack], Iterator[Path]]:
@@ -59,30 +73,25 @@ def _section(attribute: str, alias: str) -> Callable[[InferenceStack], Iterator[
     return find
 
 
-def _autoscaled(stack: InferenceStack) -> Iterator[Path]:
+def _redis_password(stack: InferenceStack) -> Iterator[Path]:
+    gateway = stack.spec.gateway
+    if gateway is not None and gateway.enabled and gateway.redis is not None and gateway.redis.password_secret_ref:
+        yield ("spec", "gateway", "redis", "passwordSecretRef")
+
+
+def _adapters_needing_download(stack: InferenceStack) -> Iterator[Path]:
     for i, m in enumerate(stack.spec.models):
-        if m.autoscaling.policy != "none":
-            yield ("spec", "models", i, "autoscaling", "policy")
+        for j, a in enumerate(m.adapters):
+            if a.source.uri.startswith(("gs://", "oci://", "https://")):
+                yield ("spec", "models", i, "adapters", j, "source", "uri")
 
 
-def _adapters(stack: InferenceStack) -> Iterator[Path]:
-    for i, m in enumerate(stack.spec.models):
-        if m.adapters:
-            yield ("spec", "models", i, "adapters")
-
-
-def _model_kv_cache(stack: InferenceStack) -> Iterator[Path]:
-    for i, m in enumerate(stack.spec.models):
-        if m.kv_cache.enabled:
-            yield ("spec", "models", i, "kvCache", "enabled")
-
-
-def _multi_node(stack: InferenceStack) -> Iterator[Path]:
+def _multi_node_adapters(stack: InferenceStack) -> Iterator[Path]:
     per_node = {p.name: p.gpus_per_node for p in stack.spec.gpu_pools}
     for i, m in enumerate(stack.spec.models):
         gpus = m.parallelism.tensor * m.parallelism.pipeline
-        if any(gpus > per_node.get(p, gpus) for p in m.placement.pools):
-            yield ("spec", "models", i, "parallelism")
+        if m.adapters and any(gpus > per_node.get(p, gpus) for p in m.placement.pools):
+            yield ("spec", "models", i, "adapters")
 
 
 def _downloaded_sources(stack: InferenceStack) -> Iterator[Path]:
@@ -93,15 +102,9 @@ def _downloaded_sources(stack: InferenceStack) -> Iterator[Path]:
 
 #: Spec features that validate but are not compiled yet (delete an entry when its renderer lands).
 NOT_COMPILED_YET: tuple[PendingFeature, ...] = (
-    PendingFeature("spec.gateway", "gateway", _section("gateway", "gateway")),
-    PendingFeature("spec.kvCache", "kv-cache", _section("kv_cache", "kvCache")),
-    PendingFeature("models[].kvCache.enabled", "kv-cache", _model_kv_cache),
-    PendingFeature("spec.optimizer", "optimizer", _section("optimizer", "optimizer")),
-    PendingFeature("spec.diagnostics", "diagnostics", _section("diagnostics", "diagnostics")),
-    PendingFeature("spec.observability", "observability", _section("observability", "observability")),
-    PendingFeature("models[].autoscaling.policy (hpa, kpa, apa)", "autoscaling", _autoscaled),
-    PendingFeature("models[].adapters", "adapters", _adapters),
-    PendingFeature("models[].parallelism (a replica larger than one node)", "kuberay", _multi_node),
+    PendingFeature("spec.gateway.redis.passwordSecretRef", "gateway Redis password", _redis_password),
+    PendingFeature("models[].adapters[].source.uri (gs://, oci://, https://)", "adapter download", _adapters_needing_download),
+    PendingFeature("models[].adapters of a multi-node model", "sidecar-on-ray", _multi_node_adapters),
     PendingFeature("models[].source.uri (s3://, gs://, oci://, https://)", "weights download", _downloaded_sources),
 )
 
@@ -123,5 +126,9 @@ def check_compilable(stack: InferenceStack) -> None:
 
 
 def render(plan: Plan) -> list[Manifest]:
-    """Every registered family's objects, in registry order."""
-    return [manifest for family in RENDERERS for manifest in family.render(plan)]
+    """Every registered family's objects, in registry order, then each family's amend step."""
+    manifests = [manifest for family in RENDERERS for manifest in family.render(plan)]
+    for family in RENDERERS:
+        if family.amend is not None:
+            manifests = family.amend(plan, manifests)
+    return manifests

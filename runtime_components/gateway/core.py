@@ -1,0 +1,231 @@
+"""The gateway's decisions, independent of the Envoy protocol.
+
+``GatewayCore.admit`` takes one request (headers + body) through the fixed order
+
+    auth (401) -> parse (400/404 path) -> model or adapter (404) -> rate limit (429) -> route (503)
+
+and returns an :class:`Admission`: the chosen endpoint plus what finishing needs. Then
+``finish`` settles it: usage into TPM and the token-bucket histogram, the router's
+``on_finished`` hook, the in-flight count and the per-status counter. ``extproc`` translates
+Envoy's messages into these calls; tests can drive the core directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from aibrix_spec.components.gateway import GatewayConfig, GatewayModelSpec
+from aibrix_spec.routing import RoutingSpec
+
+from .endpoints import EndpointTable
+from .errors import GatewayError, bad_request, model_not_found, no_endpoint
+from .metrics import GatewayMetrics
+from .openai_request import ParsedRequest, parse_request
+from .policy import EndpointState, NoEndpointError, RequestOutcome, RouteRequest, Router, build_router
+from .ratelimit import RateLimiter
+from .usage import Usage
+from .users import User, UserDirectory
+
+__all__ = ["Admission", "GatewayCore", "POLICY_HEADER"]
+
+log = logging.getLogger(__name__)
+
+POLICY_HEADER = "x-routing-policy"
+MAX_OVERRIDE_ROUTERS = 64  # routers built for x-routing-policy values, oldest dropped first
+
+
+@dataclass
+class Admission:
+    """A routed request, until it finishes."""
+
+    model: str
+    adapter: str | None
+    user: User
+    parsed: ParsedRequest
+    route_request: RouteRequest
+    router: Router
+    endpoint: EndpointState
+    started: float
+    fallbacks: tuple[str, ...] = ()
+    served_by: str | None = None  # set when a retry moved the request to a fallback
+    first_byte_at: float | None = None
+    finished: bool = False
+    status: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class GatewayCore:
+    """Config, endpoint table, routers, users and limits of one gateway process."""
+
+    def __init__(self, config: GatewayConfig, table: EndpointTable, users: UserDirectory,
+                 limiter: RateLimiter, metrics: GatewayMetrics) -> None:
+        self.config = config
+        self.table = table
+        self.users = users
+        self.limiter = limiter
+        self.metrics = metrics
+        self._models: dict[str, GatewayModelSpec] = {m.name: m for m in config.models}
+        self._adapters: dict[str, str] = {a: m.name for m in config.models for a in m.adapters}
+        self._routers: dict[tuple[str, str], Router] = {}
+        for i, model in enumerate(config.models):
+            self._routers[(model.name, model.routing.policy)] = build_router(
+                model.routing, rng=random.Random(config.seed * 1009 + i)
+            )
+
+    # -- lookups -------------------------------------------------------------------------
+    def served_names(self) -> list[str]:
+        return sorted([*self._models, *self._adapters])
+
+    def models_listing(self) -> dict[str, object]:
+        """The OpenAI /v1/models answer: models, then adapters with their parent."""
+        data: list[dict[str, object]] = [
+            {"id": name, "object": "model", "owned_by": "aibrix", "root": name, "parent": None} for name in sorted(self._models)
+        ]
+        data += [
+            {"id": a, "object": "model", "owned_by": "aibrix", "root": base, "parent": base} for a, base in sorted(self._adapters.items())
+        ]
+        return {"object": "list", "data": data}
+
+    def resolve(self, name: str) -> tuple[str, str | None]:
+        """Model or adapter name -> (base model, adapter or None); 404 when unknown."""
+        if name in self._models:
+            return name, None
+        if name in self._adapters:
+            return self._adapters[name], name
+        raise model_not_found(name, self.served_names())
+
+    def router_for(self, model: str, headers: Mapping[str, str]) -> Router:
+        spec = self._models[model].routing
+        override = headers.get(POLICY_HEADER)
+        if not override or not spec.allow_header_override or override == spec.policy:
+            return self._routers[(model, spec.policy)]
+        key = (model, override)
+        if key not in self._routers:
+            try:
+                routing = RoutingSpec(policy=override, parameters=spec.parameters, allow_header_override=True)
+            except ValueError as exc:
+                first = exc.errors()[0]["msg"] if hasattr(exc, "errors") else str(exc)
+                raise bad_request(f"The {POLICY_HEADER} header is not a valid policy: {first}") from None
+            overrides = [k for k in self._routers if k[1] != self._models[k[0]].routing.policy]
+            if len(overrides) >= MAX_OVERRIDE_ROUTERS:  # clients choose the strings: keep the cache bounded
+                del self._routers[overrides[0]]
+            self._routers[key] = build_router(routing, rng=random.Random(self.config.seed * 1009 + len(self._routers)))
+        return self._routers[key]
+
+    def endpoint_removed(self, address: str) -> None:
+        """Discovery dropped ``address``: every router forgets what it learned about it."""
+        for router in self._routers.values():
+            router.on_endpoint_removed(address)
+
+    # -- the request path ----------------------------------------------------------------
+    def authenticate(self, headers: Mapping[str, str]) -> User:
+        return self.users.authenticate(headers.get("authorization"))
+
+    async def admit(self, user: User, path: str, headers: Mapping[str, str], body: bytes) -> Admission:
+        """Parse, resolve, rate-limit and route one request; raise GatewayError to refuse it."""
+        parsed = parse_request(path, body)
+        model, adapter = self.resolve(parsed.model)
+        try:
+            await self.limiter.admit(user)
+        except GatewayError as exc:
+            self.metrics.rate_limited.labels(user.tier or "none", exc.reason).inc()
+            raise
+        except Exception as exc:  # the counter store (Redis) failed: serve rather than refuse everyone
+            self.metrics.rate_limit_errors.inc()
+            log.warning("rate limits not applied (fail open): %s: %s", exc.__class__.__name__, exc)
+        router = self.router_for(model, headers)
+        now = time.monotonic()
+        endpoints, down = self.table.states(model, now)
+        if not endpoints:
+            reason = f"{down} endpoint(s) are failing" if down else "discovery found no ready pod"
+            raise no_endpoint(model, reason)
+        request = RouteRequest(
+            model=model, adapter=adapter, token_ids=parsed.prompt_token_ids, headers=dict(headers),
+            user=user.name, session_id=None,
+        )
+        started = time.perf_counter()
+        try:
+            decision = router.decide(request, endpoints)
+        except NoEndpointError as exc:
+            raise no_endpoint(parsed.model, exc.reason) from None
+        self.metrics.decision_seconds.labels(router.policy).observe(time.perf_counter() - started)
+        if decision.prefix_match is not None:
+            self.metrics.prefix_match.labels(model).observe(decision.prefix_match)
+        router.on_routed(request, decision.endpoint)
+        self.table.inflight_add(decision.endpoint.address, 1)
+        fallbacks = self._fallbacks(decision.endpoint.address, decision.scores, endpoints)
+        return Admission(model, adapter, user, parsed, request, router, decision.endpoint,
+                         started=time.monotonic(), fallbacks=fallbacks)
+
+    def _fallbacks(self, chosen: str, scores: Mapping[str, float], endpoints: list[EndpointState]) -> tuple[str, ...]:
+        """The next-best eligible endpoints (by the router's total score, then least loaded)."""
+        if self.config.fallbacks == 0:
+            return ()
+        by_address = {e.address: e for e in endpoints}
+        eligible = [a for a in scores if a != chosen and a in by_address]
+        eligible.sort(key=lambda a: (-scores[a], by_address[a].inflight, a))
+        return tuple(eligible[: self.config.fallbacks])
+
+    def attempts_failed(self, admission: Admission, attempts: int) -> None:
+        """Envoy needed ``attempts`` tries: the first ``attempts - 1`` endpoints failed to connect
+        or reset. They leave the candidates; the request now belongs to the one that answered."""
+        chain = (admission.endpoint.address, *admission.fallbacks)
+        failed = chain[: max(0, min(attempts, len(chain)) - 1)]
+        for address in failed:
+            self.table.mark_down(address, f"Envoy retried a request away from {address}")
+            self.metrics.upstream_failures.labels(admission.model).inc()
+        if failed and attempts - 1 < len(chain):
+            served = chain[attempts - 1]
+            admission.router.on_finished(admission.route_request, admission.endpoint, RequestOutcome(success=False))
+            self.table.inflight_add(admission.endpoint.address, -1)
+            self.table.inflight_add(served, 1)
+            admission.served_by = served
+
+    def served_address(self, admission: Admission) -> str:
+        return admission.served_by or admission.endpoint.address
+
+    def upstream_failed(self, admission: Admission, status: int, attempts: int | None) -> None:
+        """Envoy answered ``status`` itself, without an engine's response.
+
+        A 503 means every attempt failed to connect or was reset: the ``attempts`` endpoints
+        tried (all of them when Envoy does not say) leave the candidates now. Other local
+        answers (504 route timeout, 413 ...) say nothing about the pod's health."""
+        self.metrics.upstream_failures.labels(admission.model).inc()
+        if status != 503:
+            return
+        chain = (admission.endpoint.address, *admission.fallbacks)
+        for address in chain[: attempts or len(chain)]:
+            self.table.mark_down(address, f"Envoy answered 503 after trying {address}")
+
+    async def finish(self, admission: Admission, usage: Usage | None, success: bool) -> None:
+        """Settle a routed request exactly once."""
+        if admission.finished:
+            return
+        admission.finished = True
+        self.table.inflight_add(self.served_address(admission), -1)
+        now = time.monotonic()
+        ttft = admission.first_byte_at - admission.started if admission.first_byte_at is not None else None
+        outcome = RequestOutcome(
+            success=success,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            ttft_s=ttft, e2e_s=now - admission.started,
+        )
+        if admission.served_by is None:  # a retried request already reported its failed first choice
+            admission.router.on_finished(admission.route_request, admission.endpoint, outcome)
+        status = str(admission.status) if admission.status else ("200" if success else "aborted")
+        self.metrics.requests.labels(admission.model, admission.router.policy, status).inc()
+        if usage is not None and success:
+            self.metrics.observe_usage(admission.model, usage.prompt_tokens, usage.completion_tokens)
+            try:
+                await self.limiter.record_tokens(admission.user, usage.total)
+            except Exception as exc:  # Redis down: these tokens go uncounted
+                self.metrics.rate_limit_errors.inc()
+                log.warning("tokens not counted (fail open): %s: %s", exc.__class__.__name__, exc)
+
+    def refused(self, error: GatewayError, model: str | None) -> None:
+        self.metrics.requests.labels(model or "unknown", "none", str(error.status)).inc()

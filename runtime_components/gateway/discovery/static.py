@@ -1,0 +1,140 @@
+"""Static discovery: a YAML file of endpoints, re-read when it changes.
+
+Format::
+
+    endpoints:
+      - address: 127.0.0.1:8001     # ip:port of an engine's HTTP server
+        model: llama-3-8b           # a model named in the gateway config
+        pod: engine-a               # optional display name (defaults to the address)
+        adapters: [sql-lora]        # optional adapters it holds (scraping /v1/models adds more)
+
+The JSON list that ``aibrix-engine-sim --endpoints-file`` writes (objects with ``host``,
+``port``, ``model`` and ``index``) is accepted as it is, so a local gateway can watch it.
+
+The file is polled (mtime and size) every ``poll_interval_s``; a broken edit keeps the previous
+endpoints and logs the error, so a half-written file never empties the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+import yaml
+
+from ..endpoints import DiscoveredEndpoint
+
+__all__ = ["EndpointsFileError", "StaticDiscovery", "load_endpoints_file"]
+
+log = logging.getLogger(__name__)
+
+
+class EndpointsFileError(ValueError):
+    """The endpoints file cannot be used; the message names the file, the entry and the fix."""
+
+
+def _check_address(address: object, where: str) -> str:
+    if not isinstance(address, str):
+        raise EndpointsFileError(f"{where}: address must be a string ip:port, e.g. 127.0.0.1:8000")
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise EndpointsFileError(f'{where}: address "{address}" is not ip:port (e.g. 127.0.0.1:8000)')
+    return address
+
+
+def _from_engine_sim(entry: object, where: str) -> dict[str, object]:
+    if not isinstance(entry, dict) or not {"host", "port", "model"} <= set(entry):
+        raise EndpointsFileError(f"{where}: a list entry needs host, port and model (the aibrix-engine-sim format)")
+    return {"address": f"{entry['host']}:{entry['port']}", "model": entry["model"], "pod": f"engine-{entry.get('index', 0)}"}
+
+
+def load_endpoints_file(path: str, models: set[str]) -> list[DiscoveredEndpoint]:
+    """Read and validate ``path``; every endpoint must name one of ``models``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except OSError as exc:
+        raise EndpointsFileError(f"{path}: cannot read the endpoints file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise EndpointsFileError(f"{path}: not valid YAML ({exc})") from None
+    if data is None:
+        data = {"endpoints": []}
+    if isinstance(data, list):  # aibrix-engine-sim's endpoints file
+        data = {"endpoints": [_from_engine_sim(e, f"{path}: [{i}]") for i, e in enumerate(data)]}
+    if not isinstance(data, dict) or not isinstance(data.get("endpoints"), list):
+        raise EndpointsFileError(f'{path}: expected a mapping with an "endpoints" list of {{address, model}} entries')
+    out: list[DiscoveredEndpoint] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(data["endpoints"]):
+        where = f"{path}: endpoints[{i}]"
+        if not isinstance(entry, dict):
+            raise EndpointsFileError(f"{where}: expected a mapping with address and model")
+        unknown = set(entry) - {"address", "model", "pod", "adapters"}
+        if unknown:
+            raise EndpointsFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; expected address, model, pod, adapters")
+        address = _check_address(entry.get("address"), where)
+        model = entry.get("model")
+        if model not in models:
+            raise EndpointsFileError(f'{where}: model "{model}" is not served by this gateway; models: {", ".join(sorted(models))}')
+        adapters = entry.get("adapters", [])
+        if not isinstance(adapters, list) or not all(isinstance(a, str) for a in adapters):
+            raise EndpointsFileError(f"{where}: adapters must be a list of adapter names")
+        if address in seen:
+            raise EndpointsFileError(f'{where}: address "{address}" is listed twice')
+        seen.add(address)
+        out.append(DiscoveredEndpoint(address, str(entry.get("pod") or address), model, frozenset(adapters)))
+    return out
+
+
+class StaticDiscovery:
+    """Publishes the endpoints file's contents, again whenever the file changes."""
+
+    def __init__(self, path: str, models: set[str], publish: Callable[[list[DiscoveredEndpoint]], None],
+                 poll_interval_s: float = 1.0) -> None:
+        self._path = path
+        self._models = models
+        self._publish = publish
+        self._poll_interval_s = poll_interval_s
+        self._stamp: tuple[float, int] | None = None
+        self.last_error: str | None = None
+
+    def _file_stamp(self) -> tuple[float, int] | None:
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return None
+        return st.st_mtime, st.st_size
+
+    def load(self) -> None:
+        """Load the file now and publish it; raise EndpointsFileError if it is unusable."""
+        stamp = self._file_stamp()
+        endpoints = load_endpoints_file(self._path, self._models)
+        self._stamp = stamp
+        self.last_error = None
+        self._publish(endpoints)
+
+    def poll(self) -> bool:
+        """Reload if the file changed; return True when new endpoints were published."""
+        stamp = self._file_stamp()
+        if stamp == self._stamp:
+            return False
+        try:
+            self.load()
+        except EndpointsFileError as exc:
+            self._stamp = stamp  # do not log the same broken file every poll
+            self.last_error = str(exc)
+            log.error("keeping the previous endpoints: %s", exc)
+            return False
+        return True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), self._poll_interval_s)
+            except asyncio.TimeoutError:
+                self.poll()
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,67 @@
+"""Errors the gateway answers itself, as OpenAI-style JSON bodies.
+
+Every refusal (unknown model, no ready endpoint, bad key, over limit, malformed body) is a
+:class:`GatewayError` carrying the HTTP status, the OpenAI ``type`` and ``code`` and a message
+that says what was wrong and what was expected. The ext_proc server turns it into an Envoy
+immediate response; nothing else formats error bodies.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+__all__ = [
+    "GatewayError",
+    "bad_request",
+    "model_not_found",
+    "no_endpoint",
+    "unauthorized",
+    "rate_limited",
+]
+
+
+@dataclass(frozen=True)
+class GatewayError(Exception):
+    """A request the gateway refuses; ``body()`` is the JSON sent to the client."""
+
+    status: int
+    message: str
+    error_type: str
+    code: str
+    headers: dict[str, str] = field(default_factory=dict)
+    reason: str = ""  # a machine-readable detail (the limit for 429s: "rpm" or "tpm")
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
+
+    def body(self) -> bytes:
+        payload = {"error": {"message": self.message, "type": self.error_type, "param": None, "code": self.code}}
+        return json.dumps(payload).encode("utf-8")
+
+
+def bad_request(message: str) -> GatewayError:
+    return GatewayError(400, message, "invalid_request_error", "invalid_request")
+
+
+def model_not_found(model: str, known: list[str]) -> GatewayError:
+    choices = ", ".join(sorted(known)) or "(none)"
+    return GatewayError(
+        404, f'The model "{model}" does not exist; this gateway serves: {choices}', "invalid_request_error", "model_not_found"
+    )
+
+
+def no_endpoint(model: str, reason: str) -> GatewayError:
+    return GatewayError(503, f'No ready endpoint for "{model}": {reason}', "service_unavailable", "no_ready_endpoint")
+
+
+def unauthorized(message: str) -> GatewayError:
+    return GatewayError(401, message, "authentication_error", "invalid_api_key")
+
+
+def rate_limited(message: str, retry_after_s: float, limit: str) -> GatewayError:
+    seconds = max(1, int(-(-retry_after_s // 1)))  # whole seconds, rounded up, at least 1
+    return GatewayError(
+        429, f"{message}; retry after {seconds} s", "rate_limit_error", "rate_limit_exceeded",
+        {"retry-after": str(seconds)}, reason=limit,
+    )

@@ -1,0 +1,210 @@
+"""The Envoy ext_proc gRPC service: one bidirectional stream per HTTP request.
+
+Envoy's filter config (see ``compiler/render/envoy_bootstrap.py``) sends request headers,
+the request body BUFFERED (one message), response headers and the response body STREAMED
+(one message per chunk). Per stream:
+
+    request_headers  -> auth (401 immediate) or CONTINUE; GET /v1/models answered here
+    request_body     -> core.admit: 400/404/429/503 immediate, or CONTINUE with header mutations
+                        x-gateway-destination-endpoint, target-pod and the fallbacks
+                        x-gateway-destination-fallback-k (overwriting any the client sent)
+                        and clear_route_cache
+    response_headers -> status; a 503 without x-envoy-upstream-service-time is Envoy's own
+                        reply after connect failures or resets: the tried endpoints leave the
+                        candidates;
+                        x-envoy-attempt-count > 1 means a retry moved it to a fallback
+    response_body    -> usage counted chunk by chunk; at end of stream core.finish
+
+Header values arrive in ``raw_value`` (bytes) from Envoy >= 1.3x, in ``value`` from older ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from envoy.type.v3 import http_status_pb2
+
+from .core import Admission, GatewayCore
+from .errors import GatewayError, bad_request
+from .usage import UsageCounter
+from .users import User
+
+__all__ = ["DESTINATION_HEADER", "FALLBACK_HEADER_PREFIX", "TARGET_POD_HEADER", "ExtProcServicer"]
+
+log = logging.getLogger(__name__)
+
+DESTINATION_HEADER = "x-gateway-destination-endpoint"
+TARGET_POD_HEADER = "target-pod"
+FALLBACK_HEADER_PREFIX = "x-gateway-destination-fallback-"  # the Envoy bootstrap shifts these on retries
+MAX_FALLBACK_HEADERS = 10
+_ATTEMPT_COUNT_HEADER = "x-envoy-attempt-count"
+_UPSTREAM_TIME_HEADER = "x-envoy-upstream-service-time"
+_OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+_CONTINUE_REQUEST_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+_CONTINUE_REQUEST_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
+_CONTINUE_RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
+_CONTINUE_RESPONSE_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse())
+
+
+def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
+    """Envoy's header list -> {lower-case name: value} (repeated names joined by ',')."""
+    out: dict[str, str] = {}
+    for h in headers.headers.headers:
+        value = h.raw_value.decode("latin-1") if h.raw_value else h.value
+        key = h.key.lower()
+        out[key] = f"{out[key]},{value}" if key in out else value
+    return out
+
+
+def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
+    return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, raw_value=value.encode("latin-1")),
+                                      append_action=_OVERWRITE)
+
+
+def immediate(status: int, body: bytes, headers: dict[str, str], details: str) -> pb.ProcessingResponse:
+    """An Envoy immediate response with a JSON body."""
+    mutation = pb.HeaderMutation(set_headers=[_header("content-type", "application/json"),
+                                              *(_header(k, v) for k, v in headers.items())])
+    return pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(
+        status=http_status_pb2.HttpStatus(code=status), headers=mutation, body=body, details=details))
+
+
+def error_response(error: GatewayError) -> pb.ProcessingResponse:
+    return immediate(error.status, error.body(), error.headers, f"aibrix_gateway_{error.code}")
+
+
+def route_response(admission: Admission) -> pb.ProcessingResponse:
+    """CONTINUE the buffered body, telling Envoy where to send it (and where to retry).
+
+    Unused fallback slots are removed so a client cannot steer retries with its own headers."""
+    fallbacks = [_header(f"{FALLBACK_HEADER_PREFIX}{k}", a) for k, a in enumerate(admission.fallbacks, start=1)]
+    unused = [f"{FALLBACK_HEADER_PREFIX}{k}" for k in range(len(admission.fallbacks) + 1, MAX_FALLBACK_HEADERS + 1)]
+    mutation = pb.HeaderMutation(set_headers=[
+        _header(DESTINATION_HEADER, admission.endpoint.address),
+        _header(TARGET_POD_HEADER, admission.endpoint.address),
+        *fallbacks,
+    ], remove_headers=unused)
+    common = pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)
+    return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
+
+
+class _Stream:
+    """What one HTTP request has shown so far."""
+
+    __slots__ = ("path", "method", "headers", "user", "body", "admission", "content_type", "usage", "model")
+
+    def __init__(self) -> None:
+        self.path = ""
+        self.method = ""
+        self.headers: dict[str, str] = {}
+        self.user: User | None = None
+        self.body = bytearray()
+        self.admission: Admission | None = None
+        self.content_type = ""
+        self.usage: UsageCounter | None = None
+        self.model: str | None = None
+
+
+class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
+    """Translates Envoy's ext_proc messages into :class:`GatewayCore` calls."""
+
+    def __init__(self, core: GatewayCore) -> None:
+        self._core = core
+
+    async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object) -> AsyncIterator[pb.ProcessingResponse]:  # noqa: N802 (gRPC name)
+        stream = _Stream()
+        try:
+            async for message in request_iterator:
+                kind = message.WhichOneof("request")
+                if kind == "request_headers":
+                    response = self._on_request_headers(stream, message.request_headers)
+                elif kind == "request_body":
+                    response = await self._on_request_body(stream, message.request_body)
+                elif kind == "response_headers":
+                    response = await self._on_response_headers(stream, message.response_headers)
+                elif kind == "response_body":
+                    response = await self._on_response_body(stream, message.response_body)
+                elif kind == "request_trailers":
+                    response = pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+                elif kind == "response_trailers":
+                    response = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+                else:
+                    continue
+                yield response
+        finally:
+            if stream.admission is not None and not stream.admission.finished:
+                # The client went away or Envoy reset the stream before the response ended.
+                await self._core.finish(stream.admission, None, success=False)
+
+    def _refuse(self, stream: _Stream, error: GatewayError) -> pb.ProcessingResponse:
+        self._core.refused(error, stream.model)
+        return error_response(error)
+
+    def _on_request_headers(self, stream: _Stream, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
+        stream.headers = header_map(headers)
+        stream.path = stream.headers.get(":path", "")
+        stream.method = stream.headers.get(":method", "")
+        try:
+            stream.user = self._core.authenticate(stream.headers)
+            if headers.end_of_stream:
+                route = stream.path.split("?", 1)[0].rstrip("/")
+                if stream.method == "GET" and route == "/v1/models":
+                    body = json.dumps(self._core.models_listing()).encode()
+                    return immediate(200, body, {}, "aibrix_gateway_models")
+                raise bad_request(f"{stream.method} {route or '/'} has no body; inference requests are POSTs with a JSON body")
+        except GatewayError as error:
+            return self._refuse(stream, error)
+        return _CONTINUE_REQUEST_HEADERS
+
+    async def _on_request_body(self, stream: _Stream, body: pb.HttpBody) -> pb.ProcessingResponse:
+        stream.body += body.body
+        if not body.end_of_stream:
+            return _CONTINUE_REQUEST_BODY
+        assert stream.user is not None
+        try:
+            admission = await self._core.admit(stream.user, stream.path, stream.headers, bytes(stream.body))
+        except GatewayError as error:
+            return self._refuse(stream, error)
+        stream.admission = admission
+        stream.model = admission.model
+        stream.usage = UsageCounter(admission.parsed.prompt_tokens)
+        stream.body = bytearray()
+        return route_response(admission)
+
+    async def _on_response_headers(self, stream: _Stream, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
+        admission = stream.admission
+        if admission is None:
+            return _CONTINUE_RESPONSE_HEADERS
+        values = header_map(headers)
+        status = int(values.get(":status", "0") or 0)
+        admission.status = status
+        stream.content_type = values.get("content-type", "")
+        attempts_text = values.get(_ATTEMPT_COUNT_HEADER, "")
+        attempts = int(attempts_text) if attempts_text.isdigit() else None
+        if status >= 500 and _UPSTREAM_TIME_HEADER not in values:
+            self._core.upstream_failed(admission, status, attempts)
+        elif attempts is not None and attempts > 1:
+            self._core.attempts_failed(admission, attempts)
+        if headers.end_of_stream:
+            await self._core.finish(admission, None, success=status < 500)
+        return _CONTINUE_RESPONSE_HEADERS
+
+    async def _on_response_body(self, stream: _Stream, body: pb.HttpBody) -> pb.ProcessingResponse:
+        admission, usage = stream.admission, stream.usage
+        if admission is None or usage is None:
+            return _CONTINUE_RESPONSE_BODY
+        if admission.first_byte_at is None and body.body:
+            admission.first_byte_at = time.monotonic()
+        if admission.status < 400:
+            usage.feed(body.body, stream.content_type)
+        if body.end_of_stream:
+            ok = admission.status < 400
+            await self._core.finish(admission, usage.result() if ok else None, success=admission.status < 500)
+        return _CONTINUE_RESPONSE_BODY

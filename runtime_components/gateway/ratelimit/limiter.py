@@ -1,0 +1,51 @@
+"""Applies a user's tier (RPM and TPM) through a window store.
+
+Before a request: RPM is checked and counted atomically (``admit``, cost 1), TPM is only
+checked (``check``: at least one token of budget left), because tokens are known after
+the response. After the response: the usage's prompt + completion tokens are added to
+TPM (``add``). A user whose tier is None is not limited.
+"""
+
+from __future__ import annotations
+
+from aibrix_spec.components.gateway import TierSpec
+
+from ..errors import rate_limited
+from ..users import User
+from .stores import WindowStore
+from .window import retry_after_s
+
+__all__ = ["RateLimiter"]
+
+
+class RateLimiter:
+    """RPM/TPM limits of every tier, counted in one :class:`WindowStore`."""
+
+    def __init__(self, tiers: dict[str, TierSpec], store: WindowStore, window_s: float) -> None:
+        self._tiers = tiers
+        self._store = store
+        self._window_s = window_s
+
+    async def admit(self, user: User) -> None:
+        """Count one request for ``user`` or raise a 429 GatewayError with Retry-After."""
+        tier = self._tiers.get(user.tier) if user.tier else None
+        if tier is None:
+            return
+        ok, counts = await self._store.apply(f"{user.name}:tpm", "check", 1, tier.tpm)
+        if not ok:
+            wait = retry_after_s(counts, 1, tier.tpm, self._window_s)
+            raise rate_limited(f'User "{user.name}" used the {tier.tpm} tokens per minute of tier "{user.tier}"', wait, "tpm")
+        ok, counts = await self._store.apply(f"{user.name}:rpm", "admit", 1, tier.rpm)
+        if not ok:
+            wait = retry_after_s(counts, 1, tier.rpm, self._window_s)
+            raise rate_limited(f'User "{user.name}" sent the {tier.rpm} requests per minute of tier "{user.tier}"', wait, "rpm")
+
+    async def record_tokens(self, user: User, tokens: int) -> None:
+        """Add a response's tokens to the user's TPM window."""
+        tier = self._tiers.get(user.tier) if user.tier else None
+        if tier is None or tokens <= 0:
+            return
+        await self._store.apply(f"{user.name}:tpm", "add", tokens, tier.tpm)
+
+    async def close(self) -> None:
+        await self._store.close()

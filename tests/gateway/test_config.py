@@ -1,0 +1,84 @@
+"""The gateway config file and the CLI's handling of bad input: one message, exit 2, no traceback."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime_components.gateway.config_file import ConfigError, parse_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+MINIMAL = "discovery: {mode: static, endpointsFile: e.yaml}\nmodels: [{name: m}]\n"
+
+
+def test_minimal_config_gets_defaults():
+    config = parse_config(MINIMAL, "gw.yaml")
+    assert config.models[0].routing.policy == "least-request"
+    assert (config.listen.grpc_port, config.scrape.staleness_s, config.fallbacks) == (50051, 3.0, 2)
+
+
+BAD = [
+    ("models: []", "gw.yaml: models: List should have at least 1 item"),
+    ("[1, 2]", "gw.yaml: expected a mapping with at least `models`"),
+    ("models: [{name: m, routing: {policy: fastest}}]", 'models[0].routing.policy: unknown routing policy "fastest"'),
+    ("models: [{name: m, adapter: [x]}]", 'models[0].adapter: unknown field; did you mean "adapters"?'),
+    ("modles: [{name: m}]", 'gw.yaml: modles: unknown field; did you mean "models"?'),
+    ("models: [{name: m}]\ndiscovery: {mode: static}", "discovery.mode is static but discovery.endpointsFile is not set"),
+    ("models: [{name: m, adapters: [m]}]", '"m" is declared twice (as model and as adapter of m)'),
+    ("models: [{name: m}]\nrateLimits: {defaultTier: gold}", 'rateLimits.defaultTier "gold" is not a tier; tiers: (none defined)'),
+    ("models: [{name: m}]\nrateLimits: {tiers: {free: {rpm: 0, tpm: 5}}}", "rateLimits.tiers.free.rpm: Input should be greater than or equal to 1"),
+    ("models: [{name: m}]\nlisten: {grpcPort: 70000}", "listen.grpcPort: Input should be less than or equal to 65535"),
+    ("models: {", "gw.yaml: not valid YAML"),
+]
+
+
+@pytest.mark.parametrize("text,fragment", BAD)
+def test_bad_configs(text, fragment):
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "gw.yaml")
+    assert fragment in str(info.value)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runtime_components.gateway.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_errors_are_one_message_and_exit_2(tmp_path):
+    config = tmp_path / "gw.yaml"
+    cases = [
+        ((str(tmp_path / "absent.yaml"),), "cannot read the gateway config"),
+        (None, 'models[0].routing.policy: unknown routing policy "fastest"'),
+        ("endpoints", "endpoints[0]: address \"nowhere\" is not ip:port"),
+        ("users", "tier \"gold\" is not defined"),
+        ("redis", "cannot reach Redis at rateLimits.redisUrl"),
+        ("password", "rateLimits.redisPasswordFile"),
+    ]
+    for case, fragment in cases:
+        if case is None:
+            config.write_text("models: [{name: m, routing: {policy: fastest}}]\n")
+            args = (str(config),)
+        elif case == "endpoints":
+            (tmp_path / "e.yaml").write_text("endpoints: [{address: nowhere, model: m}]\n")
+            config.write_text(f"discovery: {{mode: static, endpointsFile: {tmp_path / 'e.yaml'}}}\nmodels: [{{name: m}}]\n")
+            args = (str(config),)
+        elif case == "users":
+            (tmp_path / "e.yaml").write_text("endpoints: []\n")
+            (tmp_path / "u.yaml").write_text("users: [{name: a, apiKey: key-aaaaaaaa, tier: gold}]\n")
+            config.write_text(f"discovery: {{mode: static, endpointsFile: {tmp_path / 'e.yaml'}}}\nmodels: [{{name: m}}]\n"
+                              f"rateLimits: {{usersFile: {tmp_path / 'u.yaml'}, tiers: {{free: {{rpm: 1, tpm: 1}}}}}}\n")
+            args = (str(config),)
+        elif case in ("redis", "password"):
+            (tmp_path / "e.yaml").write_text("endpoints: []\n")
+            extra = f", redisPasswordFile: {tmp_path / 'absent'}" if case == "password" else ""
+            config.write_text(f"discovery: {{mode: static, endpointsFile: {tmp_path / 'e.yaml'}}}\nmodels: [{{name: m}}]\n"
+                              f"rateLimits: {{redisUrl: 'redis://127.0.0.1:9/0'{extra}}}\n")
+            args = (str(config),)
+        else:
+            args = case
+        result = run_cli("--config", *args, "--grpc-port", "0", "--http-port", "0")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: ") and fragment in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr

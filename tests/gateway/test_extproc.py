@@ -1,0 +1,194 @@
+"""The ext_proc state machine driven in process with Envoy-shaped messages, and gRPC health."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import grpc
+import pytest
+from envoy.config.core.v3 import base_pb2
+from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+from aibrix_spec.components.gateway import GatewayConfig
+from runtime_components.gateway.app import GatewayApp
+from runtime_components.gateway.endpoints import EngineSample
+from runtime_components.gateway.extproc import ExtProcServicer, header_map
+
+ADDRESSES = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+
+
+def headers(values: dict[str, str], end_of_stream: bool = False, raw: bool = True) -> pb.HttpHeaders:
+    items = [base_pb2.HeaderValue(key=k, raw_value=v.encode()) if raw else base_pb2.HeaderValue(key=k, value=v)
+             for k, v in values.items()]
+    return pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=items), end_of_stream=end_of_stream)
+
+
+def request_messages(body: dict | bytes, extra: dict[str, str] | None = None) -> list[pb.ProcessingRequest]:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return [
+        pb.ProcessingRequest(request_headers=headers({":path": "/v1/completions", ":method": "POST", **(extra or {})})),
+        pb.ProcessingRequest(request_body=pb.HttpBody(body=raw, end_of_stream=True)),
+    ]
+
+
+def response_messages(status: int, attempts: int | None = None, upstream: bool = True, body: bytes = b"") -> list[pb.ProcessingRequest]:
+    values = {":status": str(status), "content-type": "application/json"}
+    if upstream:
+        values["x-envoy-upstream-service-time"] = "1"
+    if attempts is not None:
+        values["x-envoy-attempt-count"] = str(attempts)
+    return [pb.ProcessingRequest(response_headers=headers(values)),
+            pb.ProcessingRequest(response_body=pb.HttpBody(body=body, end_of_stream=True))]
+
+
+@pytest.fixture
+def app(tmp_path):
+    path = tmp_path / "eps.yaml"
+    path.write_text("endpoints:\n" + "".join(f"- {{address: '{a}', model: m}}\n" for a in ADDRESSES))
+    config = GatewayConfig.model_validate({"discovery": {"mode": "static", "endpointsFile": str(path)},
+                                           "models": [{"name": "m", "routing": {"policy": "least-request"}}], "fallbacks": 2})
+    gateway = GatewayApp(config)
+    gateway.discovery.load()
+    now = time.monotonic()
+    for i, address in enumerate(ADDRESSES):  # 7001 is idlest, then 7002, then 7003
+        gateway.table.record_sample(address, EngineSample(running=float(i), waiting=0.0), now)
+    return gateway
+
+
+def drive(app: GatewayApp, messages: list[pb.ProcessingRequest]) -> list[pb.ProcessingResponse]:
+    async def run():
+        async def source():
+            for m in messages:
+                yield m
+
+        return [r async for r in ExtProcServicer(app.core).Process(source(), None)]
+
+    return asyncio.run(run())
+
+
+def set_headers(response: pb.ProcessingResponse) -> dict[str, str]:
+    mutation = response.request_body.response.header_mutation
+    return {h.header.key: h.header.raw_value.decode() for h in mutation.set_headers}
+
+
+def test_header_map_reads_raw_value_and_value():
+    assert header_map(headers({"A": "1", "b": "2"})) == {"a": "1", "b": "2"}
+    assert header_map(headers({"x": "old-style"}, raw=False)) == {"x": "old-style"}
+
+
+def test_routed_request_names_destination_and_fallbacks(app):
+    out = drive(app, request_messages({"model": "m", "prompt": "hi"}, {"x-gateway-destination-fallback-2": "10.9.9.9:1"}))
+    assert out[0].WhichOneof("response") == "request_headers"
+    routed = out[1]
+    assert routed.request_body.response.clear_route_cache
+    assert set_headers(routed) == {
+        "x-gateway-destination-endpoint": ADDRESSES[0], "target-pod": ADDRESSES[0],
+        "x-gateway-destination-fallback-1": ADDRESSES[1], "x-gateway-destination-fallback-2": ADDRESSES[2],
+    }
+    mutation = routed.request_body.response.header_mutation
+    assert list(mutation.remove_headers) == [f"x-gateway-destination-fallback-{k}" for k in range(3, 11)]
+    # The stream ended before any response: the request is settled as aborted, nothing stays in flight.
+    assert app.table.inflight(ADDRESSES[0]) == 0
+    assert 'aibrix_gateway_requests_total{model="m",policy="least-request",status="aborted"} 1.0' in app.metrics.render().decode()
+
+
+def test_a_full_exchange_settles_the_request(app):
+    body = b'{"usage": {"prompt_tokens": 40, "completion_tokens": 3}}'
+    out = drive(app, request_messages({"model": "m", "prompt": "hi"}) + response_messages(200, body=body))
+    assert len(out) == 4 and app.table.inflight(ADDRESSES[0]) == 0
+    metrics = app.metrics.render().decode()
+    assert 'aibrix_gateway_request_token_buckets_total{input_bucket="64",model="m",output_bucket="16"} 1.0' in metrics
+    assert 'aibrix_gateway_requests_total{model="m",policy="least-request",status="200"} 1.0' in metrics
+
+
+def test_a_retried_request_takes_failed_endpoints_out(app):
+    drive(app, request_messages({"model": "m", "prompt": "hi"}) + response_messages(200, attempts=3, body=b"{}"))
+    assert app.table.is_down(ADDRESSES[0]) and app.table.is_down(ADDRESSES[1]) and not app.table.is_down(ADDRESSES[2])
+    assert [app.table.inflight(a) for a in ADDRESSES] == [0, 0, 0]
+    up, down = app.table.states("m", time.monotonic())
+    assert [s.address for s in up] == [ADDRESSES[2]] and down == 2
+
+
+def test_envoys_own_503_marks_every_tried_endpoint_down(app):
+    drive(app, request_messages({"model": "m", "prompt": "hi"}) + response_messages(503, upstream=False, body=b"upstream connect error"))
+    assert all(app.table.is_down(a) for a in ADDRESSES)
+    out = drive(app, request_messages({"model": "m", "prompt": "again"}))
+    error = json.loads(out[1].immediate_response.body)
+    assert out[1].immediate_response.status.code == 503
+    assert error["error"]["message"] == 'No ready endpoint for "m": 3 endpoint(s) are failing'
+
+
+def test_envoys_503_with_an_attempt_count_marks_only_the_tried_endpoints(app):
+    drive(app, request_messages({"model": "m", "prompt": "hi"}) + response_messages(503, attempts=2, upstream=False))
+    assert [app.table.is_down(a) for a in ADDRESSES] == [True, True, False]
+
+
+@pytest.mark.parametrize("status,upstream", [(500, True), (503, True), (504, False)])
+def test_other_failures_are_not_connection_failures(app, status, upstream):
+    # an engine's own 5xx (it answered), or Envoy's 504 route timeout: the pod is not dead
+    drive(app, request_messages({"model": "m", "prompt": "hi"}) + response_messages(status, upstream=upstream, body=b"{}"))
+    assert not any(app.table.is_down(a) for a in ADDRESSES)
+
+
+@pytest.mark.parametrize("path,method,status,fragment", [
+    ("/v1/models", "GET", 200, '"id": "m"'),
+    ("/v1/completions", "GET", 400, "has no body"),
+])
+def test_bodiless_requests_are_answered_at_the_headers(app, path, method, status, fragment):
+    out = drive(app, [pb.ProcessingRequest(request_headers=headers({":path": path, ":method": method}, end_of_stream=True))])
+    assert out[0].immediate_response.status.code == status
+    assert fragment in out[0].immediate_response.body.decode()
+
+
+def test_policy_header_override_only_when_allowed(app, tmp_path):
+    out = drive(app, request_messages({"model": "m", "prompt": "hi"}, {"x-routing-policy": "not-a-policy"}))
+    assert out[1].WhichOneof("response") == "request_body"  # ignored: the stack does not allow overrides
+    config = app.config.model_copy(update={"models": [app.config.models[0].model_copy(update={
+        "routing": app.config.models[0].routing.model_copy(update={"allow_header_override": True})})]})
+    allowed = GatewayApp(config)
+    allowed.discovery.load()
+    out = drive(allowed, request_messages({"model": "m", "prompt": "hi"}, {"x-routing-policy": "not-a-policy"}))
+    assert out[1].immediate_response.status.code == 400
+    assert "x-routing-policy header is not a valid policy" in out[1].immediate_response.body.decode()
+    out = drive(allowed, request_messages({"model": "m", "prompt": "hi"}, {"x-routing-policy": "random"}))
+    assert out[1].WhichOneof("response") == "request_body"
+
+
+def test_grpc_health_service(app):
+    async def run():
+        await app.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+                check = channel.unary_unary("/grpc.health.v1.Health/Check")
+                whole = await check(b"", timeout=5)
+                named = await check(b"\x0a\x2b" + b"envoy.service.ext_proc.v3.ExternalProcessor", timeout=5)
+                unknown = await check(b"\x0a\x03abc", timeout=5)
+                return whole, named, unknown
+        finally:
+            await app.stop()
+
+    config = app.config.model_copy(update={"listen": app.config.listen.model_copy(update={"host": "127.0.0.1", "grpc_port": 0, "http_port": 0})})
+    app = GatewayApp(config)
+    assert asyncio.run(run()) == (b"\x08\x01", b"\x08\x01", b"\x08\x03")
+
+
+def test_a_failing_limiter_store_fails_open_and_is_counted(app):
+    class BrokenStore:
+        async def apply(self, key, mode, cost, limit):
+            raise ConnectionError("redis is down")
+
+        async def close(self):
+            return None
+
+    from aibrix_spec.components.gateway import TierSpec
+    from runtime_components.gateway.ratelimit import RateLimiter
+    from runtime_components.gateway.users import UserDirectory
+
+    app.core.limiter = RateLimiter({"t": TierSpec(rpm=1, tpm=1)}, BrokenStore(), 60.0)
+    app.core.users = UserDirectory(None, {"t"}, "t")
+    body = b'{"usage": {"prompt_tokens": 4, "completion_tokens": 3}}'
+    out = drive(app, request_messages({"model": "m", "prompt": "hi"}) + response_messages(200, body=body))
+    assert out[1].WhichOneof("response") == "request_body"  # routed, not refused
+    assert "aibrix_gateway_rate_limit_errors_total 2.0" in app.metrics.render().decode()  # admit + token charge

@@ -1,0 +1,54 @@
+"""`aibrix-kv-server`: clear errors for bad input, and a real process that drains on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from runtime_components.kv.cli import main
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "args", "want"),
+    [
+        (None, ["--config", "{dir}/missing.yaml"], "error: cannot read KV pool config {dir}/missing.yaml: No such file"),
+        ("server: [1, 2", ["--config", "{dir}/c.yaml"], "error: {dir}/c.yaml:1:"),
+        ("server:\n  capacty: 1Gi\n", ["--config", "{dir}/c.yaml"], "server.capacty: unknown field; did you mean `capacity`?"),
+        ("server:\n  eviction: {policy: arc}\n", ["--config", "{dir}/c.yaml"],
+         "server.eviction.policy: Input should be 's3fifo', 'lru' or 'fifo'"),
+        ("client:\n  members: {source: static, static: ['10.0.0.1:9600']}\n", ["--config", "{dir}/c.yaml"],
+         "error: {dir}/c.yaml: no `server:` block"),
+        ("- 1\n", ["--config", "{dir}/c.yaml"], "error: {dir}/c.yaml: expected a mapping with `server:` and/or `client:`, got list"),
+        (None, ["--capacity", "2x"], "server.capacity: expected a byte count or a quantity like '512Mi', '64Gi', '4M', got '2x'"),
+        (None, ["--capacity", "1Ki", "--page-size", "4Ki"], "capacity (1024 bytes) must hold at least one page (4096 bytes)"),
+    ],
+)
+def test_bad_input_is_one_clear_message_and_exit_2(tmp_path, capsys, yaml_text, args, want):
+    if yaml_text is not None:
+        (tmp_path / "c.yaml").write_text(yaml_text)
+    assert main([a.format(dir=tmp_path) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert want.format(dir=tmp_path) in err and "Traceback" not in err
+
+
+def test_server_process_serves_then_drains_on_sigterm(tmp_path):
+    config = tmp_path / "pool.yaml"
+    config.write_text(f"server:\n  host: 127.0.0.1\n  port: 0\n  metricsPort: 0\n  capacity: 8Mi\n"
+                      f"  shm: {{dir: {tmp_path}}}\n  drainSeconds: 1\n")
+    proc = subprocess.Popen([sys.executable, "-m", "runtime_components.kv.cli", "--config", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        assert line.startswith("aibrix-kv-server listening port="), line + proc.stderr.read()  # type: ignore[union-attr]
+        assert any(name.startswith("aibrix-kv-") for name in os.listdir(tmp_path))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert not [n for n in os.listdir(tmp_path) if n.startswith("aibrix-kv-")]  # heap file unlinked
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)

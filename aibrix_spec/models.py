@@ -43,6 +43,14 @@ class AutoscalingMetric(SpecModel):
     source: Literal["engine", "optimizer"] = Field(description="Who exposes the metric.")
     aggregation: Literal["per-pod", "total"] = Field(description="per-pod values are summed; total is one value.")
     max_target: float | None = Field(description="Largest meaningful target (1.0 for ratios); None = unbounded.")
+    sum_with: tuple[str, ...] = Field(
+        (), description="More metric names added to prometheus_name per pod (concurrency = running + waiting)."
+    )
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every metric name that is summed into the value."""
+        return (self.prometheus_name, *self.sum_with)
 
 
 #: Metric names ``models[].autoscaling.metric`` accepts, and what each one reads.
@@ -55,6 +63,14 @@ AUTOSCALING_METRICS: dict[str, AutoscalingMetric] = {
     ),
     "num_requests_waiting": AutoscalingMetric(
         prometheus_name="vllm:num_requests_waiting", source="engine", aggregation="per-pod", max_target=None
+    ),
+    # Knative's concurrency: requests in flight on a pod, queued ones included.
+    "concurrency": AutoscalingMetric(
+        prometheus_name="vllm:num_requests_running",
+        sum_with=("vllm:num_requests_waiting",),
+        source="engine",
+        aggregation="per-pod",
+        max_target=None,
     ),
     "optimizer_desired_replicas": AutoscalingMetric(
         prometheus_name="aibrix_optimizer_desired_replicas", source="optimizer", aggregation="total", max_target=1.0

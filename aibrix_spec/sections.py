@@ -88,6 +88,13 @@ class GatewaySpec(SpecModel):
         "standalone",
         description="standalone: our own Envoy Deployment; envoy-gateway: Gateway API objects for Envoy Gateway.",
     )
+    gateway_class_name: DnsLabel = Field(
+        "eg",
+        description=(
+            "GatewayClass of the Gateway object in mode envoy-gateway (Envoy Gateway's quickstart class is eg); "
+            "ignored in standalone mode."
+        ),
+    )
     replicas: Annotated[int, Field(ge=1, le=100)] = Field(2, description="Gateway (and Envoy) replicas.")
     users: UsersSpec | None = Field(None, description="API keys; empty = no authentication.")
     rate_limits: RateLimitsSpec = Field(

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from ._base import SpecModel
-from ._types import DnsLabel
+from ._types import DnsLabel, NoSecretStr
 from .models import ModelSpec
 from .sections import (
     DiagnosticsSpec,
@@ -24,10 +24,15 @@ from .sections import (
 )
 from .pools import GpuPool
 
-__all__ = ["API_VERSION", "KIND", "InferenceStack", "InferenceStackSpec", "StackMetadata"]
+__all__ = ["API_VERSION", "DEFAULT_PROMETHEUS_URL", "KIND", "InferenceStack", "InferenceStackSpec", "StackMetadata"]
 
 API_VERSION = "aibrix.ai/v1alpha1"
 KIND = "InferenceStack"
+
+#: The Prometheus Operator's governing Service for a Prometheus in namespace "monitoring".
+DEFAULT_PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
+#: http(s)://host[:port][/path], no user:password@ (credentials never go into a stack file).
+PROMETHEUS_URL_PATTERN = r"^https?://[^\s/@:]+(:[0-9]{1,5})?(/[^\s@]*)?$"
 
 
 class StackMetadata(SpecModel):
@@ -52,6 +57,13 @@ class InferenceStackSpec(SpecModel):
     diagnostics: DiagnosticsSpec | None = Field(None, description="GPU diagnostics; absent = none.")
     observability: ObservabilitySpec | None = Field(None, description="Prometheus Operator objects; absent = none.")
     images: ImagesSpec = Field(default_factory=ImagesSpec, description="Container images (pinned defaults).")
+    prometheus_url: Annotated[NoSecretStr, Field(pattern=PROMETHEUS_URL_PATTERN)] = Field(
+        DEFAULT_PROMETHEUS_URL,
+        description=(
+            "Prometheus HTTP API that KEDA triggers query (autoscaling.useKeda); "
+            "the default is the Prometheus Operator's Service in namespace monitoring."
+        ),
+    )
 
 
 class InferenceStack(SpecModel):

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 from aibrix_spec import AUTOSCALING_METRICS, InferenceStack
 
-from .engine_args import DERIVED_ARGS
+from .engine_args import derived_args
 from .errors import Diagnostic, did_you_mean
 
 __all__ = ["RULES", "check_references"]
@@ -143,6 +143,13 @@ def replicas_and_autoscaling(stack: InferenceStack) -> Iterator[Diagnostic]:
                 expected="spec.optimizer present and enabled",
                 hint="add `optimizer: {}` under spec, or pick an engine metric",
             )
+        if a.policy == "hpa" and not a.use_keda and metric.sum_with:
+            yield Diagnostic(
+                base + ("autoscaling", "metric"),
+                f"metric {a.metric} sums " + " + ".join(metric.names) + ", but an HPA Pods metric reads one metric name",
+                expected="with policy hpa and no KEDA: a single-name metric such as num_requests_running",
+                hint="set autoscaling.useKeda: true (its Prometheus query sums them), or use policy kpa or apa",
+            )
         if a.use_keda and a.policy != "hpa":
             yield Diagnostic(
                 base + ("autoscaling", "useKeda"),
@@ -194,7 +201,8 @@ def sections(stack: InferenceStack) -> Iterator[Diagnostic]:
 def engine_settings(stack: InferenceStack) -> Iterator[Diagnostic]:
     for i, m in enumerate(stack.spec.models):
         base = ("spec", "models", i, "engine")
-        derived = DERIVED_ARGS[m.engine.type]
+        uses_kv_pool = m.kv_cache.enabled and stack.spec.kv_cache is not None and stack.spec.kv_cache.enabled
+        derived = derived_args(m.engine.type, uses_kv_pool=uses_kv_pool)
         for key in m.engine.args:
             path = base + ("args", key)
             if not _ARG_KEY.match(key):
@@ -204,7 +212,7 @@ def engine_settings(stack: InferenceStack) -> Iterator[Diagnostic]:
                     path,
                     f'engine argument "{key}" is derived by the compiler',
                     expected="engine arguments the compiler does not set",
-                    hint=f"set {derived[key]} instead",
+                    hint=derived[key],
                 )
         for key in m.engine.env:
             if not _ENV_NAME.match(key):

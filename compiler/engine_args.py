@@ -12,7 +12,9 @@ vllm.entrypoints.openai.api_server``, which every vLLM image ships)::
 SGLang (``python3 -m sglang.launch_server``) uses --model-path, --tp-size, --pp-size,
 --context-length, --mem-fraction-static, --disable-radix-cache and --enable-lora/--max-loras-per-batch.
 Flags in :data:`DERIVED_ARGS` come from typed fields; writing them in engine.args is an
-error that names the field to use instead.
+error that names the field to use instead. A vLLM model with ``kvCache.enabled`` also gets
+the pool's connector flags (``--block-size``, ``--kv-transfer-config``), so for it the keys
+of :data:`KV_POOL_DERIVED_ARGS` are refused too; without the pool a user may set them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["DERIVED_ARGS", "EngineCommand", "arg_flag", "engine_command", "weights_location"]
+__all__ = [
+    "DERIVED_ARGS",
+    "KV_POOL_DERIVED_ARGS",
+    "EngineCommand",
+    "arg_flag",
+    "derived_args",
+    "engine_command",
+    "weights_location",
+]
 
 #: engine.args keys the compiler derives, per engine, and the spec field that sets each.
 DERIVED_ARGS: dict[str, dict[str, str]] = {
@@ -55,6 +65,21 @@ DERIVED_ARGS: dict[str, dict[str, str]] = {
         "maxLoraRank": "lora.maxRank",
     },
 }
+
+#: engine.args keys derived for a vLLM model that uses the shared KV-cache pool -> the hint.
+KV_POOL_DERIVED_ARGS: dict[str, str] = {
+    "blockSize": "set spec.kvCache.blockSizeTokens instead: every engine sharing the pool uses its block size",
+    "kvTransferConfig": "remove it (kvCache.enabled loads the pool's connector), or set kvCache.enabled: false to use your own",
+}
+
+
+def derived_args(engine: str, *, uses_kv_pool: bool) -> dict[str, str]:
+    """engine.args keys the compiler sets for this model -> a hint saying what to write instead."""
+    derived = {key: f"set {field} instead" for key, field in DERIVED_ARGS[engine].items()}
+    if uses_kv_pool and engine == "vllm":
+        derived.update(KV_POOL_DERIVED_ARGS)
+    return derived
+
 
 _CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
 

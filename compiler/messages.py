@@ -36,6 +36,7 @@ _PATTERN_MEANING: dict[str, tuple[str, str]] = {
     "^[0-9]+(ms|s|m|h)$": ("a duration", "a whole number with a unit ms, s, m or h, e.g. 30s"),
     "^[a-z0-9./_:@-]+$": ("an image reference", "registry/repository:tag or @sha256:digest, lowercase"),
     "^rediss?://": ("a Redis URL", "redis://host:port/db or rediss://host:port/db"),
+    "^https?://": ("an HTTP URL", "http(s)://host[:port][/path] without user:password@, e.g. http://prometheus.monitoring.svc:9090"),
 }
 
 

@@ -73,12 +73,6 @@ def _section(attribute: str, alias: str) -> Callable[[InferenceStack], Iterator[
     return find
 
 
-def _redis_password(stack: InferenceStack) -> Iterator[Path]:
-    gateway = stack.spec.gateway
-    if gateway is not None and gateway.enabled and gateway.redis is not None and gateway.redis.password_secret_ref:
-        yield ("spec", "gateway", "redis", "passwordSecretRef")
-
-
 def _adapters_needing_download(stack: InferenceStack) -> Iterator[Path]:
     for i, m in enumerate(stack.spec.models):
         for j, a in enumerate(m.adapters):
@@ -102,7 +96,6 @@ def _downloaded_sources(stack: InferenceStack) -> Iterator[Path]:
 
 #: Spec features that validate but are not compiled yet (delete an entry when its renderer lands).
 NOT_COMPILED_YET: tuple[PendingFeature, ...] = (
-    PendingFeature("spec.gateway.redis.passwordSecretRef", "gateway Redis password", _redis_password),
     PendingFeature("models[].adapters[].source.uri (gs://, oci://, https://)", "adapter download", _adapters_needing_download),
     PendingFeature("models[].adapters of a multi-node model", "sidecar-on-ray", _multi_node_adapters),
     PendingFeature("models[].source.uri (s3://, gs://, oci://, https://)", "weights download", _downloaded_sources),

@@ -10,13 +10,16 @@ and the lower bound is at least 1 unless a KPA may scale to zero.
 - ``hpa``: an ``autoscaling/v2`` HorizontalPodAutoscaler. Engine metrics are ``Pods``
   metrics (averageValue = target per pod, samples labelled ``model_name``; a metrics adapter
   exposes the Prometheus name); the optimizer's gauge is an ``External`` metric selected by
-  ``{model, pool}`` with averageValue 1 (desired = ceil(total / 1)).
+  ``{model, pool}`` with averageValue 1 (desired = ceil(total / 1)). A Pods metric has one
+  name, so ``concurrency`` (running + waiting) is refused for a bare HPA by the validate pass.
 - ``hpa`` + ``useKeda``: a KEDA ScaledObject with a Prometheus trigger; query
-  ``sum(<metric>{namespace, model_name, pod=~"<workload>-<rs>-<id>"})`` and threshold =
-  target (KEDA's AverageValue: desired = ceil(sum / threshold)). Server:
-  :data:`PROMETHEUS_URL` (the Prometheus Operator's governing Service).
+  ``sum(<metric>{namespace, model_name, pod=~"<workload>-<rs>-<id>"})`` (one ``sum`` per
+  summed name joined by ``+`` for ``concurrency``) and threshold = target (KEDA's
+  AverageValue: desired = ceil(sum / threshold)). Server:
+  ``spec.prometheusUrl`` (default: the Prometheus Operator's governing Service in "monitoring").
 - ``kpa`` / ``apa``: one ``aibrix-scaler`` Deployment for the stack with its ConfigMap
-  (:class:`aibrix_spec.components.scaler.ScalerConfig`, validated here), ServiceAccount and
+  (:class:`aibrix_spec.components.scaler.ScalerConfig`, validated here; ``concurrency`` is
+  ``name: vllm:num_requests_running`` with ``sumWith: [vllm:num_requests_waiting]``), ServiceAccount and
   a Role allowing exactly: get/patch ``deployments/scale`` of the stack's autoscaled
   workloads (by resourceNames), list pods, get/update its own Lease (create is not
   name-restricted in RBAC), create events. Leader election is on, so the two pods of a
@@ -35,13 +38,11 @@ from ..plan import ModelPlan, Plan, WorkloadPlan
 from . import core
 from .component_parts import config_map, container_security, dump_config, meta, pod_security, rbac, selector, service_account
 
-__all__ = ["COMPONENT", "PROMETHEUS_URL", "SCALER", "needs_scaler", "render", "scaler_config", "scaler_peer"]
+__all__ = ["COMPONENT", "SCALER", "needs_scaler", "render", "scaler_config", "scaler_peer"]
 
 COMPONENT = "autoscaler"
 SCALER = "aibrix-scaler"
 SCALER_METRICS_PORT = 9090
-#: Prometheus the KEDA trigger queries: the Prometheus Operator's Service in "monitoring".
-PROMETHEUS_URL = "http://prometheus-operated.monitoring.svc:9090"
 _CONFIG_DIR = "/etc/aibrix/scaler"
 
 
@@ -93,8 +94,11 @@ def _metric_block(plan: Plan, model: ModelPlan, workload: WorkloadPlan) -> dict[
             "aggregation": "total",
             "optimizer": {"url": metrics_url(plan), "labels": {"model": model.served_name, "pool": workload.pool.name}},
         }
+    block: dict[str, Any] = {"name": metric.prometheus_name}
+    if metric.sum_with:
+        block["sumWith"] = list(metric.sum_with)
     return {
-        "name": metric.prometheus_name,
+        **block,
         "source": "engine",
         "aggregation": "per-pod",
         "engine": {"port": model.port, "path": "/metrics", "labels": {"model_name": model.served_name}},
@@ -211,7 +215,8 @@ def _promql(plan: Plan, model: ModelPlan, workload: WorkloadPlan) -> str:
         return f'max({metric.prometheus_name}{{model="{model.served_name}",pool="{workload.pool.name}"}})'
     # Deployment pods are named <workload>-<replicaset hash>-<suffix>; '-' cannot occur inside either.
     pods = f"{workload.name}-[a-z0-9]+-[a-z0-9]+"
-    return f'sum({metric.prometheus_name}{{namespace="{plan.namespace}",model_name="{model.served_name}",pod=~"{pods}"}})'
+    match = f'namespace="{plan.namespace}",model_name="{model.served_name}",pod=~"{pods}"'
+    return " + ".join(f"sum({name}{{{match}}})" for name in metric.names)
 
 
 def _scaled_object(plan: Plan, model: ModelPlan, workload: WorkloadPlan, low: int, high: int) -> dict[str, Any]:
@@ -228,7 +233,7 @@ def _scaled_object(plan: Plan, model: ModelPlan, workload: WorkloadPlan, low: in
                 {
                     "type": "prometheus",
                     "metadata": {
-                        "serverAddress": PROMETHEUS_URL,
+                        "serverAddress": plan.stack.spec.prometheus_url,
                         "query": _promql(plan, model, workload),
                         "threshold": f"{spec.target:g}",
                     },

@@ -13,7 +13,9 @@ Deployment choices, each for a reason:
 - the Hugging Face cache is an emptyDir so downloads do not fill the container layer;
 - probes all call ``/health``: a startup probe allows 30 minutes (180 x 10 s) for
   downloading and loading weights, then readiness (5 s) and liveness (10 s x 6) take over;
-- an autoscaled workload omits ``replicas`` so GitOps never fights the autoscaler.
+- an autoscaled workload omits ``replicas`` so GitOps never fights the autoscaler;
+- ``gpuPools[].runtimeClassName`` becomes the pod's ``runtimeClassName``, as on the pool's
+  diagnostics DaemonSet and RayCluster pods.
 
 Labels common to every object (instance, part-of, managed-by, component) are added by
 the labels transformer; here only selector labels and model labels are set.
@@ -146,6 +148,8 @@ def _deployment(plan: Plan, model: ModelPlan, workload: WorkloadPlan) -> Manifes
         "containers": [_container(plan, model, workload)],
         "volumes": _volumes(model, workload),
     }
+    if workload.pool.runtime_class is not None:  # same RuntimeClass as the pool's diag and Ray pods
+        pod_spec["runtimeClassName"] = workload.pool.runtime_class
     if plan.images.pull_secret_ref is not None:
         pod_spec["imagePullSecrets"] = [{"name": plan.images.pull_secret_ref}]
     spec: dict[str, Any] = {}
@@ -183,6 +187,6 @@ def render(plan: Plan) -> list[Manifest]:
         out += [_service_account(model), _service(plan, model)]
         for workload in model.workloads:
             if workload.multi_node:
-                continue  # the kuberay family renders these (gated in NOT_COMPILED_YET until it exists)
+                continue  # the kuberay family renders these as RayClusters
             out += [_deployment(plan, model, workload), _pdb(plan, model, workload)]
     return out

@@ -8,7 +8,9 @@ Always (when ``spec.gateway`` is on):
   in the stack's namespace, one entry per model (OpenAI name, the engine pods' selector and
   port, the model's RoutingSpec, its adapters), rate-limit tiers, the users file (the
   ``users.secretRef`` Secret mounted as a directory, so key rotations reach the pod) and the
-  Redis URL shared by the replicas;
+  Redis URL shared by the replicas, with ``redisPasswordFile`` pointing at key ``password``
+  of the ``redis.passwordSecretRef`` Secret, mounted read-only as a file (never an env var,
+  so it stays out of ``kubectl describe`` and process listings);
 - the gateway itself: ServiceAccount, a Role that may only list/watch pods (discovery),
   its RoleBinding, a headless Service and a StatefulSet. A StatefulSet (not a Deployment)
   because each replica keeps its own token-bucket counters and the optimizer sums them over
@@ -64,6 +66,8 @@ NUM_RETRIES = 2
 _CONFIG_DIR = "/etc/aibrix/gateway"
 _USERS_DIR = "/etc/aibrix/users"
 _USERS_KEY = "users.yaml"
+_REDIS_DIR = "/etc/aibrix/redis"
+_REDIS_PASSWORD_KEY = "password"  # the key RedisSpec.passwordSecretRef documents
 
 
 def _gateway(plan: Plan) -> GatewaySpec:
@@ -100,6 +104,8 @@ def gateway_config(plan: Plan) -> GatewayConfig:
         limits["usersFile"] = f"{_USERS_DIR}/{_USERS_KEY}"
     if spec.redis is not None:
         limits["redisUrl"] = spec.redis.url
+        if spec.redis.password_secret_ref is not None:
+            limits["redisPasswordFile"] = f"{_REDIS_DIR}/{_REDIS_PASSWORD_KEY}"
     standalone = spec.mode == "standalone"
     return GatewayConfig.model_validate(
         {
@@ -124,6 +130,10 @@ def _gateway_workload(plan: Plan) -> dict[str, Any]:
     if spec.users is not None:
         mounts.append({"name": "users", "mountPath": _USERS_DIR, "readOnly": True})
         volumes.append({"name": "users", "secret": {"secretName": spec.users.secret_ref}})
+    if spec.redis is not None and spec.redis.password_secret_ref is not None:
+        mounts.append({"name": "redis-password", "mountPath": _REDIS_DIR, "readOnly": True})
+        secret = {"secretName": spec.redis.password_secret_ref, "items": [{"key": _REDIS_PASSWORD_KEY, "path": _REDIS_PASSWORD_KEY}]}
+        volumes.append({"name": "redis-password", "secret": secret})
     container = {
         "name": "gateway",
         "image": plan.images.gateway,

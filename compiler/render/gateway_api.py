@@ -1,7 +1,7 @@
 """``gateway.mode: envoy-gateway``: Gateway API objects for an Envoy Gateway already installed
 in the cluster (part of the "gateway" renderer family, see :mod:`.gateway`).
 
-- ``Gateway`` ``aibrix`` (class :data:`GATEWAY_CLASS`, Envoy Gateway's conventional name),
+- ``Gateway`` ``aibrix`` (class ``gateway.gatewayClassName``, default ``eg``, Envoy Gateway's conventional name),
   one HTTP listener on port 80 for routes of this namespace;
 - ``InferencePool`` (``inference.networking.k8s.io/v1``) ``aibrix-engines`` selecting every
   engine pod of the stack on the models' ports, whose ``endpointPickerRef`` is our gateway's
@@ -25,9 +25,8 @@ from ..plan import Plan
 from . import core
 from .component_parts import duration_seconds, meta
 
-__all__ = ["GATEWAY_CLASS", "GATEWAY_NAME", "POOL_NAME", "envoy_gateway_proxy_peer", "render_gateway_api"]
+__all__ = ["GATEWAY_NAME", "POOL_NAME", "envoy_gateway_proxy_peer", "render_gateway_api"]
 
-GATEWAY_CLASS = "eg"
 GATEWAY_NAME = "aibrix"
 POOL_NAME = "aibrix-engines"
 _ROUTE_GROUP = "gateway.networking.k8s.io"
@@ -64,7 +63,7 @@ def render_gateway_api(plan: Plan, *, gateway_service: str, grpc_port: int) -> l
         "kind": "Gateway",
         "metadata": meta(GATEWAY_NAME),
         "spec": {
-            "gatewayClassName": GATEWAY_CLASS,
+            "gatewayClassName": plan.stack.spec.gateway.gateway_class_name,  # type: ignore[union-attr]
             "listeners": [{"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "Same"}}}],
         },
     }

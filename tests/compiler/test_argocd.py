@@ -92,8 +92,9 @@ def test_stack_file_can_be_chosen_by_plugin_env(app_dir: Path) -> None:
 def test_application_and_patch_are_well_formed() -> None:
     app = yaml.safe_load((ARGOCD / "application.yaml").read_text())
     assert app["spec"]["source"]["plugin"]["name"] == "aibrix-compile-v1"  # <name>-<version> of the plugin
-    pointers = {(d["group"], d["kind"]): d for d in app["spec"]["ignoreDifferences"]}
-    assert pointers[("apps", "Deployment")]["jsonPointers"] == ["/spec/replicas"]
+    (ignored,) = app["spec"]["ignoreDifferences"]
+    # Only what an autoscaler writes is ignored, never /spec/replicas of every Deployment.
+    assert ignored == {"group": "apps", "kind": "Deployment", "managedFieldsManagers": ["aibrix-scaler", "kube-controller-manager"]}
     patch = yaml.safe_load((ARGOCD / "repo-server-patch.yaml").read_text())
     (sidecar,) = patch["spec"]["template"]["spec"]["containers"]
     assert sidecar["command"] == ["/var/run/argocd/argocd-cmp-server"]
@@ -102,6 +103,12 @@ def test_application_and_patch_are_well_formed() -> None:
     assert mounts == {"var-files": "/var/run/argocd", "plugins": "/home/argocd/cmp-server/plugins", "aibrix-compile-tmp": "/tmp"}
     dockerfile = (ARGOCD / "Dockerfile").read_text()
     assert "/home/argocd/cmp-server/config/plugin.yaml" in dockerfile and "USER 999" in dockerfile
+
+
+def test_ignored_manager_is_the_one_the_scaler_writes_with() -> None:
+    # The scaler patches deployments/scale under this field manager (runtime_components/scaler/kube.py).
+    scaler_client = (REPO / "runtime_components" / "scaler" / "kube.py").read_text()
+    assert 'field_manager="aibrix-scaler"' in scaler_client
 
 
 def test_application_passes_its_crd() -> None:

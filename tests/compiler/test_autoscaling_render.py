@@ -54,6 +54,36 @@ def test_keda_queries_prometheus_for_the_workload_pods() -> None:
     assert trigger["metadata"]["threshold"] == "12"
 
 
+@pytest.mark.parametrize(
+    ("prometheus_url", "expected"),
+    [(None, "http://prometheus-operated.monitoring.svc:9090"), ("https://prom.obs.svc:9443/api", "https://prom.obs.svc:9443/api")],
+)
+def test_keda_server_is_the_stacks_prometheus_url(prometheus_url: str | None, expected: str) -> None:
+    data = set_model(ONE_POOL, 0, autoscaling={"policy": "hpa", "metric": "num_requests_running", "target": 12, "useKeda": True})
+    if prometheus_url is not None:
+        data["spec"]["prometheusUrl"] = prometheus_url
+    trigger = objects(data)[("ScaledObject", "llama-3-8b")]["spec"]["triggers"][0]
+    assert trigger["metadata"]["serverAddress"] == expected
+
+
+def test_keda_concurrency_sums_running_and_waiting() -> None:
+    data = set_model(ONE_POOL, 0, autoscaling={"policy": "hpa", "metric": "concurrency", "target": 10, "useKeda": True})
+    query = objects(data)[("ScaledObject", "llama-3-8b")]["spec"]["triggers"][0]["metadata"]["query"]
+    match = 'namespace="llm",model_name="llama-3-8b",pod=~"llama-3-8b-[a-z0-9]+-[a-z0-9]+"'
+    assert query == f"sum(vllm:num_requests_running{{{match}}}) + sum(vllm:num_requests_waiting{{{match}}})"
+
+
+@pytest.mark.parametrize("policy", ["kpa", "apa"])
+def test_scaler_concurrency_is_running_plus_waiting(policy: str, tmp_path: Path) -> None:
+    from runtime_components.scaler.config import load_config
+
+    data = set_model(ONE_POOL, 0, autoscaling={"policy": policy, "metric": "concurrency", "target": 10})
+    config = load_config(config_file(objects(data), "aibrix-scaler", "scaler.yaml", tmp_path))
+    metric = {t.name: t for t in config.targets}["llama-3-8b"].metric
+    assert metric.names == ("vllm:num_requests_running", "vllm:num_requests_waiting")
+    assert (metric.source, metric.aggregation) == ("engine", "per-pod")
+
+
 def test_scaler_config_is_what_the_scaler_loads(tmp_path: Path) -> None:
     from runtime_components.scaler.config import load_config
 

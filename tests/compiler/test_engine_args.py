@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.engine_args import DERIVED_ARGS, arg_flag, engine_command, weights_location
+from compiler.engine_args import DERIVED_ARGS, KV_POOL_DERIVED_ARGS, arg_flag, derived_args, engine_command, weights_location
 
 BASE = dict(
     uri="hf://org/model",
@@ -71,3 +71,35 @@ def test_every_derived_flag_is_really_emitted_by_the_compiler() -> None:
         for key in derived:
             flag = arg_flag(key)
             assert flag in line or f"--no-{flag[2:]}" in line or (engine == "vllm" and key == "enablePrefixCaching"), (engine, key)
+
+
+@pytest.mark.parametrize(
+    "engine, uses_kv_pool, refused",
+    [
+        ("vllm", True, {"blockSize", "kvTransferConfig"}),
+        ("vllm", False, set()),
+        ("sglang", True, set()),  # the pool's connector is vLLM's; sglang models are refused elsewhere
+    ],
+)
+def test_kv_pool_connector_args_are_derived_only_when_the_pool_is_used(engine: str, uses_kv_pool: bool, refused: set[str]) -> None:
+    derived = derived_args(engine, uses_kv_pool=uses_kv_pool)
+    assert set(derived) - set(DERIVED_ARGS[engine]) == refused
+    assert derived["port"] == "set engine.port instead"
+
+
+def test_kv_pool_flags_the_compiler_sets_are_the_refused_keys() -> None:
+    from .component_stacks import FULL, engine_args, objects
+
+    args = engine_args(objects(FULL), "llama-3-8b-l20")
+    for key in KV_POOL_DERIVED_ARGS:
+        assert args.count(arg_flag(key)) == 1, key
+
+
+def test_without_the_pool_a_users_connector_args_pass_through_once() -> None:
+    from .component_stacks import engine_args, objects
+    from .helpers import with_model
+
+    data = with_model(engine={"args": {"blockSize": 32, "kvTransferConfig": '{"kv_connector":"X"}'}})
+    args = engine_args(objects(data), "small")
+    assert (args.count("--block-size"), args.count("--kv-transfer-config")) == (1, 1)
+    assert args[args.index("--block-size") + 1] == "32"

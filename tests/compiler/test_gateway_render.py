@@ -62,6 +62,30 @@ def test_users_secret_is_mounted_where_the_config_points() -> None:
     assert mounts["users"] == "/etc/aibrix/users"
 
 
+@pytest.mark.parametrize("password_secret", ["redis-auth", None])
+def test_redis_password_secret_is_mounted_where_the_config_points(password_secret: str | None, tmp_path: Path) -> None:
+    from runtime_components.gateway.config_file import load_config
+
+    redis: dict[str, Any] = {"url": "redis://redis.llm.svc:6379/0"}
+    if password_secret is not None:
+        redis["passwordSecretRef"] = password_secret
+    objs = objects(full(gateway={**FULL["spec"]["gateway"], "redis": redis}))
+    config = load_config(str(config_file(objs, "aibrix-gateway", "gateway.yaml", tmp_path)))
+    pod = objs[("StatefulSet", "aibrix-gateway")]["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert validation_problems(objs) == []
+    if password_secret is None:
+        assert config.rate_limits.redis_password_file is None and "redis-password" not in volumes
+        return
+    (item,) = volumes["redis-password"]["secret"]["items"]
+    assert volumes["redis-password"]["secret"]["secretName"] == password_secret
+    assert item["key"] == "password"  # the key RedisSpec.passwordSecretRef documents
+    assert mounts["redis-password"]["readOnly"] is True
+    assert config.rate_limits.redis_password_file == f"{mounts['redis-password']['mountPath']}/{item['path']}"
+    assert config.rate_limits.redis_url == "redis://redis.llm.svc:6379/0"  # the URL carries no password
+
+
 def test_gateway_rbac_is_read_only_on_pods() -> None:
     objs = objects(FULL)
     assert objs[("Role", "aibrix-gateway")]["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]
@@ -114,6 +138,15 @@ def test_inference_pool_picks_through_the_gateway() -> None:
     assert pool["targetPorts"] == [{"number": 8000}, {"number": 8001}]
     timeouts = objs[("BackendTrafficPolicy", "aibrix")]["spec"]["timeout"]["http"]
     assert timeouts["requestTimeout"] == "600s"
+
+
+@pytest.mark.parametrize(("class_name", "expected"), [(None, "eg"), ("envoy-gateway-internal", "envoy-gateway-internal")])
+def test_gateway_uses_the_configured_gateway_class(class_name: str | None, expected: str) -> None:
+    gateway = {**ENVOY_GATEWAY["spec"]["gateway"]}
+    if class_name is not None:
+        gateway["gatewayClassName"] = class_name
+    objs = objects(full(gateway=gateway))
+    assert objs[("Gateway", "aibrix")]["spec"]["gatewayClassName"] == expected
 
 
 @pytest.mark.parametrize(("seconds", "text"), [(600.0, "600s"), (0.25, "250ms"), (1.5, "1500ms"), (360000.0, "6000m")])

@@ -11,17 +11,12 @@ from typing import Any
 import pytest
 
 from compiler import NotCompiledYetError, compile_stack
-from compiler.cli import main
 from compiler.pipeline import resolve_stack
 from compiler.render import NOT_COMPILED_YET, RENDERERS
 
-from .helpers import PENDING, dump, minimal, with_model
+from .helpers import dump, minimal, with_model
 
 CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
-    "spec.gateway.redis.passwordSecretRef": (
-        minimal(gateway={"redis": {"url": "redis://redis:6379/0", "passwordSecretRef": "redis-password"}}),
-        ("spec", "gateway", "redis", "passwordSecretRef"),
-    ),
     "models[].adapters[].source.uri (gs://, oci://, https://)": (
         with_model(adapters=[{"name": "a", "source": {"uri": "hf://o/a"}}, {"name": "b", "source": {"uri": "gs://b/lora"}}]),
         ("spec", "models", 0, "adapters", 1, "source", "uri"),
@@ -63,12 +58,3 @@ def test_disabled_sections_compile() -> None:
     data = minimal(gateway={"enabled": False}, kvCache={"enabled": False}, optimizer={"enabled": False})
     assert "kustomization.yaml" in compile_stack(dump(data), source_name="t.yaml")
 
-
-@pytest.mark.parametrize("stack", sorted(PENDING.glob("*.yaml")), ids=lambda p: p.stem)
-def test_pending_stacks_validate_but_do_not_compile(stack: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", "--spec-only", str(stack)]) == 0
-    assert main([str(stack)]) == 1
-    out, err = capsys.readouterr()
-    assert out == ""
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
-    assert errors and len(errors) == err.count("is valid but not compiled yet")

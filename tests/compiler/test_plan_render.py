@@ -151,3 +151,12 @@ def test_explain_costs(model: dict[str, Any], costs: tuple[float, float]) -> Non
     data = with_model(**model)
     data["spec"]["gpuPools"] = POOLS
     assert model_costs(plan_of(data).models[0]) == pytest.approx(costs)
+
+
+@pytest.mark.parametrize("runtime_class, expected", [("nvidia", "nvidia"), (None, None)])
+def test_engine_pods_use_the_pools_runtime_class(runtime_class: str | None, expected: str | None) -> None:
+    data = with_model()
+    if runtime_class is not None:
+        data["spec"]["gpuPools"][0]["runtimeClassName"] = runtime_class
+    (deployment,) = objects(plan_of(data), "Deployment")
+    assert deployment["spec"]["template"]["spec"].get("runtimeClassName") == expected

@@ -18,9 +18,11 @@ Measures per policy and trace: SLO attainment (share of one-minute windows whose
 the SLO), mean and P99 end-to-end latency, GPU-hours (GPU held from creation to the end of
 draining, within the trace), scaling events, oscillations (direction reversals at most
 300 s apart, `runtime_components.scaler.analysis`). RESULT compares the better of KPA/APA
-(lower P99 among those using no more GPU-hours than HPA, else lower P99) with HPA, summed
-over traces: oscillation_reduction_vs_hpa = 1 - osc/osc_hpa, p99_latency_reduction_vs_hpa =
-1 - p99/p99_hpa (mean over traces), gpu_hours_ratio_vs_hpa = gpu/gpu_hpa.
+(the one meeting more of the three targets, then the lower P99) with HPA, summed over traces: oscillation_reduction_vs_hpa = 1 - osc/max(1, osc_hpa) (0 when both are 0),
+p99_latency_reduction_vs_hpa = 1 - p99/p99_hpa (mean over traces), gpu_hours_ratio_vs_hpa =
+gpu/gpu_hpa. Oscillation counts are small (about one per 20-minute trace), so RESULT also
+carries the raw counts per policy and `oscillations_too_few_for_ratio` (fewer than 5 reversals
+in both runs together), and the summary says so in words. `--seeds N` pools N consecutive seeds.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ METRIC_READERS = {
     "vllm:kv_cache_usage_perc": lambda v: float(v.kv_cache_usage),
 }
 OSCILLATION_WINDOW_S = 300.0
+MIN_OSCILLATIONS_FOR_RATIO = 5
+# The issue's targets for the better of KPA/APA against HPA (and: no more GPU-hours).
+TARGET_OSC_REDUCTION = 0.33
+TARGET_P99_REDUCTION = 0.10
 POLICIES = ("fixed", "hpa", "kpa", "apa", "kpa-default", "apa-default", "hpa-lag30")
 # Seconds by which a policy sees the metric late. Only "hpa-lag30" has any: it stands for the
 # HPA the compiler emits, reading through Prometheus and a metrics adapter (a 30 s scrape
@@ -259,6 +265,13 @@ def measure(s: Scenario, trace_name: str, run: Run) -> Row:
     )
 
 
+def oscillation_reduction(best: int, hpa: int) -> float:
+    """1 - best/hpa; 0.0 when neither oscillated, and a 0-vs-n count is scored against 1, not 0."""
+    if best == 0 and hpa == 0:
+        return 0.0
+    return 1 - best / max(1, hpa)
+
+
 def compare(rows: list[Row]) -> dict[str, Any]:
     """RESULT numbers: the better of KPA/APA against HPA (see the module docstring)."""
     def total(policy: str, key: str) -> float:
@@ -268,29 +281,62 @@ def compare(rows: list[Row]) -> dict[str, Any]:
         pairs = [(r, h) for r in rows if r.policy == policy for h in rows if h.policy == "hpa" and h.trace == r.trace]
         return sum(1 - r.p99_latency_s / h.p99_latency_s for r, h in pairs) / max(1, len(pairs))
 
-    candidates = ["kpa", "apa"]
-    frugal = [p for p in candidates if total(p, "gpu_hours") <= total("hpa", "gpu_hours")]
-    best = max(frugal or candidates, key=mean_p99_reduction)
-    hpa_osc = total("hpa", "oscillations")
+    hpa_osc = int(total("hpa", "oscillations"))
+
+    def targets_met(policy: str) -> dict[str, bool]:
+        return {
+            "oscillations": oscillation_reduction(int(total(policy, "oscillations")), hpa_osc) >= TARGET_OSC_REDUCTION,
+            "p99_latency": mean_p99_reduction(policy) >= TARGET_P99_REDUCTION,
+            "gpu_hours": total(policy, "gpu_hours") <= total("hpa", "gpu_hours"),
+        }
+
+    # "Better" = meets more of the issue's three targets, then lower P99: a policy that is frugal
+    # only because it under-provisions must not win on GPU-hours alone.
+    best = max(["kpa", "apa"], key=lambda p: (sum(targets_met(p).values()), mean_p99_reduction(p)))
+    best_osc = int(total(best, "oscillations"))
+    present = [p for p in POLICIES if any(r.policy == p for r in rows)]
     return {
         "best_policy": best,
-        "oscillation_reduction_vs_hpa": round(1 - total(best, "oscillations") / hpa_osc, 4) if hpa_osc else 0.0,
+        "targets_met": targets_met(best),
+        "oscillation_reduction_vs_hpa": round(oscillation_reduction(best_osc, hpa_osc), 4),
+        "oscillation_counts_vs_hpa": {"best": best_osc, "hpa": hpa_osc},
+        # Below this many reversals in both runs together, a ratio says nothing (0 vs 1 is "100 %").
+        "oscillations_too_few_for_ratio": best_osc + hpa_osc < MIN_OSCILLATIONS_FOR_RATIO,
         "p99_latency_reduction_vs_hpa": round(mean_p99_reduction(best), 4),
         "gpu_hours_ratio_vs_hpa": round(total(best, "gpu_hours") / total("hpa", "gpu_hours"), 4),
-        "oscillations": {p: int(total(p, "oscillations")) for p in POLICIES},
-        "gpu_hours": {p: round(total(p, "gpu_hours"), 3) for p in POLICIES},
+        "oscillations": {p: int(total(p, "oscillations")) for p in present},
+        "scaling_events": {p: int(total(p, "scaling_events")) for p in present},
+        "gpu_hours": {p: round(total(p, "gpu_hours"), 3) for p in present},
+        "p99_latency_reduction": {p: round(mean_p99_reduction(p), 4) for p in present},
         "slo_attainment": {p: round(total(p, "slo_attainment") / max(1, len({r.trace for r in rows})), 4)
-                           for p in POLICIES},
+                           for p in present},
     }
 
 
+def print_summary(result: dict[str, Any]) -> None:
+    """Per policy over all traces, against HPA; says so when oscillation counts are too small."""
+    hpa_gpu = result["gpu_hours"]["hpa"]
+    hpa_osc = result["oscillations"]["hpa"]
+    print(f"\n{'all traces':20} {'P99 vs hpa':>10} {'GPU-h vs hpa':>12} {'events':>6} {'osc.':>5}")
+    for p, gpu in result["gpu_hours"].items():
+        print(f"{p:20} {0.0 - result['p99_latency_reduction'][p] + 0.0:+10.1%} {gpu / hpa_gpu:12.3f} "
+              f"{result['scaling_events'][p]:6d} {result['oscillations'][p]:5d}")
+    best = result["best_policy"]
+    counts = f"{best} {result['oscillation_counts_vs_hpa']['best']} vs hpa {hpa_osc}"
+    if result["oscillations_too_few_for_ratio"]:
+        print(f"oscillations: {counts}: too few reversals to compare as a ratio "
+              f"(fewer than {MIN_OSCILLATIONS_FOR_RATIO} together); read the counts, not the ratio")
+    else:
+        print(f"oscillations: {counts}: reduction {result['oscillation_reduction_vs_hpa']:.0%}")
+
+
 def print_table(rows: list[Row]) -> None:
-    head = (f"{'trace':8} {'policy':11} {'SLO att.':>8} {'mean e2e':>9} {'P99 e2e':>8} {'TTFT P99':>9} "
+    head = (f"{'trace':10} {'policy':11} {'SLO att.':>8} {'mean e2e':>9} {'P99 e2e':>8} {'TTFT P99':>9} "
             f"{'GPU-h':>6} {'events':>6} {'osc.':>5} {'failed':>6}")
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r.trace:8} {r.policy:11} {r.slo_attainment:8.1%} {r.mean_latency_s:8.2f}s {r.p99_latency_s:7.2f}s "
+        print(f"{r.trace:10} {r.policy:11} {r.slo_attainment:8.1%} {r.mean_latency_s:8.2f}s {r.p99_latency_s:7.2f}s "
               f"{r.ttft_p99_s:8.2f}s {r.gpu_hours:6.2f} {r.scaling_events:6d} {r.oscillations:5d} {r.failed:6d}")
 
 
@@ -324,34 +370,54 @@ def plot(runs: dict[tuple[str, str], Run], path: Path) -> None:
     plt.close(fig)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seeds, 1 or more, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.autoscaling", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="shorter traces (about a minute in all)")
     parser.add_argument("--seed", type=int, default=7, help="seed of traces and start-up delays")
+    parser.add_argument("--seeds", type=_positive_int, default=1,
+                        help="run this many consecutive seeds from --seed and pool them (oscillation counts "
+                             "per run are small; more seeds make the comparison less noisy)")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = parser.parse_args(argv)
-    s = Scenario(duration_s=1200.0 if args.quick else 3600.0, seed=args.seed)
-    traces = {
-        "bursty": arrivals(bursty_rate(s, random.Random(s.seed)), random.Random(s.seed + 1)),
-        "diurnal": arrivals(diurnal_rate(s), random.Random(s.seed + 2)),
-    }
-    print(f"autoscaling: {s.engine.model_arch} on {s.engine.accelerator}, metric {'+'.join(s.metric)} target "
-          f"{s.target_per_replica:g}/replica, replicas [{s.min_replicas}, {s.max_replicas}], start-up "
-          f"{s.startup_s[0]:g}-{s.startup_s[1]:g} s, TTFT P99 SLO {s.ttft_slo_s:g} s, "
-          f"{s.duration_s:g} s per trace ({', '.join(f'{k}: {len(v)} requests' for k, v in traces.items())})\n")
     rows: list[Row] = []
-    runs: dict[tuple[str, str], Run] = {}
-    for name, trace in traces.items():
-        for policy in POLICIES[1:]:
-            runs[(name, policy)] = run_policy(s, trace, policy, 0, random.Random(s.seed + 10))
-        equal_budget = max(1, round(runs[(name, "hpa")].gpu_seconds / s.duration_s / s.engine.tensor_parallel))
-        runs[(name, "fixed")] = run_policy(s, trace, "fixed", equal_budget, random.Random(s.seed + 10))
-        rows += [measure(s, name, runs[(name, p)]) for p in POLICIES]
+    plotted: dict[tuple[str, str], Run] = {}
+    for seed in range(args.seed, args.seed + args.seeds):
+        s = Scenario(duration_s=1200.0 if args.quick else 3600.0, seed=seed)
+        traces = {
+            "bursty": arrivals(bursty_rate(s, random.Random(s.seed)), random.Random(s.seed + 1)),
+            "diurnal": arrivals(diurnal_rate(s), random.Random(s.seed + 2)),
+        }
+        if seed == args.seed:
+            print(f"autoscaling: {s.engine.model_arch} on {s.engine.accelerator}, metric {'+'.join(s.metric)} "
+                  f"target {s.target_per_replica:g}/replica, replicas [{s.min_replicas}, {s.max_replicas}], "
+                  f"start-up {s.startup_s[0]:g}-{s.startup_s[1]:g} s, TTFT P99 SLO {s.ttft_slo_s:g} s, "
+                  f"{s.duration_s:g} s per trace, seeds {args.seed}..{args.seed + args.seeds - 1}\n")
+        for name, trace in traces.items():
+            label = name if args.seeds == 1 else f"{name}@{seed}"
+            runs: dict[str, Run] = {}
+            for policy in POLICIES[1:]:
+                runs[policy] = run_policy(s, trace, policy, 0, random.Random(s.seed + 10))
+            equal_budget = max(1, round(runs["hpa"].gpu_seconds / s.duration_s / s.engine.tensor_parallel))
+            runs["fixed"] = run_policy(s, trace, "fixed", equal_budget, random.Random(s.seed + 10))
+            rows += [measure(s, label, runs[p]) for p in POLICIES]
+            if seed == args.seed:
+                plotted.update({(name, p): run for p, run in runs.items()})
     print_table(rows)
     result = compare(rows)
+    print_summary(result)
     if not args.no_plot:
         path = Path(__file__).resolve().parent / "results" / "autoscaling.png"
-        plot(runs, path)
+        plot(plotted, path)
         print(f"\nplot: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path.name}")
     print("RESULT " + json.dumps(result, sort_keys=True))
     return 0

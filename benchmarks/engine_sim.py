@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.workloads import make_trace, to_sim_requests
+from runtime_components.common.processes import stop_process
 from runtime_components.engine_sim import EngineConfig, Simulation, summarize
 from runtime_components.engine_sim.calibration import calibration_report
 from runtime_components.loadgen.client import replay
@@ -79,8 +80,7 @@ def http_run(trace: list[TraceRequest], n_engines: int, duration_s: float) -> di
             records, wall = asyncio.run(replay(trace, urls, duration_s=duration_s, request_timeout_s=60.0))
             cpu = _cpu_seconds(proc.pid) - cpu0
         finally:
-            proc.terminate()
-            proc.wait(timeout=15)
+            stop_process(proc, grace_s=15)
     s = summarize_load(records, wall)
     return {
         "offered_req_per_s": len(trace) / max(trace[-1].arrival_s, 1e-9),

@@ -14,7 +14,9 @@ Measures, in one run:
    is ``P(via) - P(direct)`` at the same percentile;
 2. closed loop with ``--concurrency`` clients: the highest completed req/s through each
    router, plus the gateway's CPU time per request (from /proc), whose inverse is the rate one
-   gateway process could sustain on one core of its own: ``1000 / cpu_ms_per_request``.
+   gateway process could sustain on one core of its own: ``1000 / cpu_ms_per_request``,
+   and the ext_proc messages Envoy sent per request (Envoy's admin counters
+   ``stream_msgs_sent / streams_started``): the gRPC framing the gateway pays for.
 
 All processes share this machine's cores (and, during development, other people's load), so
 absolute numbers are pessimistic; the comparison within one run is what counts.
@@ -37,6 +39,8 @@ import aiohttp
 import yaml
 
 from compiler.render.envoy_bootstrap import envoy_bootstrap
+from runtime_components.common.processes import stop_process
+from runtime_components.common.stats import percentile
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -94,13 +98,21 @@ class Procs:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            stop_process(proc)
+
+
+def ext_proc_counters(admin: str) -> dict[str, int]:
+    """Envoy's ext_proc filter counters (streams started, messages each way), from its admin API."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://{admin}/stats?format=json&filter=ext_proc", timeout=5) as resp:
+        stats = json.load(resp)["stats"]
+    out = {"streams_started": 0, "stream_msgs_sent": 0, "stream_msgs_received": 0}
+    for stat in stats:
+        name = str(stat.get("name", "")).rsplit(".", 1)[-1]
+        if name in out and isinstance(stat.get("value"), int):
+            out[name] += stat["value"]
+    return out
 
 
 def cpu_seconds(pid: int) -> float:
@@ -161,7 +173,7 @@ def start_rig(procs: Procs, workdir: Path, peer: str | None) -> dict[str, object
     if not envoy_port:
         raise RuntimeError("envoy did not start")
     rig: dict[str, object] = {"direct": f"http://127.0.0.1:{engine_port}", "gateway": f"http://127.0.0.1:{envoy_port}",
-                              "gateway_pid": gateway.pid, "envoy_pid": envoy.pid}
+                              "gateway_pid": gateway.pid, "envoy_pid": envoy.pid, "envoy_admin": admin}
     if peer:
         import socket
 
@@ -229,13 +241,6 @@ async def closed_loop(url: str, concurrency: int, seconds: float) -> tuple[float
         return done / (time.perf_counter() - start), errors
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def plot(curves: dict[str, list[float]], path: Path) -> None:
     import matplotlib
 
@@ -274,13 +279,18 @@ async def measure(rig: dict[str, object], args: argparse.Namespace) -> dict[str,
             errors[target] += slice_errors
     throughput: dict[str, tuple[float, int]] = {}
     cpu: dict[str, float] = {}
+    counters_before = ext_proc_counters(str(rig["envoy_admin"]))
     for target in targets:
         pid = rig.get(f"{target}_pid")
         before = cpu_seconds(int(pid)) if pid else 0.0  # type: ignore[arg-type]
         throughput[target] = await closed_loop(str(rig[target]), args.concurrency, args.seconds)
         if pid:
             cpu[target] = cpu_seconds(int(pid)) - before  # type: ignore[arg-type]
-    return {"latencies": latencies, "errors": errors, "throughput": throughput, "cpu": cpu}
+    counters_after = ext_proc_counters(str(rig["envoy_admin"]))
+    streams = counters_after["streams_started"] - counters_before["streams_started"]
+    # Messages Envoy sent to the gateway per request: the gRPC framing the gateway pays for.
+    msgs = (counters_after["stream_msgs_sent"] - counters_before["stream_msgs_sent"]) / streams if streams else None
+    return {"latencies": latencies, "errors": errors, "throughput": throughput, "cpu": cpu, "ext_proc_msgs_per_request": msgs}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,11 +332,11 @@ def report(result: dict[str, object], args: argparse.Namespace, peer: str | None
     errs: dict[str, int] = result["errors"]  # type: ignore[assignment]
     tput: dict[str, tuple[float, int]] = result["throughput"]  # type: ignore[assignment]
     cpu: dict[str, float] = result["cpu"]  # type: ignore[assignment]
-    d50, d99 = percentile(lat["direct"], 0.5), percentile(lat["direct"], 0.99)
+    d50, d99 = percentile(lat["direct"], 50), percentile(lat["direct"], 99)
     print(f"\nOpen loop at {args.rate:.0f} req/s, {args.seconds:.0f} interleaved 1-s slices per target (latency in ms)")
     print(f"{'target':<10}{'requests':>10}{'errors':>8}{'p50':>9}{'p99':>9}{'added p50':>11}{'added p99':>11}")
     for target, values in lat.items():
-        p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+        p50, p99 = percentile(values, 50), percentile(values, 99)
         added = ("", "") if target == "direct" else (f"{p50 - d50:.2f}", f"{p99 - d99:.2f}")
         print(f"{target:<10}{len(values):>10}{errs[target]:>8}{p50:>9.2f}{p99:>9.2f}{added[0]:>11}{added[1]:>11}")
     print(f"\nClosed loop, {args.concurrency} clients, {args.seconds:.0f} s per target")
@@ -338,21 +348,25 @@ def report(result: dict[str, object], args: argparse.Namespace, peer: str | None
         shown = f"{cpu_ms[target]:.3f}" if target in cpu_ms else "-"
         print(f"{target:<10}{rps:>9.0f}{errors:>8}{shown:>19}")
     gateway_cpu = cpu_ms.get("gateway")
+    msgs: float | None = result["ext_proc_msgs_per_request"]  # type: ignore[assignment]
+    if msgs:
+        print(f"ext_proc messages Envoy sent per request: {msgs:.2f}")
     out: dict[str, object] = {
-        "added_p50_ms_at_200rps": round(percentile(lat["gateway"], 0.5) - d50, 3),
-        "added_p99_ms_at_200rps": round(percentile(lat["gateway"], 0.99) - d99, 3),
+        "added_p50_ms_at_200rps": round(percentile(lat["gateway"], 50) - d50, 3),
+        "added_p99_ms_at_200rps": round(percentile(lat["gateway"], 99) - d99, 3),
         "rate_rps": args.rate,
         "max_rps_per_process": round(tput["gateway"][0], 1),
         "direct_max_rps": round(tput["direct"][0], 1),
         "gateway_cpu_ms_per_request": round(gateway_cpu, 4) if gateway_cpu else None,
         "cpu_bound_rps_per_gateway_core": round(1000 / gateway_cpu, 1) if gateway_cpu else None,
+        "ext_proc_msgs_per_request": round(msgs, 2) if msgs else None,
         "errors": sum(errs.values()) + sum(e for _, e in tput.values()),
         "peer_router": None,
     }
     if "peer" in lat:
         out.update({
             "peer_router": "vllm-router",
-            "peer_added_p99_ms_at_200rps": round(percentile(lat["peer"], 0.99) - d99, 3),
+            "peer_added_p99_ms_at_200rps": round(percentile(lat["peer"], 99) - d99, 3),
             "peer_max_rps": round(tput["peer"][0], 1),
             "gateway_vs_peer_max_rps_ratio": round(tput["gateway"][0] / tput["peer"][0], 3) if tput["peer"][0] else None,
         })

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from aibrix_spec.components.kv import KVClientConfig
 from runtime_components.common.hashing import block_hashes
+from runtime_components.common.processes import stop_process
 from runtime_components.kv.cache import SizedCache
 from runtime_components.kv.client import KVPoolClient
 
@@ -167,8 +168,7 @@ async def throughput_part(sizes: Sequence[int], batch_bytes: int, repeats: int) 
         for client in clients.values():
             await client.close()
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        stop_process(proc, grace_s=30)
     return rows
 
 

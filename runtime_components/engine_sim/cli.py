@@ -8,6 +8,11 @@ Example::
 
     aibrix-engine-sim --engines 8 --base-port 0 --accelerator nvidia-l20 --speedup 1 \\
         --fault 3:slowdown=4 --endpoints-file endpoints.json
+
+``--gpu-faults FILE`` (or ``AIBRIX_DIAG_MOCK=FILE``, the diag fault file) places engine ``i``
+on GPU ``--gpu-index + i * --tensor-parallel`` and applies what that GPU's state does to an
+engine (``gpu_faults.py``); ``--fault`` settings then apply on top. One line per affected
+engine goes to stderr.
 """
 
 from __future__ import annotations
@@ -15,15 +20,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
+import os
 import sys
 from pathlib import Path
 
 from aibrix_spec.catalog import ACCELERATORS, MODEL_ARCHS
+from runtime_components.common.config_file import ConfigFileError
+from runtime_components.common.shutdown import stop_event
 
 from .cluster import EngineCluster
 from .config import EngineConfig
 from .faults import Faults, parse_fault_spec
+from .gpu_faults import MOCK_ENV, engine_faults, load_fault_file, place_engines
 
 __all__ = ["main", "build_parser"]
 
@@ -48,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speedup", type=float, default=1.0, help="simulated seconds per wall second")
     p.add_argument("--fault", action="append", default=[], metavar="INDEX:KEY=VALUE[,...]",
                    help="fault at start, e.g. 2:slowdown=3 or 0:error_rate=0.5,metrics=stale (repeatable)")
+    p.add_argument("--gpu-faults", default=None, metavar="FILE",
+                   help=f"a diag GPU fault file (examples/faults/*.yaml): each engine suffers its GPUs' faults "
+                        f"(default: ${MOCK_ENV} when set)")
+    p.add_argument("--gpu-index", type=int, default=0, metavar="N",
+                   help="the GPU of engine 0 in --gpu-faults; engine i uses GPU N + i * --tensor-parallel")
     p.add_argument("--seed", type=int, default=0, help="seeds the error-rate fault")
     p.add_argument("--endpoints-file", default=None, help="also write the endpoints as a JSON list here")
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
@@ -80,10 +93,7 @@ def _configs(args: argparse.Namespace) -> list[EngineConfig]:
 
 async def _serve(args: argparse.Namespace, configs: list[EngineConfig], faults: dict[int, Faults]) -> None:
     cluster = EngineCluster(configs, speedup=args.speedup, faults=faults, seed=args.seed, host=args.host)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event(args.duration)
     try:
         endpoints = await cluster.start(args.base_port)
         for server in cluster.servers:
@@ -94,19 +104,31 @@ async def _serve(args: argparse.Namespace, configs: list[EngineConfig], faults: 
         for endpoint in endpoints:
             print(json.dumps(endpoint, sort_keys=True))
         print("READY", flush=True)
-        try:
-            await asyncio.wait_for(stop.wait(), timeout=args.duration)
-        except asyncio.TimeoutError:
-            pass
+        await stop.wait()
     finally:
         await cluster.stop()
+
+
+def _gpu_faults(args: argparse.Namespace) -> dict[int, Faults]:
+    """The engines' faults from the GPU fault file (none without one); reports them on stderr."""
+    path = args.gpu_faults or os.environ.get(MOCK_ENV) or None
+    if path is None:
+        if args.gpu_index:
+            raise ValueError("--gpu-index needs a GPU fault file: pass --gpu-faults FILE or set " + MOCK_ENV)
+        return {}
+    placements = place_engines(load_fault_file(path), args.engines, first_gpu=args.gpu_index,
+                               tensor_parallel=args.tensor_parallel)  # fmt: skip
+    for placement in placements:
+        if placement.reasons:
+            print(f"gpu-faults: {placement.describe()}", file=sys.stderr)
+    return engine_faults(placements)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         configs = _configs(args)
-        faults: dict[int, Faults] = {}
+        faults = _gpu_faults(args)
         for spec in args.fault:
             index, changes = parse_fault_spec(spec)
             if index >= args.engines:
@@ -116,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--speedup must be > 0, got {args.speedup}")
         if args.adapters and len([a for a in args.adapters.split(",") if a]) > args.max_loras:
             raise ValueError(f"--adapters lists more adapters than --max-loras {args.max_loras}")
+    except ConfigFileError as exc:
+        print(exc.render(), end="", file=sys.stderr)
+        return 2
     except (ValueError, KeyError) as exc:
         print(f"error: {exc.args[0] if isinstance(exc, KeyError) else exc}", file=sys.stderr)
         return 2

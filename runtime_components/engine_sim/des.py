@@ -26,6 +26,8 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from runtime_components.common.stats import percentile
+
 from .config import EngineConfig, EngineError, ExternalKVStore, SimRequest, StepResult
 from .core import EngineCore
 from .stats import EngineStats
@@ -308,16 +310,6 @@ class Simulation:
 
 
 # -- summaries ------------------------------------------------------------------------------
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0..100) of already sorted values."""
-    if not sorted_values:
-        return math.nan
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ Routes (vLLM's): ``POST /v1/completions``, ``POST /v1/chat/completions`` (JSON, 
 ``"stream": true``; a usage chunk when ``stream_options.include_usage``), ``GET /v1/models``,
 ``GET /health``, ``GET /metrics``, ``GET /version``, ``POST /v1/load_lora_adapter``,
 ``POST /v1/unload_lora_adapter``, ``POST /reset_prefix_cache``; and the simulator's own
-``GET|POST /admin/faults`` (see ``faults.py``).
+``GET|POST /admin/faults`` (see ``faults.py``). A crash drops the connections of in-flight
+requests without a status line (``_drop_on_crash``), so clients see what a dead process gives.
 """
 
 from __future__ import annotations
@@ -42,6 +43,28 @@ __all__ = ["EngineServer"]
 
 _CRASHED = None  # queue sentinel: the engine died under the request
 LAG_TOLERANCE_S = 0.010  #: wall seconds of timer/loop lateness absorbed between back-to-back steps
+
+
+class EngineCrashed(Exception):
+    """Raised under a request when its engine dies; ``_drop_on_crash`` then cuts the connection."""
+
+
+@web.middleware
+async def _drop_on_crash(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Answer nothing when the engine died under a request, as a dead process would.
+
+    Letting the exception escape would make aiohttp send a 500. Instead the transport is
+    aborted (the client sees a reset or a truncated stream) and a placeholder response is
+    returned: aiohttp cannot write it to the closed transport and treats the request as a
+    client disconnect, so no status line ever reaches the client.
+    """
+    try:
+        return await handler(request)
+    except EngineCrashed:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        return web.Response(status=503, text="engine crashed")
 
 
 def _error(status: int, message: str, param: str | None = None) -> web.Response:
@@ -93,8 +116,7 @@ class EngineServer:
         self._t0 = loop.time()
         self._wake, self._unhang = asyncio.Event(), asyncio.Event()
         self._unhang.set()
-        self.set_faults(self._initial_faults)
-        app = web.Application()
+        app = web.Application(middlewares=[_drop_on_crash])
         app.add_routes(
             [
                 web.post("/v1/completions", self._completions),
@@ -116,6 +138,7 @@ class EngineServer:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._driver = asyncio.create_task(self._drive(), name=f"engine-{self.index}")
+        self.set_faults(self._initial_faults)  # after binding, so a crash at start takes effect too
         return self.port
 
     async def stop(self) -> None:
@@ -246,8 +269,7 @@ class EngineServer:
         while True:
             ev = await queue.get()
             if ev is _CRASHED:
-                self._drop(request)
-                raise ConnectionResetError("engine crashed")
+                raise EngineCrashed
             parts.append(token_text(ev.index))
             cached = cached or ev.cached_tokens
             if ev.finished:
@@ -264,8 +286,7 @@ class EngineServer:
         while True:
             ev = await queue.get()
             if ev is _CRASHED:
-                self._drop(request)
-                return response, False
+                raise EngineCrashed  # mid-stream: the client sees the stream cut, not a [DONE]
             cached = cached or ev.cached_tokens
             chunk = stream_chunk(req, rid, created, ev.index, ev.finish_reason)
             data = b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
@@ -279,19 +300,12 @@ class EngineServer:
                 return response, True
             await response.write(data)
 
-    @staticmethod
-    def _drop(request: web.Request) -> None:
-        """Cut the connection without an answer, as a dying process would."""
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
-
     async def _gate(self) -> None:
         """Hold the request while the engine is hung."""
         assert self._unhang is not None
         await self._unhang.wait()
         if self.crashed:
-            raise ConnectionResetError("engine crashed")
+            raise EngineCrashed
 
     # -- other vLLM routes ---------------------------------------------------------------
 

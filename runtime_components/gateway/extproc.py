@@ -16,6 +16,12 @@ the request body BUFFERED (one message), response headers and the response body 
     response_body    -> usage counted chunk by chunk; at end of stream core.finish
 
 Header values arrive in ``raw_value`` (bytes) from Envoy >= 1.3x, in ``value`` from older ones.
+
+Cost: the gRPC machinery (one HTTP/2 stream per request, one read and one write per message)
+is most of the per-request CPU; the Python here is kept allocation-light on the hot path:
+constant CONTINUE answers are built once, the remove-list of unused fallback slots is built
+once per fallback count, response headers are scanned for the four names used instead of
+copied into a dict, and a body that arrives in one message is not copied.
 """
 
 from __future__ import annotations
@@ -63,6 +69,19 @@ def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
     return out
 
 
+_RESPONSE_HEADERS_USED = frozenset({":status", "content-type", _ATTEMPT_COUNT_HEADER, _UPSTREAM_TIME_HEADER})
+
+
+def _response_header_values(headers: pb.HttpHeaders) -> dict[str, str]:
+    """Only the response headers the gateway reads (first value of each); the rest are skipped."""
+    out: dict[str, str] = {}
+    for h in headers.headers.headers:
+        key = h.key.lower()
+        if key in _RESPONSE_HEADERS_USED and key not in out:
+            out[key] = h.raw_value.decode("latin-1") if h.raw_value else h.value
+    return out
+
+
 def _header(key: str, value: str) -> base_pb2.HeaderValueOption:
     return base_pb2.HeaderValueOption(header=base_pb2.HeaderValue(key=key, raw_value=value.encode("latin-1")),
                                       append_action=_OVERWRITE)
@@ -80,17 +99,22 @@ def error_response(error: GatewayError) -> pb.ProcessingResponse:
     return immediate(error.status, error.body(), error.headers, f"aibrix_gateway_{error.code}")
 
 
+#: ``_UNUSED_FALLBACKS[n]``: the fallback header names to remove when ``n`` fallbacks are set.
+_UNUSED_FALLBACKS = tuple(
+    tuple(f"{FALLBACK_HEADER_PREFIX}{k}" for k in range(used + 1, MAX_FALLBACK_HEADERS + 1))
+    for used in range(MAX_FALLBACK_HEADERS + 1)
+)
+
+
 def route_response(admission: Admission) -> pb.ProcessingResponse:
     """CONTINUE the buffered body, telling Envoy where to send it (and where to retry).
 
     Unused fallback slots are removed so a client cannot steer retries with its own headers."""
-    fallbacks = [_header(f"{FALLBACK_HEADER_PREFIX}{k}", a) for k, a in enumerate(admission.fallbacks, start=1)]
-    unused = [f"{FALLBACK_HEADER_PREFIX}{k}" for k in range(len(admission.fallbacks) + 1, MAX_FALLBACK_HEADERS + 1)]
-    mutation = pb.HeaderMutation(set_headers=[
-        _header(DESTINATION_HEADER, admission.endpoint.address),
-        _header(TARGET_POD_HEADER, admission.endpoint.address),
-        *fallbacks,
-    ], remove_headers=unused)
+    chosen = admission.fallbacks[:MAX_FALLBACK_HEADERS]
+    address = admission.endpoint.address
+    set_headers = [_header(DESTINATION_HEADER, address), _header(TARGET_POD_HEADER, address)]
+    set_headers += [_header(f"{FALLBACK_HEADER_PREFIX}{k}", a) for k, a in enumerate(chosen, start=1)]
+    mutation = pb.HeaderMutation(set_headers=set_headers, remove_headers=_UNUSED_FALLBACKS[len(chosen)])
     common = pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)
     return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
 
@@ -164,12 +188,14 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         return _CONTINUE_REQUEST_HEADERS
 
     async def _on_request_body(self, stream: _Stream, body: pb.HttpBody) -> pb.ProcessingResponse:
-        stream.body += body.body
         if not body.end_of_stream:
+            stream.body += body.body
             return _CONTINUE_REQUEST_BODY
+        # BUFFERED mode delivers the whole body in one message: use it without copying.
+        whole = bytes(stream.body) + body.body if stream.body else body.body
         assert stream.user is not None
         try:
-            admission = await self._core.admit(stream.user, stream.path, stream.headers, bytes(stream.body))
+            admission = await self._core.admit(stream.user, stream.path, stream.headers, whole)
         except GatewayError as error:
             return self._refuse(stream, error)
         stream.admission = admission
@@ -182,8 +208,9 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         admission = stream.admission
         if admission is None:
             return _CONTINUE_RESPONSE_HEADERS
-        values = header_map(headers)
-        status = int(values.get(":status", "0") or 0)
+        values = _response_header_values(headers)
+        status_text = values.get(":status", "")
+        status = int(status_text) if status_text.isdigit() else 0
         admission.status = status
         stream.content_type = values.get("content-type", "")
         attempts_text = values.get(_ATTEMPT_COUNT_HEADER, "")

@@ -11,7 +11,7 @@ File format (YAML)::
 
 Keys are looked up by their SHA-256 digest, so a presented key is never compared byte by
 byte with a stored one.
-The file is re-read when its modification time changes (Secret updates reach the pod as a
+The file is re-read when its modification time or size changes (Secret updates reach the pod as a
 new file). A broken file keeps the previous users and reports the error; at start-up it is
 fatal with a message naming the file and the entry.
 """
@@ -19,11 +19,11 @@ fatal with a message naming the file and the entry.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 
-import yaml
+from runtime_components.common.config_file import ConfigFileError, read_yaml_file
+from runtime_components.common.file_stamp import FileStamp, file_stamp
 
 from .errors import unauthorized
 
@@ -53,12 +53,9 @@ def key_digest(key: str) -> str:
 def load_users(path: str, tiers: set[str], default_tier: str | None) -> dict[str, User]:
     """Read ``path`` and return SHA-256(api key) -> User, validating every entry."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as exc:
-        raise UsersFileError(f"{path}: cannot read the users file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise UsersFileError(f"{path}: not valid YAML ({exc})") from None
+        data = read_yaml_file(path, read_hint="check rateLimits.usersFile in the gateway config (a mounted Secret)")
+    except ConfigFileError as exc:
+        raise UsersFileError(str(exc)) from None
     if not isinstance(data, dict) or not isinstance(data.get("users"), list):
         raise UsersFileError(f'{path}: expected a mapping with a "users" list of {{name, apiKey, tier}} entries')
     keys: dict[str, User] = {}
@@ -101,26 +98,26 @@ class UserDirectory:
         self._tiers = tiers
         self._default_tier = default_tier
         self._keys: dict[str, User] = {}
-        self._mtime: float | None = None
+        self._stamp: FileStamp | None = None
         self.last_error: str | None = None
         if path is not None:
             self._keys = load_users(path, tiers, default_tier)
-            self._mtime = os.stat(path).st_mtime
+            self._stamp = file_stamp(path)
 
     @property
     def requires_key(self) -> bool:
         return self._path is not None
 
     def reload_if_changed(self) -> bool:
-        """Re-read the file if its mtime moved; keep the old users if the new file is broken."""
+        """Re-read the file if its stamp moved; keep the old users if the new file is broken."""
         if self._path is None:
             return False
         try:
-            mtime = os.stat(self._path).st_mtime
+            stamp = file_stamp(self._path)
         except OSError as exc:
             self.last_error = f"{self._path}: {exc.strerror}"
             return False
-        if mtime == self._mtime:
+        if stamp == self._stamp:
             return False
         try:
             self._keys = load_users(self._path, self._tiers, self._default_tier)
@@ -129,7 +126,7 @@ class UserDirectory:
             self.last_error = str(exc)
             return False
         finally:
-            self._mtime = mtime
+            self._stamp = stamp
         return True
 
     def authenticate(self, authorization: str | None) -> User:

@@ -14,17 +14,16 @@ import argparse
 import asyncio
 import difflib
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import ValidationError
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from aibrix_spec.components import kv as kv_models
 from aibrix_spec.components.kv import KVPoolConfig, KVServerConfig
+from runtime_components.common.config_file import ConfigFileError, load_model_file
+from runtime_components.common.shutdown import stop_event
 from runtime_components.kv.server import KVServer
 
 __all__ = ["ConfigError", "load_pool_config", "main"]
@@ -44,6 +43,7 @@ def _known_fields() -> list[str]:
 
 
 def _describe(err: ValidationError, source: str, block: str) -> str:
+    """Problems of the `server:` block once command-line flags are merged in (no file lines to show)."""
     lines = [f"error: {source}: invalid KV pool configuration"]
     for item in err.errors():
         path = ".".join([block, *(str(x) for x in item["loc"])]) if block else ".".join(str(x) for x in item["loc"])
@@ -53,32 +53,26 @@ def _describe(err: ValidationError, source: str, block: str) -> str:
             message = "unknown field" + (f"; did you mean `{close[0]}`?" if close else "")
         lines.append(f"  {path}: {message}")
     lines.append("  expected: a KVPoolConfig document (server:, client:) as described in docs/kv.md")
-    lines.append("  hint: sizes take bytes or quantities like 512Mi / 64Gi; eviction.policy is s3fifo, lru or fifo")
+    lines.append(f"  hint: {SIZE_HINT}; {FIELD_HINTS['policy']}")
     return "\n".join(lines)
+
+
+SIZE_HINT = "sizes take bytes or quantities like 512Mi / 64Gi"
+FIELD_HINTS = {"capacity": SIZE_HINT, "pageSize": SIZE_HINT, "policy": "eviction.policy is s3fifo, lru or fifo"}
 
 
 def load_pool_config(path: str | Path) -> KVPoolConfig:
     """Read and validate a KVPoolConfig YAML file; ConfigError carries the user message."""
-    path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ConfigError(
-            f"error: cannot read KV pool config {path}: {err.strerror or err}\n"
-            "  hint: pass the file the compiler wrote into the pool's ConfigMap (e.g. --config /etc/aibrix-kv/pool.yaml)"
-        ) from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-        raise ConfigError(f"error: {path}{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"error: {path}: expected a mapping with `server:` and/or `client:`, got {type(data).__name__}")
-    try:
-        return KVPoolConfig.model_validate(data)
-    except ValidationError as err:
-        raise ConfigError(_describe(err, str(path), "")) from None
+        return load_model_file(
+            path,
+            KVPoolConfig,
+            read_hint="pass the file the compiler wrote into the pool's ConfigMap (e.g. --config /etc/aibrix-kv/pool.yaml)",
+            top_hint="a KVPoolConfig has `server:` and/or `client:` at the top; see docs/kv.md",
+            field_hints=FIELD_HINTS,
+        )
+    except ConfigFileError as err:
+        raise ConfigError(str(err)) from None
 
 
 def _server_config(args: argparse.Namespace) -> KVServerConfig:
@@ -121,10 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _serve(config: KVServerConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):  # before the "listening" line: a caller may signal at once
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()  # before the "listening" line: a caller may signal at once
     server = KVServer(config)
     await server.start()
     # One line on stdout with the bound ports, so scripts using port 0 can find them.

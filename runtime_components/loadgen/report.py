@@ -7,24 +7,15 @@ statistics; latencies are reported in milliseconds, throughput per wall second o
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from runtime_components.common.stats import percentile
+
 from .client import LoadRecord
 
 __all__ = ["percentile", "latency_stats", "summarize", "format_table"]
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0..100) of sorted values; NaN when empty."""
-    if not sorted_values:
-        return math.nan
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 def latency_stats(values_s: Iterable[float]) -> dict[str, float | None]:

@@ -29,6 +29,16 @@ class InputFileError(OptimizerError):
             message += f"\n  hint: {hint}"
         super().__init__(message)
 
+    @classmethod
+    def rendered(cls, path: str, text: str) -> InputFileError:
+        """An error the shared config loader already rendered (``path:line:col: field`` ...).
+
+        ``text`` is that rendering less its first ``error: ``, which the CLI prints itself.
+        """
+        error = cls(path, text)
+        error.args = (text,)
+        return error
+
 
 class InfeasibleError(OptimizerError):
     """No assignment meets the SLO within the caps; ``reasons`` name the binding constraints."""

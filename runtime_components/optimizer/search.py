@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aibrix_spec.components.optimizer import SloTargets
+from runtime_components.common.stats import nearest_rank_percentile as percentile  # nearest rank: an observed value
 
 __all__ = ["RateSearch", "find_max_rate", "percentile", "ProbeStats", "slo_met", "WARMUP_FRACTION", "probe_requests", "SPAN_E2E", "arrival_offsets"]
 
@@ -88,15 +89,6 @@ def find_max_rate(meets_slo: Callable[[float], bool], *, start: float, rel_tol: 
     while (rate := search.next_rate()) is not None:
         search.record(rate, meets_slo(rate))
     return search
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in [0, 100]) of a non-empty list."""
-    if not values:
-        raise ValueError("percentile of an empty list")
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,13 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
 
 from aiohttp import web
 
+from runtime_components.common.shutdown import stop_event
 from runtime_components.scaler.config import ConfigError, load_config
 
 __all__ = ["main"]
@@ -121,12 +121,7 @@ async def _run(config, api_url, kubeconfig, identity, port, duration) -> int:  #
               "  hint: pick another with --metrics-port", file=sys.stderr)
         await runner.cleanup()
         return 1
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if duration is not None:
-        loop.call_later(duration, stop.set)
+    stop = stop_event(duration)
     try:
         await controller.run(stop)
     finally:

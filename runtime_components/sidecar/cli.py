@@ -11,14 +11,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
-from pathlib import Path
-
-import yaml
-from pydantic import ValidationError
 
 from aibrix_spec.components.sidecar import SidecarConfig
+from runtime_components.common.config_file import ConfigFileError, load_model_file
+from runtime_components.common.shutdown import stop_event
 
 from .daemon import Sidecar
 from .engine_client import EngineClient
@@ -28,25 +25,20 @@ __all__ = ["main", "load_config"]
 
 
 class ConfigError(Exception):
-    pass
+    """A config the sidecar cannot use; ``str()`` is the user-facing message."""
 
 
 def load_config(path: str) -> SidecarConfig:
+    """Read and validate the sidecar config (YAML, or JSON, which is YAML too) with line-numbered errors."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    try:
-        return SidecarConfig.model_validate(data)
-    except ValidationError as exc:
-        lines = [f"{path}: invalid sidecar config:"]
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {where}: {err['msg']}")
-        lines.append("  hint: see docs/sidecar.md for the file format")
-        raise ConfigError("\n".join(lines)) from exc
+        return load_model_file(
+            path,
+            SidecarConfig,
+            read_hint="pass the mounted sidecar config, e.g. --config /etc/aibrix/sidecar.yaml",
+            top_hint="see docs/sidecar.md for the file format",
+        )
+    except ConfigFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _pod_lister(config: SidecarConfig, namespace: str | None) -> PodLister:
@@ -73,10 +65,7 @@ async def _serve(sidecar: Sidecar, port: int, once: bool) -> int:
     await runner.setup()
     site = web.TCPSite(runner, "0.0.0.0", port)
     await site.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_event()
     try:
         await sidecar.run_forever(stop)
     finally:
@@ -97,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         pods = _pod_lister(config, args.namespace)
     except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        message = str(exc)  # config-file errors come rendered ("error: file:line:col ..."); others are one line
+        print(message if message.startswith("error: ") else f"error: {message}", file=sys.stderr)
         return 1
 
     async def run() -> int:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -85,6 +87,39 @@ def test_crash_refuses_connections_until_restarted() -> None:
         endpoint = await cluster.restart(0)
         assert endpoint["url"] == url
         assert (await complete(s, url, "back again", 2))[0] == 200
+
+    with_cluster(body)
+
+
+async def _outcome(request: Awaitable[tuple[int, Any]]) -> str:
+    """The HTTP status a request got, or ``dropped`` when its connection was cut."""
+    try:
+        return str((await request)[0])
+    except aiohttp.ClientError:
+        return "dropped"
+
+
+async def _get_status(s: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with s.get(url) as resp:
+        return resp.status, None
+
+
+def test_crash_drops_in_flight_requests_without_an_answer() -> None:
+    """A crash under running, streaming and hang-held requests cuts them all; none gets a 500."""
+
+    async def body(cluster: EngineCluster, s: aiohttp.ClientSession) -> None:
+        url = cluster.endpoints()[0]["url"]
+        running = [asyncio.create_task(_outcome(complete(s, url, "long answer", 400, stream=i % 2 == 1)))
+                   for i in range(4)]  # fmt: skip
+        for _ in range(100):  # bounded: wait until all four are inside the engine
+            if cluster.servers[0].core.has_work() and len(cluster.servers[0]._streams) == 4:
+                break
+            await asyncio.sleep(0.01)
+        await _set(s, url, hang=True)
+        held = [asyncio.create_task(_outcome(_get_status(s, url + "/health"))) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        await _set(s, url, crash=True)
+        assert await asyncio.gather(*running, *held) == ["dropped"] * 6
 
     with_cluster(body)
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from compiler.render.envoy_bootstrap import envoy_bootstrap
+from runtime_components.common.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,16 +34,6 @@ def envoy_binary() -> str | None:
         return path if os.path.exists(path) else None
     except Exception:
         return shutil.which("envoy")
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 class EnvoyProcess:
@@ -76,7 +67,7 @@ class EnvoyProcess:
                     pass
             time.sleep(0.1)
         if not self.port:
-            _stop(self.proc)
+            stop_process(self.proc)
             raise RuntimeError(f"envoy did not start: {(workdir / 'envoy.log').read_text()[-2000:]}")
 
     @property
@@ -93,7 +84,7 @@ class EnvoyProcess:
             return out
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         self.log.close()
 
 
@@ -113,7 +104,7 @@ class GatewayProcess:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # bounded: the process exits (EOF) on any start-up error
         if not line.startswith("{"):
-            _stop(self.proc)
+            stop_process(self.proc)
             raise RuntimeError(f"gateway did not start: {self.log_path.read_text()[-2000:]}")
         ready = json.loads(line)
         self.grpc_port, self.http_port = ready["grpcPort"], ready["httpPort"]
@@ -123,7 +114,7 @@ class GatewayProcess:
             return resp.read().decode()
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         self.log.close()
 
 
@@ -148,7 +139,7 @@ class RedisProcess:
                         return
             except OSError:
                 time.sleep(0.05)
-        _stop(self.proc)
+        stop_process(self.proc)
         raise RuntimeError("redis-server did not start")
 
     @property
@@ -156,7 +147,7 @@ class RedisProcess:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
 
 
 def wait_for(predicate: Any, timeout_s: float = 10.0, interval_s: float = 0.05) -> bool:

@@ -20,17 +20,26 @@ def test_minimal_config_gets_defaults():
 
 
 BAD = [
-    ("models: []", "gw.yaml: models: List should have at least 1 item"),
-    ("[1, 2]", "gw.yaml: expected a mapping with at least `models`"),
-    ("models: [{name: m, routing: {policy: fastest}}]", 'models[0].routing.policy: unknown routing policy "fastest"'),
-    ("models: [{name: m, adapter: [x]}]", 'models[0].adapter: unknown field; did you mean "adapters"?'),
-    ("modles: [{name: m}]", 'gw.yaml: modles: unknown field; did you mean "models"?'),
-    ("models: [{name: m}]\ndiscovery: {mode: static}", "discovery.mode is static but discovery.endpointsFile is not set"),
+    # (config text, a fragment of the message: file:line:col and field path, then the problem)
+    ("models: []", "error: gw.yaml:1:9: models\n  List should have at least 1 item"),
+    ("[1, 2]", "error: gw.yaml:1:1\n  expected a mapping of GatewayConfig fields at the top"),
+    ("models: [{name: m, routing: {policy: fastest}}]",
+     'error: gw.yaml:1:38: models[0].routing.policy\n  unknown routing policy "fastest"'),
+    ("models: [{name: m, adapter: [x]}]",
+     "error: gw.yaml:1:20: models[0].adapter\n  unknown field `adapter`\n"
+     "      1 | models: [{name: m, adapter: [x]}]\n        |                    ^\n  hint: did you mean `adapters`?"),
+    ("modles: [{name: m}]", "error: gw.yaml:1:1: modles\n  unknown field `modles`"),
+    ("models: [{name: m}]\ndiscovery: {mode: static}",
+     "error: gw.yaml:2:19: discovery.mode\n  discovery.mode is static but discovery.endpointsFile is not set"),
     ("models: [{name: m, adapters: [m]}]", '"m" is declared twice (as model and as adapter of m)'),
-    ("models: [{name: m}]\nrateLimits: {defaultTier: gold}", 'rateLimits.defaultTier "gold" is not a tier; tiers: (none defined)'),
-    ("models: [{name: m}]\nrateLimits: {tiers: {free: {rpm: 0, tpm: 5}}}", "rateLimits.tiers.free.rpm: Input should be greater than or equal to 1"),
-    ("models: [{name: m}]\nlisten: {grpcPort: 70000}", "listen.grpcPort: Input should be less than or equal to 65535"),
-    ("models: {", "gw.yaml: not valid YAML"),
+    ("models: [{name: m}]\nrateLimits: {defaultTier: gold}",
+     'error: gw.yaml:2:27: rateLimits.defaultTier\n  rateLimits.defaultTier "gold" is not a tier; tiers: (none defined)'),
+    ("models: [{name: m}]\nrateLimits: {tiers: {free: {rpm: 0, tpm: 5}}}",
+     "error: gw.yaml:2:34: rateLimits.tiers.free.rpm\n  Input should be greater than or equal to 1"),
+    ("models: [{name: m}]\nlisten: {grpcPort: 70000}",
+     "error: gw.yaml:2:20: listen.grpcPort\n  Input should be less than or equal to 65535"),
+    ("models: {", "error: gw.yaml:1:10\n  YAML syntax error: expected the node content"),
+    ("models: [{name: m}]\nmodels: [{name: n}]", "error: gw.yaml:2:1: models\n  duplicate key `models`"),
 ]
 
 
@@ -49,8 +58,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_errors_are_one_message_and_exit_2(tmp_path):
     config = tmp_path / "gw.yaml"
     cases = [
-        ((str(tmp_path / "absent.yaml"),), "cannot read the gateway config"),
-        (None, 'models[0].routing.policy: unknown routing policy "fastest"'),
+        ((str(tmp_path / "absent.yaml"),), "cannot read the file: No such file or directory\n  hint: pass --config FILE"),
+        (None, 'gw.yaml:1:38: models[0].routing.policy\n  unknown routing policy "fastest"'),
         ("endpoints", "endpoints[0]: address \"nowhere\" is not ip:port"),
         ("users", "tier \"gold\" is not defined"),
         ("redis", "cannot reach Redis at rateLimits.redisUrl"),

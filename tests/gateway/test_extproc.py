@@ -14,7 +14,13 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from aibrix_spec.components.gateway import GatewayConfig
 from runtime_components.gateway.app import GatewayApp
 from runtime_components.gateway.endpoints import EngineSample
-from runtime_components.gateway.extproc import ExtProcServicer, header_map
+from runtime_components.gateway.extproc import (
+    _UNUSED_FALLBACKS,
+    MAX_FALLBACK_HEADERS,
+    ExtProcServicer,
+    _response_header_values,
+    header_map,
+)
 
 ADDRESSES = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
 
@@ -192,3 +198,56 @@ def test_a_failing_limiter_store_fails_open_and_is_counted(app):
     out = drive(app, request_messages({"model": "m", "prompt": "hi"}) + response_messages(200, body=body))
     assert out[1].WhichOneof("response") == "request_body"  # routed, not refused
     assert "aibrix_gateway_rate_limit_errors_total 2.0" in app.metrics.render().decode()  # admit + token charge
+
+
+@pytest.mark.parametrize("values, raw, expected", [
+    ({":status": "200", "content-type": "text/event-stream", "server": "envoy"}, True,
+     {":status": "200", "content-type": "text/event-stream"}),
+    ({":status": "503", "X-Envoy-Attempt-Count": "2", "date": "x"}, True, {":status": "503", "x-envoy-attempt-count": "2"}),
+    ({":status": "200", "x-envoy-upstream-service-time": "7"}, False, {":status": "200", "x-envoy-upstream-service-time": "7"}),
+    ({"via": "proxy", "content-length": "10"}, True, {}),
+])
+def test_response_headers_keep_only_the_names_the_gateway_reads(values, raw, expected):
+    assert _response_header_values(headers(values, raw=raw)) == expected
+
+
+def test_a_repeated_response_header_keeps_its_first_value():
+    items = [base_pb2.HeaderValue(key=":status", raw_value=b"200"), base_pb2.HeaderValue(key="content-type", raw_value=b"a/b"),
+             base_pb2.HeaderValue(key="Content-Type", raw_value=b"c/d")]
+    assert _response_header_values(pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=items)))["content-type"] == "a/b"
+
+
+@pytest.mark.parametrize("status_text, expected", [("200", 200), ("", 0), ("abc", 0)])
+def test_response_status_text_becomes_the_admission_status(app, status_text, expected):
+    messages = request_messages({"model": "m", "prompt": "hi"})
+    messages.append(pb.ProcessingRequest(response_headers=headers({":status": status_text}, end_of_stream=True)))
+    statuses: list[int] = []
+    original = app.core.finish
+
+    async def spy(admission, usage, success):
+        statuses.append(admission.status)
+        await original(admission, usage, success)
+
+    app.core.finish = spy  # type: ignore[method-assign]
+    drive(app, messages)
+    assert statuses == [expected]
+
+
+@pytest.mark.parametrize("pieces", [1, 2, 5])
+def test_a_request_body_in_several_messages_is_joined_before_parsing(app, pieces):
+    raw = json.dumps({"model": "m", "prompt": "a prompt long enough to be cut into pieces"}).encode()
+    step = -(-len(raw) // pieces)
+    chunks = [raw[i:i + step] for i in range(0, len(raw), step)]
+    messages = [pb.ProcessingRequest(request_headers=headers({":path": "/v1/completions", ":method": "POST"}))]
+    messages += [pb.ProcessingRequest(request_body=pb.HttpBody(body=c, end_of_stream=i == len(chunks) - 1)) for i, c in enumerate(chunks)]
+    out = drive(app, messages)
+    assert [r.WhichOneof("response") for r in out] == ["request_headers"] + ["request_body"] * len(chunks)
+    assert set_headers(out[-1])["x-gateway-destination-endpoint"] == ADDRESSES[0]
+
+
+@pytest.mark.parametrize("used", range(MAX_FALLBACK_HEADERS + 1))
+def test_each_fallback_slot_is_either_set_or_removed(used):
+    names = {f"x-gateway-destination-fallback-{k}" for k in range(1, MAX_FALLBACK_HEADERS + 1)}
+    removed = set(_UNUSED_FALLBACKS[used])
+    assert len(removed) == MAX_FALLBACK_HEADERS - used
+    assert removed | {f"x-gateway-destination-fallback-{k}" for k in range(1, used + 1)} == names

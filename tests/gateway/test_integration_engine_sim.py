@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
+from runtime_components.common.processes import stop_process
 from runtime_components.gateway.scraper import parse_metrics_text
 
 from .harness import REPO, EnvoyProcess, GatewayProcess, envoy_binary, wait_for
@@ -66,12 +67,7 @@ def rig(tmp_path_factory):
     finally:
         for proc in reversed(stopped):
             proc.stop()  # type: ignore[attr-defined]
-        sim.terminate()
-        try:
-            sim.wait(10)
-        except subprocess.TimeoutExpired:
-            sim.kill()
-            sim.wait(5)
+        stop_process(sim)
 
 
 def prefix_queries(engine: dict) -> float:

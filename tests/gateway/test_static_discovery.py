@@ -15,6 +15,8 @@ BAD = [
     ("endpoints: [{address: '1.2.3.4:80', model: m}, {address: '1.2.3.4:80', model: m}]", "listed twice"),
     ("endpoints: [{address: '1.2.3.4:80', model: m, adapters: sql}]", "adapters must be a list"),
     ('[{"host": "127.0.0.1", "model": "m"}]', "[0]: a list entry needs host, port and model"),
+    ("endpoints: []\nendpoints: []", "eps.yaml:2:1: endpoints\n  duplicate key `endpoints`"),
+    ("endpoints: [", "eps.yaml:1:13\n  YAML syntax error: expected the node content, but found '<stream end>'"),
 ]
 
 

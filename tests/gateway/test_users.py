@@ -20,7 +20,8 @@ BAD_FILES = [
     ("users: [{name: a, apiKeySha256: abc}]", "apiKeySha256 must be 64 hex digits"),
     ("users: [{name: a, apiKey: key-aaaaaaaa}, {name: b, apiKey: key-aaaaaaaa}]", "already used by a"),
     ("users: [{apiKey: key-aaaaaaaa}]", "name must be a non-empty string"),
-    ("users: [[1]", "not valid YAML"),
+    ("users: [[1]", "users.yaml:1:12\n  YAML syntax error: expected ',' or ']', but got '<stream end>'"),
+    ("users: []\nusers: []", "users.yaml:2:1: users\n  duplicate key `users`"),
 ]
 
 
@@ -35,7 +36,8 @@ def test_bad_users_files(tmp_path, text, fragment):
 
 
 def test_missing_users_file_names_the_file(tmp_path):
-    with pytest.raises(UsersFileError, match=r"cannot read the users file \(No such file"):
+    with pytest.raises(UsersFileError, match=r"absent.yaml\n  cannot read the file: No such file or directory\n"
+                                             r"  hint: check rateLimits.usersFile"):
         load_users(str(tmp_path / "absent.yaml"), TIERS, None)
 
 

@@ -15,14 +15,20 @@ from runtime_components.kv.cli import main
 @pytest.mark.parametrize(
     ("yaml_text", "args", "want"),
     [
-        (None, ["--config", "{dir}/missing.yaml"], "error: cannot read KV pool config {dir}/missing.yaml: No such file"),
+        (None, ["--config", "{dir}/missing.yaml"], "error: {dir}/missing.yaml\n  cannot read the file: No such file or directory\n  hint: pass the file"),
         ("server: [1, 2", ["--config", "{dir}/c.yaml"], "error: {dir}/c.yaml:1:"),
-        ("server:\n  capacty: 1Gi\n", ["--config", "{dir}/c.yaml"], "server.capacty: unknown field; did you mean `capacity`?"),
+        ("server:\n  capacty: 1Gi\n", ["--config", "{dir}/c.yaml"], "error: {dir}/c.yaml:2:3: server.capacty\n  unknown field `capacty`\n"
+         "      2 |   capacty: 1Gi\n        |   ^\n  hint: did you mean `capacity`?"),
         ("server:\n  eviction: {policy: arc}\n", ["--config", "{dir}/c.yaml"],
-         "server.eviction.policy: Input should be 's3fifo', 'lru' or 'fifo'"),
+         "error: {dir}/c.yaml:2:22: server.eviction.policy\n  `arc` is not allowed here\n"
+         "      2 |   eviction: {{policy: arc}}\n        |                      ^\n  hint: expected one of: 's3fifo', 'lru' or 'fifo'"),
         ("client:\n  members: {source: static, static: ['10.0.0.1:9600']}\n", ["--config", "{dir}/c.yaml"],
          "error: {dir}/c.yaml: no `server:` block"),
-        ("- 1\n", ["--config", "{dir}/c.yaml"], "error: {dir}/c.yaml: expected a mapping with `server:` and/or `client:`, got list"),
+        ("- 1\n", ["--config", "{dir}/c.yaml"], "error: {dir}/c.yaml:1:1\n  expected a mapping of KVPoolConfig fields at the top\n"
+         "      1 | - 1\n        | ^\n  hint: a KVPoolConfig has `server:` and/or `client:` at the top"),
+        ("server:\n  capacity: 2x\n", ["--config", "{dir}/c.yaml"],
+         "error: {dir}/c.yaml:2:13: server.capacity\n  expected a byte count or a quantity like '512Mi', '64Gi', '4M', "
+         "got '2x'\n      2 |   capacity: 2x\n        |             ^\n  hint: sizes take bytes or quantities like 512Mi"),
         (None, ["--capacity", "2x"], "server.capacity: expected a byte count or a quantity like '512Mi', '64Gi', '4M', got '2x'"),
         (None, ["--capacity", "1Ki", "--page-size", "4Ki"], "capacity (1024 bytes) must hold at least one page (4096 bytes)"),
     ],

@@ -18,6 +18,7 @@ import pytest
 from aiohttp import ClientSession, ClientTimeout
 
 from aibrix_spec.components.optimizer import SloTargets
+from runtime_components.common.processes import stop_process
 from runtime_components.engine_sim.config import EngineConfig
 from runtime_components.engine_sim.server import EngineServer
 from runtime_components.optimizer.derive import derive_cell
@@ -103,8 +104,7 @@ def test_profile_command_against_engine_sim_process(tmp_path):
         assert doc["method"] == "measured" and doc["maxRps"] == [[0.0]]
         assert result.stdout == f"wrote {out}: 1 x 1 cells\n"
     finally:
-        engine.terminate()
-        engine.wait(timeout=30)
+        stop_process(engine, grace_s=30)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -1,5 +1,9 @@
 """Fixtures of the real-engine stage. Every test here needs the real-engine environment;
-without ``AIBRIX_REAL_ENGINE_PYTHON`` (set by ``bash scripts/test-real-engine``) they skip."""
+without ``AIBRIX_REAL_ENGINE_PYTHON`` (set by ``bash scripts/test-real-engine``) they skip.
+
+Test order: every test that does not use ``vllm_pair`` runs first (see
+``pytest_collection_modifyitems``), so a module that starts its own instances has stopped
+them before the session's pair starts."""
 
 from __future__ import annotations
 
@@ -18,6 +22,9 @@ PYTHON = os.environ.get("AIBRIX_REAL_ENGINE_PYTHON", "")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if PYTHON:
+        # Tests that start their own engines (e.g. the KV pool's connector-enabled pair) run
+        # before the shared pair starts, so at most two vLLM instances (~3 GB each) live at once.
+        items.sort(key=lambda item: "vllm_pair" in getattr(item, "fixturenames", ()))
         return
     skip = pytest.mark.skip(reason="real vLLM not set up; run: bash scripts/test-real-engine")
     for item in items:

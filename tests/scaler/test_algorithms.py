@@ -116,6 +116,8 @@ KPA_CASES = [
     (10.0, 10.0, 8, KpaState(), 4, "stable", "scale-down limited to ready / 2"),
     (10.0, 10.0, 4, KpaState(panic_since=90.0, max_panic_pods=9), 9, "panic", "panic never scales down"),
     (10.0, 10.0, 4, KpaState(panic_since=30.0, max_panic_pods=9), 2, "stable", "60 s without crossing: leave panic"),
+    # Added with the change that panic provisions for the stable need as well (Knative does).
+    (80.0, 30.0, 4, KpaState(panic_since=90.0, max_panic_pods=5), 8, "panic", "in panic the stable need 8 beats peak 5"),
     (0.0, 0.0, 2, KpaState(), 1, "stable", "no load without scale-to-zero: floor 1"),
     (10.0, 10.0, 4, KpaState(recent_decisions=()), 2, "stable", "no delay window: down to ceil(10/10)=1 -> limit 2"),
 ]
@@ -172,7 +174,10 @@ APA_CASES = [
     (30.0, 4, 4, None, None, 3, "below-band", "25% under: ceil(3.0)"),
     (10.0, 4, 4, None, 50.0, 4, "scale-down-cooldown", "changed 50 s ago"),
     (45.0, 6, 4, None, None, 6, "above-band", "pods still starting: never below current"),
-    (15.0, 0, 0, None, None, 1, "above-band", "from zero replicas the rate limit lets one pod start"),
+    # Changed: the rate limits multiply ready pods (AIBrix), so pods still starting do not raise them.
+    (90.0, 4, 2, None, None, 4, "above-band", "need 9 but 2 ready x 2 = 4: the 2 starting pods add no headroom"),
+    (10.0, 6, 2, None, None, 1, "below-band", "2 starting pods go first: floor(2 ready / 2) = 1"),
+    (15.0, 0, 0, None, None, 2, "above-band", "from zero replicas: one (assumed) pod x rate 2, need 2"),
 ]
 
 
@@ -190,6 +195,17 @@ def test_apa_scale_up_cooldown():
     got = apa_decide(now=100.0, total=80.0, current_replicas=4, ready_pods=4, last_scale_up=90.0,
                      last_scale_change=90.0, **params)
     assert (got.replicas, got.reason) == (4, "scale-up-cooldown")
+
+
+def test_apa_does_not_compound_while_pods_start():
+    """A queue growing during a long start-up must not order pods 2 s after 2 s up to the maximum."""
+    current, replicas = 1, []
+    for step, total in enumerate([30.0, 45.0, 60.0, 90.0, 120.0]):
+        got = apa_decide(now=2.0 * step, total=total, current_replicas=current, ready_pods=1,
+                         last_scale_up=None, last_scale_change=None, **APA_DEFAULTS)
+        current = got.replicas
+        replicas.append(current)
+    assert replicas == [2, 2, 2, 2, 2]
 
 
 # --- sliding window --------------------------------------------------------------------------

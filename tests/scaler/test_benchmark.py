@@ -6,7 +6,16 @@ import random
 
 import pytest
 
-from benchmarks.autoscaling import Row, Scenario, arrivals, compare, measure, run_policy
+from benchmarks.autoscaling import (
+    Row,
+    Scenario,
+    arrivals,
+    compare,
+    measure,
+    oscillation_reduction,
+    print_summary,
+    run_policy,
+)
 from runtime_components.scaler.analysis import count_oscillations
 
 OSCILLATION_CASES = [
@@ -57,9 +66,12 @@ def _row(trace: str, policy: str, p99: float, gpu: float, osc: int) -> Row:
 
 COMPARE_CASES = [
     # (kpa (p99, gpu, osc), apa (p99, gpu, osc), expected best, osc reduction, p99 reduction, gpu ratio, why)
-    ((9.0, 1.0, 1), (8.0, 1.0, 2), "apa", 0.0, 0.2, 1.0, "lower P99 wins among the frugal ones"),
-    ((9.0, 1.0, 1), (5.0, 1.5, 0), "kpa", 0.5, 0.1, 1.0, "apa uses more GPU-hours than HPA: kpa chosen"),
-    ((9.0, 1.2, 1), (8.0, 1.5, 0), "apa", 1.0, 0.2, 1.5, "neither is frugal: lower P99"),
+    # Changed: "better" now counts the targets met first (was: lower P99 among the frugal ones).
+    ((8.9, 1.0, 1), (8.0, 1.0, 2), "kpa", 0.5, 0.11, 1.0, "kpa meets all three targets, apa misses oscillations"),
+    ((8.9, 1.0, 1), (5.0, 1.5, 0), "kpa", 0.5, 0.11, 1.0, "apa uses more GPU-hours than HPA: kpa chosen"),
+    ((9.0, 1.2, 1), (8.0, 1.5, 0), "apa", 1.0, 0.2, 1.5, "both meet two targets: lower P99"),
+    ((8.5, 1.1, 1), (18.0, 0.8, 4), "kpa", 0.5, 0.15, 1.1, "a frugal but slow apa does not win on GPU-hours alone"),
+    ((9.5, 0.9, 2), (8.0, 0.9, 2), "apa", 0.0, 0.2, 0.9, "same targets met: lower P99"),
 ]
 
 
@@ -75,9 +87,60 @@ def test_compare_picks_the_better_of_kpa_and_apa(kpa, apa, best, osc, p99, gpu, 
     assert result["gpu_hours_ratio_vs_hpa"] == pytest.approx(gpu), why
 
 
+OSC_REDUCTION_CASES = [
+    # (best, hpa, expected, why)
+    (0, 0, 0.0, "neither oscillated: nothing was reduced"),
+    (1, 4, 0.75, "plain ratio"),
+    (0, 1, 1.0, "0 vs 1 is a full reduction, flagged as too few elsewhere"),
+    (2, 0, -1.0, "hpa 0, best 2: scored against 1, not a division by zero"),
+    (6, 4, -0.5, "more oscillations than hpa: negative"),
+]
+
+
+@pytest.mark.parametrize(("best", "hpa", "expected", "why"), OSC_REDUCTION_CASES)
+def test_oscillation_reduction(best, hpa, expected, why):
+    assert oscillation_reduction(best, hpa) == pytest.approx(expected), why
+
+
+def test_targets_met_are_reported_for_the_best_policy():
+    rows = [_row("t", "hpa", 10.0, 1.0, 3), _row("t", "kpa", 8.5, 1.1, 1), _row("t", "apa", 12.0, 0.9, 3)]
+    result = compare(rows)
+    assert result["best_policy"] == "kpa"
+    assert result["targets_met"] == {"oscillations": True, "p99_latency": True, "gpu_hours": False}
+
+
+def test_tiny_oscillation_counts_are_flagged_not_hidden(capsys):
+    rows = [_row("t", "hpa", 10.0, 1.0, 1), _row("t", "kpa", 8.0, 0.9, 0), _row("t", "apa", 9.0, 0.9, 3)]
+    result = compare(rows)
+    assert result["oscillation_counts_vs_hpa"] == {"best": 0, "hpa": 1}
+    assert result["oscillations_too_few_for_ratio"] is True
+    assert set(result["oscillations"]) == {"hpa", "kpa", "apa"}, "only policies that ran are reported"
+    print_summary(result)
+    out = capsys.readouterr().out
+    assert "kpa 0 vs hpa 1: too few reversals to compare as a ratio" in out
+
+
+def test_enough_oscillations_give_a_ratio(capsys):
+    rows = [_row("t", "hpa", 10.0, 1.0, 8), _row("t", "kpa", 8.0, 0.9, 2), _row("t", "apa", 9.0, 0.9, 3)]
+    result = compare(rows)
+    assert result["oscillations_too_few_for_ratio"] is False
+    print_summary(result)
+    assert "kpa 2 vs hpa 8: reduction 75%" in capsys.readouterr().out
+
+
 def test_a_lagging_metric_delays_the_first_scale_up():
     trace = _step_trace()
     fresh = run_policy(SMALL, trace, "hpa", 0, random.Random(1))
     lagged = run_policy(SMALL, trace, "hpa-lag30", 0, random.Random(1))
     assert fresh.events and lagged.events
     assert lagged.events[0][0] > fresh.events[0][0]
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "two"])
+def test_bad_seed_count_is_one_clear_error(bad, capsys):
+    from benchmarks.autoscaling import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quick", "--seeds", bad, "--no-plot"])
+    assert exit_info.value.code == 2
+    assert f"--seeds: expected a whole number of seeds, 1 or more, got '{bad}'" in capsys.readouterr().err

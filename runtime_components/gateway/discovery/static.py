@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 
-import yaml
+from runtime_components.common.config_file import ConfigFileError, read_yaml_file
+from runtime_components.common.file_stamp import FileStamp, file_stamp
 
 from ..endpoints import DiscoveredEndpoint
 
@@ -53,12 +53,9 @@ def _from_engine_sim(entry: object, where: str) -> dict[str, object]:
 def load_endpoints_file(path: str, models: set[str]) -> list[DiscoveredEndpoint]:
     """Read and validate ``path``; every endpoint must name one of ``models``."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle)
-    except OSError as exc:
-        raise EndpointsFileError(f"{path}: cannot read the endpoints file ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise EndpointsFileError(f"{path}: not valid YAML ({exc})") from None
+        data = read_yaml_file(path, read_hint="check discovery.endpointsFile in the gateway config")
+    except ConfigFileError as exc:
+        raise EndpointsFileError(str(exc)) from None
     if data is None:
         data = {"endpoints": []}
     if isinstance(data, list):  # aibrix-engine-sim's endpoints file
@@ -97,15 +94,14 @@ class StaticDiscovery:
         self._models = models
         self._publish = publish
         self._poll_interval_s = poll_interval_s
-        self._stamp: tuple[float, int] | None = None
+        self._stamp: FileStamp | None = None
         self.last_error: str | None = None
 
-    def _file_stamp(self) -> tuple[float, int] | None:
+    def _file_stamp(self) -> FileStamp | None:
         try:
-            st = os.stat(self._path)
+            return file_stamp(self._path)
         except OSError:
-            return None
-        return st.st_mtime, st.st_size
+            return None  # a missing file is a change too: the next load reports it
 
     def load(self) -> None:
         """Load the file now and publish it; raise EndpointsFileError if it is unusable."""

@@ -4,9 +4,14 @@ With `T` the total metric averaged over the APA window, `t` the per-pod target, 
 (spec) replicas and `r = max(1, ready pods)`:
 
     ratio = (T / r) / t
-    ratio > 1 + up_tolerance     -> min(ceil(T / t), ceil(c * max_scale_up_rate)), at least c
-    ratio < 1 - down_tolerance   -> max(ceil(T / t), floor(c / max_scale_down_rate)), at most c
+    ratio > 1 + up_tolerance     -> min(ceil(T / t), ceil(r * max_scale_up_rate)), at least c
+    ratio < 1 - down_tolerance   -> max(ceil(T / t), floor(r / max_scale_down_rate)), at most c
     otherwise                    -> c
+
+The rate limits multiply the READY pods, as AIBrix's APA does (and Knative's KPA): the load
+was measured on them. Multiplying the spec replicas instead compounds while pods start (a
+decision every 2 s: 1 -> 2 -> 4 -> 8 before any new pod serves), and the queue that builds
+during a minutes-long GPU start-up would order pods up to maxReplicas.
 
 Cooldowns: no scale-up within `scale_up_cooldown` of the last scale-up, no scale-down within
 `scale_down_cooldown` of the last change in either direction. The band is asymmetric on
@@ -55,11 +60,11 @@ def apa_decide(
     if ratio > 1 + up_tolerance:
         if last_scale_up is not None and now - last_scale_up < scale_up_cooldown_seconds:
             return ApaDecision(current, "scale-up-cooldown")
-        limit = max(1, math.ceil(current * max_scale_up_rate))
+        limit = math.ceil(max(1, ready_pods) * max_scale_up_rate)
         return ApaDecision(max(current, min(need, limit)), "above-band")
     if ratio < 1 - down_tolerance:
         if last_scale_change is not None and now - last_scale_change < scale_down_cooldown_seconds:
             return ApaDecision(current, "scale-down-cooldown")
-        limit = math.floor(current / max_scale_down_rate)
+        limit = math.floor(max(1, ready_pods) / max_scale_down_rate)
         return ApaDecision(min(current, max(need, limit)), "below-band")
     return ApaDecision(current, "within-band")

@@ -9,7 +9,9 @@ With `S` and `P` the total metric averaged over the stable (60 s) and panic (6 s
 
 Panic starts when over the threshold, is extended while over it, and ends once a whole stable
 window passes without crossing it. Outside panic the decision is `stable_need`; in panic it is
-the highest `panic_need` seen since panic began (panic never scales down). An optional
+the highest `max(panic_need, stable_need)` seen since panic began (panic never scales down, and
+as in Knative the stable need counts too: after a long surge the 60 s window can exceed the 6 s
+one). An optional
 scale-down delay keeps the highest decision of its window. With scale to zero, 0 is returned
 only after the total has been 0 for the grace period; otherwise the floor is 1.
 """
@@ -76,7 +78,7 @@ def kpa_decide(
         panic_since, max_panic_pods = None, 0
 
     if panic_since is not None:
-        max_panic_pods = max(max_panic_pods, panic_need)
+        max_panic_pods = max(max_panic_pods, panic_need, stable_need)
         desired, reason = max_panic_pods, "panic"
     else:
         desired, reason = stable_need, "stable"

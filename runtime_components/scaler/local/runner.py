@@ -11,13 +11,13 @@ line per target: spec and ready replicas, the newest metric total, the last deci
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 import time
 
 import aiohttp
 
 from aibrix_spec.components.scaler import ScalerConfig
+from runtime_components.common.shutdown import stop_event
 from runtime_components.scaler.config import ConfigError
 from runtime_components.scaler.controller import Controller
 from runtime_components.scaler.kube import KubeApi, connect
@@ -83,12 +83,7 @@ async def run_local(
           flush=True)
     api = connect(api_url=api_url)
     controller = Controller(config, KubeApi(api), identity="local")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    if duration is not None:
-        loop.call_later(duration, stop.set)
+    stop = stop_event(duration)
     for workload in cluster.workloads.values():
         await cluster.reconcile(workload)
     first = targets[0]

@@ -37,11 +37,17 @@ _KV = ("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc")
 def parse_metrics_text(text: str) -> tuple[dict[str, float], dict[str, dict[str, str]]]:
     """Sum samples by name across label sets; also keep the labels of ``*_info`` samples.
 
+    An ``*_info`` metric may carry several label sets: vLLM keeps one
+    ``vllm:lora_requests_info`` series for every adapter set it has ever reported, valued
+    with the time of its last update, in first-seen order. The newest (largest value) is
+    the current one, whatever order the series are printed in.
+
     A tiny parser for the exposition format (name{labels} value): engines export a handful
     of lines, and this avoids building metric-family objects on every scrape.
     """
     values: dict[str, float] = {}
     info: dict[str, dict[str, str]] = {}
+    info_stamp: dict[str, float] = {}
     for line in text.splitlines():
         if not line or line[0] == "#":
             continue
@@ -60,8 +66,8 @@ def parse_metrics_text(text: str) -> tuple[dict[str, float], dict[str, dict[str,
         except ValueError:
             continue
         values[name] = values.get(name, 0.0) + value
-        if name.endswith("_info") and labels_text:
-            info[name] = _parse_labels(labels_text)
+        if name.endswith("_info") and labels_text and value >= info_stamp.get(name, float("-inf")):
+            info[name], info_stamp[name] = _parse_labels(labels_text), value
     return values, info
 
 

@@ -3,7 +3,7 @@ two (bounded rendezvous placement, ``replicas: 1``) and loads it through vLLM's 
 API; the gateway learns the holding from the instance's ``/v1/models`` (its scraper) and the
 lora-affinity filter sends adapter requests only there, through real Envoy. After the
 sidecars unload it, the gateway's scrape of that instance's real ``/metrics`` and
-``/v1/models`` must no longer list it (a known failure, see the xfail). An adapter whose
+``/v1/models`` must no longer list it, whatever order vLLM prints its info series in. An adapter whose
 weights do not exist is given up after ``retry.maxAttempts`` loads and reported, not
 retried on every pass.
 """
@@ -137,13 +137,6 @@ def _lora_info_orders(text: str) -> list[str]:
     return orders
 
 
-@pytest.mark.xfail(strict=True, raises=StaleHolding, reason=(
-    "gateway scraper: vLLM 0.32 keeps one vllm:lora_requests_info series per label set ever seen "
-    "(value = its last-update timestamp, printed in first-seen order); "
-    "runtime_components/gateway/scraper.py takes running_lora_adapters from the LAST series printed, "
-    "so when a stale running_lora_adapters=\"sql\" series is last, an unloaded adapter stays 'held' "
-    "and the gateway routes sql to a pod that answers 404 'The model `sql` does not exist'. "
-    "Fix: take the series with the largest value (the newest)."))
 def test_the_gateway_scraper_forgets_an_unloaded_adapter(adapter_stack, vllm_pair):
     stack, holder, pods_file = adapter_stack
     assert _send_adapter_requests(stack, vllm_pair, 2)[holder] == 2  # vLLM has now seen sql running

@@ -54,7 +54,7 @@ async def _drop_on_crash(request: web.Request, handler: Any) -> web.StreamRespon
     """Answer nothing when the engine died under a request, as a dead process would.
 
     Letting the exception escape would make aiohttp send a 500. Instead the transport is
-    aborted (the client sees a reset or a truncated stream) and a placeholder response is
+    aborted (the client sees a reset or a truncated stream) and a response object is
     returned: aiohttp cannot write it to the closed transport and treats the request as a
     client disconnect, so no status line ever reaches the client.
     """

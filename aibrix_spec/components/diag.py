@@ -31,7 +31,7 @@ Light: pydantic and the standard library only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
@@ -68,7 +68,7 @@ __all__ = [
 DEFAULT_XID_FAIL_CODES: tuple[int, ...] = (48, 62, 64, 74, 79, 95, 119, 120, 140)
 
 ClockReason = Literal["gpu-idle", "sw-power-cap", "hw-slowdown", "sw-thermal", "hw-thermal", "power-brake"]
-CLOCK_REASONS: tuple[str, ...] = ("gpu-idle", "sw-power-cap", "hw-slowdown", "sw-thermal", "hw-thermal", "power-brake")
+CLOCK_REASONS: tuple[str, ...] = get_args(ClockReason)
 
 NvmlFeature = Literal[
     "pcie",
@@ -81,17 +81,7 @@ NvmlFeature = Literal[
     "nvlink",
     "power",
 ]
-NVML_FEATURES: tuple[str, ...] = (
-    "pcie",
-    "ecc",
-    "retired-pages",
-    "remapped-rows",
-    "events",
-    "temperature-thresholds",
-    "clocks-event-reasons",
-    "nvlink",
-    "power",
-)
+NVML_FEATURES: tuple[str, ...] = get_args(NvmlFeature)
 
 
 class DiagThresholds(SpecModel):

@@ -17,6 +17,7 @@ injected clock, so tests drive it with a fake engine and a fake clock.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -91,9 +92,9 @@ class Reconciler:
         unloaded: list[str] = []
         for name in sorted(set(held) - set(desired)):
             try:
-                await self._engine.unload(name)
-            except AdapterRejected:
-                pass  # already gone: the engine no longer knows it
+                # a rejection means it is already gone: the engine no longer knows it
+                with contextlib.suppress(AdapterRejected):
+                    await self._engine.unload(name)
             except EngineUnavailable as exc:
                 return ReconcileReport(unloaded=tuple(unloaded), engine_error=str(exc))
             unloaded.append(name)

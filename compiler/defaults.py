@@ -1,23 +1,26 @@
-"""Pass 3, defaults: InferenceStack -> ResolvedStack (every default decided, in one place).
+"""Pass 3, defaults: InferenceStack -> :class:`ResolvedStack` (every default decided, in one place).
 
-After this pass no later pass chooses a default: pools carry product, memory, price,
-node selector and tolerations (from :mod:`aibrix_spec.catalog` when the pool names an
+After this pass no later pass chooses a default. The result is a type of its own with no
+Optional left where a later pass reads a value: pools carry product, memory, price, node
+selector and tolerations (from :mod:`aibrix_spec.catalog` when the pool names an
 accelerator); models carry their served name, GPUs per replica, replicas.max and LoRA
-limits; absent optional sections become ``enabled: false`` sections; the namespace is
-fixed (metadata.namespace, else the ``--namespace`` option, else ``default``).
+limits; every optional section is present (absent ones as ``enabled: false``); the
+namespace is fixed (metadata.namespace, else the ``--namespace`` option, else ``default``).
 
-The result is still an :class:`~aibrix_spec.InferenceStack`, so dumping it and compiling
-the dump gives the same output (a golden-test invariant).
+``ResolvedStack.filled`` is the input with those defaults written in: dumping it and
+compiling the dump gives the same output (a golden-test invariant).
 """
 
 from __future__ import annotations
 
-from typing import NewType
+from dataclasses import dataclass
+from typing import TypeVar
 
 from aibrix_spec import (
     DiagnosticsSpec,
     GatewaySpec,
     GpuPool,
+    ImagesSpec,
     InferenceStack,
     KvCachePoolSpec,
     ModelSpec,
@@ -27,16 +30,65 @@ from aibrix_spec import (
 )
 from aibrix_spec.catalog import accelerator
 
-from .errors import Diagnostic, SpecReferenceError
+from .errors import CompilerBug, Diagnostic, SpecReferenceError
 
-__all__ = ["DEFAULT_NAMESPACE", "ResolvedStack", "apply_defaults"]
-
-#: An InferenceStack whose defaults have all been applied by :func:`apply_defaults`.
-ResolvedStack = NewType("ResolvedStack", InferenceStack)
+__all__ = ["DEFAULT_NAMESPACE", "ResolvedModel", "ResolvedPool", "ResolvedStack", "apply_defaults"]
 
 DEFAULT_NAMESPACE = "default"
 _MAX_DEFAULT_LORAS = 8
+T = TypeVar("T")
 _GPU_TAINT = Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
+
+
+@dataclass(frozen=True)
+class ResolvedPool:
+    """A GPU pool with every default resolved."""
+
+    name: str
+    accelerator: str | None  #: the catalogue key the pool named, if any
+    product: str
+    resource_name: str
+    gpus_per_node: int
+    memory_gib: float
+    cost_per_gpu_hour: float
+    node_selector: tuple[tuple[str, str], ...]
+    tolerations: tuple[tuple[tuple[str, str], ...], ...]  #: each toleration as (field, value) pairs
+    runtime_class: str | None  #: RuntimeClass of GPU pods, when the pool names one
+    max_nodes: int | None
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model with its derived numbers decided; ``spec`` holds the rest of its (defaulted) config."""
+
+    index: int  #: position under spec.models (for error paths)
+    name: str
+    served_name: str
+    gpus_per_replica: int
+    replicas_min: int
+    replicas_max: int
+    max_loras: int
+    spec: ModelSpec
+
+
+@dataclass(frozen=True)
+class ResolvedStack:
+    """The whole stack with every default applied; the input type of :func:`compiler.plan.plan`."""
+
+    name: str
+    namespace: str
+    create_namespace: bool
+    labels: tuple[tuple[str, str], ...]
+    images: ImagesSpec
+    prometheus_url: str
+    pools: tuple[ResolvedPool, ...]
+    models: tuple[ResolvedModel, ...]
+    gateway: GatewaySpec
+    kv_cache: KvCachePoolSpec
+    optimizer: OptimizerSpec
+    diagnostics: DiagnosticsSpec
+    observability: ObservabilitySpec
+    filled: InferenceStack  #: the input with every default written in (round-trip invariant)
 
 
 def _pool(pool: GpuPool) -> GpuPool:
@@ -74,6 +126,44 @@ def _model(model: ModelSpec) -> ModelSpec:
     )
 
 
+def _need(value: T | None, what: str) -> T:
+    if value is None:
+        raise CompilerBug("defaults", f"{what} is unset after defaulting")
+    return value
+
+
+def _resolved_pool(p: GpuPool) -> ResolvedPool:
+    return ResolvedPool(
+        name=p.name,
+        accelerator=p.accelerator,
+        product=_need(p.product, f"gpuPools {p.name} product"),
+        resource_name=p.resource_name,
+        gpus_per_node=p.gpus_per_node,
+        memory_gib=_need(p.memory_gib, f"gpuPools {p.name} memoryGib"),
+        cost_per_gpu_hour=_need(p.cost_per_gpu_hour, f"gpuPools {p.name} costPerGpuHour"),
+        node_selector=tuple(sorted((p.node_selector or {}).items())),
+        tolerations=tuple(
+            tuple((k, str(v)) for k, v in t.model_dump(by_alias=True, exclude_none=True).items())
+            for t in (p.tolerations or ())
+        ),
+        runtime_class=p.runtime_class_name,
+        max_nodes=p.max_nodes,
+    )
+
+
+def _resolved_model(index: int, m: ModelSpec) -> ResolvedModel:
+    return ResolvedModel(
+        index=index,
+        name=m.name,
+        served_name=_need(m.served_model_name, "servedModelName"),
+        gpus_per_replica=_need(m.placement.gpus_per_replica, "gpusPerReplica"),
+        replicas_min=m.replicas.min,
+        replicas_max=_need(m.replicas.max, "replicas.max"),
+        max_loras=_need(m.lora.max_loras, "lora.maxLoras"),
+        spec=m,
+    )
+
+
 def apply_defaults(stack: InferenceStack, *, namespace: str | None = None) -> ResolvedStack:
     """Fill every default; ``namespace`` is the --namespace option (ArgoCD's app namespace)."""
     written = stack.metadata.namespace
@@ -89,16 +179,39 @@ def apply_defaults(stack: InferenceStack, *, namespace: str | None = None) -> Re
             ]
         )
     spec = stack.spec
+    gateway = spec.gateway or GatewaySpec(enabled=False)
+    kv_cache = spec.kv_cache or KvCachePoolSpec(enabled=False)
+    optimizer = spec.optimizer or OptimizerSpec(enabled=False)
+    diagnostics = spec.diagnostics or DiagnosticsSpec(enabled=False)
+    observability = spec.observability or ObservabilitySpec(enabled=False)
+    pools = [_pool(p) for p in spec.gpu_pools]
+    models = [_model(m) for m in spec.models]
     resolved_spec = spec.model_copy(
         update={
-            "gpu_pools": [_pool(p) for p in spec.gpu_pools],
-            "models": [_model(m) for m in spec.models],
-            "gateway": spec.gateway or GatewaySpec(enabled=False),
-            "kv_cache": spec.kv_cache or KvCachePoolSpec(enabled=False),
-            "optimizer": spec.optimizer or OptimizerSpec(enabled=False),
-            "diagnostics": spec.diagnostics or DiagnosticsSpec(enabled=False),
-            "observability": spec.observability or ObservabilitySpec(enabled=False),
+            "gpu_pools": pools,
+            "models": models,
+            "gateway": gateway,
+            "kv_cache": kv_cache,
+            "optimizer": optimizer,
+            "diagnostics": diagnostics,
+            "observability": observability,
         }
     )
-    metadata = stack.metadata.model_copy(update={"namespace": written or namespace or DEFAULT_NAMESPACE})
-    return ResolvedStack(stack.model_copy(update={"metadata": metadata, "spec": resolved_spec}))
+    final_namespace = written or namespace or DEFAULT_NAMESPACE
+    metadata = stack.metadata.model_copy(update={"namespace": final_namespace})
+    return ResolvedStack(
+        name=stack.metadata.name,
+        namespace=final_namespace,
+        create_namespace=spec.create_namespace,
+        labels=tuple(sorted(stack.metadata.labels.items())),
+        images=spec.images,
+        prometheus_url=spec.prometheus_url,
+        pools=tuple(_resolved_pool(p) for p in pools),
+        models=tuple(_resolved_model(i, m) for i, m in enumerate(models)),
+        gateway=gateway,
+        kv_cache=kv_cache,
+        optimizer=optimizer,
+        diagnostics=diagnostics,
+        observability=observability,
+        filled=stack.model_copy(update={"metadata": metadata, "spec": resolved_spec}),
+    )

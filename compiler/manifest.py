@@ -8,9 +8,9 @@ the folder of the object's file under ``-o DIR``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
-__all__ = ["CLUSTER_SCOPED_KINDS", "KIND_ORDER", "Manifest", "kind_priority"]
+__all__ = ["CLUSTER_SCOPED_KINDS", "KIND_ORDER", "Manifest", "kind_priority", "pod_templates"]
 
 #: Kinds without a namespace (the namespace transformer leaves them alone).
 CLUSTER_SCOPED_KINDS: frozenset[str] = frozenset(
@@ -93,3 +93,19 @@ class Manifest:
     def file_name(self) -> str:
         """``<component>/<kind>-<name>.yaml``, as written under -o DIR."""
         return f"{self.component}/{self.kind.lower()}-{self.name}.yaml"
+
+
+def pod_templates(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every pod template of an object: a workload's ``spec.template``, a RayCluster's head and
+    worker group templates. Yields the template dicts themselves (edit in place on a copy)."""
+    spec = body.get("spec")
+    if not isinstance(spec, dict):
+        return
+    if isinstance(spec.get("template"), dict):
+        yield spec["template"]
+    head = spec.get("headGroupSpec")
+    if isinstance(head, dict) and isinstance(head.get("template"), dict):
+        yield head["template"]
+    for group in spec.get("workerGroupSpecs") or ():
+        if isinstance(group, dict) and isinstance(group.get("template"), dict):
+            yield group["template"]

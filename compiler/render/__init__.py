@@ -3,10 +3,13 @@
 The extension point, in two tables:
 
 - :data:`RENDERERS` lists every renderer family (name, function). A family is a module
-  ``compiler/render/<family>.py`` exposing ``render(plan) -> list[Manifest]``. A family
+  ``compiler/render/<family>.py`` exposing ``render(plan) -> list[Manifest]``; it reads only
+  the plan and imports only shared builders (``component_parts``, ``engine_pod``,
+  ``pod_features``, ``envoy_bootstrap``, ``gateway_api``), never another family. A family
   may also register ``amend(plan, manifests) -> manifests``: it runs after every family
-  rendered, in registry order, and may add objects or extend others' (the adapters family
-  adds its sidecar to engine Deployments; observability monitors every scrapable Service).
+  rendered and may add objects (observability monitors every scrapable Service). Features
+  of engine pods are not amendments: they are pod mutators (:mod:`.pod_features`) applied
+  by the one engine pod builder (:mod:`.engine_pod`) to every engine pod.
 - :data:`NOT_COMPILED_YET` lists the spec features that validate but have no renderer
   yet. Compiling a stack that uses one fails with ONE clear error naming the field and
   its line (never a silently dropped section).
@@ -20,8 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from aibrix_spec import InferenceStack
-
+from ..defaults import ResolvedStack
 from ..errors import Diagnostic, NotCompiledYetError
 from ..manifest import Manifest
 from ..plan import Plan
@@ -47,16 +49,16 @@ class PendingFeature:
 
     field: str  #: the field as users write it, e.g. spec.gateway
     renderer: str  #: the renderer family that will compile it
-    find: Callable[[InferenceStack], Iterator[Path]]  #: paths in a stack that use it
+    find: Callable[[ResolvedStack], Iterator[Path]]  #: paths in a stack that use it
 
 
 #: Every renderer family, in the order they run (output order is decided by sorting).
 RENDERERS: tuple[RendererFamily, ...] = (
     RendererFamily("core", core.render),
     RendererFamily("kuberay", kuberay.render),
-    RendererFamily("adapters", adapters.render, adapters.amend),
+    RendererFamily("adapters", adapters.render),
     RendererFamily("gateway", gateway.render),
-    RendererFamily("kv-cache", kvcache.render, kvcache.amend),
+    RendererFamily("kv-cache", kvcache.render),
     RendererFamily("autoscaling", autoscaling.render),
     RendererFamily("optimizer", optimizer.render),
     RendererFamily("diagnostics", diagnostics.render),
@@ -64,45 +66,27 @@ RENDERERS: tuple[RendererFamily, ...] = (
 )
 
 
-def _section(attribute: str, alias: str) -> Callable[[InferenceStack], Iterator[Path]]:
-    def find(stack: InferenceStack) -> Iterator[Path]:
-        section = getattr(stack.spec, attribute)
-        if section is not None and section.enabled:
-            yield ("spec", alias)
-
-    return find
-
-
-def _adapters_needing_download(stack: InferenceStack) -> Iterator[Path]:
-    for i, m in enumerate(stack.spec.models):
-        for j, a in enumerate(m.adapters):
+def _adapters_needing_download(stack: ResolvedStack) -> Iterator[Path]:
+    for m in stack.models:
+        for j, a in enumerate(m.spec.adapters):
             if a.source.uri.startswith(("gs://", "oci://", "https://")):
-                yield ("spec", "models", i, "adapters", j, "source", "uri")
+                yield ("spec", "models", m.index, "adapters", j, "source", "uri")
 
 
-def _multi_node_adapters(stack: InferenceStack) -> Iterator[Path]:
-    per_node = {p.name: p.gpus_per_node for p in stack.spec.gpu_pools}
-    for i, m in enumerate(stack.spec.models):
-        gpus = m.parallelism.tensor * m.parallelism.pipeline
-        if m.adapters and any(gpus > per_node.get(p, gpus) for p in m.placement.pools):
-            yield ("spec", "models", i, "adapters")
-
-
-def _downloaded_sources(stack: InferenceStack) -> Iterator[Path]:
-    for i, m in enumerate(stack.spec.models):
-        if not m.source.uri.startswith(("hf://", "pvc://")):
-            yield ("spec", "models", i, "source", "uri")
+def _downloaded_sources(stack: ResolvedStack) -> Iterator[Path]:
+    for m in stack.models:
+        if not m.spec.source.uri.startswith(("hf://", "pvc://")):
+            yield ("spec", "models", m.index, "source", "uri")
 
 
 #: Spec features that validate but are not compiled yet (delete an entry when its renderer lands).
 NOT_COMPILED_YET: tuple[PendingFeature, ...] = (
     PendingFeature("models[].adapters[].source.uri (gs://, oci://, https://)", "adapter download", _adapters_needing_download),
-    PendingFeature("models[].adapters of a multi-node model", "sidecar-on-ray", _multi_node_adapters),
     PendingFeature("models[].source.uri (s3://, gs://, oci://, https://)", "weights download", _downloaded_sources),
 )
 
 
-def check_compilable(stack: InferenceStack) -> None:
+def check_compilable(stack: ResolvedStack) -> None:
     """Raise NotCompiledYetError naming every use of a feature without a renderer."""
     problems = [
         Diagnostic(

@@ -1,11 +1,8 @@
 """Renderer family "autoscaling": what moves the replica count of autoscaled models.
 
-One scaling target per workload (model x pool); the workload's Deployment omits
-``replicas`` (:mod:`.core`), so GitOps never fights the autoscaler. Bounds per workload: a
-model on n pools splits ``replicas.min`` (and, for engine metrics, ``replicas.max``) over its
-pools like a fixed count (first pools take the remainder, see :mod:`compiler.plan`); on the
-optimizer's metric every pool may grow to the model's ``max`` (the optimizer caps the total)
-and the lower bound is at least 1 unless a KPA may scale to zero.
+One scaling target per workload (model x pool), decided by the plan
+(:func:`compiler.plan.components.plan_scale_targets`: bounds, metric, the optimizer's URL);
+the workload's Deployment omits ``replicas``, so GitOps never fights the autoscaler.
 
 - ``hpa``: an ``autoscaling/v2`` HorizontalPodAutoscaler. Engine metrics are ``Pods``
   metrics (averageValue = target per pod, samples labelled ``model_name``; a metrics adapter
@@ -30,51 +27,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from aibrix_spec import AUTOSCALING_METRICS
 from aibrix_spec.components.scaler import ScalerConfig
 
 from ..manifest import Manifest
-from ..plan import ModelPlan, Plan, WorkloadPlan
-from . import core
-from .component_parts import config_map, container_security, dump_config, meta, pod_security, rbac, selector, service_account
+from ..plan import Plan, ScalerPlan, ScaleTarget
+from .component_parts import config_map, container_security, dump_config, meta, pod_security, rbac, service_account, with_pull_secrets
 
-__all__ = ["COMPONENT", "SCALER", "needs_scaler", "render", "scaler_config", "scaler_peer"]
+__all__ = ["COMPONENT", "render", "scaler_config"]
 
 COMPONENT = "autoscaler"
-SCALER = "aibrix-scaler"
-SCALER_METRICS_PORT = 9090
 _CONFIG_DIR = "/etc/aibrix/scaler"
-
-
-def _spec(plan: Plan, model: ModelPlan) -> Any:
-    return plan.stack.spec.models[model.index].autoscaling
-
-
-def _scaled(plan: Plan, *policies: str) -> list[tuple[ModelPlan, WorkloadPlan, int, int]]:
-    """(model, workload, min, max) of every autoscaled workload whose policy is in ``policies``."""
-    out = []
-    for model in plan.models:
-        spec = _spec(plan, model)
-        if spec.policy not in policies:
-            continue
-        n = len(model.workloads)
-        optimizer = AUTOSCALING_METRICS[spec.metric].source == "optimizer"
-        to_zero = spec.policy == "kpa"
-        for k, workload in enumerate(model.workloads):
-            low = model.replicas_min // n + (1 if k < model.replicas_min % n else 0)
-            high = model.replicas_max if optimizer else model.replicas_max // n + (1 if k < model.replicas_max % n else 0)
-            low = low if (to_zero and low == 0) else max(1, low)
-            out.append((model, workload, low, max(low, high, 1)))
-    return out
-
-
-def needs_scaler(plan: Plan) -> bool:
-    return bool(_scaled(plan, "kpa", "apa"))
-
-
-def scaler_peer(plan: Plan) -> dict[str, Any] | None:
-    """NetworkPolicy peer of the scaler's pods (it scrapes engines), when one runs."""
-    return {"podSelector": {"matchLabels": selector(plan, COMPONENT, SCALER)}} if needs_scaler(plan) else None
 
 
 def _quantity(value: float) -> str:
@@ -82,75 +44,71 @@ def _quantity(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
 
 
-def _metric_block(plan: Plan, model: ModelPlan, workload: WorkloadPlan) -> dict[str, Any]:
-    from .optimizer import metrics_url
-
-    spec = _spec(plan, model)
-    metric = AUTOSCALING_METRICS[spec.metric]
-    if metric.source == "optimizer":
+def _metric_block(t: ScaleTarget) -> dict[str, Any]:
+    if t.source == "optimizer":
         return {
-            "name": metric.prometheus_name,
+            "name": t.metric,
             "source": "optimizer",
             "aggregation": "total",
-            "optimizer": {"url": metrics_url(plan), "labels": {"model": model.served_name, "pool": workload.pool.name}},
+            "optimizer": {"url": t.optimizer_url, "labels": {"model": t.served_name, "pool": t.pool}},
         }
-    block: dict[str, Any] = {"name": metric.prometheus_name}
-    if metric.sum_with:
-        block["sumWith"] = list(metric.sum_with)
+    block: dict[str, Any] = {"name": t.metric}
+    if len(t.metric_names) > 1:
+        block["sumWith"] = list(t.metric_names[1:])
     return {
         **block,
         "source": "engine",
         "aggregation": "per-pod",
-        "engine": {"port": model.port, "path": "/metrics", "labels": {"model_name": model.served_name}},
+        "engine": {"port": t.engine_port, "path": "/metrics", "labels": {"model_name": t.served_name}},
     }
 
 
-def scaler_config(plan: Plan) -> ScalerConfig:
+def scaler_config(plan: Plan, scaler: ScalerPlan) -> ScalerConfig:
     """The scaler's config document, validated by the scaler's own model."""
     targets = []
-    for model, workload, low, high in _scaled(plan, "kpa", "apa"):
-        spec = _spec(plan, model)
+    for t in scaler.targets:
         target: dict[str, Any] = {
-            "name": workload.name,
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload.name, "namespace": plan.namespace},
-            "podSelector": core.selector_labels(plan, model, workload),
-            "metric": _metric_block(plan, model, workload),
-            "target": spec.target,
-            "minReplicas": low,
-            "maxReplicas": high,
-            "policy": spec.policy,
+            "name": t.workload,
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": t.workload, "namespace": plan.namespace},
+            "podSelector": dict(t.pod_selector),
+            "metric": _metric_block(t),
+            "target": t.target,
+            "minReplicas": t.low,
+            "maxReplicas": t.high,
+            "policy": t.policy,
         }
-        if low == 0:
+        if t.low == 0:
             target["kpa"] = {"scaleToZero": True}
         targets.append(target)
     return ScalerConfig.model_validate(
         {
             "targets": targets,
-            "leaderElection": {"enabled": True, "leaseName": SCALER, "namespace": plan.namespace},
-            "metricsPort": SCALER_METRICS_PORT,
+            "leaderElection": {"enabled": True, "leaseName": scaler.component.name, "namespace": plan.namespace},
+            "metricsPort": scaler.metrics_port,
         }
     )
 
 
-def _scaler_objects(plan: Plan) -> list[dict[str, Any]]:
-    workloads = sorted(w.name for _m, w, _l, _h in _scaled(plan, "kpa", "apa"))
+def _scaler_objects(plan: Plan, scaler: ScalerPlan) -> list[dict[str, Any]]:
+    name = scaler.component.name
+    workloads = sorted(t.workload for t in scaler.targets)
     rules = [
         {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": workloads, "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
-        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [SCALER], "verbs": ["get", "update"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [name], "verbs": ["get", "update"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
-    labels = selector(plan, COMPONENT, SCALER)
+    labels = scaler.component.match_labels
     container = {
         "name": "scaler",
-        "image": plan.images.scaler,
-        "imagePullPolicy": plan.images.pull_policy,
+        "image": scaler.component.image,
+        "imagePullPolicy": plan.pull_policy,
         "command": ["aibrix-scaler"],
         "args": ["run", "--config", f"{_CONFIG_DIR}/scaler.yaml"],
         # The Lease holder identity: the pod's own name.
         "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
-        "ports": [{"name": "metrics", "containerPort": SCALER_METRICS_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "metrics", "containerPort": scaler.metrics_port, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         "readinessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 5, "failureThreshold": 3},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "metrics"}, "periodSeconds": 10, "failureThreshold": 6},
@@ -158,85 +116,75 @@ def _scaler_objects(plan: Plan) -> list[dict[str, Any]]:
         "securityContext": container_security(),
     }
     pod: dict[str, Any] = {
-        "serviceAccountName": SCALER,
+        "serviceAccountName": name,
         "securityContext": pod_security(),
         "containers": [container],
-        "volumes": [{"name": "config", "configMap": {"name": SCALER}}],
+        "volumes": [{"name": "config", "configMap": {"name": name}}],
     }
-    if plan.images.pull_secret_ref is not None:
-        pod["imagePullSecrets"] = [{"name": plan.images.pull_secret_ref}]
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": meta(SCALER),
+        "metadata": meta(name),
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": labels},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {"metadata": {"labels": labels}, "spec": pod},
+            "template": {"metadata": {"labels": labels}, "spec": with_pull_secrets(plan, pod)},
         },
     }
     return [
-        config_map(SCALER, {"scaler.yaml": dump_config(scaler_config(plan))}),
-        service_account(SCALER, api_access=True),
-        *rbac(plan, SCALER, rules),
+        config_map(name, {"scaler.yaml": dump_config(scaler_config(plan, scaler))}),
+        service_account(name, api_access=True),
+        *rbac(plan, name, rules),
         deployment,
     ]
 
 
-def _hpa(plan: Plan, model: ModelPlan, workload: WorkloadPlan, low: int, high: int) -> dict[str, Any]:
-    spec = _spec(plan, model)
-    metric = AUTOSCALING_METRICS[spec.metric]
-    if metric.source == "optimizer":
-        labels = {"model": model.served_name, "pool": workload.pool.name}
+def _hpa(t: ScaleTarget) -> dict[str, Any]:
+    if t.source == "optimizer":
+        labels = {"model": t.served_name, "pool": t.pool}
         source = {"type": "External", "external": {
-            "metric": {"name": metric.prometheus_name, "selector": {"matchLabels": labels}},
-            "target": {"type": "AverageValue", "averageValue": _quantity(spec.target)}}}
+            "metric": {"name": t.metric, "selector": {"matchLabels": labels}},
+            "target": {"type": "AverageValue", "averageValue": _quantity(t.target)}}}
     else:
         source = {"type": "Pods", "pods": {
-            "metric": {"name": metric.prometheus_name, "selector": {"matchLabels": {"model_name": model.served_name}}},
-            "target": {"type": "AverageValue", "averageValue": _quantity(spec.target)}}}
+            "metric": {"name": t.metric, "selector": {"matchLabels": {"model_name": t.served_name}}},
+            "target": {"type": "AverageValue", "averageValue": _quantity(t.target)}}}
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": meta(workload.name),
+        "metadata": meta(t.workload),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload.name},
-            "minReplicas": low,
-            "maxReplicas": high,
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": t.workload},
+            "minReplicas": t.low,
+            "maxReplicas": t.high,
             "metrics": [source],
         },
     }
 
 
-def _promql(plan: Plan, model: ModelPlan, workload: WorkloadPlan) -> str:
-    metric = AUTOSCALING_METRICS[_spec(plan, model).metric]
-    if metric.source == "optimizer":
-        return f'max({metric.prometheus_name}{{model="{model.served_name}",pool="{workload.pool.name}"}})'
+def _promql(plan: Plan, t: ScaleTarget) -> str:
+    if t.source == "optimizer":
+        return f'max({t.metric}{{model="{t.served_name}",pool="{t.pool}"}})'
     # Deployment pods are named <workload>-<replicaset hash>-<suffix>; '-' cannot occur inside either.
-    pods = f"{workload.name}-[a-z0-9]+-[a-z0-9]+"
-    match = f'namespace="{plan.namespace}",model_name="{model.served_name}",pod=~"{pods}"'
-    return " + ".join(f"sum({name}{{{match}}})" for name in metric.names)
+    pods = f"{t.workload}-[a-z0-9]+-[a-z0-9]+"
+    match = f'namespace="{plan.namespace}",model_name="{t.served_name}",pod=~"{pods}"'
+    return " + ".join(f"sum({name}{{{match}}})" for name in t.metric_names)
 
 
-def _scaled_object(plan: Plan, model: ModelPlan, workload: WorkloadPlan, low: int, high: int) -> dict[str, Any]:
-    spec = _spec(plan, model)
+def _scaled_object(plan: Plan, t: ScaleTarget) -> dict[str, Any]:
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": meta(workload.name),
+        "metadata": meta(t.workload),
         "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": workload.name},
-            "minReplicaCount": low,
-            "maxReplicaCount": high,
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": t.workload},
+            "minReplicaCount": t.low,
+            "maxReplicaCount": t.high,
             "triggers": [
                 {
                     "type": "prometheus",
-                    "metadata": {
-                        "serverAddress": plan.stack.spec.prometheus_url,
-                        "query": _promql(plan, model, workload),
-                        "threshold": f"{spec.target:g}",
-                    },
+                    "metadata": {"serverAddress": plan.prometheus_url, "query": _promql(plan, t), "threshold": f"{t.target:g}"},
                 }
             ],
         },
@@ -245,10 +193,9 @@ def _scaled_object(plan: Plan, model: ModelPlan, workload: WorkloadPlan, low: in
 
 def render(plan: Plan) -> list[Manifest]:
     """HPAs, ScaledObjects and the scaler, for the models that need them."""
-    bodies: list[dict[str, Any]] = []
-    for model, workload, low, high in _scaled(plan, "hpa"):
-        make = _scaled_object if _spec(plan, model).use_keda else _hpa
-        bodies.append(make(plan, model, workload, low, high))
-    if needs_scaler(plan):
-        bodies += _scaler_objects(plan)
+    bodies: list[dict[str, Any]] = [
+        _scaled_object(plan, t) if t.use_keda else _hpa(t) for t in plan.scale_targets if t.policy == "hpa"
+    ]
+    if plan.scaler is not None:
+        bodies += _scaler_objects(plan, plan.scaler)
     return [Manifest(COMPONENT, body) for body in bodies]

@@ -1,18 +1,17 @@
-"""Building blocks shared by the renderers of the stack's own components (gateway, Envoy,
-KV-cache pool, scaler, optimizer): object metadata, hardened pod and container security,
-ServiceAccount + namespaced RBAC, ConfigMaps holding one validated config document, and the
-NetworkPolicy peers those components allow.
+"""Builders every renderer family shares: object metadata, hardened pod and container
+security, ServiceAccount + namespaced RBAC, PodDisruptionBudgets, image pull secrets,
+ConfigMaps holding one validated config document, and NetworkPolicies.
 
-Every component object carries ``app.kubernetes.io/name: aibrix-<part>`` (the selector key,
-together with instance and component, so two stacks in one namespace never select each
-other's pods). Config documents are written with the compiler's one YAML dumper (no
-anchors, fields in model order), so equal configs give equal bytes (and equal
-``aibrix.ai/config-checksum`` annotations).
+One builder per kind of object that several families emit, so a rule about it (least
+privilege, which pods a budget may evict) is written once. Every component object carries
+``app.kubernetes.io/name: aibrix-<part>`` (the selector key, together with instance and
+component, so two stacks in one namespace never select each other's pods). Config documents
+are written with the compiler's one YAML dumper (no anchors, fields in model order), so
+equal configs give equal bytes (and equal ``aibrix.ai/config-checksum`` annotations).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -22,48 +21,21 @@ from ..serialize import dump_yaml
 
 __all__ = [
     "NONROOT_UID",
-    "PROMETHEUS_PEER",
     "config_map",
     "container_security",
     "dump_config",
-    "duration_seconds",
     "meta",
+    "network_policy",
+    "pdb",
     "pod_security",
     "rbac",
-    "selector",
     "service_account",
+    "with_pull_secrets",
 ]
 
 #: The conventional "nonroot" user of distroless images; our images run as it.
 NONROOT_UID = 65532
-
-#: Prometheus pods anywhere in the cluster (the Prometheus Operator labels them so): they
-#: scrape engines and components, and the HPA's metrics adapter reads them.
-PROMETHEUS_PEER: dict[str, Any] = {
-    "namespaceSelector": {},
-    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
-}
-
-_DURATION = re.compile(r"^([0-9]+)(ms|s|m|h)$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def duration_seconds(text: str) -> float:
-    """Seconds in a spec Duration (``300s``, ``5m``, ``250ms``, ``1h``); the spec's pattern
-    guarantees the shape, so a mismatch is a compiler bug (ValueError)."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"not a duration: {text!r}")
-    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-
-
-def selector(plan: Plan, component: str, name: str) -> dict[str, str]:
-    """Labels selecting one component's pods of this stack."""
-    return {
-        "app.kubernetes.io/component": component,
-        "app.kubernetes.io/instance": plan.stack_name,
-        "app.kubernetes.io/name": name,
-    }
+_RBAC = "rbac.authorization.k8s.io"
 
 
 def meta(name: str, **labels: str) -> dict[str, Any]:
@@ -87,8 +59,9 @@ def dump_config(model: BaseModel) -> str:
     return dump_yaml(model.model_dump(mode="json", by_alias=True, exclude_unset=True))
 
 
-def config_map(name: str, data: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(name), "data": dict(sorted(data.items()))}
+def config_map(name: str, data: dict[str, str], *, labels: dict[str, str] | None = None) -> dict[str, Any]:
+    metadata = meta(name) if labels is None else {"name": name, "labels": labels}
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": dict(sorted(data.items()))}
 
 
 def service_account(name: str, *, api_access: bool) -> dict[str, Any]:
@@ -96,14 +69,47 @@ def service_account(name: str, *, api_access: bool) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name), "automountServiceAccountToken": api_access}
 
 
-def rbac(plan: Plan, name: str, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A namespaced Role with exactly ``rules`` and its RoleBinding to ServiceAccount ``name``."""
-    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta(name), "rules": rules}
+def rbac(
+    plan: Plan, name: str, rules: list[dict[str, Any]], *, account: str | None = None, labels: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """A namespaced Role with exactly ``rules`` and its RoleBinding to ServiceAccount
+    ``account`` (default: ``name``)."""
+    metadata = meta(name) if labels is None else {"name": name, "labels": labels}
+    role = {"apiVersion": f"{_RBAC}/v1", "kind": "Role", "metadata": dict(metadata), "rules": rules}
     binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "apiVersion": f"{_RBAC}/v1",
         "kind": "RoleBinding",
-        "metadata": meta(name),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": plan.namespace}],
+        "metadata": dict(metadata),
+        "roleRef": {"apiGroup": _RBAC, "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": account or name, "namespace": plan.namespace}],
     }
     return [role, binding]
+
+
+def pdb(
+    plan: Plan, metadata: dict[str, Any], match_labels: dict[str, str], *, evict_unhealthy: bool = False
+) -> dict[str, Any]:
+    """A PodDisruptionBudget letting one pod at a time go. ``evict_unhealthy``: a pod that is
+    not ready (an engine still loading weights, a crash loop) never blocks a node drain, where
+    the target Kubernetes version supports saying so."""
+    spec: dict[str, Any] = {"maxUnavailable": 1, "selector": {"matchLabels": match_labels}}
+    if evict_unhealthy and plan.features.unhealthy_pod_eviction_policy:
+        spec["unhealthyPodEvictionPolicy"] = "AlwaysAllow"
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": metadata, "spec": spec}
+
+
+def with_pull_secrets(plan: Plan, pod: dict[str, Any]) -> dict[str, Any]:
+    """``pod`` plus the stack's imagePullSecret, when it names one."""
+    if plan.pull_secret is not None:
+        pod["imagePullSecrets"] = [{"name": plan.pull_secret}]
+    return pod
+
+
+def network_policy(name: str, pods: dict[str, str], rules: list[dict[str, Any]]) -> dict[str, Any]:
+    """An ingress NetworkPolicy for ``pods`` admitting exactly ``rules``."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(name),
+        "spec": {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"], "ingress": rules},
+    }

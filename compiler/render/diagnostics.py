@@ -27,61 +27,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from aibrix_spec import DiagnosticsSpec
 from aibrix_spec.components.diag import DiagConfig, MetricsEndpoint, NodeActions
 
 from ..manifest import Manifest
-from ..plan import Plan, PoolPlan
-from .component_parts import config_map, container_security, duration_seconds, dump_config, meta, selector, service_account
+from ..plan import DiagnosticsPlan, Plan, PoolPlan
+from .component_parts import config_map, container_security, dump_config, meta, service_account, with_pull_secrets
 
-__all__ = ["COMPONENT", "METRICS_PORT", "NAME", "diag_config", "render"]
+__all__ = ["CONFIG_DIR", "diag_config", "render"]
 
-COMPONENT = "diagnostics"
-NAME = "aibrix-diag"
-METRICS_PORT = 9402
 CONFIG_DIR = "/etc/aibrix-diag"
 _RBAC_API = "rbac.authorization.k8s.io/v1"
 
 
-def _section(plan: Plan) -> DiagnosticsSpec | None:
-    section = plan.stack.spec.diagnostics
-    return section if section is not None and section.enabled else None
-
-
-def covered_pools(plan: Plan) -> list[PoolPlan]:
-    """The pools the daemon runs on, in the order the spec lists them."""
-    section = _section(plan)
-    if section is None:
-        return []
-    if section.pools is None:
-        return list(plan.pools)
-    by_name = {p.name: p for p in plan.pools}
-    return [by_name[name] for name in section.pools]
-
-
-def _node_actions(section: DiagnosticsSpec) -> bool:
-    return section.node_condition or section.taint_on_failure
-
-
-def diag_config(section: DiagnosticsSpec, pool: PoolPlan) -> DiagConfig:
+def diag_config(diag: DiagnosticsPlan, pool: PoolPlan) -> DiagConfig:
     """The daemon's config for one pool, validated by the model the daemon loads."""
     return DiagConfig(
         expected_gpu_count=pool.gpus_per_node,
-        interval_seconds=duration_seconds(section.interval),
-        metrics=MetricsEndpoint(port=METRICS_PORT),
-        node=NodeActions(set_condition=section.node_condition, taint_on_failure=section.taint_on_failure),
+        interval_seconds=diag.interval_s,
+        metrics=MetricsEndpoint(port=diag.metrics_port),
+        node=NodeActions(set_condition=diag.node_condition, taint_on_failure=diag.taint_on_failure),
     )
 
 
-def _pod_labels(plan: Plan, pool: PoolPlan) -> dict[str, str]:
-    return {**selector(plan, COMPONENT, NAME), "aibrix.ai/gpu-pool": pool.name}
-
-
-def _container(plan: Plan) -> dict[str, Any]:
+def _container(plan: Plan, diag: DiagnosticsPlan) -> dict[str, Any]:
     return {
         "name": "diag",
-        "image": plan.images.diagnostics,
-        "imagePullPolicy": plan.images.pull_policy,
+        "image": diag.component.image,
+        "imagePullPolicy": plan.pull_policy,
         "command": ["aibrix-diag", "--periodic", "--config", f"{CONFIG_DIR}/config.yaml"],
         "env": [
             {"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
@@ -89,7 +61,7 @@ def _container(plan: Plan) -> dict[str, Any]:
             {"name": "NVIDIA_DRIVER_CAPABILITIES", "value": "utility"},
             {"name": "NVIDIA_VISIBLE_DEVICES", "value": "all"},
         ],
-        "ports": [{"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "metrics", "containerPort": diag.metrics_port, "protocol": "TCP"}],
         "readinessProbe": {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 30, "timeoutSeconds": 5},
         "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
         "volumeMounts": [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}],
@@ -97,52 +69,51 @@ def _container(plan: Plan) -> dict[str, Any]:
     }
 
 
-def _daemon_set(plan: Plan, section: DiagnosticsSpec, pool: PoolPlan) -> Manifest:
-    labels = _pod_labels(plan, pool)
+def _daemon_set(plan: Plan, diag: DiagnosticsPlan, pool: PoolPlan) -> Manifest:
+    name = f"{diag.component.name}-{pool.name}"
+    labels = {**diag.component.match_labels, "aibrix.ai/gpu-pool": pool.name}
     tolerations = [dict(t) for t in pool.tolerations]
     # Keep running on a node this daemon tainted, whatever the effect, so it can untaint it.
     tolerations.append({"key": NodeActions().taint_key, "operator": "Exists"})
     pod_spec: dict[str, Any] = {
-        "serviceAccountName": NAME,
-        "automountServiceAccountToken": _node_actions(section),
+        "serviceAccountName": diag.component.name,
+        "automountServiceAccountToken": diag.node_actions,
         "nodeSelector": dict(pool.node_selector),
         "tolerations": tolerations,
-        "containers": [_container(plan)],
-        "volumes": [{"name": "config", "configMap": {"name": f"{NAME}-{pool.name}"}}],
+        "containers": [_container(plan, diag)],
+        "volumes": [{"name": "config", "configMap": {"name": name}}],
     }
     if pool.runtime_class is not None:
         pod_spec["runtimeClassName"] = pool.runtime_class
-    if plan.images.pull_secret_ref is not None:
-        pod_spec["imagePullSecrets"] = [{"name": plan.images.pull_secret_ref}]
     body = {
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": meta(f"{NAME}-{pool.name}", **{"aibrix.ai/gpu-pool": pool.name}),
+        "metadata": meta(name, **{"aibrix.ai/gpu-pool": pool.name}),
         "spec": {
             "selector": {"matchLabels": labels},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": {"labels": labels}, "spec": with_pull_secrets(plan, pod_spec)},
         },
     }
-    return Manifest(COMPONENT, body)
+    return Manifest(diag.component.component, body)
 
 
-def _service(plan: Plan) -> Manifest:
+def _service(diag: DiagnosticsPlan) -> Manifest:
     body = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(NAME),
+        "metadata": meta(diag.component.name),
         "spec": {
             "clusterIP": "None",  # per-pod endpoints: each node's daemon is scraped on its own
-            "selector": selector(plan, COMPONENT, NAME),
-            "ports": [{"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "protocol": "TCP"}],
+            "selector": diag.component.match_labels,
+            "ports": [{"name": "metrics", "port": diag.metrics_port, "targetPort": "metrics", "protocol": "TCP"}],
         },
     }
-    return Manifest(COMPONENT, body)
+    return Manifest(diag.component.component, body)
 
 
-def _cluster_rbac(plan: Plan) -> list[Manifest]:
-    name = f"{NAME}-{plan.namespace}-{plan.stack_name}"
+def _cluster_rbac(plan: Plan, diag: DiagnosticsPlan) -> list[Manifest]:
+    name = f"{diag.component.name}-{plan.namespace}-{plan.stack_name}"
     role = {
         "apiVersion": _RBAC_API,
         "kind": "ClusterRole",
@@ -157,20 +128,21 @@ def _cluster_rbac(plan: Plan) -> list[Manifest]:
         "kind": "ClusterRoleBinding",
         "metadata": meta(name),
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": NAME, "namespace": plan.namespace}],
+        "subjects": [{"kind": "ServiceAccount", "name": diag.component.name, "namespace": plan.namespace}],
     }
-    return [Manifest(COMPONENT, role), Manifest(COMPONENT, binding)]
+    return [Manifest(diag.component.component, role), Manifest(diag.component.component, binding)]
 
 
 def render(plan: Plan) -> list[Manifest]:
     """Nothing unless spec.diagnostics is on; else the objects listed in the module docstring."""
-    section = _section(plan)
-    if section is None:
+    diag = plan.diagnostics
+    if diag is None:
         return []
-    out = [Manifest(COMPONENT, service_account(NAME, api_access=_node_actions(section))), _service(plan)]
-    if _node_actions(section):
-        out += _cluster_rbac(plan)
-    for pool in covered_pools(plan):
-        data = {"config.yaml": dump_config(diag_config(section, pool))}
-        out += [Manifest(COMPONENT, config_map(f"{NAME}-{pool.name}", data)), _daemon_set(plan, section, pool)]
+    component = diag.component.component
+    out = [Manifest(component, service_account(diag.component.name, api_access=diag.node_actions)), _service(diag)]
+    if diag.node_actions:
+        out += _cluster_rbac(plan, diag)
+    for pool in diag.pools:
+        data = {"config.yaml": dump_config(diag_config(diag, pool))}
+        out += [Manifest(component, config_map(f"{diag.component.name}-{pool.name}", data)), _daemon_set(plan, diag, pool)]
     return out

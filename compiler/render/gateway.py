@@ -15,9 +15,10 @@ Always (when ``spec.gateway`` is on):
   its RoleBinding, a headless Service and a StatefulSet. A StatefulSet (not a Deployment)
   because each replica keeps its own token-bucket counters and the optimizer sums them over
   stable per-pod URLs ``http://aibrix-gateway-<i>.aibrix-gateway.<ns>.svc:8080/metrics``;
-- NetworkPolicies: engine pods accept traffic only from the gateway, the proxies, the scaler,
-  Prometheus and each other; gateway pods accept ext_proc only from the proxies and metric
-  scrapes only from the optimizer and Prometheus.
+- NetworkPolicies with the peers the plan decided (:class:`compiler.plan.NetworkPlan`):
+  engine pods accept traffic only from the gateway, the proxies, the scaler, Prometheus and
+  each other; gateway pods accept ext_proc only from the proxies and metric scrapes only from
+  the optimizer and Prometheus.
 
 ``mode: standalone``: our own Envoy (Deployment ``aibrix-envoy``, its Service and a ConfigMap
 with the bootstrap of :func:`.envoy_bootstrap.envoy_bootstrap`: ext_proc to every gateway
@@ -32,37 +33,28 @@ from __future__ import annotations
 from typing import Any
 
 from aibrix_spec.components.gateway import GatewayConfig
-from aibrix_spec.sections import GatewaySpec
 
 from ..manifest import Manifest
-from ..plan import Plan
+from ..plan import GatewayPlan, Plan
 from ..serialize import dump_yaml
-from . import core
 from .component_parts import (
-    PROMETHEUS_PEER,
     config_map,
     container_security,
     dump_config,
-    duration_seconds,
     meta,
+    network_policy,
+    pdb,
     pod_security,
     rbac,
-    selector,
     service_account,
+    with_pull_secrets,
 )
 from .envoy_bootstrap import envoy_bootstrap
+from .gateway_api import render_gateway_api
 
-__all__ = ["COMPONENT", "ENVOY", "GATEWAY", "GRPC_PORT", "HTTP_PORT", "gateway_config", "metrics_urls", "render"]
+__all__ = ["COMPONENT", "gateway_config", "render"]
 
 COMPONENT = "gateway"
-GATEWAY = "aibrix-gateway"
-ENVOY = "aibrix-envoy"
-GRPC_PORT = 50051
-HTTP_PORT = 8080
-ENVOY_PORT = 8080
-ENVOY_ADMIN_PORT = 9901
-#: Envoy retries a failed connect/reset on the gateway's next-best pods; the gateway names this many.
-NUM_RETRIES = 2
 _CONFIG_DIR = "/etc/aibrix/gateway"
 _USERS_DIR = "/etc/aibrix/users"
 _USERS_KEY = "users.yaml"
@@ -70,51 +62,35 @@ _REDIS_DIR = "/etc/aibrix/redis"
 _REDIS_PASSWORD_KEY = "password"  # the key RedisSpec.passwordSecretRef documents
 
 
-def _gateway(plan: Plan) -> GatewaySpec:
-    return plan.stack.spec.gateway  # type: ignore[return-value]  # the defaults pass always sets it
-
-
-def metrics_urls(plan: Plan) -> list[str]:
-    """The /metrics URL of every gateway replica (stable StatefulSet pod names)."""
-    n = _gateway(plan).replicas
-    return [f"http://{GATEWAY}-{i}.{GATEWAY}.{plan.namespace}.svc:{HTTP_PORT}/metrics" for i in range(n)]
-
-
-def gateway_config(plan: Plan) -> GatewayConfig:
+def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
     """The gateway's config file, validated by the gateway's own model."""
-    spec = _gateway(plan)
-    models = []
-    for model in plan.models:
-        source = plan.stack.spec.models[model.index]
-        models.append(
-            {
-                "name": model.served_name,
-                "selector": core.selector_labels(plan, model),
-                "port": model.port,
-                # Defaults left out: a stack and its defaults-pass output give the same file.
-                "routing": source.routing.model_dump(mode="json", by_alias=True, exclude_defaults=True),
-                "adapters": [a.name for a in source.adapters],
-            }
-        )
+    models = [
+        {
+            "name": model.served_name,
+            "selector": dict(model.selector),
+            "port": model.port,
+            "routing": model.routing,
+            "adapters": [a.name for a in model.adapters.adapters] if model.adapters is not None else [],
+        }
+        for model in plan.models
+    ]
     limits: dict[str, Any] = {
-        "tiers": {name: {"rpm": t.rpm, "tpm": t.tpm} for name, t in sorted(spec.rate_limits.tiers.items())},
-        "defaultTier": spec.rate_limits.default_tier,
+        "tiers": {name: {"rpm": rpm, "tpm": tpm} for name, rpm, tpm in gw.tiers},
+        "defaultTier": gw.default_tier,
     }
-    if spec.users is not None:
+    if gw.users_secret is not None:
         limits["usersFile"] = f"{_USERS_DIR}/{_USERS_KEY}"
-    if spec.redis is not None:
-        limits["redisUrl"] = spec.redis.url
-        if spec.redis.password_secret_ref is not None:
+    if gw.redis_url is not None:
+        limits["redisUrl"] = gw.redis_url
+        if gw.redis_password_secret is not None:
             limits["redisPasswordFile"] = f"{_REDIS_DIR}/{_REDIS_PASSWORD_KEY}"
-    standalone = spec.mode == "standalone"
     return GatewayConfig.model_validate(
         {
-            "listen": {"host": "0.0.0.0", "grpcPort": GRPC_PORT, "httpPort": HTTP_PORT},
+            "listen": {"host": "0.0.0.0", "grpcPort": gw.grpc_port, "httpPort": gw.http_port},
             "discovery": {"mode": "kubernetes", "namespace": plan.namespace},
             "models": models,
             "rateLimits": limits,
-            # Fallback headers only mean something to our Envoy's shift filter.
-            "fallbacks": NUM_RETRIES if standalone else 0,
+            "fallbacks": gw.num_retries,
         }
     )
 
@@ -123,26 +99,31 @@ def _probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "failureThreshold": failures}
 
 
-def _gateway_workload(plan: Plan) -> dict[str, Any]:
-    spec = _gateway(plan)
+def _pod_spec(plan: Plan, account: str, container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = {"serviceAccountName": account, "securityContext": pod_security(), "containers": [container], "volumes": volumes}
+    return with_pull_secrets(plan, pod)
+
+
+def _gateway_workload(plan: Plan, gw: GatewayPlan) -> dict[str, Any]:
+    name = gw.router.name
     mounts = [{"name": "config", "mountPath": _CONFIG_DIR, "readOnly": True}]
-    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": GATEWAY}}]
-    if spec.users is not None:
+    volumes: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": name}}]
+    if gw.users_secret is not None:
         mounts.append({"name": "users", "mountPath": _USERS_DIR, "readOnly": True})
-        volumes.append({"name": "users", "secret": {"secretName": spec.users.secret_ref}})
-    if spec.redis is not None and spec.redis.password_secret_ref is not None:
+        volumes.append({"name": "users", "secret": {"secretName": gw.users_secret}})
+    if gw.redis_password_secret is not None:
         mounts.append({"name": "redis-password", "mountPath": _REDIS_DIR, "readOnly": True})
-        secret = {"secretName": spec.redis.password_secret_ref, "items": [{"key": _REDIS_PASSWORD_KEY, "path": _REDIS_PASSWORD_KEY}]}
+        secret = {"secretName": gw.redis_password_secret, "items": [{"key": _REDIS_PASSWORD_KEY, "path": _REDIS_PASSWORD_KEY}]}
         volumes.append({"name": "redis-password", "secret": secret})
     container = {
         "name": "gateway",
-        "image": plan.images.gateway,
-        "imagePullPolicy": plan.images.pull_policy,
+        "image": gw.router.image,
+        "imagePullPolicy": plan.pull_policy,
         "command": ["aibrix-gateway"],
         "args": ["--config", f"{_CONFIG_DIR}/gateway.yaml"],
         "ports": [
-            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": gw.grpc_port, "protocol": "TCP"},
+            {"name": "http", "containerPort": gw.http_port, "protocol": "TCP"},
         ],
         "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
         "readinessProbe": _probe("/healthz", "http", 5, 3),
@@ -150,95 +131,74 @@ def _gateway_workload(plan: Plan) -> dict[str, Any]:
         "volumeMounts": mounts,
         "securityContext": container_security(),
     }
-    labels = selector(plan, COMPONENT, GATEWAY)
-    pod_spec = _pod_spec(plan, GATEWAY, container, volumes)
+    labels = gw.router.match_labels
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": meta(GATEWAY),
+        "metadata": meta(name),
         "spec": {
-            "replicas": spec.replicas,
-            "serviceName": GATEWAY,
+            "replicas": gw.replicas,
+            "serviceName": name,
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": labels},
             "updateStrategy": {"type": "RollingUpdate"},
-            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
+            "template": {"metadata": {"labels": labels}, "spec": _pod_spec(plan, name, container, volumes)},
         },
     }
 
 
-def _pod_spec(plan: Plan, account: str, container: dict[str, Any], volumes: list[dict[str, Any]]) -> dict[str, Any]:
-    pod: dict[str, Any] = {
-        "serviceAccountName": account,
-        "securityContext": pod_security(),
-        "containers": [container],
-        "volumes": volumes,
-    }
-    if plan.images.pull_secret_ref is not None:
-        pod["imagePullSecrets"] = [{"name": plan.images.pull_secret_ref}]
-    return pod
-
-
-def _gateway_service(plan: Plan) -> dict[str, Any]:
+def _gateway_service(gw: GatewayPlan) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(GATEWAY),
+        "metadata": meta(gw.router.name),
         "spec": {
             # Headless: Envoy resolves every replica (STRICT_DNS) and each pod gets a stable name.
             "clusterIP": "None",
             "publishNotReadyAddresses": False,
-            "selector": selector(plan, COMPONENT, GATEWAY),
+            "selector": gw.router.match_labels,
             "ports": [
-                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
-                {"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": gw.grpc_port, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
+                {"name": "http", "port": gw.http_port, "targetPort": "http", "protocol": "TCP"},
             ],
         },
     }
 
 
-def _pdb(plan: Plan, name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "policy/v1",
-        "kind": "PodDisruptionBudget",
-        "metadata": meta(name),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(plan, COMPONENT, name)}},
-    }
-
-
-def _envoy_objects(plan: Plan) -> list[dict[str, Any]]:
-    spec = _gateway(plan)
+def _envoy_objects(plan: Plan, gw: GatewayPlan) -> list[dict[str, Any]]:
+    envoy = gw.envoy
+    assert envoy is not None  # standalone mode
     bootstrap = envoy_bootstrap(
-        ext_proc_host=f"{GATEWAY}.{plan.namespace}.svc",
-        ext_proc_port=GRPC_PORT,
-        listener_port=ENVOY_PORT,
-        admin_port=ENVOY_ADMIN_PORT,
-        request_timeout_s=duration_seconds(spec.request_timeout),
-        num_retries=NUM_RETRIES,
+        ext_proc_host=gw.service_dns,
+        ext_proc_port=gw.grpc_port,
+        listener_port=gw.envoy_port,
+        admin_port=gw.envoy_admin_port,
+        request_timeout_s=gw.request_timeout_s,
+        num_retries=gw.num_retries,
     )
-    config = config_map(ENVOY, {"envoy.yaml": dump_yaml(bootstrap)})
-    labels = selector(plan, COMPONENT, ENVOY)
+    config = config_map(envoy.name, {"envoy.yaml": dump_yaml(bootstrap)})
+    labels = envoy.match_labels
     tcp_probe = {"tcpSocket": {"port": "http"}, "periodSeconds": 5, "failureThreshold": 3}
     container = {
         "name": "envoy",
-        "image": plan.images.envoy,
-        "imagePullPolicy": plan.images.pull_policy,
+        "image": envoy.image,
+        "imagePullPolicy": plan.pull_policy,
         "command": ["envoy"],
         "args": ["-c", "/etc/envoy/envoy.yaml", "--log-level", "info"],
-        "ports": [{"name": "http", "containerPort": ENVOY_PORT, "protocol": "TCP"}],
+        "ports": [{"name": "http", "containerPort": gw.envoy_port, "protocol": "TCP"}],
         "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "readinessProbe": tcp_probe,
         "livenessProbe": {**tcp_probe, "periodSeconds": 10, "failureThreshold": 6},
         "volumeMounts": [{"name": "bootstrap", "mountPath": "/etc/envoy", "readOnly": True}],
         "securityContext": container_security(),
     }
-    pod = _pod_spec(plan, ENVOY, container, [{"name": "bootstrap", "configMap": {"name": ENVOY}}])
+    pod = _pod_spec(plan, envoy.name, container, [{"name": "bootstrap", "configMap": {"name": envoy.name}}])
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": meta(ENVOY),
+        "metadata": meta(envoy.name),
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": gw.replicas,
             "selector": {"matchLabels": labels},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {"metadata": {"labels": labels}, "spec": pod},
@@ -247,79 +207,47 @@ def _envoy_objects(plan: Plan) -> list[dict[str, Any]]:
     service = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(ENVOY),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": labels,
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
-        },
+        "metadata": meta(envoy.name),
+        "spec": {"type": "ClusterIP", "selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
     }
-    return [config, service_account(ENVOY, api_access=False), deployment, service, _pdb(plan, ENVOY)]
-
-
-def proxy_peers(plan: Plan) -> list[dict[str, Any]]:
-    """NetworkPolicy peers of the proxies that carry client traffic to engines and ext_proc."""
-    if _gateway(plan).mode == "standalone":
-        return [{"podSelector": {"matchLabels": selector(plan, COMPONENT, ENVOY)}}]
-    from .gateway_api import envoy_gateway_proxy_peer
-
-    return [envoy_gateway_proxy_peer(plan)]
-
-
-def _network_policy(name: str, pods: dict[str, str], rules: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": meta(name),
-        "spec": {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"], "ingress": rules},
-    }
+    budget = pdb(plan, meta(envoy.name), labels)
+    return [config, service_account(envoy.name, api_access=False), deployment, service, budget]
 
 
 def _engine_policy(plan: Plan) -> dict[str, Any]:
-    from .autoscaling import scaler_peer
-
-    engines = {"app.kubernetes.io/component": core.COMPONENT, "app.kubernetes.io/instance": plan.stack_name}
+    engines = dict(plan.network.engine_selector)
     ports = [{"protocol": "TCP", "port": p} for p in sorted({m.port for m in plan.models})]
-    peers = [{"podSelector": {"matchLabels": selector(plan, COMPONENT, GATEWAY)}}, *proxy_peers(plan), PROMETHEUS_PEER]
-    peers += [p for p in (scaler_peer(plan),) if p is not None]
     rules = [
-        {"from": peers, "ports": ports},
+        {"from": list(plan.network.to_engines), "ports": ports},
         # Replicas of the stack's engines talk to each other on any port (NCCL, Ray, sidecars).
         {"from": [{"podSelector": {"matchLabels": engines}}]},
     ]
-    return _network_policy("aibrix-engines", engines, rules)
+    return network_policy("aibrix-engines", engines, rules)
 
 
-def _gateway_policy(plan: Plan) -> dict[str, Any]:
-    from .optimizer import optimizer_peer
-
-    scrapers = [PROMETHEUS_PEER] + [p for p in (optimizer_peer(plan),) if p is not None]
+def _gateway_policy(gw: GatewayPlan, plan: Plan) -> dict[str, Any]:
     rules = [
-        {"from": proxy_peers(plan), "ports": [{"protocol": "TCP", "port": GRPC_PORT}]},
-        {"from": scrapers, "ports": [{"protocol": "TCP", "port": HTTP_PORT}]},
+        {"from": list(plan.network.to_gateway_grpc), "ports": [{"protocol": "TCP", "port": gw.grpc_port}]},
+        {"from": list(plan.network.to_gateway_http), "ports": [{"protocol": "TCP", "port": gw.http_port}]},
     ]
-    return _network_policy(GATEWAY, selector(plan, COMPONENT, GATEWAY), rules)
+    return network_policy(gw.router.name, gw.router.match_labels, rules)
 
 
 def render(plan: Plan) -> list[Manifest]:
     """Every gateway object, or nothing when spec.gateway is off."""
-    spec = _gateway(plan)
-    if not spec.enabled:
+    gw = plan.gateway
+    if gw is None:
         return []
+    name = gw.router.name
     bodies: list[dict[str, Any]] = [
-        config_map(GATEWAY, {"gateway.yaml": dump_config(gateway_config(plan))}),
-        service_account(GATEWAY, api_access=True),
-        *rbac(plan, GATEWAY, [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]),
-        _gateway_service(plan),
-        _gateway_workload(plan),
-        _pdb(plan, GATEWAY),
+        config_map(name, {"gateway.yaml": dump_config(gateway_config(plan, gw))}),
+        service_account(name, api_access=True),
+        *rbac(plan, name, [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]),
+        _gateway_service(gw),
+        _gateway_workload(plan, gw),
+        pdb(plan, meta(name), gw.router.match_labels),
         _engine_policy(plan),
-        _gateway_policy(plan),
+        _gateway_policy(gw, plan),
     ]
-    if spec.mode == "standalone":
-        bodies += _envoy_objects(plan)
-    else:
-        from .gateway_api import render_gateway_api
-
-        bodies += render_gateway_api(plan, gateway_service=GATEWAY, grpc_port=GRPC_PORT)
+    bodies += _envoy_objects(plan, gw) if gw.envoy is not None else render_gateway_api(plan, gw)
     return [Manifest(COMPONENT, body) for body in bodies]

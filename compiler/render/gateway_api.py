@@ -14,35 +14,22 @@ in the cluster (part of the "gateway" renderer family, see :mod:`.gateway`).
   retry on connect failure or reset.
 
 Envoy Gateway's proxy pods carry ``gateway.envoyproxy.io/owning-gateway-{name,namespace}``;
-the NetworkPolicies of :mod:`.gateway` admit them by those labels in any namespace.
+the plan's NetworkPlan admits them by those labels in any namespace.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..plan import Plan
-from . import core
-from .component_parts import duration_seconds, meta
+from ..plan import GatewayPlan, Plan
+from ..plan.components import ENVOY_GATEWAY_NAME
+from .component_parts import meta
 
-__all__ = ["GATEWAY_NAME", "POOL_NAME", "envoy_gateway_proxy_peer", "render_gateway_api"]
+__all__ = ["GATEWAY_NAME", "POOL_NAME", "render_gateway_api"]
 
-GATEWAY_NAME = "aibrix"
+GATEWAY_NAME = ENVOY_GATEWAY_NAME
 POOL_NAME = "aibrix-engines"
 _ROUTE_GROUP = "gateway.networking.k8s.io"
-
-
-def envoy_gateway_proxy_peer(plan: Plan) -> dict[str, Any]:
-    """NetworkPolicy peer: the Envoy proxies Envoy Gateway runs for our Gateway."""
-    return {
-        "namespaceSelector": {},
-        "podSelector": {
-            "matchLabels": {
-                "gateway.envoyproxy.io/owning-gateway-name": GATEWAY_NAME,
-                "gateway.envoyproxy.io/owning-gateway-namespace": plan.namespace,
-            }
-        },
-    }
 
 
 def _go_duration(seconds: float) -> str:
@@ -54,16 +41,15 @@ def _go_duration(seconds: float) -> str:
     return f"{whole}s" if whole < 100_000 else f"{whole // 60}m"
 
 
-def render_gateway_api(plan: Plan, *, gateway_service: str, grpc_port: int) -> list[dict[str, Any]]:
+def render_gateway_api(plan: Plan, gw: GatewayPlan) -> list[dict[str, Any]]:
     """Gateway, InferencePool, HTTPRoute and BackendTrafficPolicy bodies."""
-    timeout = _go_duration(duration_seconds(plan.stack.spec.gateway.request_timeout))  # type: ignore[union-attr]
-    engines = {"app.kubernetes.io/component": core.COMPONENT, "app.kubernetes.io/instance": plan.stack_name}
+    timeout = _go_duration(gw.request_timeout_s)
     gateway = {
         "apiVersion": f"{_ROUTE_GROUP}/v1",
         "kind": "Gateway",
         "metadata": meta(GATEWAY_NAME),
         "spec": {
-            "gatewayClassName": plan.stack.spec.gateway.gateway_class_name,  # type: ignore[union-attr]
+            "gatewayClassName": gw.gateway_class_name,
             "listeners": [{"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "Same"}}}],
         },
     }
@@ -72,13 +58,13 @@ def render_gateway_api(plan: Plan, *, gateway_service: str, grpc_port: int) -> l
         "kind": "InferencePool",
         "metadata": meta(POOL_NAME),
         "spec": {
-            "selector": {"matchLabels": engines},
+            "selector": {"matchLabels": dict(plan.network.engine_selector)},
             "targetPorts": [{"number": p} for p in sorted({m.port for m in plan.models})],
             "endpointPickerRef": {
                 "group": "",
                 "kind": "Service",
-                "name": gateway_service,
-                "port": {"number": grpc_port},
+                "name": gw.router.name,
+                "port": {"number": gw.grpc_port},
                 "failureMode": "FailClose",
             },
         },

@@ -10,7 +10,7 @@ keep in sync; the convention it relies on:
   ``http`` port at ``/metrics`` (vLLM serves both there; a multi-node model's Service selects
   only Ray heads, which serve them);
 - the gateway and the optimizer serve ``/metrics`` beside their API, on the ``http`` port
-  (:data:`HTTP_METRICS`, by their ``app.kubernetes.io/name``);
+  (the plan's ``ObservabilityPlan.http_metrics``, by their ``app.kubernetes.io/name``);
 - any other Service with a port named ``metrics`` is scraped on that port at ``/metrics``;
 - a workload (Deployment, StatefulSet, DaemonSet) with a container port named ``metrics`` that
   no such Service selects (the autoscaler) gets a PodMonitor instead.
@@ -29,28 +29,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from aibrix_spec import ObservabilitySpec
-
 from ..manifest import Manifest
-from ..plan import ModelPlan, Plan
-from .core import COMPONENT as ENGINE
-from .gateway import GATEWAY
-from .optimizer import NAME as OPTIMIZER
+from ..plan import ModelPlan, ObservabilityPlan, Plan
+from ..plan.names import ENGINE
 
-__all__ = ["COMPONENT", "HTTP_METRICS", "amend", "pod_monitor", "render", "service_monitor"]
+__all__ = ["COMPONENT", "amend", "pod_monitor", "render", "service_monitor"]
 
 COMPONENT = "observability"
 _API = "monitoring.coreos.com/v1"
 _KV_FULL = 0.95
-#: Components whose /metrics shares the ``http`` port with their API (by app.kubernetes.io/name).
-HTTP_METRICS: frozenset[str] = frozenset({GATEWAY, OPTIMIZER})
 _WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
 _NODE_LABEL = {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"}
-
-
-def _section(plan: Plan) -> ObservabilitySpec | None:
-    section = plan.stack.spec.observability
-    return section if section is not None and section.enabled else None
 
 
 def render(plan: Plan) -> list[Manifest]:
@@ -58,12 +47,12 @@ def render(plan: Plan) -> list[Manifest]:
     return []
 
 
-def _scrape_port(service: Manifest) -> str | None:
+def _scrape_port(obs: ObservabilityPlan, service: Manifest) -> str | None:
     labels = service.body["metadata"].get("labels", {})
     ports = [p.get("name") for p in service.body.get("spec", {}).get("ports", [])]
     if service.component == ENGINE and "model.aibrix.ai/name" in labels and "http" in ports:
         return "http"
-    if labels.get("app.kubernetes.io/name") in HTTP_METRICS and "http" in ports:
+    if labels.get("app.kubernetes.io/name") in obs.http_metrics and "http" in ports:
         return "http"
     return "metrics" if "metrics" in ports else None
 
@@ -117,10 +106,10 @@ def pod_monitor(plan: Plan, workload: Manifest, interval: str) -> Manifest:
     return Manifest(workload.component, body)
 
 
-def _monitors(plan: Plan, manifests: list[Manifest], interval: str) -> list[Manifest]:
+def _monitors(plan: Plan, obs: ObservabilityPlan, manifests: list[Manifest], interval: str) -> list[Manifest]:
     out, covered = [], []  # covered: selectors of Services that expose a metrics port
     for m in manifests:
-        port = _scrape_port(m) if m.kind == "Service" else None
+        port = _scrape_port(obs, m) if m.kind == "Service" else None
         if port is not None:
             out.append(service_monitor(plan, m, port, interval))
             if port == "metrics":
@@ -148,7 +137,7 @@ def _quantile_above(metric: str, match: str, seconds: str) -> str:
 
 
 def _model_rules(plan: Plan, model: ModelPlan, *, monitored: bool) -> list[dict[str, Any]]:
-    slo = plan.stack.spec.models[model.index].slo
+    slo = model.slo
     match = f'namespace="{plan.namespace}",model_name="{model.served_name}"'
     rules: list[dict[str, Any]] = []
     if slo.ttft_p99_ms is not None:
@@ -187,8 +176,7 @@ def _prometheus_rule(plan: Plan, *, monitored: bool) -> Manifest:
     groups = [
         {"name": f"aibrix-{model.name}", "rules": _model_rules(plan, model, monitored=monitored)} for model in plan.models
     ]
-    diagnostics = plan.stack.spec.diagnostics
-    if diagnostics is not None and diagnostics.enabled:
+    if plan.diagnostics is not None:
         groups.append({"name": "aibrix-gpu-diagnostics", "rules": _diag_rules(plan)})
     body = {
         "apiVersion": _API,
@@ -201,12 +189,12 @@ def _prometheus_rule(plan: Plan, *, monitored: bool) -> Manifest:
 
 def amend(plan: Plan, manifests: list[Manifest]) -> list[Manifest]:
     """The input plus ServiceMonitors for scrapable Services and the optional PrometheusRule."""
-    section = _section(plan)
-    if section is None:
+    obs = plan.observability
+    if obs is None:
         return manifests
     added: list[Manifest] = []
-    if section.service_monitors:
-        added += _monitors(plan, manifests, section.scrape_interval)
-    if section.prometheus_rules:
-        added.append(_prometheus_rule(plan, monitored=section.service_monitors))
+    if obs.service_monitors:
+        added += _monitors(plan, obs, manifests, obs.scrape_interval)
+    if obs.prometheus_rules:
+        added.append(_prometheus_rule(plan, monitored=obs.service_monitors))
     return manifests + added

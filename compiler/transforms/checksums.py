@@ -1,6 +1,6 @@
 """Transformer: roll pods when the configuration they mount changes.
 
-For every pod template, the ConfigMaps and Secrets of this output that the pod uses
+For every pod template (:func:`compiler.manifest.pod_templates`), the ConfigMaps and Secrets of this output that the pod uses
 (volumes, ``envFrom``, ``env[].valueFrom``) are hashed into the annotation
 ``aibrix.ai/config-checksum``: sha256 over canonical JSON (sorted keys) of
 ``[[kind, name, data], ...]`` sorted by (kind, name). Objects the pod references but this
@@ -14,7 +14,7 @@ import hashlib
 import json
 from typing import Any, Iterator
 
-from ..manifest import Manifest
+from ..manifest import Manifest, pod_templates
 from ..plan import Plan
 
 __all__ = ["ANNOTATION", "add_config_checksums", "referenced_configs"]
@@ -56,20 +56,19 @@ def add_config_checksums(plan: Plan, manifests: list[Manifest]) -> list[Manifest
     }
     out = []
     for m in manifests:
-        template = m.body.get("spec", {}).get("template") if isinstance(m.body.get("spec"), dict) else None
-        if not isinstance(template, dict) or not configs:
-            out.append(m)
-            continue
-        used = sorted(
-            {(kind, name) for kind, name in referenced_configs(template.get("spec", {})) if (kind, m.namespace, name) in configs}
-        )
-        if not used:
-            out.append(m)
-            continue
-        canonical = json.dumps([[k, n, configs[(k, m.namespace, n)]] for k, n in used], sort_keys=True, separators=(",", ":"))
-        body = copy.deepcopy(m.body)
-        annotations = body["spec"]["template"].setdefault("metadata", {}).setdefault("annotations", {})
-        annotations[ANNOTATION] = hashlib.sha256(canonical.encode()).hexdigest()
-        body["spec"]["template"]["metadata"]["annotations"] = dict(sorted(annotations.items()))
-        out.append(Manifest(m.component, body))
+        body = m.body
+        for index, template in enumerate(pod_templates(m.body)):
+            used = sorted(
+                {(kind, name) for kind, name in referenced_configs(template.get("spec", {})) if (kind, m.namespace, name) in configs}
+            )
+            if not used:
+                continue
+            canonical = json.dumps([[kind, n, configs[(kind, m.namespace, n)]] for kind, n in used], sort_keys=True, separators=(",", ":"))
+            if body is m.body:
+                body = copy.deepcopy(m.body)
+            target = list(pod_templates(body))[index]
+            annotations = target.setdefault("metadata", {}).setdefault("annotations", {})
+            annotations[ANNOTATION] = hashlib.sha256(canonical.encode()).hexdigest()
+            target["metadata"]["annotations"] = dict(sorted(annotations.items()))
+        out.append(m if body is m.body else Manifest(m.component, body))
     return out

@@ -1,7 +1,8 @@
 """Transformer: the labels of DESIGN.md section 4 on every object and pod template.
 
-Added to ``metadata.labels`` and, for workloads, to ``spec.template.metadata.labels``
-(never to selectors, which renderers own and which must stay immutable)::
+Added to ``metadata.labels`` and to the labels of every pod template (a workload's
+``spec.template``, a RayCluster's head and worker templates; never to selectors, which
+renderers own and which must stay immutable)::
 
     app.kubernetes.io/component   the manifest's component (engine, gateway, ...)
     app.kubernetes.io/instance    the stack name
@@ -17,7 +18,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ..manifest import Manifest
+from ..manifest import Manifest, pod_templates
 from ..plan import Plan
 
 __all__ = ["add_labels", "common_labels"]
@@ -46,8 +47,7 @@ def add_labels(plan: Plan, manifests: list[Manifest]) -> list[Manifest]:
         body: dict[str, Any] = copy.deepcopy(m.body)
         common = common_labels(plan, m.component)
         body["metadata"]["labels"] = _merge(body["metadata"].get("labels"), common)
-        template = body.get("spec", {}).get("template") if isinstance(body.get("spec"), dict) else None
-        if isinstance(template, dict):
+        for template in pod_templates(body):
             meta = template.setdefault("metadata", {})
             meta["labels"] = _merge(meta.get("labels"), common)
         out.append(Manifest(m.component, body))

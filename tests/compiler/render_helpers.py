@@ -37,7 +37,9 @@ def assert_valid(objects: list[dict[str, Any]]) -> None:
 
 
 def containers(pod_template: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in pod_template["spec"]["containers"]}
+    """Every container by name, native sidecars (restartable init containers) included."""
+    spec = pod_template["spec"]
+    return {c["name"]: c for c in [*spec.get("initContainers", []), *spec["containers"]]}
 
 
 def env_of(container: dict[str, Any]) -> dict[str, Any]:

@@ -121,7 +121,7 @@ def test_namespace_resolution(written: str | None, option: str | None, expected:
     else:
         data["metadata"]["namespace"] = written
     _doc, resolved = resolve_stack(dump(data), source_name="t", namespace=option)
-    assert resolved.metadata.namespace == expected
+    assert resolved.namespace == expected
 
 
 def test_namespace_conflict_is_an_error() -> None:

@@ -1,0 +1,140 @@
+"""User errors the plan pass finds: choices the spec allows alone but the plan cannot honour.
+
+Each check returns diagnostics (path, message, expected, hint); :func:`compiler.plan.plan`
+runs every check and raises them together, so renderers never raise a spec error.
+"""
+
+from __future__ import annotations
+
+from aibrix_spec import AUTOSCALING_METRICS
+from aibrix_spec.catalog import MODEL_ARCHS
+
+from ..defaults import ResolvedStack
+from ..errors import Diagnostic
+from .types import ModelPlan
+
+__all__ = ["MAX_RAY_CLUSTER_NAME", "RAY_HEAD_SERVICE_SUFFIX", "check_multi_node", "check_names", "check_optimizer", "model_arch"]
+
+#: KubeRay names a cluster's head Service <cluster>-head-svc, which must be a DNS label (<= 63).
+RAY_HEAD_SERVICE_SUFFIX = "-head-svc"
+MAX_RAY_CLUSTER_NAME = 63 - len(RAY_HEAD_SERVICE_SUFFIX)
+
+
+def check_multi_node(stack: ResolvedStack) -> list[Diagnostic]:
+    """Multi-node replicas run vLLM on KubeRay with a fixed count; say so for anything else."""
+    per_node = {p.name: p.gpus_per_node for p in stack.pools}
+    problems = []
+    for m in stack.models:
+        too_big = [p for p in m.spec.placement.pools if m.gpus_per_replica > per_node[p]]
+        if not too_big:
+            continue
+        pool = too_big[0]
+        gpus = m.gpus_per_replica
+        where = f'a replica of {gpus} GPUs spans {-(-gpus // per_node[pool])} nodes of pool "{pool}" ({per_node[pool]} GPUs each)'
+        if m.spec.autoscaling.policy != "none":
+            problems.append(
+                Diagnostic(
+                    ("spec", "models", m.index, "autoscaling", "policy"),
+                    "autoscaling of multi-node models is not supported yet; "
+                    "set autoscaling.policy: none or fit the model on one node",
+                    expected=f"autoscaling.policy: none, since {where}",
+                    hint="a fixed replicas.min compiles to that many RayClusters",
+                )
+            )
+        if m.spec.engine.type != "vllm":
+            problems.append(
+                Diagnostic(
+                    ("spec", "models", m.index, "engine", "type"),
+                    f"multi-node models run on vLLM's Ray executor; engine {m.spec.engine.type} is not supported there",
+                    expected=f"engine.type: vllm, since {where}",
+                    hint="use vllm, or lower parallelism.pipeline so a replica fits on one node",
+                )
+            )
+    return problems
+
+
+def check_kv_engines(stack: ResolvedStack) -> list[Diagnostic]:
+    """The pool's connector is a vLLM connector."""
+    if not stack.kv_cache.enabled:
+        return []
+    return [
+        Diagnostic(
+            ("spec", "models", m.index, "kvCache", "enabled"),
+            f"the KV-cache pool's connector is a vLLM connector; model {m.name} runs {m.spec.engine.type}",
+            expected="kvCache.enabled: false, or engine.type: vllm",
+            hint="SGLang keeps its own radix cache; turn the pool off for this model",
+        )
+        for m in stack.models
+        if m.spec.engine.type != "vllm" and m.spec.kv_cache.enabled
+    ]
+
+
+def check_names(models: tuple[ModelPlan, ...]) -> list[Diagnostic]:
+    """Every RayCluster's head Service name must be a DNS label."""
+    problems = []
+    for model in models:
+        longest = max((n for w in model.workloads for n in w.ray_clusters), key=len, default="")
+        if len(longest) > MAX_RAY_CLUSTER_NAME:
+            problems.append(
+                Diagnostic(
+                    ("spec", "models", model.index, "name"),
+                    f'RayCluster "{longest}" is too long: its head Service "{longest}{RAY_HEAD_SERVICE_SUFFIX}" exceeds 63 characters',
+                    expected=f"RayCluster names of at most {MAX_RAY_CLUSTER_NAME} characters (<workload>-<replica>)",
+                    hint="shorten the model name (or the pool name, for a model on several pools)",
+                )
+            )
+    return problems
+
+
+def model_arch(name: str, served_name: str) -> str | None:
+    """The catalogue architecture a model is known by (its name, else its served name)."""
+    return next((n for n in (name, served_name) if n in MODEL_ARCHS), None)
+
+
+def optimized_models(stack: ResolvedStack) -> list[int]:
+    """Indexes of the models autoscaled on the optimizer's gauge."""
+    return [
+        m.index
+        for m in stack.models
+        if m.spec.autoscaling.policy != "none" and AUTOSCALING_METRICS[m.spec.autoscaling.metric].source == "optimizer"
+    ]
+
+
+def check_optimizer(stack: ResolvedStack) -> list[Diagnostic]:
+    """The optimizer needs models to place, the gateway's histogram, SLOs and profiles."""
+    if not stack.optimizer.enabled:
+        return []
+    placed = [stack.models[i] for i in optimized_models(stack)]
+    problems = []
+    if not placed:
+        problems.append(Diagnostic(
+            ("spec", "optimizer"),
+            "the optimizer has no model to place",
+            expected="a model with autoscaling.metric: optimizer_desired_replicas",
+            hint="set that metric (with policy hpa, kpa or apa) on the models it should place, or remove spec.optimizer",
+        ))
+    if not stack.gateway.enabled:
+        problems.append(Diagnostic(
+            ("spec", "optimizer"),
+            "the optimizer reads its workload from the gateway's token histogram, and the gateway is off",
+            expected="spec.gateway present and enabled",
+            hint="add `gateway: {}` under spec",
+        ))
+    derive = stack.optimizer.profiles.config_map_ref is None
+    for m in placed:
+        if m.spec.slo.ttft_p99_ms is None and m.spec.slo.tpot_p99_ms is None:
+            problems.append(Diagnostic(
+                ("spec", "models", m.index, "slo"),
+                f"model {m.name} is placed by the optimizer but has no SLO",
+                expected="slo.ttftP99Ms and/or slo.tpotP99Ms",
+                hint="profiles are the highest rates that meet the SLO, so the optimizer needs one",
+            ))
+        if derive and model_arch(m.name, m.served_name) is None:
+            problems.append(Diagnostic(
+                ("spec", "models", m.index, "name"),
+                f"no profiles for model {m.name}: optimizer.profiles.configMapRef is empty and the catalogue "
+                "has no architecture of that name to derive them from",
+                expected="a name from the catalogue: " + ", ".join(sorted(MODEL_ARCHS)),
+                hint="measure profiles (aibrix-optimize profile) into a ConfigMap and set optimizer.profiles.configMapRef",
+            ))
+    return problems

@@ -1,0 +1,295 @@
+"""Planning the stack's own components and the wiring between them.
+
+Each ``plan_*`` function returns the component's plan entry (or None when it is off):
+its name, selector, image, ports and the URLs others reach it by. :func:`plan_network`
+then decides who may reach whom from those entries, so no renderer asks another.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aibrix_spec import AUTOSCALING_METRICS
+from aibrix_spec.catalog import ACCELERATORS
+
+from ..defaults import ResolvedStack
+from .checks import model_arch, optimized_models
+from .names import (
+    DIAG,
+    DIAG_METRICS_PORT,
+    ENGINE,
+    ENVOY,
+    ENVOY_ADMIN_PORT,
+    ENVOY_PORT,
+    GATEWAY,
+    GATEWAY_GRPC_PORT,
+    GATEWAY_HTTP_PORT,
+    GATEWAY_RETRIES,
+    KV_METRICS_PORT,
+    KV_POOL,
+    KV_POOL_PORT,
+    OPTIMIZER,
+    OPTIMIZER_PORT,
+    SCALER,
+    SCALER_METRICS_PORT,
+)
+from .models import split
+from .types import (
+    Component,
+    DiagnosticsPlan,
+    GatewayPlan,
+    KvPoolPlan,
+    ModelPlan,
+    NetworkPlan,
+    ObservabilityPlan,
+    OptimizedModel,
+    OptimizerPlan,
+    OptimizerPool,
+    PoolPlan,
+    ScalerPlan,
+    ScaleTarget,
+)
+
+__all__ = [
+    "ENVOY_GATEWAY_NAME",
+    "PROMETHEUS_PEER",
+    "duration_seconds",
+    "plan_diagnostics",
+    "plan_gateway",
+    "plan_kv_pool",
+    "plan_network",
+    "plan_observability",
+    "plan_optimizer",
+    "plan_scale_targets",
+    "plan_scaler",
+]
+
+#: The Gateway object under Envoy Gateway; its proxies carry owning-gateway labels naming it.
+ENVOY_GATEWAY_NAME = "aibrix"
+
+#: Prometheus pods anywhere in the cluster (the Prometheus Operator labels them so): they
+#: scrape engines and components, and the HPA's metrics adapter reads them.
+PROMETHEUS_PEER: dict[str, Any] = {
+    "namespaceSelector": {},
+    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+}
+
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a spec Duration (``300s``, ``5m``, ``250ms``, ``1h``); the spec's pattern
+    guarantees the shape."""
+    unit = "ms" if text.endswith("ms") else text[-1]
+    return int(text[: -len(unit)]) * _UNIT_SECONDS[unit]
+
+
+def _component(stack: ResolvedStack, component: str, name: str, image: str) -> Component:
+    selector = {"app.kubernetes.io/component": component, "app.kubernetes.io/instance": stack.name, "app.kubernetes.io/name": name}
+    return Component(name=name, component=component, image=image, selector=tuple(sorted(selector.items())))
+
+
+def plan_gateway(stack: ResolvedStack) -> GatewayPlan | None:
+    spec = stack.gateway
+    if not spec.enabled:
+        return None
+    router = _component(stack, "gateway", GATEWAY, stack.images.gateway)
+    standalone = spec.mode == "standalone"
+    envoy = _component(stack, "gateway", ENVOY, stack.images.envoy) if standalone else None
+    if envoy is not None:
+        proxies: tuple[dict[str, Any], ...] = (envoy.peer,)
+    else:
+        labels = {
+            "gateway.envoyproxy.io/owning-gateway-name": ENVOY_GATEWAY_NAME,
+            "gateway.envoyproxy.io/owning-gateway-namespace": stack.namespace,
+        }
+        proxies = ({"namespaceSelector": {}, "podSelector": {"matchLabels": labels}},)
+    return GatewayPlan(
+        router=router,
+        envoy=envoy,
+        mode=spec.mode,
+        replicas=spec.replicas,
+        grpc_port=GATEWAY_GRPC_PORT,
+        http_port=GATEWAY_HTTP_PORT,
+        envoy_port=ENVOY_PORT,
+        envoy_admin_port=ENVOY_ADMIN_PORT,
+        # Fallback headers only mean something to our Envoy's shift filter.
+        num_retries=GATEWAY_RETRIES if standalone else 0,
+        request_timeout_s=duration_seconds(spec.request_timeout),
+        gateway_class_name=spec.gateway_class_name,
+        service_dns=f"{GATEWAY}.{stack.namespace}.svc",
+        metrics_urls=tuple(
+            f"http://{GATEWAY}-{i}.{GATEWAY}.{stack.namespace}.svc:{GATEWAY_HTTP_PORT}/metrics" for i in range(spec.replicas)
+        ),
+        users_secret=spec.users.secret_ref if spec.users is not None else None,
+        redis_url=spec.redis.url if spec.redis is not None else None,
+        redis_password_secret=spec.redis.password_secret_ref if spec.redis is not None else None,
+        tiers=tuple((name, t.rpm, t.tpm) for name, t in sorted(spec.rate_limits.tiers.items())),
+        default_tier=spec.rate_limits.default_tier,
+        proxy_peers=proxies,
+    )
+
+
+def _optimizer_url(stack: ResolvedStack) -> str:
+    return f"http://{OPTIMIZER}.{stack.namespace}.svc:{OPTIMIZER_PORT}/metrics"
+
+
+def plan_scale_targets(stack: ResolvedStack, models: tuple[ModelPlan, ...]) -> tuple[ScaleTarget, ...]:
+    """One target per autoscaled workload. Bounds: a model on n pools splits ``replicas.min``
+    (and, for engine metrics, ``replicas.max``) like a fixed count; on the optimizer's metric
+    every pool may grow to the model's max (the optimizer caps the total). The lower bound is
+    at least 1 unless a KPA may scale to zero."""
+    out = []
+    for model in models:
+        spec = stack.models[model.index].spec.autoscaling
+        if spec.policy == "none":
+            continue
+        metric = AUTOSCALING_METRICS[spec.metric]
+        n = len(model.workloads)
+        lows, highs = split(model.replicas_min, n), split(model.replicas_max, n)
+        for k, workload in enumerate(model.workloads):
+            low = lows[k]
+            high = model.replicas_max if metric.source == "optimizer" else highs[k]
+            low = low if (spec.policy == "kpa" and low == 0) else max(1, low)
+            out.append(
+                ScaleTarget(
+                    model=model.name,
+                    served_name=model.served_name,
+                    workload=workload.name,
+                    pool=workload.pool.name,
+                    low=low,
+                    high=max(low, high, 1),
+                    policy=spec.policy,
+                    use_keda=spec.use_keda,
+                    metric=metric.prometheus_name,
+                    metric_names=tuple(metric.names),
+                    source=metric.source,
+                    target=spec.target,
+                    engine_port=model.port,
+                    pod_selector=workload.selector,
+                    optimizer_url=_optimizer_url(stack) if metric.source == "optimizer" else None,
+                )
+            )
+    return tuple(out)
+
+
+def plan_scaler(stack: ResolvedStack, targets: tuple[ScaleTarget, ...]) -> ScalerPlan | None:
+    """The aibrix-scaler runs when any workload uses KPA or APA."""
+    ours = tuple(t for t in targets if t.policy in ("kpa", "apa"))
+    if not ours:
+        return None
+    return ScalerPlan(component=_component(stack, "autoscaler", SCALER, stack.images.scaler), metrics_port=SCALER_METRICS_PORT, targets=ours)
+
+
+def plan_optimizer(stack: ResolvedStack, models: tuple[ModelPlan, ...], gateway: GatewayPlan | None) -> OptimizerPlan | None:
+    spec = stack.optimizer
+    if not spec.enabled:
+        return None
+    placed = [models[i] for i in optimized_models(stack)]
+    used = {w.pool.name for m in placed for w in m.workloads}
+    pools = tuple(
+        OptimizerPool(
+            name=p.name,
+            accelerator=p.accelerator or p.product,
+            cost_per_gpu_hour=p.cost_per_gpu_hour,
+            max_gpus=p.max_nodes * p.gpus_per_node if p.max_nodes is not None else None,
+        )
+        for p in stack.pools
+        if p.name in used
+    )
+    entries = tuple(
+        OptimizedModel(
+            name=m.served_name,
+            pools=tuple(w.pool.name for w in m.workloads),
+            gpus_per_replica=m.gpus_per_replica,
+            min_replicas=m.replicas_min,
+            max_replicas=m.replicas_max,
+            slo=m.slo.model_dump(mode="json", by_alias=True, exclude_none=True),
+            arch=model_arch(m.name, m.served_name),
+        )
+        for m in placed
+    )
+    derivable = all(e.arch is not None for e in entries) and all(p.accelerator in ACCELERATORS for p in pools)
+    return OptimizerPlan(
+        component=_component(stack, "optimizer", OPTIMIZER, stack.images.optimizer),
+        port=OPTIMIZER_PORT,
+        metrics_url=_optimizer_url(stack),
+        models=entries,
+        pools=pools,
+        gateway_metrics_urls=gateway.metrics_urls if gateway is not None else (),
+        derive_missing_profiles=derivable,
+        solver=spec.solver,
+        interval_s=duration_seconds(spec.interval),
+        profiles_config_map=spec.profiles.config_map_ref,
+    )
+
+
+def plan_kv_pool(stack: ResolvedStack) -> KvPoolPlan | None:
+    spec = stack.kv_cache
+    if not spec.enabled:
+        return None
+    return KvPoolPlan(
+        component=_component(stack, "kv-cache", KV_POOL, stack.images.kv_cache),
+        port=KV_POOL_PORT,
+        metrics_port=KV_METRICS_PORT,
+        replicas=spec.replicas,
+        memory_per_replica=spec.memory_per_replica,
+        eviction=spec.eviction,
+        block_size_tokens=spec.block_size_tokens,
+        dns_name=f"{KV_POOL}.{stack.namespace}.svc",
+    )
+
+
+def plan_diagnostics(stack: ResolvedStack, pools: dict[str, PoolPlan]) -> DiagnosticsPlan | None:
+    spec = stack.diagnostics
+    if not spec.enabled:
+        return None
+    covered = list(pools.values()) if spec.pools is None else [pools[name] for name in spec.pools]
+    return DiagnosticsPlan(
+        component=_component(stack, "diagnostics", DIAG, stack.images.diagnostics),
+        pools=tuple(covered),
+        metrics_port=DIAG_METRICS_PORT,
+        interval_s=duration_seconds(spec.interval),
+        node_condition=spec.node_condition,
+        taint_on_failure=spec.taint_on_failure,
+    )
+
+
+def plan_observability(stack: ResolvedStack) -> ObservabilityPlan | None:
+    spec = stack.observability
+    if not spec.enabled:
+        return None
+    return ObservabilityPlan(
+        service_monitors=spec.service_monitors,
+        prometheus_rules=spec.prometheus_rules,
+        scrape_interval=spec.scrape_interval,
+        http_metrics=frozenset({GATEWAY, OPTIMIZER}),
+    )
+
+
+def plan_network(
+    stack: ResolvedStack,
+    *,
+    gateway: GatewayPlan | None,
+    scaler: ScalerPlan | None,
+    optimizer: OptimizerPlan | None,
+) -> NetworkPlan:
+    """Engines accept the gateway, the proxies, the scaler and Prometheus on their ports; the
+    gateway's ext_proc port accepts the proxies and its metrics port the optimizer and
+    Prometheus; the optimizer accepts the scaler and Prometheus; the KV pool accepts engines."""
+    engines = (("app.kubernetes.io/component", ENGINE), ("app.kubernetes.io/instance", stack.name))
+    to_engines: list[dict[str, Any]] = []
+    if gateway is not None:
+        to_engines += [gateway.router.peer, *gateway.proxy_peers]
+    to_engines.append(PROMETHEUS_PEER)
+    if scaler is not None:
+        to_engines.append(scaler.component.peer)
+    return NetworkPlan(
+        engine_selector=engines,
+        prometheus=PROMETHEUS_PEER,
+        to_engines=tuple(to_engines),
+        to_gateway_grpc=gateway.proxy_peers if gateway is not None else (),
+        to_gateway_http=(PROMETHEUS_PEER, *((optimizer.component.peer,) if optimizer is not None else ())),
+        to_optimizer=(PROMETHEUS_PEER, *((scaler.component.peer,) if scaler is not None else ())),
+        to_kv_pool=({"podSelector": {"matchLabels": dict(engines)}},),
+    )

@@ -1,0 +1,198 @@
+"""Planning one model: workloads per pool, replica split, engine command, pod features.
+
+- one workload per (model, placement pool); its name is the model's name when the model has
+  one pool, else ``<model>-<pool>``;
+- a fixed replica count is split over the pools as evenly as possible, the first pools
+  taking the remainder: pool k of n gets ``min // n + (1 if k < min % n else 0)``;
+  an autoscaled model's workloads carry no count (``replicas: None``) so GitOps never
+  fights the autoscaler;
+- a replica needing more GPUs than one node of its pool holds is multi-node (KubeRay): it
+  spans ``nodes = ceil(tensor x pipeline / gpusPerNode)`` pods and is one RayCluster
+  ``<workload>-<k>`` per replica;
+- the engine's command line (:mod:`compiler.engine_args`), image, env, secret and volumes;
+- pod features applied to every engine pod of the model: the LoRA sidecar (``adapters``)
+  and the KV pool's connector (``kvCache.enabled`` with the pool on, vLLM): ``--block-size``
+  (the pool's, so every engine derives equal keys) and ``--kv-transfer-config``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from aibrix_spec import ImagesSpec
+from aibrix_spec.components.sidecar import SidecarAdapter
+
+from ..defaults import ResolvedModel, ResolvedStack
+from ..engine_args import engine_command
+from ..errors import Diagnostic
+from .names import ENGINE, KV_CONNECTOR, KV_POOL, KV_POOL_PORT
+from .types import AdapterPlan, Labels, ModelPlan, PoolPlan, WorkloadPlan
+
+__all__ = ["ADAPTER_PVC_ROOT", "plan_models", "split"]
+
+#: Where pvc:// adapters are mounted in the engine and the sidecar.
+ADAPTER_PVC_ROOT = "/adapter-volumes"
+
+
+def split(total: int, parts: int) -> list[int]:
+    """``total`` over ``parts`` as evenly as possible, the first parts taking the remainder."""
+    return [total // parts + (1 if k < total % parts else 0) for k in range(parts)]
+
+
+def _labels(**pairs: str) -> Labels:
+    return tuple(sorted(pairs.items()))
+
+
+def model_selector(stack_name: str, model: str) -> Labels:
+    """Labels that select a model's serving pods."""
+    return _labels(**{"app.kubernetes.io/component": ENGINE, "app.kubernetes.io/instance": stack_name, "model.aibrix.ai/name": model})
+
+
+def _kv_connector_args(stack: ResolvedStack, m: ResolvedModel) -> dict[str, str | int]:
+    """vLLM flags that load the pool's connector. Members come from the pool's headless
+    Service (re-resolved by the client); every engine sharing the pool uses the pool's
+    block size, so equal prefixes give equal keys."""
+    transfer = {
+        "kv_connector": KV_CONNECTOR[0],
+        "kv_connector_module_path": KV_CONNECTOR[1],
+        "kv_role": "kv_both",
+        "kv_connector_extra_config": {"dns_name": f"{KV_POOL}.{stack.namespace}.svc", "port": KV_POOL_PORT},
+    }
+    return {"blockSize": stack.kv_cache.block_size_tokens, "kvTransferConfig": json.dumps(transfer, sort_keys=True, separators=(",", ":"))}
+
+
+def uses_kv_pool(stack: ResolvedStack, m: ResolvedModel) -> bool:
+    return stack.kv_cache.enabled and m.spec.kv_cache.enabled and m.spec.engine.type == "vllm"
+
+
+def _sidecar_uri(uri: str) -> str:
+    if uri.startswith("pvc://"):
+        return f"file://{ADAPTER_PVC_ROOT}/{uri.removeprefix('pvc://')}"
+    return uri
+
+
+def _one_secret(m: ResolvedModel, scheme: str, what: str, problems: list[Diagnostic]) -> str | None:
+    refs = [(j, a.source.secret_ref) for j, a in enumerate(m.spec.adapters) if a.source.uri.startswith(scheme) and a.source.secret_ref]
+    if scheme == "hf://":  # the model's own Secret is already the engine's environment
+        refs = [(j, ref) for j, ref in refs if ref != m.spec.source.secret_ref]
+    names = sorted({ref for _j, ref in refs if ref is not None})
+    if len(names) > 1:
+        j = next(j for j, ref in refs if ref == names[1])
+        problems.append(
+            Diagnostic(
+                ("spec", "models", m.index, "adapters", j, "source", "secretRef"),
+                f"{scheme} adapters of one model must share one Secret; found {', '.join(names)}",
+                expected=f"one Secret holding {what} for every {scheme} adapter of this model",
+                hint="merge the keys into one Secret and reference it from each adapter",
+            )
+        )
+    return names[0] if names else None
+
+
+def _adapters(m: ResolvedModel, images: ImagesSpec, problems: list[Diagnostic]) -> AdapterPlan | None:
+    """The sidecar's adapters (an adapter without replicas is wanted on every pod, written as
+    replicas.max: placement never uses more pods than are ready); one Secret per source kind,
+    since one process reads one variable."""
+    if not m.spec.adapters:
+        return None
+    every_pod = max(1, m.replicas_max)
+    entries = []
+    for j, adapter in enumerate(m.spec.adapters):
+        try:
+            entries.append(SidecarAdapter(name=adapter.name, uri=_sidecar_uri(adapter.source.uri), replicas=adapter.replicas or every_pod))
+        except ValidationError:
+            problems.append(
+                Diagnostic(
+                    ("spec", "models", m.index, "adapters", j, "source", "uri"),
+                    f'adapter "{adapter.name}": the sidecar cannot fetch "{adapter.source.uri}"',
+                    expected="hf://org/repo[@revision], s3://bucket/prefix or pvc://claim/path",
+                    hint="hf:// takes exactly org/repo (no sub-folder); s3:// a lowercase bucket name",
+                )
+            )
+    uris = [a.source.uri for a in m.spec.adapters if a.source.uri.startswith("pvc://")]
+    return AdapterPlan(
+        image=images.sidecar,
+        config_map=f"{m.name}-adapters",
+        rbac_name=f"{m.name}-sidecar",
+        adapters=tuple(entries),
+        max_loras=m.max_loras,
+        hf_secret=_one_secret(m, "hf://", "HF_TOKEN", problems),
+        s3_secret=_one_secret(m, "s3://", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", problems),
+        pvc_claims=tuple(sorted({uri.removeprefix("pvc://").partition("/")[0] for uri in uris})),
+    )
+
+
+def _workloads(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan], selector: Labels) -> tuple[WorkloadPlan, ...]:
+    autoscaled = m.spec.autoscaling.policy != "none"
+    names = m.spec.placement.pools
+    counts = split(m.replicas_min, len(names))
+    out = []
+    for k, pool_name in enumerate(names):
+        pool = pools[pool_name]
+        name = m.name if len(names) == 1 else f"{m.name}-{pool_name}"
+        multi_node = m.gpus_per_replica > pool.gpus_per_node
+        replicas = None if autoscaled else counts[k]
+        out.append(
+            WorkloadPlan(
+                name=name,
+                pool=pool,
+                replicas=replicas,
+                gpus_per_replica=m.gpus_per_replica,
+                multi_node=multi_node,
+                selector=tuple(sorted((*selector, ("aibrix.ai/gpu-pool", pool_name)))),
+                nodes=-(-m.gpus_per_replica // pool.gpus_per_node),
+                ray_clusters=tuple(f"{name}-{i}" for i in range(replicas or 0)) if multi_node else (),
+            )
+        )
+    return tuple(out)
+
+
+def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan], problems: list[Diagnostic]) -> ModelPlan:
+    spec = m.spec
+    selector = model_selector(stack.name, m.name)
+    kv = uses_kv_pool(stack, m)
+    command = engine_command(
+        engine=spec.engine.type,
+        uri=spec.source.uri,
+        served_name=m.served_name,
+        port=spec.engine.port,
+        tensor=spec.parallelism.tensor,
+        pipeline=spec.parallelism.pipeline,
+        max_model_len=spec.engine.max_model_len,
+        prefix_caching=spec.engine.prefix_caching,
+        gpu_memory_utilization=spec.engine.gpu_memory_utilization,
+        dtype=spec.engine.dtype,
+        lora=(m.max_loras, int(spec.lora.max_rank)) if spec.adapters else None,
+        extra={**spec.engine.args, **(_kv_connector_args(stack, m) if kv else {})},
+    )
+    uri = spec.source.uri
+    return ModelPlan(
+        index=m.index,
+        name=m.name,
+        served_name=m.served_name,
+        engine=spec.engine.type,
+        image=stack.images.vllm if spec.engine.type == "vllm" else stack.images.sglang,
+        port=spec.engine.port,
+        command=command,
+        env=tuple(sorted(spec.engine.env.items())),
+        secret_ref=spec.source.secret_ref,
+        pvc_claim=uri.removeprefix("pvc://").partition("/")[0] if uri.startswith("pvc://") else None,
+        gpus_per_replica=m.gpus_per_replica,
+        replicas_min=m.replicas_min,
+        replicas_max=m.replicas_max,
+        autoscaled=spec.autoscaling.policy != "none",
+        workloads=_workloads(stack, m, pools, selector),
+        selector=selector,
+        labels=_labels(**{"app.kubernetes.io/name": m.name, "model.aibrix.ai/name": m.name, "model.aibrix.ai/port": str(spec.engine.port)}),
+        # Defaults left out: a stack and its defaults-pass output give the same gateway file.
+        routing=spec.routing.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+        slo=spec.slo,
+        adapters=_adapters(m, stack.images, problems),
+        kv_connector=kv,
+    )
+
+
+def plan_models(stack: ResolvedStack, pools: dict[str, PoolPlan], problems: list[Diagnostic]) -> tuple[ModelPlan, ...]:
+    return tuple(plan_model(stack, m, pools, problems) for m in stack.models)

@@ -1,0 +1,55 @@
+"""Names and ports of the stack's own components, written once.
+
+Renderers name objects with these and the plan wires components together with them (a
+URL one component scrapes is built from the other's name and port here, never twice).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DIAG",
+    "DIAG_METRICS_PORT",
+    "ENGINE",
+    "ENVOY",
+    "ENVOY_ADMIN_PORT",
+    "ENVOY_PORT",
+    "GATEWAY",
+    "GATEWAY_GRPC_PORT",
+    "GATEWAY_HTTP_PORT",
+    "GATEWAY_RETRIES",
+    "KV_CONNECTOR",
+    "KV_METRICS_PORT",
+    "KV_POOL",
+    "KV_POOL_PORT",
+    "OPTIMIZER",
+    "OPTIMIZER_PORT",
+    "SCALER",
+    "SCALER_METRICS_PORT",
+]
+
+#: Component label of engine pods (vLLM / SGLang, Ray heads and workers).
+ENGINE = "engine"
+
+GATEWAY = "aibrix-gateway"
+GATEWAY_GRPC_PORT = 50051
+GATEWAY_HTTP_PORT = 8080
+#: Envoy retries a failed connect/reset on the gateway's next-best pods; the gateway names this many.
+GATEWAY_RETRIES = 2
+ENVOY = "aibrix-envoy"
+ENVOY_PORT = 8080
+ENVOY_ADMIN_PORT = 9901
+
+SCALER = "aibrix-scaler"
+SCALER_METRICS_PORT = 9090
+
+OPTIMIZER = "aibrix-optimizer"
+OPTIMIZER_PORT = 8080
+
+KV_POOL = "aibrix-kv-cache"
+KV_POOL_PORT = 9600
+KV_METRICS_PORT = 9601
+#: Class and module of the pool's vLLM connector (runtime_components/kv/vllm_connector.py).
+KV_CONNECTOR = ("AIBrixKVConnector", "runtime_components.kv.vllm_connector")
+
+DIAG = "aibrix-diag"
+DIAG_METRICS_PORT = 9402

@@ -1,0 +1,303 @@
+"""The plan's types: what the plan pass decides, as frozen data renderers only spell out.
+
+A :class:`Plan` holds one entry per model (its workloads, engine command, pod features)
+and one per stack component (gateway, scaler, optimizer, KV pool, diagnostics,
+observability), each with its name, selector, ports, image and the URLs other components
+use to reach it; :class:`NetworkPlan` holds who may reach whom. Renderers read nothing
+else: no spec, no other renderer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aibrix_spec import SloSpec
+from aibrix_spec.components.sidecar import SidecarAdapter
+
+from ..engine_args import EngineCommand
+
+__all__ = [
+    "AdapterPlan",
+    "Component",
+    "DiagnosticsPlan",
+    "GatewayPlan",
+    "KubeFeatures",
+    "KvPoolPlan",
+    "Labels",
+    "ModelPlan",
+    "NetworkPlan",
+    "ObservabilityPlan",
+    "OptimizedModel",
+    "OptimizerPlan",
+    "OptimizerPool",
+    "Plan",
+    "PoolPlan",
+    "ScaleTarget",
+    "ScalerPlan",
+    "WorkloadPlan",
+]
+
+#: Labels as sorted (key, value) pairs: hashable, and one order everywhere.
+Labels = tuple[tuple[str, str], ...]
+#: A NetworkPolicy peer (podSelector / namespaceSelector), as Kubernetes spells it.
+Peer = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One of the stack's own workloads: its object name, component label, image and selector."""
+
+    name: str  #: object name and app.kubernetes.io/name
+    component: str  #: app.kubernetes.io/component (also the output folder)
+    image: str
+    selector: Labels  #: labels selecting exactly its pods
+
+    @property
+    def match_labels(self) -> dict[str, str]:
+        return dict(self.selector)
+
+    @property
+    def peer(self) -> Peer:
+        """NetworkPolicy peer selecting its pods."""
+        return {"podSelector": {"matchLabels": self.match_labels}}
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """A GPU pool with every default resolved."""
+
+    name: str
+    accelerator: str | None
+    product: str
+    resource_name: str
+    gpus_per_node: int
+    memory_gib: float
+    cost_per_gpu_hour: float
+    node_selector: Labels
+    tolerations: tuple[Labels, ...]
+    runtime_class: str | None = None  #: RuntimeClass of GPU pods, when the pool names one
+    max_nodes: int | None = None
+
+
+@dataclass(frozen=True)
+class WorkloadPlan:
+    """One Deployment (or set of RayClusters) of a model on one pool."""
+
+    name: str
+    pool: PoolPlan
+    replicas: int | None  #: None = owned by an autoscaler
+    gpus_per_replica: int
+    multi_node: bool
+    selector: Labels  #: the model's selector plus the pool label
+    nodes: int = 1  #: pods (nodes) one replica spans: ceil(gpus_per_replica / gpus_per_node)
+    ray_clusters: tuple[str, ...] = ()  #: RayCluster names (multi-node only), one per replica
+
+
+@dataclass(frozen=True)
+class AdapterPlan:
+    """The LoRA sidecar of a model with adapters: what it loads and the credentials it needs."""
+
+    image: str  #: the sidecar's image
+    config_map: str  #: ConfigMap holding the sidecar's config.yaml
+    rbac_name: str  #: Role/RoleBinding letting the model's ServiceAccount list/watch pods
+    adapters: tuple[SidecarAdapter, ...]  #: validated entries (sidecar-fetchable URIs)
+    max_loras: int
+    hf_secret: str | None  #: Secret with HF_TOKEN for the engine (None: none, or the model's own)
+    s3_secret: str | None  #: Secret with AWS_* keys for the sidecar
+    pvc_claims: tuple[str, ...]  #: claims mounted at /adapter-volumes/<claim>
+
+
+@dataclass(frozen=True)
+class ScaleTarget:
+    """One autoscaled workload: bounds, policy and the metric the scaler (or HPA/KEDA) reads."""
+
+    model: str
+    served_name: str
+    workload: str
+    pool: str
+    low: int
+    high: int
+    policy: Literal["hpa", "kpa", "apa"]
+    use_keda: bool
+    metric: str  #: Prometheus name of the (first) metric
+    metric_names: tuple[str, ...]  #: every summed name (concurrency = running + waiting)
+    source: Literal["engine", "optimizer"]
+    target: float
+    engine_port: int
+    pod_selector: Labels
+    optimizer_url: str | None  #: the optimizer's /metrics, when the metric is its gauge
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """Everything about one model that renderers spell out."""
+
+    index: int  #: position under spec.models (for error paths)
+    name: str
+    served_name: str
+    engine: str
+    image: str
+    port: int
+    command: EngineCommand
+    env: Labels
+    secret_ref: str | None
+    pvc_claim: str | None  #: weights on a PersistentVolumeClaim (pvc:// sources)
+    gpus_per_replica: int
+    replicas_min: int
+    replicas_max: int
+    autoscaled: bool
+    workloads: tuple[WorkloadPlan, ...]
+    selector: Labels  #: labels selecting the model's serving pods
+    labels: Labels  #: labels naming the model on its objects and pods
+    routing: dict[str, Any]  #: the model's routing spec as the gateway config spells it
+    slo: SloSpec
+    adapters: AdapterPlan | None = None
+    kv_connector: bool = False  #: engines load the KV pool's connector
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    """The ext_proc router and (standalone) its Envoy, or Envoy Gateway's objects."""
+
+    router: Component
+    envoy: Component | None  #: our Envoy (mode standalone); None under Envoy Gateway
+    mode: Literal["standalone", "envoy-gateway"]
+    replicas: int
+    grpc_port: int
+    http_port: int
+    envoy_port: int
+    envoy_admin_port: int
+    num_retries: int
+    request_timeout_s: float
+    gateway_class_name: str
+    service_dns: str  #: the router's headless Service, as Envoy resolves it
+    metrics_urls: tuple[str, ...]  #: every replica's /metrics (stable StatefulSet names)
+    users_secret: str | None
+    redis_url: str | None
+    redis_password_secret: str | None
+    tiers: tuple[tuple[str, int, int], ...]  #: (name, rpm, tpm)
+    default_tier: str
+    proxy_peers: tuple[Peer, ...]  #: the proxies that carry client traffic
+
+
+@dataclass(frozen=True)
+class ScalerPlan:
+    """The aibrix-scaler Deployment (KPA/APA targets)."""
+
+    component: Component
+    metrics_port: int
+    targets: tuple[ScaleTarget, ...]
+
+
+@dataclass(frozen=True)
+class OptimizedModel:
+    name: str  #: OpenAI name (the gateway's ``model`` label)
+    pools: tuple[str, ...]
+    gpus_per_replica: int
+    min_replicas: int
+    max_replicas: int
+    slo: dict[str, float]
+    arch: str | None
+
+
+@dataclass(frozen=True)
+class OptimizerPool:
+    name: str
+    accelerator: str
+    cost_per_gpu_hour: float
+    max_gpus: int | None
+
+
+@dataclass(frozen=True)
+class OptimizerPlan:
+    component: Component
+    port: int
+    metrics_url: str
+    models: tuple[OptimizedModel, ...]
+    pools: tuple[OptimizerPool, ...]
+    gateway_metrics_urls: tuple[str, ...]
+    derive_missing_profiles: bool
+    solver: str
+    interval_s: float
+    profiles_config_map: str | None
+
+
+@dataclass(frozen=True)
+class KvPoolPlan:
+    component: Component
+    port: int
+    metrics_port: int
+    replicas: int
+    memory_per_replica: str
+    eviction: str
+    block_size_tokens: int
+    dns_name: str  #: the headless Service's name clients resolve
+
+
+@dataclass(frozen=True)
+class DiagnosticsPlan:
+    component: Component
+    pools: tuple[PoolPlan, ...]
+    metrics_port: int
+    interval_s: float
+    node_condition: bool
+    taint_on_failure: bool
+
+    @property
+    def node_actions(self) -> bool:
+        return self.node_condition or self.taint_on_failure
+
+
+@dataclass(frozen=True)
+class ObservabilityPlan:
+    service_monitors: bool
+    prometheus_rules: bool
+    scrape_interval: str
+    http_metrics: frozenset[str]  #: components whose /metrics shares the http port (by name)
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """Who may reach whom: NetworkPolicy peers per destination, decided once."""
+
+    engine_selector: Labels  #: every engine pod of the stack
+    prometheus: Peer
+    to_engines: tuple[Peer, ...]  #: on the engine ports
+    to_gateway_grpc: tuple[Peer, ...]
+    to_gateway_http: tuple[Peer, ...]
+    to_optimizer: tuple[Peer, ...]
+    to_kv_pool: tuple[Peer, ...]
+
+
+@dataclass(frozen=True)
+class KubeFeatures:
+    """API behaviour the target Kubernetes version has on by default."""
+
+    native_sidecars: bool  #: initContainers with restartPolicy: Always (1.29+)
+    unhealthy_pod_eviction_policy: bool  #: PDB spec.unhealthyPodEvictionPolicy (1.27+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole stack, decided."""
+
+    stack_name: str
+    namespace: str
+    create_namespace: bool
+    extra_labels: Labels
+    kube_version: tuple[int, int]
+    features: KubeFeatures
+    pull_policy: str
+    pull_secret: str | None
+    prometheus_url: str
+    pools: tuple[PoolPlan, ...]
+    models: tuple[ModelPlan, ...]
+    network: NetworkPlan
+    gateway: GatewayPlan | None = None
+    scale_targets: tuple[ScaleTarget, ...] = ()  #: every autoscaled workload (HPA, KEDA, KPA, APA)
+    scaler: ScalerPlan | None = None
+    optimizer: OptimizerPlan | None = None
+    kv_pool: KvPoolPlan | None = None
+    diagnostics: DiagnosticsPlan | None = None
+    observability: ObservabilityPlan | None = None

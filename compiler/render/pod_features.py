@@ -1,0 +1,201 @@
+"""Features added to engine pods, as typed mutators the engine pod builder applies to every
+engine pod the plan holds (Deployment pods and RayCluster heads and workers alike).
+
+``LORA_SIDECAR`` (models with ``adapters``; serving pods: a Deployment's and a Ray head's):
+
+- the ``sidecar`` container: ``aibrix-sidecar --config ... --engine http://127.0.0.1:<port>
+  --pod-name $(POD_NAME) --namespace $(POD_NAMESPACE) --port 9090`` (POD_* from the downward
+  API). Where the target Kubernetes version runs native sidecars (1.29+) it is an init
+  container with ``restartPolicy: Always``: it starts before the engine and stops after it;
+  on older versions it is an ordinary second container;
+- least privilege for the API token: the ServiceAccount token is NOT automounted (the engine
+  runs model code); a projected token volume is mounted into the sidecar container only;
+- emptyDir ``/adapters`` in both containers (s3:// downloads land there, the engine loads them
+  from there); ``pvc://claim/path`` adapters are mounted read-only at ``/adapter-volumes/claim``
+  in both and declared to the sidecar as ``file:///adapter-volumes/claim/path``;
+- engine env ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` (enables load/unload endpoints); hub
+  adapters whose Secret differs from the model's give the engine ``HF_TOKEN``; s3:// adapters
+  give the sidecar ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (required) and
+  ``AWS_SESSION_TOKEN``/``AWS_REGION``/``AWS_ENDPOINT_URL`` (optional keys).
+
+``KV_CONNECTOR`` (models using the KV pool; every engine pod, since Ray workers run vLLM
+workers that load the connector too): stock vLLM images do not contain the connector, so an
+init container (the pool's image) copies the pure-Python packages ``runtime_components`` and
+``aibrix_spec`` into an emptyDir, mounted read-only in the engine at ``/opt/aibrix`` with
+``PYTHONPATH`` pointing there (a user-set PYTHONPATH is kept after it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from ..plan import AdapterPlan, ModelPlan, Plan
+from ..plan.models import ADAPTER_PVC_ROOT
+from .component_parts import NONROOT_UID, container_security
+
+__all__ = [
+    "ADAPTER_DIR",
+    "CONNECTOR_DIR",
+    "KV_CONNECTOR",
+    "LORA_SIDECAR",
+    "MUTATORS",
+    "SIDECAR_CONFIG_DIR",
+    "SIDECAR_PORT",
+    "EngineRole",
+    "PodMutator",
+    "PodSpec",
+]
+
+EngineRole = Literal["server", "ray-head", "ray-worker"]
+PodSpec = dict[str, Any]
+
+SIDECAR_PORT = 9090
+SIDECAR_CONFIG_DIR = "/etc/aibrix-sidecar"
+ADAPTER_DIR = "/adapters"
+#: Where engine pods find the connector's packages (an emptyDir filled by the init container).
+CONNECTOR_DIR = "/opt/aibrix"
+_TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where the Kubernetes client looks
+_AWS_REQUIRED = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+_AWS_OPTIONAL = ("AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL")
+_COPY_PACKAGES = (
+    "import os, shutil, aibrix_spec, runtime_components\n"
+    "for package in (aibrix_spec, runtime_components):\n"
+    "    source = os.path.dirname(package.__file__)\n"
+    "    shutil.copytree(source, os.path.join(os.environ['TARGET'], package.__name__), dirs_exist_ok=True,\n"
+    "                    ignore=shutil.ignore_patterns('__pycache__'))\n"
+)
+
+
+@dataclass(frozen=True)
+class PodMutator:
+    """A feature added to engine pods: ``applies`` decides from the plan, ``apply`` edits the
+    pod spec it is given (a copy the builder made)."""
+
+    name: str
+    applies: Callable[[ModelPlan, EngineRole], bool]
+    apply: Callable[[Plan, ModelPlan, PodSpec], PodSpec]
+
+
+def _engine(pod: PodSpec) -> dict[str, Any]:
+    return next(c for c in pod["containers"] if c["name"] == "engine")
+
+
+def _secret_env(name: str, secret: str, *, optional: bool) -> dict[str, Any]:
+    ref: dict[str, Any] = {"name": secret, "key": name}
+    if optional:
+        ref["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": ref}}
+
+
+def _sidecar_container(plan: Plan, model: ModelPlan, sidecar: AdapterPlan, pvc_mounts: list[dict[str, Any]]) -> dict[str, Any]:
+    env: list[dict[str, Any]] = [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    if sidecar.s3_secret is not None:
+        env += [_secret_env(k, sidecar.s3_secret, optional=False) for k in _AWS_REQUIRED]
+        env += [_secret_env(k, sidecar.s3_secret, optional=True) for k in _AWS_OPTIONAL]
+    command = ["aibrix-sidecar", "--config", f"{SIDECAR_CONFIG_DIR}/config.yaml", "--engine", f"http://127.0.0.1:{model.port}"]
+    command += ["--pod-name", "$(POD_NAME)", "--namespace", "$(POD_NAMESPACE)", "--port", str(SIDECAR_PORT)]
+    container: dict[str, Any] = {
+        "name": "sidecar",
+        "image": sidecar.image,
+        "imagePullPolicy": plan.pull_policy,
+        "command": command,
+        "env": env,
+        "ports": [{"name": "sidecar", "containerPort": SIDECAR_PORT, "protocol": "TCP"}],
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "sidecar"}, "periodSeconds": 20, "failureThreshold": 6},
+        "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+        "volumeMounts": [
+            {"name": "sidecar-config", "mountPath": SIDECAR_CONFIG_DIR, "readOnly": True},
+            {"name": "adapters", "mountPath": ADAPTER_DIR},
+            {"name": "sidecar-token", "mountPath": _TOKEN_DIR, "readOnly": True},
+            *pvc_mounts,
+        ],
+        "securityContext": {**container_security(), "runAsNonRoot": True, "runAsUser": NONROOT_UID},
+    }
+    if plan.features.native_sidecars:
+        container["restartPolicy"] = "Always"
+    return container
+
+
+def _token_volume() -> dict[str, Any]:
+    """What automounting would give every container, given to the sidecar alone."""
+    return {
+        "name": "sidecar-token",
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+            ]
+        },
+    }
+
+
+def _add_sidecar(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
+    sidecar = model.adapters
+    assert sidecar is not None  # applies() checked it
+    pvc_mounts = [
+        {"name": f"adapter-pvc-{k}", "mountPath": f"{ADAPTER_PVC_ROOT}/{claim}", "readOnly": True}
+        for k, claim in enumerate(sidecar.pvc_claims)
+    ]
+    pvc_volumes = [
+        {"name": f"adapter-pvc-{k}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        for k, claim in enumerate(sidecar.pvc_claims)
+    ]
+    engine = _engine(pod)
+    env = [e for e in engine.get("env", []) if e["name"] not in ("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "HF_TOKEN")]
+    env.append({"name": "VLLM_ALLOW_RUNTIME_LORA_UPDATING", "value": "True"})
+    if sidecar.hf_secret is not None:
+        env.append(_secret_env("HF_TOKEN", sidecar.hf_secret, optional=False))
+    engine["env"] = sorted(env, key=lambda e: e["name"])
+    engine["volumeMounts"] = [*engine.get("volumeMounts", []), {"name": "adapters", "mountPath": ADAPTER_DIR}, *pvc_mounts]
+    container = _sidecar_container(plan, model, sidecar, pvc_mounts)
+    pod.setdefault("initContainers" if plan.features.native_sidecars else "containers", []).append(container)
+    pod["volumes"] = [
+        *pod.get("volumes", []),
+        {"name": "adapters", "emptyDir": {}},
+        {"name": "sidecar-config", "configMap": {"name": sidecar.config_map}},
+        _token_volume(),
+        *pvc_volumes,
+    ]
+    return pod
+
+
+def _add_connector(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
+    pool = plan.kv_pool
+    assert pool is not None  # the plan sets kv_connector only with the pool on
+    pod.setdefault("volumes", []).append({"name": "kv-connector", "emptyDir": {"sizeLimit": "256Mi"}})
+    pod.setdefault("initContainers", []).append(
+        {
+            "name": "kv-connector",
+            "image": pool.component.image,
+            "imagePullPolicy": plan.pull_policy,
+            "command": ["python3", "-c", _COPY_PACKAGES],
+            "env": [{"name": "TARGET", "value": CONNECTOR_DIR}],
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+            "volumeMounts": [{"name": "kv-connector", "mountPath": CONNECTOR_DIR}],
+            "securityContext": container_security(),
+        }
+    )
+    engine = pod["containers"][0]  # the engine, or a Ray worker's only container
+    env = engine.setdefault("env", [])
+    user = next((e for e in env if e["name"] == "PYTHONPATH"), None)
+    if user is not None:
+        user["value"] = f"{CONNECTOR_DIR}:{user['value']}"
+    else:
+        env.append({"name": "PYTHONPATH", "value": CONNECTOR_DIR})
+        env.sort(key=lambda e: e["name"])
+    engine.setdefault("volumeMounts", []).append({"name": "kv-connector", "mountPath": CONNECTOR_DIR, "readOnly": True})
+    return pod
+
+
+LORA_SIDECAR = PodMutator(
+    "lora-sidecar", applies=lambda model, role: model.adapters is not None and role != "ray-worker", apply=_add_sidecar
+)
+KV_CONNECTOR = PodMutator("kv-connector", applies=lambda model, role: model.kv_connector, apply=_add_connector)
+
+#: Applied in this order to every engine pod (the sidecar first, then the connector's copy).
+MUTATORS: tuple[PodMutator, ...] = (LORA_SIDECAR, KV_CONNECTOR)

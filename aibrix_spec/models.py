@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from ._base import SpecModel
-from ._types import DnsLabel, NoSecretStr, SecretName, spec_error
+from ._types import DnsLabel, NoSecretStr, Quantity, SecretName, spec_error
 from .routing import RoutingSpec
 
 __all__ = [
@@ -104,6 +104,15 @@ class SourceSpec(SpecModel):
         return value
 
 
+class EngineResources(SpecModel):
+    """CPU and memory the engine container requests (GPUs come from the placement)."""
+
+    cpu: Quantity | None = Field(None, description="CPU request; empty = 2 + 2 per GPU of the pod.")
+    memory: Quantity | None = Field(
+        None, description="Memory request; empty = 8Gi + half the GPU memory of the pod (weights stage through host memory)."
+    )
+
+
 class EngineSpec(SpecModel):
     """The inference engine and the flags the compiler derives for it."""
 
@@ -126,6 +135,9 @@ class EngineSpec(SpecModel):
     )
     env: dict[str, NoSecretStr] = Field(
         default_factory=dict, description="Extra environment variables (no secrets: use source.secretRef)."
+    )
+    resources: EngineResources = Field(
+        default_factory=EngineResources, description="CPU and memory requests of the engine container."
     )
 
 

@@ -22,8 +22,10 @@ __all__ = [
     "GatewaySpec",
     "ImagesSpec",
     "KvCachePoolSpec",
+    "NetworkSpec",
     "ObservabilitySpec",
     "OptimizerSpec",
+    "PeerSpec",
     "ProfilesSpec",
     "RateLimitsSpec",
     "RedisSpec",
@@ -95,6 +97,13 @@ class GatewaySpec(SpecModel):
             "ignored in standalone mode."
         ),
     )
+    envoy_gateway_namespace: DnsLabel = Field(
+        "envoy-gateway-system",
+        description=(
+            "Namespace where Envoy Gateway runs its proxies (mode envoy-gateway): only pods there may call the "
+            "engines and the gateway's ext_proc port."
+        ),
+    )
     replicas: Annotated[int, Field(ge=1, le=100)] = Field(2, description="Gateway (and Envoy) replicas.")
     users: UsersSpec | None = Field(None, description="API keys; empty = no authentication.")
     rate_limits: RateLimitsSpec = Field(
@@ -153,6 +162,38 @@ class ObservabilitySpec(SpecModel):
     service_monitors: bool = Field(True, description="Emit ServiceMonitors for engines and components.")
     prometheus_rules: bool = Field(False, description="Emit PrometheusRules (SLO alerts).")
     scrape_interval: Duration = Field("30s", description="Scrape interval.")
+
+
+class PeerSpec(SpecModel):
+    """Pods allowed to connect: a namespace (by its name, which only the API server sets) and
+    the pods in it (by labels); both given means those pods in that namespace."""
+
+    namespace: DnsLabel | None = Field(None, description="Namespace name; empty = the stack's own namespace.")
+    pod_selector: dict[str, str] = Field(
+        default_factory=dict, description="Labels of the allowed pods in that namespace; empty = every pod there."
+    )
+
+
+def _prometheus_scrapers() -> list[PeerSpec]:
+    return [PeerSpec(namespace="monitoring", pod_selector={"app.kubernetes.io/name": "prometheus"})]
+
+
+class NetworkSpec(SpecModel):
+    """Who may reach the stack. Every pod of the stack gets a default-deny NetworkPolicy plus
+    exactly the flows the compiler knows (gateway -> engines, engines -> KV pool, ...)."""
+
+    scrapers: list[PeerSpec] = Field(
+        default_factory=_prometheus_scrapers,
+        description="Who may scrape metrics ports (and engines' /metrics): Prometheus in namespace monitoring by default.",
+    )
+    clients: list[PeerSpec] | None = Field(
+        None,
+        description=(
+            "Who may call the stack's OpenAI endpoint: our Envoy (gateway.mode standalone) or, without a gateway, "
+            "the engines' API port. Empty = any pod for Envoy (the gateway checks API keys), the stack's own "
+            "namespace for bare engines."
+        ),
+    )
 
 
 class ImagesSpec(SpecModel):

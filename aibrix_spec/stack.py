@@ -19,6 +19,7 @@ from .sections import (
     GatewaySpec,
     ImagesSpec,
     KvCachePoolSpec,
+    NetworkSpec,
     ObservabilitySpec,
     OptimizerSpec,
 )
@@ -57,6 +58,7 @@ class InferenceStackSpec(SpecModel):
     diagnostics: DiagnosticsSpec | None = Field(None, description="GPU diagnostics; absent = none.")
     observability: ObservabilitySpec | None = Field(None, description="Prometheus Operator objects; absent = none.")
     images: ImagesSpec = Field(default_factory=ImagesSpec, description="Container images (pinned defaults).")
+    network: NetworkSpec = Field(default_factory=NetworkSpec, description="Who may reach the stack's pods.")
     prometheus_url: Annotated[NoSecretStr, Field(pattern=PROMETHEUS_URL_PATTERN)] = Field(
         DEFAULT_PROMETHEUS_URL,
         description=(

@@ -237,6 +237,9 @@ def sources(stack: InferenceStack) -> Iterator[Diagnostic]:
 def labels(stack: InferenceStack) -> Iterator[Diagnostic]:
     maps: list[tuple[tuple[str | int, ...], dict[str, str]]] = [(("metadata", "labels"), stack.metadata.labels)]
     maps += [(("spec", "gpuPools", i, "nodeSelector"), p.node_selector or {}) for i, p in enumerate(stack.spec.gpu_pools)]
+    network = stack.spec.network
+    maps += [(("spec", "network", "scrapers", i, "podSelector"), p.pod_selector) for i, p in enumerate(network.scrapers)]
+    maps += [(("spec", "network", "clients", i, "podSelector"), p.pod_selector) for i, p in enumerate(network.clients or [])]
     for base, mapping in maps:
         for key, value in mapping.items():
             if not _LABEL_NAME.match(key):

@@ -24,6 +24,7 @@ from aibrix_spec import (
     InferenceStack,
     KvCachePoolSpec,
     ModelSpec,
+    NetworkSpec,
     ObservabilitySpec,
     OptimizerSpec,
     Toleration,
@@ -88,6 +89,7 @@ class ResolvedStack:
     optimizer: OptimizerSpec
     diagnostics: DiagnosticsSpec
     observability: ObservabilitySpec
+    network: NetworkSpec
     filled: InferenceStack  #: the input with every default written in (round-trip invariant)
 
 
@@ -213,5 +215,6 @@ def apply_defaults(stack: InferenceStack, *, namespace: str | None = None) -> Re
         optimizer=optimizer,
         diagnostics=diagnostics,
         observability=observability,
+        network=spec.network,
         filled=stack.model_copy(update={"metadata": metadata, "spec": resolved_spec}),
     )

@@ -23,6 +23,8 @@ CLUSTER_SCOPED_KINDS: frozenset[str] = frozenset(
         "StorageClass",
         "GatewayClass",
         "IngressClass",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     }
 )
 
@@ -32,6 +34,8 @@ KIND_ORDER: tuple[str, ...] = (
     "ServiceAccount",
     "ClusterRole",
     "ClusterRoleBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
     "Role",
     "RoleBinding",
     "ConfigMap",

@@ -72,8 +72,14 @@ __all__ = [
 
 def kube_features(version: tuple[int, int]) -> KubeFeatures:
     """What the target version turns on by default: native sidecar containers are beta and on
-    from 1.29 (GA 1.33); a PDB's unhealthyPodEvictionPolicy is beta and on from 1.27 (GA 1.31)."""
-    return KubeFeatures(native_sidecars=version >= (1, 29), unhealthy_pod_eviction_policy=version >= (1, 27))
+    from 1.29 (GA 1.33); a PDB's unhealthyPodEvictionPolicy is beta and on from 1.27 (GA 1.31);
+    ValidatingAdmissionPolicy is GA in 1.30, as are the node-name claims in service-account
+    tokens it reads (beta and on by default from 1.30)."""
+    return KubeFeatures(
+        native_sidecars=version >= (1, 29),
+        unhealthy_pod_eviction_policy=version >= (1, 27),
+        validating_admission_policy=version >= (1, 30),
+    )
 
 
 def _pool(p: ResolvedPool) -> PoolPlan:

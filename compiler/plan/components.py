@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aibrix_spec import AUTOSCALING_METRICS
+from aibrix_spec import AUTOSCALING_METRICS, PeerSpec
 from aibrix_spec.catalog import ACCELERATORS
 
 from ..defaults import ResolvedStack
@@ -52,7 +52,7 @@ from .types import (
 
 __all__ = [
     "ENVOY_GATEWAY_NAME",
-    "PROMETHEUS_PEER",
+    "NAMESPACE_NAME_LABEL",
     "duration_seconds",
     "plan_diagnostics",
     "plan_gateway",
@@ -67,12 +67,8 @@ __all__ = [
 #: The Gateway object under Envoy Gateway; its proxies carry owning-gateway labels naming it.
 ENVOY_GATEWAY_NAME = "aibrix"
 
-#: Prometheus pods anywhere in the cluster (the Prometheus Operator labels them so): they
-#: scrape engines and components, and the HPA's metrics adapter reads them.
-PROMETHEUS_PEER: dict[str, Any] = {
-    "namespaceSelector": {},
-    "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
-}
+#: The namespace label the API server sets on every namespace (users cannot set it).
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -103,7 +99,9 @@ def plan_gateway(stack: ResolvedStack) -> GatewayPlan | None:
             "gateway.envoyproxy.io/owning-gateway-name": ENVOY_GATEWAY_NAME,
             "gateway.envoyproxy.io/owning-gateway-namespace": stack.namespace,
         }
-        proxies = ({"namespaceSelector": {}, "podSelector": {"matchLabels": labels}},)
+        # Envoy Gateway's controller sets these labels on the proxies it runs in its own namespace.
+        namespace = {"matchLabels": {NAMESPACE_NAME_LABEL: spec.envoy_gateway_namespace}}
+        proxies = ({"namespaceSelector": namespace, "podSelector": {"matchLabels": labels}},)
     return GatewayPlan(
         router=router,
         envoy=envoy,
@@ -267,6 +265,15 @@ def plan_observability(stack: ResolvedStack) -> ObservabilityPlan | None:
     )
 
 
+def _peer(stack: ResolvedStack, peer: PeerSpec) -> dict[str, Any]:
+    """A NetworkPolicy peer: pods (by labels) in one namespace (by its API-server-set name)."""
+    namespace = peer.namespace or stack.namespace
+    return {
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
+        "podSelector": {"matchLabels": dict(sorted(peer.pod_selector.items()))} if peer.pod_selector else {},
+    }
+
+
 def plan_network(
     stack: ResolvedStack,
     *,
@@ -274,22 +281,31 @@ def plan_network(
     scaler: ScalerPlan | None,
     optimizer: OptimizerPlan | None,
 ) -> NetworkPlan:
-    """Engines accept the gateway, the proxies, the scaler and Prometheus on their ports; the
-    gateway's ext_proc port accepts the proxies and its metrics port the optimizer and
-    Prometheus; the optimizer accepts the scaler and Prometheus; the KV pool accepts engines."""
+    """Every pod of the stack is denied by default; then engines accept the gateway, the
+    proxies, the scaler and the scrapers on their API ports (and, without a gateway, the
+    clients); our Envoy accepts the clients; the gateway's ext_proc port accepts the proxies
+    and its metrics port the optimizer and scrapers; the optimizer accepts the scaler and
+    scrapers; the KV pool accepts engines; Ray pods accept each other within one RayCluster."""
     engines = (("app.kubernetes.io/component", ENGINE), ("app.kubernetes.io/instance", stack.name))
+    scrapers = tuple(_peer(stack, p) for p in stack.network.scrapers)
+    given = stack.network.clients
+    clients = tuple(_peer(stack, p) for p in given) if given is not None else None
     to_engines: list[dict[str, Any]] = []
     if gateway is not None:
         to_engines += [gateway.router.peer, *gateway.proxy_peers]
-    to_engines.append(PROMETHEUS_PEER)
+    else:  # bare engines are the endpoint: the clients call them (default: the stack's namespace)
+        to_engines += clients if clients is not None else [_peer(stack, PeerSpec())]
+    to_engines += scrapers
     if scaler is not None:
         to_engines.append(scaler.component.peer)
     return NetworkPlan(
+        stack_selector=(("app.kubernetes.io/instance", stack.name), ("app.kubernetes.io/part-of", "aibrix")),
         engine_selector=engines,
-        prometheus=PROMETHEUS_PEER,
+        scrapers=scrapers,
         to_engines=tuple(to_engines),
+        to_envoy=clients or (),
         to_gateway_grpc=gateway.proxy_peers if gateway is not None else (),
-        to_gateway_http=(PROMETHEUS_PEER, *((optimizer.component.peer,) if optimizer is not None else ())),
-        to_optimizer=(PROMETHEUS_PEER, *((scaler.component.peer,) if scaler is not None else ())),
+        to_gateway_http=(*scrapers, *((optimizer.component.peer,) if optimizer is not None else ())),
+        to_optimizer=(*scrapers, *((scaler.component.peer,) if scaler is not None else ())),
         to_kv_pool=({"podSelector": {"matchLabels": dict(engines)}},),
     )

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from pydantic import ValidationError
 
@@ -30,7 +31,7 @@ from ..errors import Diagnostic
 from .names import ENGINE, KV_CONNECTOR, KV_POOL, KV_POOL_PORT
 from .types import AdapterPlan, Labels, ModelPlan, PoolPlan, WorkloadPlan
 
-__all__ = ["ADAPTER_PVC_ROOT", "plan_models", "split"]
+__all__ = ["ADAPTER_PVC_ROOT", "engine_requests", "model_selector", "plan_models", "split"]
 
 #: Where pvc:// adapters are mounted in the engine and the sidecar.
 ADAPTER_PVC_ROOT = "/adapter-volumes"
@@ -124,6 +125,18 @@ def _adapters(m: ResolvedModel, images: ImagesSpec, problems: list[Diagnostic]) 
     )
 
 
+def engine_requests(m: ResolvedModel, pool: PoolPlan, pod_gpus: int) -> tuple[str, str]:
+    """(cpu, memory) requests of one engine pod, unless ``engine.resources`` sets them: 2 CPUs
+    plus 2 per GPU (tokenizer, scheduler, one worker process per GPU), and 8 GiB plus half the
+    pod's GPU memory (weights are staged through host memory while loading). Requests without
+    limits: the pod is Burstable, not BestEffort, so node pressure evicts it last among peers,
+    and no CPU throttling or OOM limit hits a process that maps its weights."""
+    resources = m.spec.engine.resources
+    cpu = resources.cpu or str(2 + 2 * pod_gpus)
+    memory = resources.memory or f"{8 + math.ceil(0.5 * pool.memory_gib * pod_gpus)}Gi"
+    return cpu, memory
+
+
 def _workloads(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan], selector: Labels) -> tuple[WorkloadPlan, ...]:
     autoscaled = m.spec.autoscaling.policy != "none"
     names = m.spec.placement.pools
@@ -134,6 +147,7 @@ def _workloads(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
         name = m.name if len(names) == 1 else f"{m.name}-{pool_name}"
         multi_node = m.gpus_per_replica > pool.gpus_per_node
         replicas = None if autoscaled else counts[k]
+        cpu, memory = engine_requests(m, pool, pool.gpus_per_node if multi_node else m.gpus_per_replica)
         out.append(
             WorkloadPlan(
                 name=name,
@@ -142,6 +156,8 @@ def _workloads(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
                 gpus_per_replica=m.gpus_per_replica,
                 multi_node=multi_node,
                 selector=tuple(sorted((*selector, ("aibrix.ai/gpu-pool", pool_name)))),
+                cpu=cpu,
+                memory=memory,
                 nodes=-(-m.gpus_per_replica // pool.gpus_per_node),
                 ray_clusters=tuple(f"{name}-{i}" for i in range(replicas or 0)) if multi_node else (),
             )

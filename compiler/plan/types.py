@@ -90,6 +90,8 @@ class WorkloadPlan:
     gpus_per_replica: int
     multi_node: bool
     selector: Labels  #: the model's selector plus the pool label
+    cpu: str  #: CPU request of each engine pod
+    memory: str  #: memory request of each engine pod
     nodes: int = 1  #: pods (nodes) one replica spans: ceil(gpus_per_replica / gpus_per_node)
     ray_clusters: tuple[str, ...] = ()  #: RayCluster names (multi-node only), one per replica
 
@@ -259,11 +261,14 @@ class ObservabilityPlan:
 
 @dataclass(frozen=True)
 class NetworkPlan:
-    """Who may reach whom: NetworkPolicy peers per destination, decided once."""
+    """Who may reach whom: NetworkPolicy peers per destination, decided once. Every pod of the
+    stack is denied by default (``stack_selector``); each destination admits exactly these."""
 
+    stack_selector: Labels  #: every pod of the stack (the default-deny policy's target)
     engine_selector: Labels  #: every engine pod of the stack
-    prometheus: Peer
-    to_engines: tuple[Peer, ...]  #: on the engine ports
+    scrapers: tuple[Peer, ...]  #: who may scrape metrics ports
+    to_engines: tuple[Peer, ...]  #: on the engine API ports (vLLM serves /metrics there too)
+    to_envoy: tuple[Peer, ...]  #: our Envoy's listener (empty tuple = any source)
     to_gateway_grpc: tuple[Peer, ...]
     to_gateway_http: tuple[Peer, ...]
     to_optimizer: tuple[Peer, ...]
@@ -276,6 +281,7 @@ class KubeFeatures:
 
     native_sidecars: bool  #: initContainers with restartPolicy: Always (1.29+)
     unhealthy_pod_eviction_policy: bool  #: PDB spec.unhealthyPodEvictionPolicy (1.27+)
+    validating_admission_policy: bool  #: admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (1.30+)
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,17 @@ from aibrix_spec.components.scaler import ScalerConfig
 
 from ..manifest import Manifest
 from ..plan import Plan, ScalerPlan, ScaleTarget
-from .component_parts import config_map, container_security, dump_config, meta, pod_security, rbac, service_account, with_pull_secrets
+from .component_parts import (
+    config_map,
+    container_security,
+    dump_config,
+    meta,
+    network_policy,
+    pod_security,
+    rbac,
+    service_account,
+    with_pull_secrets,
+)
 
 __all__ = ["COMPONENT", "render", "scaler_config"]
 
@@ -137,6 +147,7 @@ def _scaler_objects(plan: Plan, scaler: ScalerPlan) -> list[dict[str, Any]]:
         service_account(name, api_access=True),
         *rbac(plan, name, rules),
         deployment,
+        network_policy(name, labels, [{"from": list(plan.network.scrapers), "ports": [{"protocol": "TCP", "port": scaler.metrics_port}]}]),
     ]
 
 

@@ -42,8 +42,13 @@ def meta(name: str, **labels: str) -> dict[str, Any]:
     return {"name": name, "labels": dict(sorted({"app.kubernetes.io/name": name, **labels}.items()))}
 
 
-def pod_security() -> dict[str, Any]:
-    return {"runAsNonRoot": True, "runAsUser": NONROOT_UID, "seccompProfile": {"type": "RuntimeDefault"}}
+def pod_security(*, uid: int = NONROOT_UID) -> dict[str, Any]:
+    """The pod half of Pod Security Standards "restricted": non-root, RuntimeDefault seccomp.
+    A non-default ``uid`` also owns mounted volumes (``fsGroup``)."""
+    security: dict[str, Any] = {"runAsNonRoot": True, "runAsUser": uid}
+    if uid != NONROOT_UID:
+        security |= {"runAsGroup": uid, "fsGroup": uid}
+    return {**security, "seccompProfile": {"type": "RuntimeDefault"}}
 
 
 def container_security(*, read_only_root: bool = True) -> dict[str, Any]:

@@ -4,7 +4,10 @@ Per model: a ServiceAccount (no API token mounted) and a ClusterIP Service on th
 port selecting the model's serving pods; per single-node workload (model x pool) a
 Deployment whose pods come from :func:`.engine_pod.engine_pod` and a PodDisruptionBudget
 (``maxUnavailable: 1``; an unready engine never blocks a drain where the version allows).
-Plus the Namespace when ``spec.createNamespace`` is set. Deployment choices:
+Plus the Namespace when ``spec.createNamespace`` is set, and the stack's network baseline
+(peers decided by the plan's NetworkPlan): ``aibrix-default-deny`` selects every pod of the
+stack and admits nothing, and ``aibrix-engines`` admits exactly the engines' callers on their
+API ports. Deployment choices:
 
 - rolling updates surge one pod and never drop below the count (``maxSurge: 1,
   maxUnavailable: 0``): a model keeps serving while it rolls;
@@ -21,7 +24,7 @@ from typing import Any
 from ..manifest import Manifest
 from ..plan import ModelPlan, Plan, WorkloadPlan
 from ..plan.names import ENGINE
-from .component_parts import pdb
+from .component_parts import network_policy, pdb
 from .engine_pod import engine_pod
 
 __all__ = ["COMPONENT", "render", "workload_metadata"]
@@ -72,11 +75,25 @@ def _deployment(plan: Plan, model: ModelPlan, workload: WorkloadPlan) -> Manifes
     return Manifest(COMPONENT, body)
 
 
+def _network_policies(plan: Plan) -> list[Manifest]:
+    stack = dict(plan.network.stack_selector)
+    deny = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "aibrix-default-deny", "labels": {"app.kubernetes.io/name": "aibrix-default-deny"}},
+        "spec": {"podSelector": {"matchLabels": stack}, "policyTypes": ["Ingress"]},
+    }
+    ports = [{"protocol": "TCP", "port": p} for p in sorted({m.port for m in plan.models})]
+    engines = network_policy("aibrix-engines", dict(plan.network.engine_selector), [{"from": list(plan.network.to_engines), "ports": ports}])
+    return [Manifest("network", deny), Manifest(COMPONENT, engines)]
+
+
 def render(plan: Plan) -> list[Manifest]:
-    """The namespace (optional), every model's account and Service, single-node workloads."""
+    """The namespace (optional), network baseline, every model's account and Service, single-node workloads."""
     out: list[Manifest] = []
     if plan.create_namespace:
         out.append(Manifest("namespace", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": plan.namespace}}))
+    out += _network_policies(plan)
     for model in plan.models:
         out += [_service_account(model), _service(model)]
         for workload in model.workloads:

@@ -31,7 +31,16 @@ from aibrix_spec.components.diag import DiagConfig, MetricsEndpoint, NodeActions
 
 from ..manifest import Manifest
 from ..plan import DiagnosticsPlan, Plan, PoolPlan
-from .component_parts import config_map, container_security, dump_config, meta, service_account, with_pull_secrets
+from .component_parts import (
+    config_map,
+    container_security,
+    dump_config,
+    meta,
+    network_policy,
+    pod_security,
+    service_account,
+    with_pull_secrets,
+)
 
 __all__ = ["CONFIG_DIR", "diag_config", "render"]
 
@@ -78,6 +87,7 @@ def _daemon_set(plan: Plan, diag: DiagnosticsPlan, pool: PoolPlan) -> Manifest:
     pod_spec: dict[str, Any] = {
         "serviceAccountName": diag.component.name,
         "automountServiceAccountToken": diag.node_actions,
+        "securityContext": pod_security(),
         "nodeSelector": dict(pool.node_selector),
         "tolerations": tolerations,
         "containers": [_container(plan, diag)],
@@ -133,6 +143,56 @@ def _cluster_rbac(plan: Plan, diag: DiagnosticsPlan) -> list[Manifest]:
     return [Manifest(diag.component.component, role), Manifest(diag.component.component, binding)]
 
 
+def _own_node_only(plan: Plan, diag: DiagnosticsPlan, account: str) -> list[Manifest]:
+    """A ValidatingAdmissionPolicy confining the daemon's node writes: RBAC can only grant
+    patch on every node, so the API server itself checks that the node a daemon patches is
+    the one its token was issued on (the token's node-name claim), and that the patch changes
+    nothing but the daemon's own taint and condition."""
+    name = f"{diag.component.name}-{plan.namespace}-{plan.stack_name}"
+    actions = NodeActions()
+    user = f"system:serviceaccount:{plan.namespace}:{account}"
+    node_claim = "authentication.kubernetes.io/node-name"
+    taints = f"(has(o.spec.taints) ? o.spec.taints.filter(t, t.key != '{actions.taint_key}') : [])"
+    conditions = f"(has(o.status) && has(o.status.conditions) ? o.status.conditions.filter(c, c.type != '{actions.condition_type}') : [])"
+    labels = "(has(o.metadata.labels) ? o.metadata.labels : {})"
+    annotations = "(has(o.metadata.annotations) ? o.metadata.annotations : {})"
+
+    def same(expression: str) -> str:
+        return f"{expression.replace('o.', 'object.')} == {expression.replace('o.', 'oldObject.')}"
+
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": meta(name),
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "resourceRules": [
+                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["nodes", "nodes/status"]}
+                ]
+            },
+            "matchConditions": [{"name": "the-diag-daemon", "expression": f"request.userInfo.username == '{user}'"}],
+            "validations": [
+                {
+                    "expression": f"'{node_claim}' in request.userInfo.extra && "
+                    f"request.userInfo.extra['{node_claim}'][0] == object.metadata.name",
+                    "message": "aibrix-diag may change only the node its pod runs on",
+                },
+                {"expression": same(taints), "message": f"aibrix-diag may change only its own taint {actions.taint_key}"},
+                {"expression": same(conditions), "message": f"aibrix-diag may change only its own condition {actions.condition_type}"},
+                {"expression": f"{same(labels)} && {same(annotations)}", "message": "aibrix-diag may not change node labels or annotations"},
+            ],
+        },
+    }
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": meta(name),
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }
+    return [Manifest(diag.component.component, policy), Manifest(diag.component.component, binding)]
+
+
 def render(plan: Plan) -> list[Manifest]:
     """Nothing unless spec.diagnostics is on; else the objects listed in the module docstring."""
     diag = plan.diagnostics
@@ -142,6 +202,10 @@ def render(plan: Plan) -> list[Manifest]:
     out = [Manifest(component, service_account(diag.component.name, api_access=diag.node_actions)), _service(diag)]
     if diag.node_actions:
         out += _cluster_rbac(plan, diag)
+        if plan.features.validating_admission_policy:
+            out += _own_node_only(plan, diag, diag.component.name)
+    rules = [{"from": list(plan.network.scrapers), "ports": [{"protocol": "TCP", "port": diag.metrics_port}]}]
+    out.append(Manifest(component, network_policy(diag.component.name, diag.component.match_labels, rules)))
     for pool in diag.pools:
         data = {"config.yaml": dump_config(diag_config(diag, pool))}
         out += [Manifest(component, config_map(f"{diag.component.name}-{pool.name}", data)), _daemon_set(plan, diag, pool)]

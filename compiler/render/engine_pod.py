@@ -13,6 +13,13 @@ the launcher that execs vLLM) and ``ray-worker`` (joins the head and blocks). Sh
   loading weights (a Ray head adds the launcher's wait for its workers), then readiness
   (5 s) and liveness (10 s x 6) take over;
 - ``gpuPools[].runtimeClassName`` becomes the pod's ``runtimeClassName``;
+- Pod Security Standards "restricted": non-root (UID/GID 1000, ``fsGroup`` 1000 so volumes
+  are writable), RuntimeDefault seccomp, every capability dropped, no privilege escalation.
+  The root filesystem stays writable (the one deviation from our components' hardening, by
+  reason: vLLM, PyTorch and Triton write compile caches and Ray writes ``/tmp/ray`` in places
+  images fix); ``HOME`` points at an emptyDir so those caches land on a volume;
+- CPU and memory requests from the plan (``engine.resources``, else derived from the pod's
+  GPUs), no limits: the pod is Burstable, never BestEffort;
 - Ray pods use the pod network (no hostNetwork): ``NCCL_SOCKET_IFNAME``/``GLOO_SOCKET_IFNAME``
   ``eth0``, ``VLLM_HOST_IP`` = the pod IP.
 
@@ -27,7 +34,7 @@ import shlex
 from typing import Any
 
 from ..plan import ModelPlan, Plan, WorkloadPlan
-from .component_parts import with_pull_secrets
+from .component_parts import container_security, pod_security, with_pull_secrets
 from .pod_features import MUTATORS, EngineRole, PodSpec
 
 __all__ = [
@@ -43,6 +50,8 @@ RAY_DASHBOARD_PORT = 8265
 RAY_CLIENT_PORT = 10001
 LAUNCH_TIMEOUT_S = 900  #: how long the launcher waits for every worker's GPUs
 HF_CACHE = "/var/cache/huggingface"  # an emptyDir; HF_HOME points the engine at it
+ENGINE_HOME = "/var/cache/engine-home"  # an emptyDir; HOME of the non-root engine user
+ENGINE_UID = 1000
 _SHM_GIB_PER_GPU = 2
 _RAY_ENV = {"NCCL_SOCKET_IFNAME": "eth0", "GLOO_SOCKET_IFNAME": "eth0", "NCCL_DEBUG": "WARN"}
 #: Key order of the engine container per role (the order of the golden files).
@@ -75,7 +84,7 @@ def _probe(period: int, failures: int) -> dict[str, Any]:
 
 
 def _env(model: ModelPlan, role: EngineRole) -> list[dict[str, Any]]:
-    fixed = {"HF_HOME": HF_CACHE, **(_RAY_ENV if role != "server" else {})}
+    fixed = {"HF_HOME": HF_CACHE, "HOME": ENGINE_HOME, **(_RAY_ENV if role != "server" else {})}
     values = {**fixed, **dict(model.env)}  # the user's engine.env wins
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
     if role != "server":
@@ -85,7 +94,11 @@ def _env(model: ModelPlan, role: EngineRole) -> list[dict[str, Any]]:
 
 def _container(plan: Plan, model: ModelPlan, workload: WorkloadPlan, role: EngineRole, cluster: str) -> dict[str, Any]:
     gpus = {workload.pool.resource_name: workload.gpus_per_replica if role == "server" else workload.pool.gpus_per_node}
-    mounts: list[dict[str, Any]] = [{"name": "dshm", "mountPath": "/dev/shm"}, {"name": "hf-cache", "mountPath": HF_CACHE}]
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "hf-cache", "mountPath": HF_CACHE},
+        {"name": "home", "mountPath": ENGINE_HOME},
+    ]
     if model.pvc_claim is not None:
         mounts.append({"name": "models", "mountPath": "/models", "readOnly": True})
     http = {"name": "http", "containerPort": model.port, "protocol": "TCP"}
@@ -94,9 +107,9 @@ def _container(plan: Plan, model: ModelPlan, workload: WorkloadPlan, role: Engin
         "image": model.image,
         "imagePullPolicy": plan.pull_policy,
         "env": _env(model, role),
-        "resources": {"requests": dict(gpus), "limits": dict(gpus)},
+        "resources": {"requests": {"cpu": workload.cpu, "memory": workload.memory, **gpus}, "limits": dict(gpus)},
         "volumeMounts": mounts,
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "securityContext": container_security(read_only_root=False),
     }
     if role == "server":
         container |= {"command": list(model.command.command), "args": list(model.command.args), "ports": [http]}
@@ -124,6 +137,7 @@ def _volumes(model: ModelPlan, gpus: int) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": f"{_SHM_GIB_PER_GPU * gpus}Gi"}},
         {"name": "hf-cache", "emptyDir": {}},
+        {"name": "home", "emptyDir": {}},
     ]
     if model.pvc_claim is not None:
         volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": model.pvc_claim, "readOnly": True}})
@@ -136,6 +150,7 @@ def engine_pod(plan: Plan, model: ModelPlan, workload: WorkloadPlan, role: Engin
     pod: PodSpec = {
         "serviceAccountName": model.name,
         "automountServiceAccountToken": False,
+        "securityContext": pod_security(uid=ENGINE_UID),
         "nodeSelector": dict(workload.pool.node_selector),
         "tolerations": [dict(t) for t in workload.pool.tolerations],
         "terminationGracePeriodSeconds": 60,

@@ -16,9 +16,8 @@ Always (when ``spec.gateway`` is on):
   because each replica keeps its own token-bucket counters and the optimizer sums them over
   stable per-pod URLs ``http://aibrix-gateway-<i>.aibrix-gateway.<ns>.svc:8080/metrics``;
 - NetworkPolicies with the peers the plan decided (:class:`compiler.plan.NetworkPlan`):
-  engine pods accept traffic only from the gateway, the proxies, the scaler, Prometheus and
-  each other; gateway pods accept ext_proc only from the proxies and metric scrapes only from
-  the optimizer and Prometheus.
+  gateway pods accept ext_proc only from the proxies and metric scrapes only from the
+  optimizer and the scrapers; our Envoy accepts the clients (``network.clients``, default any).
 
 ``mode: standalone``: our own Envoy (Deployment ``aibrix-envoy``, its Service and a ConfigMap
 with the bootstrap of :func:`.envoy_bootstrap.envoy_bootstrap`: ext_proc to every gateway
@@ -211,18 +210,13 @@ def _envoy_objects(plan: Plan, gw: GatewayPlan) -> list[dict[str, Any]]:
         "spec": {"type": "ClusterIP", "selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
     }
     budget = pdb(plan, meta(envoy.name), labels)
-    return [config, service_account(envoy.name, api_access=False), deployment, service, budget]
-
-
-def _engine_policy(plan: Plan) -> dict[str, Any]:
-    engines = dict(plan.network.engine_selector)
-    ports = [{"protocol": "TCP", "port": p} for p in sorted({m.port for m in plan.models})]
-    rules = [
-        {"from": list(plan.network.to_engines), "ports": ports},
-        # Replicas of the stack's engines talk to each other on any port (NCCL, Ray, sidecars).
-        {"from": [{"podSelector": {"matchLabels": engines}}]},
-    ]
-    return network_policy("aibrix-engines", engines, rules)
+    # Clients reach Envoy's listener (any source unless network.clients names them); the admin
+    # port listens on loopback only.
+    rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": gw.envoy_port}]}
+    if plan.network.to_envoy:
+        rule = {"from": list(plan.network.to_envoy), **rule}
+    policy = network_policy(envoy.name, labels, [rule])
+    return [config, service_account(envoy.name, api_access=False), deployment, service, budget, policy]
 
 
 def _gateway_policy(gw: GatewayPlan, plan: Plan) -> dict[str, Any]:
@@ -246,7 +240,6 @@ def render(plan: Plan) -> list[Manifest]:
         _gateway_service(gw),
         _gateway_workload(plan, gw),
         pdb(plan, meta(name), gw.router.match_labels),
-        _engine_policy(plan),
         _gateway_policy(gw, plan),
     ]
     bodies += _envoy_objects(plan, gw) if gw.envoy is not None else render_gateway_api(plan, gw)

@@ -14,7 +14,10 @@ worker's GPUs have joined); workers run ``ray start --address=<cluster>-head-svc
 Only the serving head is discoverable: the model labels (``model.aibrix.ai/name`` ...) go on
 the head pod only, so the model's Service (core family) and the gateway select heads; workers
 carry ``aibrix.ai/ray-role: worker`` instead. A PodDisruptionBudget per workload lets at most
-one head be evicted at a time.
+one head be evicted at a time. Ray's ports (GCS 6379, dashboard and job API 8265, client
+10001, the workers' ports) stay inside one RayCluster: its pods carry
+``aibrix.ai/ray-cluster: <cluster>`` and a NetworkPolicy per cluster admits only those pods
+(the stack's default-deny policy refuses everyone else).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 from ..manifest import Manifest
 from ..plan import ModelPlan, Plan, WorkloadPlan
 from ..plan.names import ENGINE
-from .component_parts import pdb
+from .component_parts import network_policy, pdb
 from .engine_pod import engine_pod
 
 __all__ = ["render"]
@@ -32,14 +35,22 @@ __all__ = ["render"]
 _OVERWRITE_CMD = "ray.io/overwrite-container-cmd"
 
 
-def _head(plan: Plan, model: ModelPlan, workload: WorkloadPlan) -> dict[str, Any]:
-    labels = {**dict(workload.selector), **dict(model.labels), "aibrix.ai/ray-role": "head"}
+_CLUSTER_LABEL = "aibrix.ai/ray-cluster"
+
+
+def _head(plan: Plan, model: ModelPlan, workload: WorkloadPlan, cluster: str) -> dict[str, Any]:
+    labels = {**dict(workload.selector), **dict(model.labels), "aibrix.ai/ray-role": "head", _CLUSTER_LABEL: cluster}
     pod = engine_pod(plan, model, workload, "ray-head")
     return {"serviceType": "ClusterIP", "template": {"metadata": {"labels": dict(sorted(labels.items()))}, "spec": pod}}
 
 
 def _workers(plan: Plan, model: ModelPlan, workload: WorkloadPlan, cluster: str) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": model.name, "aibrix.ai/gpu-pool": workload.pool.name, "aibrix.ai/ray-role": "worker"}
+    labels = {
+        "app.kubernetes.io/name": model.name,
+        "aibrix.ai/gpu-pool": workload.pool.name,
+        "aibrix.ai/ray-role": "worker",
+        _CLUSTER_LABEL: cluster,
+    }
     count = workload.nodes - 1
     pod = engine_pod(plan, model, workload, "ray-worker", cluster=cluster)
     template = {"metadata": {"labels": dict(sorted(labels.items()))}, "spec": pod}
@@ -54,11 +65,17 @@ def _ray_cluster(plan: Plan, model: ModelPlan, workload: WorkloadPlan, cluster: 
         "metadata": {"name": cluster, "labels": dict(sorted(labels.items())), "annotations": {_OVERWRITE_CMD: "true"}},
         "spec": {
             "enableInTreeAutoscaling": False,
-            "headGroupSpec": _head(plan, model, workload),
+            "headGroupSpec": _head(plan, model, workload, cluster),
             "workerGroupSpecs": [_workers(plan, model, workload, cluster)],
         },
     }
     return Manifest(ENGINE, body)
+
+
+def _cluster_policy(plan: Plan, cluster: str) -> Manifest:
+    """Ray's ports admit the pods of this RayCluster only."""
+    pods = {"app.kubernetes.io/instance": plan.stack_name, _CLUSTER_LABEL: cluster}
+    return Manifest(ENGINE, network_policy(f"{cluster}-ray", pods, [{"from": [{"podSelector": {"matchLabels": pods}}]}]))
 
 
 def render(plan: Plan) -> list[Manifest]:
@@ -72,4 +89,5 @@ def render(plan: Plan) -> list[Manifest]:
             metadata = {"name": workload.name, "labels": dict(sorted(labels.items()))}
             out.append(Manifest(ENGINE, pdb(plan, metadata, dict(workload.selector), evict_unhealthy=True)))
             out += [_ray_cluster(plan, model, workload, name, k) for k, name in enumerate(workload.ray_clusters)]
+            out += [_cluster_policy(plan, name) for name in workload.ray_clusters]
     return out

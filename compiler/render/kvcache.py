@@ -144,7 +144,7 @@ def render(plan: Plan) -> list[Manifest]:
     name = pool.component.name
     rules = [
         {"from": list(plan.network.to_kv_pool), "ports": [{"protocol": "TCP", "port": pool.port}]},
-        {"from": [plan.network.prometheus], "ports": [{"protocol": "TCP", "port": pool.metrics_port}]},
+        {"from": list(plan.network.scrapers), "ports": [{"protocol": "TCP", "port": pool.metrics_port}]},
     ]
     bodies = [
         config_map(name, {"pool.yaml": dump_config(pool_config(pool))}),

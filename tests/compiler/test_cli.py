@@ -139,7 +139,7 @@ def test_explain_table(capsys: pytest.CaptureFixture[str]) -> None:
 def test_validate_and_schema(capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("kubernetes_validate")
     code, out, err = run(capsys, "validate", str(QUICKSTART))
-    assert (code, out) == (0, "") and "its 5 objects pass validation" in err
+    assert (code, out) == (0, "") and "its 7 objects pass validation" in err
     code, out, _err = run(capsys, "schema")
     assert code == 0 and '"$id": "https://aibrix.ai/schemas/inferencestack.schema.json"' in out
 

@@ -75,7 +75,7 @@ def test_multi_node_replica_is_left_to_kuberay() -> None:
         ({"source": {"uri": "hf://o/m", "secretRef": "hf-token"}}, lambda c, p: c["envFrom"] == [{"secretRef": {"name": "hf-token"}}]),
         ({"parallelism": {"tensor": 2}}, lambda c, p: c["resources"]["limits"] == {"nvidia.com/gpu": 2}),
         ({"parallelism": {"tensor": 2}}, lambda c, p: p["volumes"][0]["emptyDir"] == {"medium": "Memory", "sizeLimit": "4Gi"}),
-        ({"engine": {"env": {"HF_HOME": "/cache"}}}, lambda c, p: c["env"] == [{"name": "HF_HOME", "value": "/cache"}]),
+        ({"engine": {"env": {"HF_HOME": "/cache"}}}, lambda c, p: c["env"] == [{"name": "HF_HOME", "value": "/cache"}, {"name": "HOME", "value": "/var/cache/engine-home"}]),
         ({"source": {"uri": "pvc://store/m"}}, lambda c, p: p["volumes"][-1]["persistentVolumeClaim"] == {"claimName": "store", "readOnly": True}),
         ({"engine": {"type": "sglang"}}, lambda c, p: c["command"] == ["python3", "-m", "sglang.launch_server"]),
         ({"engine": {"port": 9000}}, lambda c, p: c["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]),

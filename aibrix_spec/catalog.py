@@ -9,9 +9,10 @@ USD and are only defaults: a pool's ``costPerGpuHour`` overrides them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-__all__ = ["AcceleratorSpec", "ModelArch", "ACCELERATORS", "MODEL_ARCHS", "accelerator", "model_arch"]
+__all__ = ["AcceleratorSpec", "ModelArch", "ACCELERATORS", "MODEL_ARCHS", "accelerator", "arch_from_source", "model_arch"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,26 @@ MODEL_ARCHS: dict[str, ModelArch] = {
         ModelArch("llama-3-70b", 70.6, 80, 8192, 8, 128, 128256),
     )
 }
+
+
+#: Well-known weight names (the last component of a source URI, lowercased) -> architecture.
+_SOURCE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"^(meta-)?llama-3(\.[0-9])?-8b(-instruct)?$"), "llama-3-8b"),
+    (re.compile(r"^(meta-)?llama-3(\.[0-9])?-70b(-instruct)?$"), "llama-3-70b"),
+    (re.compile(r"^qwen2\.5-7b(-instruct)?$"), "qwen2.5-7b"),
+    (re.compile(r"^deepseek-coder-6\.7b(-instruct|-base)?$"), "deepseek-coder-6.7b"),
+)
+
+
+def arch_from_source(uri: str) -> str | None:
+    """The architecture a well-known source URI names, when exactly one matches.
+
+    >>> arch_from_source("hf://Qwen/Qwen2.5-7B-Instruct"), arch_from_source("s3://b/my-model")
+    ('qwen2.5-7b', None)
+    """
+    tail = uri.rstrip("/").rsplit("/", 1)[-1].split("@", 1)[0].split(":", 1)[0].lower()
+    found = {arch for pattern, arch in _SOURCE_PATTERNS if pattern.match(tail)}
+    return found.pop() if len(found) == 1 else None
 
 
 def accelerator(name: str) -> AcceleratorSpec:

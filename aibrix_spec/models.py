@@ -87,8 +87,24 @@ class SourceSpec(SpecModel):
     secret_ref: SecretName | None = Field(
         None,
         description=(
-            "Name of a Secret whose keys become the engine's environment (e.g. HF_TOKEN, AWS_ACCESS_KEY_ID); "
-            "never put a token in the URI."
+            "Name of a Secret whose keys become the engine's (and the downloader's) environment: HF_TOKEN for hf://, "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for s3:// and gs:// (HMAC keys), key token (a bearer token) "
+            "for https:// and oci://; never put a token in the URI."
+        ),
+    )
+    endpoint: Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")] | None = Field(
+        None,
+        description=(
+            "S3-compatible endpoint for s3:// (MinIO, SeaweedFS, Ceph...); gs:// defaults to "
+            "https://storage.googleapis.com. Scheme, host and port only: credentials come from secretRef."
+        ),
+    )
+    loader: Literal["auto", "stream", "download"] = Field(
+        "auto",
+        description=(
+            "How weights reach the engine: stream (vLLM's Run:ai Model Streamer reads s3:// and gs:// straight into "
+            "GPU memory), download (an init container runs aibrix-runtime download into the model cache), or auto: "
+            "stream for vLLM from s3:// and gs:// when no spec.modelCache is set, download for other downloaded sources."
         ),
     )
 
@@ -232,6 +248,14 @@ class ModelSpec(SpecModel):
     """One served base model."""
 
     name: DnsLabel = Field(description="Model name: Service, labels, and the OpenAI model name by default.")
+    arch: str | None = Field(
+        None,
+        description=(
+            "Catalogue architecture of the weights (layers, hidden size, KV heads), for the optimizer's derived "
+            "profiles; empty = the model's name or served name when the catalogue knows it, else inferred from "
+            "a well-known source URI."
+        ),
+    )
     served_model_name: str | None = Field(
         None, description="The OpenAI model name when it differs from name (e.g. meta-llama/Llama-3-8B)."
     )

@@ -22,6 +22,7 @@ __all__ = [
     "GatewaySpec",
     "ImagesSpec",
     "KvCachePoolSpec",
+    "ModelCacheSpec",
     "NetworkSpec",
     "ObservabilitySpec",
     "OptimizerSpec",
@@ -44,6 +45,7 @@ DEFAULT_IMAGES: dict[str, str] = {
     "optimizer": "ghcr.io/aibrix-stack/optimizer:0.1.0",
     "diagnostics": "ghcr.io/aibrix-stack/diag:0.1.0",
     "sidecar": "ghcr.io/aibrix-stack/sidecar:0.1.0",
+    "runtime": "ghcr.io/aibrix-stack/runtime:0.1.0",
 }
 
 _Image = Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9./_:@-]+$")]
@@ -164,6 +166,24 @@ class ObservabilitySpec(SpecModel):
     scrape_interval: Duration = Field("30s", description="Scrape interval.")
 
 
+class ModelCacheSpec(SpecModel):
+    """Where downloaded weights are kept so the pods of a node (hostPath) or of the cluster (a
+    ReadWriteMany claim) download each model once: keyed by source URI, locked per model, and
+    bounded by evicting the least recently used models."""
+
+    type: Literal["hostPath", "pvc"] = Field(
+        description=(
+            "hostPath: a directory on each GPU node (needs the cluster admin's consent: the pods mount a host "
+            "path); pvc: a ReadWriteMany PersistentVolumeClaim shared by every pod."
+        )
+    )
+    path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9._/-]*$")] = Field(
+        "/var/lib/aibrix/models", description="The node directory (type hostPath)."
+    )
+    claim_name: DnsLabel | None = Field(None, description="The ReadWriteMany claim (type pvc).")
+    max_size: Quantity = Field("500Gi", description="Size bound; least recently used models are evicted past it.")
+
+
 class PeerSpec(SpecModel):
     """Pods allowed to connect: a namespace (by its name, which only the API server sets) and
     the pods in it (by labels); both given means those pods in that namespace."""
@@ -208,5 +228,6 @@ class ImagesSpec(SpecModel):
     optimizer: _Image = Field(DEFAULT_IMAGES["optimizer"], description="GPU optimizer image.")
     diagnostics: _Image = Field(DEFAULT_IMAGES["diagnostics"], description="GPU diagnostics image.")
     sidecar: _Image = Field(DEFAULT_IMAGES["sidecar"], description="Engine sidecar image.")
+    runtime: _Image = Field(DEFAULT_IMAGES["runtime"], description="Model downloader image (aibrix-runtime).")
     pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field("IfNotPresent", description="imagePullPolicy.")
     pull_secret_ref: SecretName | None = Field(None, description="imagePullSecret for private registries.")

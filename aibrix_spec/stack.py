@@ -19,6 +19,7 @@ from .sections import (
     GatewaySpec,
     ImagesSpec,
     KvCachePoolSpec,
+    ModelCacheSpec,
     NetworkSpec,
     ObservabilitySpec,
     OptimizerSpec,
@@ -59,6 +60,9 @@ class InferenceStackSpec(SpecModel):
     observability: ObservabilitySpec | None = Field(None, description="Prometheus Operator objects; absent = none.")
     images: ImagesSpec = Field(default_factory=ImagesSpec, description="Container images (pinned defaults).")
     network: NetworkSpec = Field(default_factory=NetworkSpec, description="Who may reach the stack's pods.")
+    model_cache: ModelCacheSpec | None = Field(
+        None, description="Shared cache of downloaded weights; absent = each pod downloads into its own emptyDir."
+    )
     prometheus_url: Annotated[NoSecretStr, Field(pattern=PROMETHEUS_URL_PATTERN)] = Field(
         DEFAULT_PROMETHEUS_URL,
         description=(

@@ -11,6 +11,7 @@ import re
 from typing import Callable, Iterator
 
 from aibrix_spec import AUTOSCALING_METRICS, InferenceStack
+from aibrix_spec.catalog import MODEL_ARCHS
 
 from .engine_args import derived_args
 from .errors import Diagnostic, did_you_mean
@@ -224,6 +225,19 @@ _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 
 def sources(stack: InferenceStack) -> Iterator[Diagnostic]:
     for i, m in enumerate(stack.spec.models):
+        if m.arch is not None and m.arch not in MODEL_ARCHS:
+            yield Diagnostic(
+                ("spec", "models", i, "arch"),
+                f'unknown architecture "{m.arch}"',
+                expected="a catalogue architecture: " + ", ".join(sorted(MODEL_ARCHS)),
+                hint=did_you_mean(m.arch, sorted(MODEL_ARCHS)),
+            )
+        if m.source.endpoint is not None and not m.source.uri.startswith(("s3://", "gs://")):
+            yield Diagnostic(
+                ("spec", "models", i, "source", "endpoint"),
+                "source.endpoint is the S3-compatible endpoint of s3:// and gs:// sources",
+                expected="an s3:// or gs:// source, or no endpoint",
+            )
         if m.source.uri.startswith("pvc://"):
             claim = m.source.uri.removeprefix("pvc://").partition("/")[0]
             if not _SUBDOMAIN.match(claim) or len(claim) > 253:

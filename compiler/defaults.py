@@ -23,6 +23,7 @@ from aibrix_spec import (
     ImagesSpec,
     InferenceStack,
     KvCachePoolSpec,
+    ModelCacheSpec,
     ModelSpec,
     NetworkSpec,
     ObservabilitySpec,
@@ -90,6 +91,7 @@ class ResolvedStack:
     diagnostics: DiagnosticsSpec
     observability: ObservabilitySpec
     network: NetworkSpec
+    model_cache: ModelCacheSpec | None  #: None = downloads land in a pod-local emptyDir
     filled: InferenceStack  #: the input with every default written in (round-trip invariant)
 
 
@@ -216,5 +218,6 @@ def apply_defaults(stack: InferenceStack, *, namespace: str | None = None) -> Re
         diagnostics=diagnostics,
         observability=observability,
         network=spec.network,
+        model_cache=spec.model_cache,
         filled=stack.model_copy(update={"metadata": metadata, "spec": resolved_spec}),
     )

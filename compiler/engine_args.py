@@ -141,11 +141,17 @@ def engine_command(
     dtype: str,
     lora: tuple[int, int] | None,
     extra: dict[str, str | int | float | bool],
+    model: str | None = None,
+    load_format: str | None = None,
 ) -> EngineCommand:
-    """The engine's command line; ``lora`` is (max loras, max rank) when adapters exist."""
-    model = weights_location(uri)
+    """The engine's command line; ``lora`` is (max loras, max rank) when adapters exist;
+    ``model`` overrides where the weights are read (a download destination, a streamed URI)
+    and ``load_format`` sets vLLM's ``--load-format``."""
+    model = model or weights_location(uri)
     if engine == "vllm":
         args = ["--model", model, "--served-model-name", served_name, "--host", "0.0.0.0", "--port", str(port)]
+        if load_format is not None:
+            args += ["--load-format", load_format]
         args += ["--tensor-parallel-size", str(tensor), "--pipeline-parallel-size", str(pipeline)]
         args += ["--gpu-memory-utilization", f"{gpu_memory_utilization:g}", "--dtype", dtype]
         if max_model_len is not None:

@@ -1,4 +1,5 @@
-"""``aibrix-compile explain``: a table of what a stack will run and what it costs.
+"""``aibrix-compile explain``: a table of what a stack will run and what it costs, then how
+each model's weights reach its engine (hub, volume, streamed, or downloaded into a cache).
 
 Cost per hour of a workload = replicas x gpusPerReplica x the pool's costPerGpuHour.
 A model with a fixed count costs its planned split over its pools at both ends. An
@@ -40,4 +41,5 @@ def explain_table(plan: Plan) -> str:
         "  ".join(cell.ljust(widths[i]) if i < 4 else cell.rjust(widths[i]) for i, cell in enumerate(row)).rstrip()
         for row in [header, *rows]
     ]
+    lines += ["", "WEIGHTS"] + [f"{m.name}: {m.weights.describe()}" for m in plan.models if m.weights is not None]
     return "\n".join(lines) + "\n"

@@ -11,9 +11,10 @@ from aibrix_spec.catalog import MODEL_ARCHS
 
 from ..defaults import ResolvedStack
 from ..errors import Diagnostic
+from .models import model_arch_of
 from .types import ModelPlan
 
-__all__ = ["MAX_RAY_CLUSTER_NAME", "RAY_HEAD_SERVICE_SUFFIX", "check_multi_node", "check_names", "check_optimizer", "model_arch"]
+__all__ = ["MAX_RAY_CLUSTER_NAME", "RAY_HEAD_SERVICE_SUFFIX", "check_multi_node", "check_names", "check_optimizer"]
 
 #: KubeRay names a cluster's head Service <cluster>-head-svc, which must be a DNS label (<= 63).
 RAY_HEAD_SERVICE_SUFFIX = "-head-svc"
@@ -86,11 +87,6 @@ def check_names(models: tuple[ModelPlan, ...]) -> list[Diagnostic]:
     return problems
 
 
-def model_arch(name: str, served_name: str) -> str | None:
-    """The catalogue architecture a model is known by (its name, else its served name)."""
-    return next((n for n in (name, served_name) if n in MODEL_ARCHS), None)
-
-
 def optimized_models(stack: ResolvedStack) -> list[int]:
     """Indexes of the models autoscaled on the optimizer's gauge."""
     return [
@@ -129,12 +125,13 @@ def check_optimizer(stack: ResolvedStack) -> list[Diagnostic]:
                 expected="slo.ttftP99Ms and/or slo.tpotP99Ms",
                 hint="profiles are the highest rates that meet the SLO, so the optimizer needs one",
             ))
-        if derive and model_arch(m.name, m.served_name) is None:
+        if derive and model_arch_of(m) is None:
             problems.append(Diagnostic(
                 ("spec", "models", m.index, "name"),
-                f"no profiles for model {m.name}: optimizer.profiles.configMapRef is empty and the catalogue "
-                "has no architecture of that name to derive them from",
-                expected="a name from the catalogue: " + ", ".join(sorted(MODEL_ARCHS)),
-                hint="measure profiles (aibrix-optimize profile) into a ConfigMap and set optimizer.profiles.configMapRef",
+                f"no profiles for model {m.name}: optimizer.profiles.configMapRef is empty and neither the model's "
+                "arch, its name nor its source names an architecture the catalogue knows",
+                expected="models[].arch from the catalogue: " + ", ".join(sorted(MODEL_ARCHS)),
+                hint="set arch (or measure profiles with aibrix-optimize profile into a ConfigMap and set "
+                "optimizer.profiles.configMapRef)",
             ))
     return problems

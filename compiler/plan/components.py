@@ -13,7 +13,7 @@ from aibrix_spec import AUTOSCALING_METRICS, PeerSpec
 from aibrix_spec.catalog import ACCELERATORS
 
 from ..defaults import ResolvedStack
-from .checks import model_arch, optimized_models
+from .checks import optimized_models
 from .names import (
     DIAG,
     DIAG_METRICS_PORT,
@@ -203,7 +203,7 @@ def plan_optimizer(stack: ResolvedStack, models: tuple[ModelPlan, ...], gateway:
             min_replicas=m.replicas_min,
             max_replicas=m.replicas_max,
             slo=m.slo.model_dump(mode="json", by_alias=True, exclude_none=True),
-            arch=model_arch(m.name, m.served_name),
+            arch=m.arch,
         )
         for m in placed
     )

@@ -23,18 +23,108 @@ import math
 from pydantic import ValidationError
 
 from aibrix_spec import ImagesSpec
+from aibrix_spec.catalog import MODEL_ARCHS, arch_from_source
+from aibrix_spec.components.kv import parse_quantity
 from aibrix_spec.components.sidecar import SidecarAdapter
+from aibrix_spec.model_cache import cache_key
 
 from ..defaults import ResolvedModel, ResolvedStack
-from ..engine_args import engine_command
+from ..engine_args import engine_command, weights_location
 from ..errors import Diagnostic
 from .names import ENGINE, KV_CONNECTOR, KV_POOL, KV_POOL_PORT
-from .types import AdapterPlan, Labels, ModelPlan, PoolPlan, WorkloadPlan
+from .types import AdapterPlan, Labels, ModelCachePlan, ModelPlan, PoolPlan, WeightsPlan, WorkloadPlan
 
-__all__ = ["ADAPTER_PVC_ROOT", "engine_requests", "model_selector", "plan_models", "split"]
+__all__ = [
+    "ADAPTER_PVC_ROOT",
+    "GCS_ENDPOINT",
+    "MODEL_CACHE_MOUNT",
+    "engine_requests",
+    "model_arch_of",
+    "model_selector",
+    "plan_models",
+    "plan_weights",
+    "split",
+]
 
 #: Where pvc:// adapters are mounted in the engine and the sidecar.
 ADAPTER_PVC_ROOT = "/adapter-volumes"
+#: Where engine pods mount the model cache (downloaded weights live at <mount>/<cache key>).
+MODEL_CACHE_MOUNT = "/var/cache/aibrix-models"
+#: gs:// through Cloud Storage's S3-compatible XML API (HMAC keys as AWS_* variables).
+GCS_ENDPOINT = "https://storage.googleapis.com"
+_DOWNLOADED = ("s3://", "gs://", "https://", "oci://")
+
+
+def _cache(stack: ResolvedStack) -> ModelCachePlan:
+    spec = stack.model_cache
+    if spec is None:
+        return ModelCachePlan(kind="emptyDir", mount=MODEL_CACHE_MOUNT)
+    return ModelCachePlan(
+        kind=spec.type,
+        mount=MODEL_CACHE_MOUNT,
+        host_path=spec.path if spec.type == "hostPath" else None,
+        claim=spec.claim_name if spec.type == "pvc" else None,
+        max_bytes=parse_quantity(spec.max_size),
+    )
+
+
+def plan_weights(stack: ResolvedStack, m: ResolvedModel) -> WeightsPlan:
+    """hf:// from the hub and pvc:// from the volume, as the engine reads them; s3:// and gs://
+    streamed by vLLM's Run:ai Model Streamer (``loader: auto`` without a model cache, or
+    ``stream``); every other downloaded source (and any with ``loader: download``) fetched by an
+    init container into the model cache (a shared one, or a pod-local emptyDir)."""
+    source = m.spec.source
+    uri = source.uri
+    if uri.startswith("hf://"):
+        return WeightsPlan(uri=uri, loader="hub", model_arg=uri.removeprefix("hf://"))
+    if uri.startswith("pvc://"):
+        return WeightsPlan(uri=uri, loader="volume", model_arg=weights_location(uri))
+    object_store = uri.startswith(("s3://", "gs://"))
+    endpoint = source.endpoint or (GCS_ENDPOINT if uri.startswith("gs://") else None)
+    if endpoint is not None:
+        endpoint = endpoint.rstrip("/")
+    streamable = object_store and m.spec.engine.type == "vllm"
+    if source.loader == "stream" or (source.loader == "auto" and streamable and stack.model_cache is None):
+        # The streamer reads gs:// through the same S3-compatible API the downloader uses.
+        streamed = "s3://" + uri.split("://", 1)[1]
+        return WeightsPlan(uri=uri, loader="stream", model_arg=streamed, load_format="runai_streamer", endpoint=endpoint)
+    cache = _cache(stack)
+    return WeightsPlan(
+        uri=uri,
+        loader="download",
+        model_arg=f"{cache.mount}/{cache_key(uri)}",
+        endpoint=endpoint,
+        dest=f"{cache.mount}/{cache_key(uri)}",
+        cache=cache,
+        downloader_image=stack.images.runtime,
+        token_secret=source.secret_ref if uri.startswith(("https://", "oci://")) else None,
+    )
+
+
+def check_loader(m: ResolvedModel) -> list[Diagnostic]:
+    """``loader: stream`` needs vLLM and an object store; downloads need a downloaded source."""
+    source = m.spec.source
+    path = ("spec", "models", m.index, "source", "loader")
+    if source.loader == "stream" and not (source.uri.startswith(("s3://", "gs://")) and m.spec.engine.type == "vllm"):
+        return [Diagnostic(path, f"loader: stream reads s3:// or gs:// weights with vLLM's Run:ai Model Streamer; model {m.name} "
+                           f"runs {m.spec.engine.type} from {source.uri.split('://')[0]}://",
+                           expected="loader: auto or download", hint="SGLang and other sources are downloaded by an init container")]
+    if source.loader == "download" and not source.uri.startswith(_DOWNLOADED):
+        return [Diagnostic(path, f"loader: download fetches s3://, gs://, https:// and oci:// sources; {source.uri.split('://')[0]}:// "
+                           "is read by the engine itself", expected="loader: auto")]
+    if source.loader != "auto" and "loadFormat" in m.spec.engine.args and source.uri.startswith(("s3://", "gs://")):
+        return [Diagnostic(("spec", "models", m.index, "engine", "args", "loadFormat"),
+                           "engine.args.loadFormat conflicts with source.loader", expected="one of them",
+                           hint="source.loader: stream sets --load-format runai_streamer")]
+    return []
+
+
+def model_arch_of(m: ResolvedModel) -> str | None:
+    """The catalogue architecture: explicit ``arch``, else the name or served name the catalogue
+    knows, else the one a well-known source URI names."""
+    if m.spec.arch is not None:
+        return m.spec.arch
+    return next((n for n in (m.name, m.served_name) if n in MODEL_ARCHS), None) or arch_from_source(m.spec.source.uri)
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -169,7 +259,11 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
     spec = m.spec
     selector = model_selector(stack.name, m.name)
     kv = uses_kv_pool(stack, m)
+    problems += check_loader(m)
+    weights = plan_weights(stack, m)
     command = engine_command(
+        model=weights.model_arg,
+        load_format=weights.load_format,
         engine=spec.engine.type,
         uri=spec.source.uri,
         served_name=m.served_name,
@@ -207,6 +301,8 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
         slo=spec.slo,
         adapters=_adapters(m, stack.images, problems),
         kv_connector=kv,
+        weights=weights,
+        arch=model_arch_of(m),
     )
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "GatewayPlan",
     "KubeFeatures",
     "KvPoolPlan",
+    "ModelCachePlan",
     "Labels",
     "ModelPlan",
     "NetworkPlan",
@@ -35,6 +36,7 @@ __all__ = [
     "PoolPlan",
     "ScaleTarget",
     "ScalerPlan",
+    "WeightsPlan",
     "WorkloadPlan",
 ]
 
@@ -97,6 +99,42 @@ class WorkloadPlan:
 
 
 @dataclass(frozen=True)
+class ModelCachePlan:
+    """Where downloaded weights land: a shared cache (node directory or RWX claim) or, without
+    one, a pod-local emptyDir."""
+
+    kind: Literal["emptyDir", "hostPath", "pvc"]
+    mount: str  #: where pods mount the cache root
+    host_path: str | None = None
+    claim: str | None = None
+    max_bytes: int | None = None  #: the LRU bound (shared caches only)
+
+
+@dataclass(frozen=True)
+class WeightsPlan:
+    """How a model's weights reach its engine."""
+
+    uri: str
+    loader: Literal["hub", "volume", "stream", "download"]
+    model_arg: str  #: what the engine's --model / --model-path gets
+    load_format: str | None = None  #: vLLM --load-format (runai_streamer when streaming)
+    endpoint: str | None = None  #: S3-compatible endpoint (streaming env, downloader flag)
+    dest: str | None = None  #: download destination (under the cache mount)
+    cache: ModelCachePlan | None = None  #: download only
+    downloader_image: str = ""
+    token_secret: str | None = None  #: Secret with key ``token`` (https://, oci://)
+
+    def describe(self) -> str:
+        """One line for ``explain``."""
+        if self.loader == "stream":
+            return f"streamed from {self.uri} (Run:ai Model Streamer)"
+        if self.loader == "download":
+            where = {"emptyDir": "a pod-local emptyDir", "hostPath": "the node cache", "pvc": "the shared claim"}
+            return f"downloaded from {self.uri} into {where[self.cache.kind if self.cache else 'emptyDir']}"
+        return f"{'from the hub' if self.loader == 'hub' else 'from the volume'}: {self.uri}"
+
+
+@dataclass(frozen=True)
 class AdapterPlan:
     """The LoRA sidecar of a model with adapters: what it loads and the credentials it needs."""
 
@@ -156,6 +194,8 @@ class ModelPlan:
     slo: SloSpec
     adapters: AdapterPlan | None = None
     kv_connector: bool = False  #: engines load the KV pool's connector
+    weights: WeightsPlan | None = None
+    arch: str | None = None  #: catalogue architecture (explicit, by name, or from the source URI)
 
 
 @dataclass(frozen=True)

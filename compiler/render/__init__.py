@@ -73,16 +73,9 @@ def _adapters_needing_download(stack: ResolvedStack) -> Iterator[Path]:
                 yield ("spec", "models", m.index, "adapters", j, "source", "uri")
 
 
-def _downloaded_sources(stack: ResolvedStack) -> Iterator[Path]:
-    for m in stack.models:
-        if not m.spec.source.uri.startswith(("hf://", "pvc://")):
-            yield ("spec", "models", m.index, "source", "uri")
-
-
 #: Spec features that validate but are not compiled yet (delete an entry when its renderer lands).
 NOT_COMPILED_YET: tuple[PendingFeature, ...] = (
     PendingFeature("models[].adapters[].source.uri (gs://, oci://, https://)", "adapter download", _adapters_needing_download),
-    PendingFeature("models[].source.uri (s3://, gs://, oci://, https://)", "weights download", _downloaded_sources),
 )
 
 

@@ -101,6 +101,8 @@ def _container(plan: Plan, model: ModelPlan, workload: WorkloadPlan, role: Engin
     ]
     if model.pvc_claim is not None:
         mounts.append({"name": "models", "mountPath": "/models", "readOnly": True})
+    if model.weights is not None and model.weights.cache is not None:  # downloaded by the init container
+        mounts.append({"name": "model-cache", "mountPath": model.weights.cache.mount, "readOnly": True})
     http = {"name": "http", "containerPort": model.port, "protocol": "TCP"}
     container: dict[str, Any] = {
         "name": "ray-worker" if role == "ray-worker" else "engine",
@@ -141,6 +143,14 @@ def _volumes(model: ModelPlan, gpus: int) -> list[dict[str, Any]]:
     ]
     if model.pvc_claim is not None:
         volumes.append({"name": "models", "persistentVolumeClaim": {"claimName": model.pvc_claim, "readOnly": True}})
+    cache = model.weights.cache if model.weights is not None else None
+    if cache is not None:
+        if cache.kind == "hostPath":
+            volumes.append({"name": "model-cache", "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}})
+        elif cache.kind == "pvc":
+            volumes.append({"name": "model-cache", "persistentVolumeClaim": {"claimName": cache.claim}})
+        else:
+            volumes.append({"name": "model-cache", "emptyDir": {}})
     return volumes
 
 

@@ -18,6 +18,20 @@ engine pod the plan holds (Deployment pods and RayCluster heads and workers alik
   give the sidecar ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (required) and
   ``AWS_SESSION_TOKEN``/``AWS_REGION``/``AWS_ENDPOINT_URL`` (optional keys).
 
+``MODEL_DOWNLOAD`` (weights the plan downloads: s3://, gs://, https://, oci://; every engine
+pod, since each Ray pod loads its own shard): an init container runs ``aibrix-runtime download
+<uri> --dest <cache>/<key>`` (the runtime image) before the engine starts, with the source's
+Secret as its environment (AWS_* keys) or, for https:// and oci://, its key ``token`` mounted
+as a file; with a shared cache (``spec.modelCache``) also ``--cache-root`` and
+``--cache-max-bytes``, so pods of a node (hostPath) or of the cluster (a ReadWriteMany claim)
+download a model once and the least recently used models are evicted past the bound. The
+engine mounts the cache read-only.
+
+``WEIGHTS_STREAM`` (s3:// and gs:// streamed by vLLM's Run:ai Model Streamer): the engine reads
+the object store itself (``--load-format runai_streamer``); for an S3-compatible endpoint
+(``source.endpoint``; gs:// uses Cloud Storage's XML API) it gets ``AWS_ENDPOINT_URL``,
+path-style addressing and no EC2 metadata lookups.
+
 ``KV_CONNECTOR`` (models using the KV pool; every engine pod, since Ray workers run vLLM
 workers that load the connector too): stock vLLM images do not contain the connector, so an
 init container (the pool's image) copies the pure-Python packages ``runtime_components`` and
@@ -39,7 +53,9 @@ __all__ = [
     "CONNECTOR_DIR",
     "KV_CONNECTOR",
     "LORA_SIDECAR",
+    "MODEL_DOWNLOAD",
     "MUTATORS",
+    "WEIGHTS_STREAM",
     "SIDECAR_CONFIG_DIR",
     "SIDECAR_PORT",
     "EngineRole",
@@ -192,10 +208,67 @@ def _add_connector(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
     return pod
 
 
+_TOKEN_MOUNT = "/var/run/secrets/aibrix-source"
+
+
+def _add_download(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
+    weights = model.weights
+    assert weights is not None and weights.cache is not None and weights.dest is not None  # applies() checked
+    args = [weights.uri, "--dest", weights.dest]
+    if weights.cache.kind != "emptyDir":
+        args += ["--cache-root", weights.cache.mount, "--cache-max-bytes", str(weights.cache.max_bytes)]
+    if weights.endpoint is not None:
+        args += ["--endpoint", weights.endpoint]
+    mounts: list[dict[str, Any]] = [{"name": "model-cache", "mountPath": weights.cache.mount}]
+    container: dict[str, Any] = {
+        "name": "model-download",
+        "image": weights.downloader_image,
+        "imagePullPolicy": plan.pull_policy,
+        "command": ["aibrix-runtime", "download"],
+        "args": args,
+    }
+    if weights.token_secret is not None:
+        args += ["--token-file", f"{_TOKEN_MOUNT}/token"]
+        mounts.append({"name": "source-token", "mountPath": _TOKEN_MOUNT, "readOnly": True})
+        pod["volumes"].append({"name": "source-token", "secret": {"secretName": weights.token_secret, "items": [{"key": "token", "path": "token"}]}})
+    elif model.secret_ref is not None:
+        container["envFrom"] = [{"secretRef": {"name": model.secret_ref}}]
+    container |= {
+        # Parallel ranged reads keep a few chunks in flight; the bytes go to the volume.
+        "resources": {"requests": {"cpu": "1", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "volumeMounts": mounts,
+        "securityContext": container_security(),
+    }
+    pod.setdefault("initContainers", []).append(container)
+    return pod
+
+
+def _add_stream_env(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
+    weights = model.weights
+    assert weights is not None and weights.endpoint is not None  # applies() checked
+    engine = pod["containers"][0]  # the engine, or a Ray worker's only container
+    env = [e for e in engine.get("env", []) if e["name"] not in _STREAM_ENV]
+    values = {"AWS_ENDPOINT_URL": weights.endpoint, "AWS_EC2_METADATA_DISABLED": "true", "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0"}
+    env += [{"name": k, "value": v} for k, v in values.items()]
+    engine["env"] = sorted(env, key=lambda e: e["name"])
+    return pod
+
+
+_STREAM_ENV = ("AWS_ENDPOINT_URL", "AWS_EC2_METADATA_DISABLED", "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING")
+
+MODEL_DOWNLOAD = PodMutator(
+    "model-download", applies=lambda model, role: model.weights is not None and model.weights.loader == "download", apply=_add_download
+)
+WEIGHTS_STREAM = PodMutator(
+    "weights-stream",
+    applies=lambda model, role: model.weights is not None and model.weights.loader == "stream" and model.weights.endpoint is not None,
+    apply=_add_stream_env,
+)
 LORA_SIDECAR = PodMutator(
     "lora-sidecar", applies=lambda model, role: model.adapters is not None and role != "ray-worker", apply=_add_sidecar
 )
 KV_CONNECTOR = PodMutator("kv-connector", applies=lambda model, role: model.kv_connector, apply=_add_connector)
 
-#: Applied in this order to every engine pod (the sidecar first, then the connector's copy).
-MUTATORS: tuple[PodMutator, ...] = (LORA_SIDECAR, KV_CONNECTOR)
+#: Applied in this order to every engine pod: the weights first (the download is the first
+#: init container), then the sidecar, then the connector's copy.
+MUTATORS: tuple[PodMutator, ...] = (MODEL_DOWNLOAD, WEIGHTS_STREAM, LORA_SIDECAR, KV_CONNECTOR)

@@ -133,6 +133,10 @@ def test_explain_table(capsys: pytest.CaptureFixture[str]) -> None:
         "llama-3-8b   l20,a10  1             3-3             2.80        2.80",
         "llama-3-70b  h100     4             2-2            24.00       24.00",
         "TOTAL                                              26.80       26.80",
+        "",
+        "WEIGHTS",
+        "llama-3-8b: from the hub: hf://meta-llama/Meta-Llama-3-8B-Instruct",
+        "llama-3-70b: from the hub: hf://meta-llama/Meta-Llama-3-70B-Instruct",
     ]
 
 

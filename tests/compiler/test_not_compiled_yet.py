@@ -21,10 +21,6 @@ CASES: dict[str, tuple[dict[str, Any], tuple[str | int, ...]]] = {
         with_model(adapters=[{"name": "a", "source": {"uri": "hf://o/a"}}, {"name": "b", "source": {"uri": "gs://b/lora"}}]),
         ("spec", "models", 0, "adapters", 1, "source", "uri"),
     ),
-    "models[].source.uri (s3://, gs://, oci://, https://)": (
-        with_model(source={"uri": "s3://bucket/llama"}),
-        ("spec", "models", 0, "source", "uri"),
-    ),
 }
 
 

@@ -41,8 +41,9 @@ ERRORS: list[tuple[str, dict[str, Any], tuple[str | int, ...], str]] = [
     ("no SLO", set_model(FULL, 0, slo={}), ("spec", "models", 0, "slo"), "model llama-3-8b is placed by the optimizer but has no SLO"),
     ("no model", set_model(FULL, 0, autoscaling={"policy": "apa", "metric": "num_requests_running", "target": 8}),
      ("spec", "optimizer"), "the optimizer has no model to place"),
-    ("unknown architecture", set_model(FULL, 0, name="my-model"), ("spec", "models", 0, "name"),
-     "no profiles for model my-model: optimizer.profiles.configMapRef is empty and the catalogue has no architecture of that name to derive them from"),
+    ("unknown architecture", set_model(FULL, 0, name="my-model", source={"uri": "s3://weights/my-model"}), ("spec", "models", 0, "name"),
+     "no profiles for model my-model: optimizer.profiles.configMapRef is empty and neither the model's arch, "
+     "its name nor its source names an architecture the catalogue knows"),
 ]
 
 
@@ -55,6 +56,6 @@ def test_stacks_the_optimizer_cannot_serve_fail_clearly(case: str, data: dict[st
 
 
 def test_unknown_architecture_is_fine_with_measured_profiles() -> None:
-    data = set_model(full(optimizer={"profiles": {"configMapRef": "gpu-profiles"}}), 0, name="my-model")
+    data = set_model(full(optimizer={"profiles": {"configMapRef": "gpu-profiles"}}), 0, name="my-model", source={"uri": "s3://weights/my-model"})
     text = objects(data)[("ConfigMap", "aibrix-optimizer")]["data"]["optimizer.yaml"]
     assert "deriveMissingProfiles: false" in text

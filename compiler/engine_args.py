@@ -9,7 +9,8 @@ vllm.entrypoints.openai.api_server``, which every vLLM image ships)::
     [--enable-lora --max-loras N --max-lora-rank R]   (when the model has adapters)
     then engine.args in order: fooBar: v -> --foo-bar v; true -> --foo-bar; false -> --no-foo-bar
 
-SGLang (``python3 -m sglang.launch_server``) uses --model-path, --tp-size, --pp-size,
+SGLang (``python3 -m sglang.launch_server``) always gets --enable-metrics (its /metrics is off
+by default, and the gateway and scaler read it) and uses --model-path, --tp-size, --pp-size,
 --context-length, --mem-fraction-static, --disable-radix-cache and --enable-lora/--max-loras-per-batch.
 Flags in :data:`DERIVED_ARGS` come from typed fields; writing them in engine.args is an
 error that names the field to use instead. A vLLM model with ``kvCache.enabled`` also gets
@@ -51,6 +52,7 @@ DERIVED_ARGS: dict[str, dict[str, str]] = {
     },
     "sglang": {
         "modelPath": "source.uri",
+        "enableMetrics": "(always on: the gateway and the scaler read /metrics)",
         "servedModelName": "servedModelName",
         "host": "(fixed: 0.0.0.0)",
         "port": "engine.port",
@@ -160,7 +162,8 @@ def engine_command(
         if lora is not None:
             args += ["--enable-lora", "--max-loras", str(lora[0]), "--max-lora-rank", str(lora[1])]
         return EngineCommand(("python3", "-m", "vllm.entrypoints.openai.api_server"), tuple(args + _extra(extra)))
-    args = ["--model-path", model, "--served-model-name", served_name, "--host", "0.0.0.0", "--port", str(port)]
+    # SGLang serves /metrics only with --enable-metrics; the gateway and the scaler read them.
+    args = ["--model-path", model, "--served-model-name", served_name, "--host", "0.0.0.0", "--port", str(port), "--enable-metrics"]
     args += ["--tp-size", str(tensor), "--pp-size", str(pipeline)]
     args += ["--mem-fraction-static", f"{gpu_memory_utilization:g}", "--dtype", dtype]
     if max_model_len is not None:

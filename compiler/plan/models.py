@@ -295,7 +295,14 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
         autoscaled=spec.autoscaling.policy != "none",
         workloads=_workloads(stack, m, pools, selector),
         selector=selector,
-        labels=_labels(**{"app.kubernetes.io/name": m.name, "model.aibrix.ai/name": m.name, "model.aibrix.ai/port": str(spec.engine.port)}),
+        labels=_labels(
+            **{
+                "app.kubernetes.io/name": m.name,
+                "model.aibrix.ai/engine": spec.engine.type,  # which metric names its pods expose
+                "model.aibrix.ai/name": m.name,
+                "model.aibrix.ai/port": str(spec.engine.port),
+            }
+        ),
         # Defaults left out: a stack and its defaults-pass output give the same gateway file.
         routing=spec.routing.model_dump(mode="json", by_alias=True, exclude_defaults=True),
         slo=spec.slo,

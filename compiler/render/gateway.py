@@ -115,6 +115,8 @@ def gateway_config(plan: Plan) -> GatewayConfig:
             "rateLimits": limits,
             # Fallback headers only mean something to our Envoy's shift filter.
             "fallbacks": NUM_RETRIES if standalone else 0,
+            # Equal to Envoy's buffer, so a body Envoy passes on always fits the gRPC limit.
+            "maxRequestBodyBytes": spec.max_request_body_bytes,
         }
     )
 
@@ -215,6 +217,7 @@ def _envoy_objects(plan: Plan) -> list[dict[str, Any]]:
         admin_port=ENVOY_ADMIN_PORT,
         request_timeout_s=duration_seconds(spec.request_timeout),
         num_retries=NUM_RETRIES,
+        per_connection_buffer_limit_bytes=int(spec.max_request_body_bytes),
     )
     config = config_map(ENVOY, {"envoy.yaml": dump_yaml(bootstrap)})
     labels = selector(plan, COMPONENT, ENVOY)

@@ -155,3 +155,12 @@ def test_stopped_sample_timestamps_are_frozen():
     _, readings = _run(engines, {"frozenAfterSeconds": 3, "minReplicas": 2}, rounds=8, change_at=1, change=stop_clock)
     assert [r.reporting for r in readings] == [2, 2, 2, 1, 1, 1, 1, 1]  # last timestamp move at second 0
     assert "frozen: sample timestamps stopped" in readings[-1].errors[0]
+
+
+@pytest.mark.parametrize("policy", ["hpa", "kpa", "apa"])
+def test_robustness_benchmark_scenario_scales_down_only_without_the_fill_in(policy):
+    from benchmarks.robustness import scaler_run
+
+    assert scaler_run(policy, fill=True) == (0, [4] * 120)
+    downs, trace = scaler_run(policy, fill=False)  # missing pods read as idle: the behaviour before
+    assert downs >= 1 and min(trace) < 4

@@ -108,7 +108,8 @@ def gateway_cases(seed: int) -> list[tuple[str, str, bytes | None]]:
         ("deep prompt 500", "/v1/completions", b'{"model": "m", "prompt": ' + b"[" * 500 + b'"x"' + b"]" * 500 + b"}"),
         ("100000 messages", "/v1/chat/completions",
          json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}] * 100_000}).encode()),
-        ("100000 keys", "/v1/completions", json.dumps({**{f"k{i}": i for i in range(100_000)}, "model": "m", "prompt": "p"}).encode()),
+        ("100000 keys", "/v1/completions",
+         json.dumps({**{f"k{i}": i for i in range(100_000)}, "model": "m", "prompt": "p"}).encode()),
         ("unknown model", "/v1/completions", b'{"model": "nope", "prompt": "x"}'),
         ("unknown path", "/v2/anything", b'{"model": "m", "prompt": "x"}'),
         ("GET without body", "/v1/completions", None),
@@ -404,8 +405,8 @@ def scaler_run(policy: str, fill: bool) -> tuple[int, list[int]]:
               "kpa": {"kpa": {"stableWindowSeconds": 10, "panicWindowSeconds": 2}},
               "apa": {"apa": {"windowSeconds": 10, "scaleDownCooldownSeconds": 0}}}[policy]
     target = ScalingTarget.model_validate({
-        "name": "t", "scaleTargetRef": {"name": "t", "namespace": "bench"}, "podSelector": {"a": "b"}, "target": 10, "minReplicas": 1,
-        "maxReplicas": 8, "policy": policy, **params,
+        "name": "t", "scaleTargetRef": {"name": "t", "namespace": "bench"}, "podSelector": {"a": "b"}, "target": 10,
+        "minReplicas": 1, "maxReplicas": 8, "policy": policy, **params,
         "metric": {"name": "vllm:num_requests_running", "source": "engine", "aggregation": "per-pod"}})
     scaler = Autoscaler(target)
     replicas, downs, trace = 4, 0, []

@@ -13,7 +13,8 @@ A custom collector (not global metric objects) so several servers can live in on
 | aibrix_kv_requests_total{op} / aibrix_kv_errors_total{code} | counter | protocol requests / error frames sent |
 | aibrix_kv_used_bytes, aibrix_kv_capacity_bytes, aibrix_kv_blocks, aibrix_kv_connections | gauge | occupancy |
 | aibrix_kv_frame_timeouts_total | counter | connections closed because a frame did not arrive in time |
-| aibrix_kv_receive_reserved_bytes, aibrix_kv_receive_waiting_connections | gauge | receive budget in use; connections waiting for it |
+| aibrix_kv_receive_reserved_bytes | gauge | receive budget reserved by connections |
+| aibrix_kv_receive_waiting_connections | gauge | connections waiting for receive budget |
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ._base import SpecModel
 from ._types import DnsLabel, Duration, NoSecretStr, Quantity, SecretName
@@ -113,6 +113,29 @@ class GatewaySpec(SpecModel):
     )
     redis: RedisSpec | None = Field(None, description="Shared counters; empty = per-replica counters.")
     request_timeout: Duration = Field("300s", description="Upstream request timeout.")
+    max_request_body_bytes: int | Quantity = Field(
+        8 * 1024 * 1024,
+        description=(
+            "Largest request body accepted (bytes or a quantity like 16Mi, between 64Ki and 1Gi). Envoy buffers "
+            "up to this much and answers larger bodies 413; the gateway's gRPC receive limit is set to match."
+        ),
+    )
+
+    @field_validator("max_request_body_bytes")
+    @classmethod
+    def _body_limit(cls, value: int | str) -> int:
+        from .components.kv import parse_quantity  # the one quantity parser of aibrix_spec
+
+        size = parse_quantity(value)
+        if not MIN_BODY_BYTES <= size <= MAX_BODY_BYTES:
+            raise ValueError(f"maxRequestBodyBytes must be between 64Ki and 1Gi, got {value!r}")
+        return size
+
+
+#: bounds of ``gateway.maxRequestBodyBytes``: below 64 KiB ordinary prompts fail; above 1 GiB
+#: one request would pin that much memory in Envoy and in the gateway.
+MIN_BODY_BYTES = 64 * 1024
+MAX_BODY_BYTES = 1 << 30
 
 
 class KvCachePoolSpec(SpecModel):

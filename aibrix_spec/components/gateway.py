@@ -111,6 +111,16 @@ class RateLimitSpec(SpecModel):
     window_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         60.0, description="Length of the rate-limit window (60 s makes rpm/tpm per minute)."
     )
+    redis_timeout_ms: Annotated[float, Field(gt=0, le=10_000)] = Field(
+        50.0,
+        description="Deadline of one Redis round trip (a request makes at most one); a late answer counts as a failure.",
+    )
+    redis_breaker_failures: Annotated[int, Field(ge=1, le=1000)] = Field(
+        3, description="Consecutive Redis failures that open the circuit: limits are then skipped (fail open)."
+    )
+    redis_breaker_cooldown_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        5.0, description="How long the circuit stays open before one request probes Redis again (half-open)."
+    )
 
     @model_validator(mode="after")
     def _default_tier_exists(self) -> "RateLimitSpec":
@@ -146,6 +156,13 @@ class GatewayConfig(SpecModel):
         ),
     )
     seed: int = Field(0, description="Seed of the routing policies' random choices (reproducible runs).")
+    max_request_body_bytes: Annotated[int, Field(ge=64 * 1024, le=1 << 30)] = Field(
+        8 * 1024 * 1024,
+        description=(
+            "Largest request body (bytes) answered normally; larger ones get a 413. Match Envoy's buffer "
+            "(per_connection_buffer_limit_bytes): the gRPC receive limit is set this plus 1 MiB for headers."
+        ),
+    )
 
     @model_validator(mode="after")
     def _names_unique(self) -> "GatewayConfig":

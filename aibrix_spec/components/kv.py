@@ -10,6 +10,11 @@ string (`64Gi`, `512Mi`, `4M`), so the value in the stack can be copied as writt
   `floor(capacity / pageSize) * pageSize`.
 - `server.eviction.policy` picks the eviction plugin: `s3fifo` (default, scan-resistant),
   `lru` or `fifo` (baselines).
+- Memory for requests: a member reserves each request's announced size from
+  `server.maxBufferedBytes` (all connections together) before reading it, and reads the
+  payload into memory that grows with the bytes that arrive; one request is at most
+  `server.maxRequestSize`; a request not fully received `server.frameTimeoutSeconds` after it
+  started closes its connection.
 - `client.members` says where the pool members are: a `static` list of `host:port`, or the A
   records of the pool's headless Service (`dns`), re-resolved every `refreshSeconds`.
 
@@ -121,16 +126,42 @@ class KVServerConfig(SpecModel):
     drain_seconds: float = Field(
         10.0, ge=0.0, le=3600.0, description="On SIGTERM: how long in-flight requests may take to finish."
     )
+    max_request_size: int | str | None = Field(
+        None,
+        description="Largest request one connection may send (its bytes in flight); larger ones are refused "
+        "and the connection closed. Default: maxBlockSize (at least 4Mi, the clients' default maxRequestBytes) "
+        "plus 64Ki for the request's table. Keep it at least the clients' maxRequestBytes.",
+    )
+    max_buffered_bytes: int | str = Field(
+        "256Mi",
+        description="Receive-buffer bytes of all connections together; a request that does not fit waits "
+        "(its connection is not read) until others finish.",
+    )
+    frame_timeout_seconds: float = Field(
+        30.0, gt=0.0, le=3600.0,
+        description="A request must fully arrive this long after its first byte, or its connection is closed.",
+    )
 
-    @field_validator("capacity", "page_size", "max_block_size")
+    @field_validator("capacity", "page_size", "max_block_size", "max_buffered_bytes")
     @classmethod
     def _sizes(cls, value: int | str, info: ValidationInfo) -> int:
         return _positive_bytes(value, info.field_name or "size")
+
+    @field_validator("max_request_size")
+    @classmethod
+    def _request_size(cls, value: int | str | None) -> int | None:
+        return None if value is None else _positive_bytes(value, "maxRequestSize")
 
     @model_validator(mode="after")
     def _capacity_holds_a_page(self) -> KVServerConfig:
         if int(self.capacity) < int(self.page_size):
             raise ValueError(f"capacity ({self.capacity} bytes) must hold at least one page ({self.page_size} bytes)")
+        if self.max_request_bytes < self.max_block_bytes:
+            raise ValueError(f"maxRequestSize ({self.max_request_bytes} bytes) must hold one block of maxBlockSize "
+                             f"({self.max_block_bytes} bytes); raise it or lower maxBlockSize")
+        if int(self.max_buffered_bytes) < self.max_request_bytes:
+            raise ValueError(f"maxBufferedBytes ({self.max_buffered_bytes} bytes) must hold one request of "
+                             f"maxRequestSize ({self.max_request_bytes} bytes); raise it")
         return self
 
     @property
@@ -144,6 +175,17 @@ class KVServerConfig(SpecModel):
     @property
     def max_block_bytes(self) -> int:
         return int(self.max_block_size)
+
+    @property
+    def max_request_bytes(self) -> int:
+        """One request's limit: the field, or maxBlockSize (at least 4Mi) plus 64Ki of table."""
+        if self.max_request_size is not None:
+            return int(self.max_request_size)
+        return max(self.max_block_bytes, 4 << 20) + (64 << 10)
+
+    @property
+    def max_buffered(self) -> int:
+        return int(self.max_buffered_bytes)
 
 
 class MembersConfig(SpecModel):
@@ -191,8 +233,9 @@ class KVClientConfig(SpecModel):
         "auto", description="auto: map the member's block memory when it runs on the same node."
     )
     verify_shm_checksums: bool = Field(
-        False,
-        description="Also checksum blocks on the shared-memory path (TCP blocks are always verified).",
+        True,
+        description="Checksum blocks on the shared-memory path too (TCP blocks are always verified); false "
+        "trusts the node's memory and serves a block damaged in place as a hit.",
     )
     max_batch: int = Field(1024, ge=1, le=1_000_000, description="Most keys per request; larger calls are split.")
     max_request_bytes: int | str = Field(

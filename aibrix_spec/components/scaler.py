@@ -219,6 +219,11 @@ class ScalingTarget(SpecModel):
     stale_after_seconds: float = Field(
         30, gt=0, description="Hold the last decision when the newest sample is older than this."
     )
+    frozen_after_seconds: float = Field(
+        60, gt=0,
+        description="A pod whose metric says work is in flight while none of its counters moved (or whose sample "
+        "timestamps stopped) for this long is treated as not reporting, like a pod whose scrape failed.",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> "ScalingTarget":

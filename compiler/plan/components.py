@@ -114,6 +114,7 @@ def plan_gateway(stack: ResolvedStack) -> GatewayPlan | None:
         # Fallback headers only mean something to our Envoy's shift filter.
         num_retries=GATEWAY_RETRIES if standalone else 0,
         request_timeout_s=duration_seconds(spec.request_timeout),
+        max_request_body_bytes=int(spec.max_request_body_bytes),
         gateway_class_name=spec.gateway_class_name,
         service_dns=f"{GATEWAY}.{stack.namespace}.svc",
         metrics_urls=tuple(

@@ -212,6 +212,7 @@ class GatewayPlan:
     envoy_admin_port: int
     num_retries: int
     request_timeout_s: float
+    max_request_body_bytes: int  #: Envoy's buffer and the gateway's body limit
     gateway_class_name: str
     service_dns: str  #: the router's headless Service, as Envoy resolves it
     metrics_urls: tuple[str, ...]  #: every replica's /metrics (stable StatefulSet names)

@@ -14,7 +14,17 @@ output. One listener carries every request through two HTTP filters:
 Timeouts: generations can stream for minutes, so the route timeout is ``request_timeout_s``
 (default 600 s) and the stream idle timeout matches it (a non-streaming request is silent
 until it finishes). Buffers: ``per_connection_buffer_limit_bytes`` bounds the buffered
-request body (Envoy's 1 MiB default rejects long prompts with 413).
+request body (Envoy's 1 MiB default rejects long prompts with 413); it is the stack's
+``gateway.maxRequestBodyBytes``, which the gateway's gRPC receive limit follows, so a body Envoy
+passes on always reaches the gateway and a larger one is Envoy's 413.
+
+Local replies: what Envoy answers itself (413 for a body over the buffer, 503 "no healthy
+upstream" or "upstream connect error" when every engine it tried is down, 500 when the
+gateway cannot be reached) is reshaped by ``local_reply_config`` into the OpenAI error body
+``{"error": {"message", "type", "param", "code"}}`` that the gateway's own refusals carry. The
+gateway's refusals are local replies too (ext_proc immediate responses) and are already JSON:
+a CEL filter on ``response.code_details`` (the gateway names every refusal ``aibrix_gateway_*``)
+leaves them untouched.
 
 Retries reach another pod: with ORIGINAL_DST every attempt goes to the address in the
 destination header, and the ext_proc is consulted once per request, not per attempt. So the
@@ -56,6 +66,40 @@ def _shift(key: str, source: str) -> dict[str, Any]:
 
 def _socket(address: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": address, "port_value": port}}
+
+
+#: CEL: true for Envoy's own local replies, false for the gateway's refusals (already JSON).
+_NOT_THE_GATEWAY = "!response.code_details.startsWith('aibrix_gateway')"
+
+
+def _openai_error(message: str, error_type: str, code: str) -> dict[str, Any]:
+    return {"json_format": {"error": {"message": message, "type": error_type, "param": None, "code": code}}}
+
+
+def _local_reply_config(body_limit: int) -> dict[str, Any]:
+    """Mappers that give Envoy's own replies the OpenAI error shape (first match wins)."""
+    def when(op: str, status: int) -> dict[str, Any]:
+        compare = {"status_code_filter": {"comparison": {"op": op, "value": {
+            "default_value": status, "runtime_key": f"aibrix.local_reply.{op.lower()}_{status}"}}}}
+        cel = {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+            "expression": _NOT_THE_GATEWAY}}}
+        return {"and_filter": {"filters": [cel, compare]}}
+
+    too_large = (f"The request body is larger than this gateway accepts ({body_limit} bytes); "
+                 "send a shorter prompt or raise gateway.maxRequestBodyBytes")
+    return {"mappers": [
+        {"filter": when("EQ", 413), "body_format_override": _openai_error(too_large, "invalid_request_error",
+                                                                          "request_too_large")},
+        {"filter": when("EQ", 500), "body_format_override": _openai_error(
+            "The gateway could not process the request (%RESPONSE_CODE_DETAILS%)", "server_error",
+            "gateway_unavailable")},
+        {"filter": when("GE", 500), "body_format_override": _openai_error(
+            "No engine could serve the request: %LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)",
+            "service_unavailable", "upstream_unavailable")},
+        {"filter": when("GE", 400), "body_format_override": _openai_error(
+            "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "invalid_request_error", "invalid_request")},
+    ]}
 
 
 def envoy_bootstrap(
@@ -140,6 +184,7 @@ def envoy_bootstrap(
             "stat_prefix": "inference",
             "codec_type": "AUTO",
             "stream_idle_timeout": _duration(request_timeout_s),
+            "local_reply_config": _local_reply_config(per_connection_buffer_limit_bytes),
             "route_config": {
                 "name": "inference",
                 "virtual_hosts": [{"name": "inference", "domains": ["*"], "routes": [route],

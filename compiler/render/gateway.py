@@ -90,6 +90,8 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
             "models": models,
             "rateLimits": limits,
             "fallbacks": gw.num_retries,
+            # Equal to Envoy's buffer, so a body Envoy passes on always fits the gRPC limit.
+            "maxRequestBodyBytes": gw.max_request_body_bytes,
         }
     )
 
@@ -174,6 +176,7 @@ def _envoy_objects(plan: Plan, gw: GatewayPlan) -> list[dict[str, Any]]:
         admin_port=gw.envoy_admin_port,
         request_timeout_s=gw.request_timeout_s,
         num_retries=gw.num_retries,
+        per_connection_buffer_limit_bytes=gw.max_request_body_bytes,
     )
     config = config_map(envoy.name, {"envoy.yaml": dump_yaml(bootstrap)})
     labels = envoy.match_labels

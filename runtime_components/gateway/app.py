@@ -27,6 +27,7 @@ from .extproc import ExtProcServicer
 from .health import health_handler
 from .metrics import GatewayMetrics
 from .ratelimit import MemoryWindowStore, RateLimiter, RedisWindowStore
+from .ratelimit.breaker import BreakerStore
 from .ratelimit.stores import WindowStore
 from .scraper import MetricScraper
 from .users import UserDirectory
@@ -45,6 +46,10 @@ GRPC_SERVER_OPTIONS = (
     ("grpc.census", 0),
     ("grpc.http2.bdp_probe", 0),
 )
+
+
+#: Added to the body limit for the gRPC receive limit: request headers and protobuf framing.
+GRPC_HEADROOM_BYTES = 1 << 20
 
 
 class StartupError(ValueError):
@@ -72,8 +77,15 @@ class GatewayApp:
         self.table = EndpointTable(config.scrape.staleness_s)
         limits = config.rate_limits
         self.users = UserDirectory(limits.users_file, set(limits.tiers), limits.default_tier)
-        store: WindowStore = (RedisWindowStore(limits.redis_url, limits.window_s, password=_read_secret(limits.redis_password_file))
-                              if limits.redis_url else MemoryWindowStore(limits.window_s))
+        store: WindowStore
+        self._redis: RedisWindowStore | None = None
+        if limits.redis_url:
+            self._redis = RedisWindowStore(limits.redis_url, limits.window_s, timeout_s=limits.redis_timeout_ms / 1000,
+                                           password=_read_secret(limits.redis_password_file))
+            store = BreakerStore(self._redis, timeout_s=limits.redis_timeout_ms / 1000,
+                                 failures=limits.redis_breaker_failures, cooldown_s=limits.redis_breaker_cooldown_s)
+        else:
+            store = MemoryWindowStore(limits.window_s)
         self._store = store
         self.limiter = RateLimiter(dict(limits.tiers), store, limits.window_s)
         self.core = GatewayCore(config, self.table, self.users, self.limiter, self.metrics)
@@ -134,11 +146,15 @@ class GatewayApp:
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         host = self.config.listen.host
-        if isinstance(self._store, RedisWindowStore):
-            await self._store.ping()  # fail at start-up, not on the first request
+        if self._redis is not None:
+            await self._redis.ping()  # fail at start-up, not on the first request
         if isinstance(self.discovery, StaticDiscovery):
             self.discovery.load()
-        server = grpc.aio.server(options=GRPC_SERVER_OPTIONS)
+        # Envoy sends the whole buffered body in one message: the receive limit is the body limit
+        # plus room for headers and framing (gRPC's 4 MiB default turned 4-8 MiB bodies into 500s).
+        limit = self.config.max_request_body_bytes + GRPC_HEADROOM_BYTES
+        options = (*GRPC_SERVER_OPTIONS, ("grpc.max_receive_message_length", limit))
+        server = grpc.aio.server(options=options)
         pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(self.core), server)
         server.add_generic_rpc_handlers((health_handler(lambda: not self._stop.is_set()),))
         self.grpc_port = server.add_insecure_port(f"{host}:{self.config.listen.grpc_port}")

@@ -27,6 +27,7 @@ from .metrics import GatewayMetrics
 from .openai_request import ParsedRequest, parse_request
 from .policy import EndpointState, NoEndpointError, RequestOutcome, RouteRequest, Router, build_router
 from .ratelimit import RateLimiter
+from .ratelimit.breaker import StoreUnavailable
 from .usage import Usage
 from .users import User, UserDirectory
 
@@ -134,6 +135,8 @@ class GatewayCore:
         except GatewayError as exc:
             self.metrics.rate_limited.labels(user.tier or "none", exc.reason).inc()
             raise
+        except StoreUnavailable:  # the breaker logs when it opens and closes, not per request
+            self.metrics.rate_limit_errors.inc()
         except Exception as exc:  # the counter store (Redis) failed: serve rather than refuse everyone
             self.metrics.rate_limit_errors.inc()
             log.warning("rate limits not applied (fail open): %s: %s", exc.__class__.__name__, exc)
@@ -223,6 +226,8 @@ class GatewayCore:
             self.metrics.observe_usage(admission.model, usage.prompt_tokens, usage.completion_tokens)
             try:
                 await self.limiter.record_tokens(admission.user, usage.total)
+            except StoreUnavailable:
+                self.metrics.rate_limit_errors.inc()
             except Exception as exc:  # Redis down: these tokens go uncounted
                 self.metrics.rate_limit_errors.inc()
                 log.warning("tokens not counted (fail open): %s: %s", exc.__class__.__name__, exc)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 __all__ = [
     "GatewayError",
     "bad_request",
+    "internal_error",
+    "request_too_large",
     "model_not_found",
     "no_endpoint",
     "unauthorized",
@@ -42,6 +44,17 @@ class GatewayError(Exception):
 
 def bad_request(message: str) -> GatewayError:
     return GatewayError(400, message, "invalid_request_error", "invalid_request")
+
+
+def request_too_large(size: int, limit: int) -> GatewayError:
+    return GatewayError(
+        413, f"The request body has {size} bytes; this gateway accepts at most {limit} "
+        "(send a shorter prompt or raise gateway.maxRequestBodyBytes)", "invalid_request_error", "request_too_large")
+
+
+def internal_error(what: str) -> GatewayError:
+    return GatewayError(500, f"The gateway failed while {what}; this is a bug, the log has the details",
+                        "server_error", "internal_error")
 
 
 def model_not_found(model: str, known: list[str]) -> GatewayError:

@@ -37,7 +37,7 @@ from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 
 from .core import Admission, GatewayCore
-from .errors import GatewayError, bad_request
+from .errors import GatewayError, bad_request, internal_error, request_too_large
 from .usage import UsageCounter
 from .users import User
 
@@ -141,6 +141,7 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
 
     def __init__(self, core: GatewayCore) -> None:
         self._core = core
+        self._max_body = core.config.max_request_body_bytes
 
     async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object) -> AsyncIterator[pb.ProcessingResponse]:  # noqa: N802 (gRPC name)
         stream = _Stream()
@@ -188,6 +189,10 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         return _CONTINUE_REQUEST_HEADERS
 
     async def _on_request_body(self, stream: _Stream, body: pb.HttpBody) -> pb.ProcessingResponse:
+        size = len(stream.body) + len(body.body)
+        if size > self._max_body:  # Envoy's buffer is set to the same limit; this guards other set-ups
+            stream.body = bytearray()
+            return self._refuse(stream, request_too_large(size, self._max_body))
         if not body.end_of_stream:
             stream.body += body.body
             return _CONTINUE_REQUEST_BODY
@@ -198,6 +203,9 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
             admission = await self._core.admit(stream.user, stream.path, stream.headers, whole)
         except GatewayError as error:
             return self._refuse(stream, error)
+        except Exception:  # a bug: the client still gets a JSON answer, the log the traceback
+            log.exception("admitting a request to %s failed", stream.path)
+            return self._refuse(stream, internal_error("admitting the request"))
         stream.admission = admission
         stream.model = admission.model
         stream.usage = UsageCounter(admission.parsed.prompt_tokens)

@@ -27,6 +27,9 @@ INFERENCE_PATHS: dict[str, str] = {
     "/v1/embeddings": "embeddings",
 }
 _PROMPT_FIELD = {"chat": "messages", "completions": "prompt", "embeddings": "input"}
+#: Deepest list/object nesting inside a prompt value (chat content parts are 2-3 levels); the
+#: JSON decoder itself stops near Python's recursion limit, answered as a 400 too.
+MAX_PROMPT_DEPTH = 32
 
 
 class LazyTokenIds(Sequence[int]):
@@ -71,8 +74,10 @@ class ParsedRequest:
     prompt_token_ids: LazyTokenIds = field(default_factory=lambda: LazyTokenIds(""), compare=False, repr=False)
 
 
-def _text_of(value: Any, where: str) -> str:
+def _text_of(value: Any, where: str, depth: int = 0) -> str:
     """Flatten a prompt value (string, list of strings/token ids, chat content parts) to text."""
+    if depth > MAX_PROMPT_DEPTH:
+        raise bad_request(f"{where} nests lists or objects deeper than {MAX_PROMPT_DEPTH} levels")
     if isinstance(value, str):
         return value
     if isinstance(value, list):
@@ -85,7 +90,7 @@ def _text_of(value: Any, where: str) -> str:
             elif isinstance(item, dict) and item.get("type") == "text" and isinstance(item.get("text"), str):
                 parts.append(item["text"])
             elif isinstance(item, (list, dict)):
-                parts.append(_text_of(item, where))
+                parts.append(_text_of(item, where, depth + 1))
             else:
                 raise bad_request(f"{where} holds a {type(item).__name__}; expected strings or token ids")
         return "\n".join(parts)
@@ -124,6 +129,9 @@ def parse_request(path: str, body: bytes) -> ParsedRequest:
         )
     try:
         payload = json.loads(body or b"")
+    except RecursionError:
+        raise bad_request("The request body nests JSON arrays or objects too deeply to parse; "
+                          "an OpenAI request needs a few levels at most") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"The request body is not valid JSON ({exc.msg} at position {exc.pos})"
                           if isinstance(exc, json.JSONDecodeError) else "The request body is not UTF-8 JSON") from None

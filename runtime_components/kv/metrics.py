@@ -12,6 +12,9 @@ A custom collector (not global metric objects) so several servers can live in on
 | aibrix_kv_read_bytes_total / aibrix_kv_written_bytes_total | counter | block bytes served / stored |
 | aibrix_kv_requests_total{op} / aibrix_kv_errors_total{code} | counter | protocol requests / error frames sent |
 | aibrix_kv_used_bytes, aibrix_kv_capacity_bytes, aibrix_kv_blocks, aibrix_kv_connections | gauge | occupancy |
+| aibrix_kv_frame_timeouts_total | counter | connections closed because a frame did not arrive in time |
+| aibrix_kv_receive_reserved_bytes | gauge | receive budget reserved by connections |
+| aibrix_kv_receive_waiting_connections | gauge | connections waiting for receive budget |
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from runtime_components.kv.budget import ReceiveBudget
 from runtime_components.kv.protocol import Op
 from runtime_components.kv.store import BlockStore, PutStatus
 
@@ -34,12 +38,15 @@ class ServerCounters:
     def __init__(self) -> None:
         self.requests: Counter[int] = Counter()
         self.errors: Counter[int] = Counter()
+        self.frame_timeouts = 0
 
 
 class StoreCollector(Collector):
     """Turns a store's and a server's counters into metric families on each scrape."""
 
-    def __init__(self, store: BlockStore, server: ServerCounters, connections: Callable[[], int]) -> None:
+    def __init__(self, store: BlockStore, server: ServerCounters, connections: Callable[[], int],
+                 budget: ReceiveBudget | None = None) -> None:
+        self._budget = budget or ReceiveBudget(0)
         self._store = store
         self._server = server
         self._connections = connections
@@ -54,6 +61,8 @@ class StoreCollector(Collector):
             ("aibrix_kv_checksum_errors", "Blocks refused because their CRC-32 did not match.", counters.checksum_errors),
             ("aibrix_kv_read_bytes", "Block bytes served.", counters.bytes_read),
             ("aibrix_kv_written_bytes", "Block bytes stored.", counters.bytes_written),
+            ("aibrix_kv_frame_timeouts", "Connections closed because a frame did not arrive in time.",
+             self._server.frame_timeouts),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         puts = CounterMetricFamily("aibrix_kv_puts", "Block writes by outcome.", labels=["status"])
@@ -73,5 +82,7 @@ class StoreCollector(Collector):
             ("aibrix_kv_capacity_bytes", "Bytes of block memory.", self._store.heap.size),
             ("aibrix_kv_blocks", "Blocks held.", len(self._store.blocks)),
             ("aibrix_kv_connections", "Open client connections.", self._connections()),
+            ("aibrix_kv_receive_reserved_bytes", "Receive-buffer bytes reserved by connections.", self._budget.used),
+            ("aibrix_kv_receive_waiting_connections", "Connections waiting for receive budget.", self._budget.waiting),
         ):
             yield GaugeMetricFamily(name, doc, value=value)

@@ -100,8 +100,9 @@ class ErrorCode:
     SHM_UNAVAILABLE = 6
     UNKNOWN_LEASE = 7
     SHUTTING_DOWN = 8
+    TIMEOUT = 9  # a frame did not fully arrive in time; the server closes the connection
     #: errors after which the byte stream cannot be trusted: the server closes the connection
-    FATAL = frozenset({BAD_MAGIC, UNSUPPORTED_VERSION, TOO_LARGE})
+    FATAL = frozenset({BAD_MAGIC, UNSUPPORTED_VERSION, TOO_LARGE, TIMEOUT})
 
 
 class ProtocolError(Exception):

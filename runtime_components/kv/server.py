@@ -9,6 +9,17 @@ Shared-memory leases: SHM_GET pins the blocks it names until SHM_RELEASE; SHM_AL
 pages until SHM_COMMIT. A connection that closes releases its pins and abandons its
 reservations, so a crashed client leaks nothing.
 
+Memory is spent only on bytes that arrived. A frame's payload buffer grows with the bytes
+received (`framing`, incremental); its announced length is first reserved from the member-wide
+`ReceiveBudget` (``maxBufferedBytes``); a connection that finds the budget spent is not read
+until it frees up. One connection's frame is at most ``maxRequestSize``; a frame that has not
+fully arrived ``frameTimeoutSeconds`` after its first byte (or after its reservation was granted)
+is answered with a TIMEOUT error and the connection closed. A client that does not read its
+answers stops being read (asyncio's write high-water mark pauses us), so responses cannot pile
+up either; a GET answers at most ``maxRequestSize`` bytes of blocks, the rest as misses. Buffers
+are dropped when a connection closes, when it idles, and after a frame bigger than the 8 MiB a
+connection may keep between requests.
+
 Graceful shutdown (`stop`, wired to SIGTERM by the CLI): stop accepting, answer requests
 that arrive meanwhile with SHUTTING_DOWN (clients count it as a miss), wait up to
 ``drain_seconds`` for frames already in flight to complete and their responses to flush,
@@ -27,6 +38,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from aibrix_spec.components.kv import KVServerConfig
 from runtime_components.kv import protocol as p
+from runtime_components.kv.budget import ReceiveBudget
 from runtime_components.kv.framing import FrameAssembler
 from runtime_components.kv.metrics import ServerCounters, StoreCollector
 from runtime_components.kv.protocol import ErrorCode, Op, ProtocolError, ShmEntry
@@ -39,8 +51,8 @@ log = logging.getLogger(__name__)
 
 Payload = bytearray | memoryview  #: valid only during the handler call (a reused buffer)
 
-_HEADER_OVERHEAD = 64 << 10  # room for a batch's metadata table next to its blocks
-_MAX_FRAME = 1 << 30  # clients send a few MiB per request; refuse absurd lengths before allocating
+_KEEP_SCRATCH = 8 << 20  # a connection keeps its receive buffer between frames up to this size
+_IDLE_RELEASE_S = 2.0  # ... and drops it after this long without a frame
 
 
 class _Connection(asyncio.BufferedProtocol):
@@ -49,10 +61,8 @@ class _Connection(asyncio.BufferedProtocol):
     def __init__(self, server: KVServer) -> None:
         self.server = server
         self.store = server.store
-        cfg = server.config
-        # A request never needs more than a batch of blocks, nor more than the whole heap.
-        limit = min(cfg.max_batch * (cfg.max_block_bytes + 32), server.store.heap.size, _MAX_FRAME) + _HEADER_OVERHEAD
-        self.frames = FrameAssembler(self._on_frame, limit, reuse_buffer=True)
+        self.frames = FrameAssembler(self._on_frame, server.max_frame, reuse_buffer=True, incremental=True,
+                                     on_header=self._on_header)
         self.handlers: dict[int, Callable[[Payload], list[bytes]]] = {
             Op.HELLO: self._hello,
             Op.EXISTS: self._exists,
@@ -68,16 +78,28 @@ class _Connection(asyncio.BufferedProtocol):
         self.pinned: dict[int, list[Block]] = {}
         self.reserved: dict[int, list[tuple[int, Block | None, int]]] = {}
         self._next_lease = 1
+        self.reserved_bytes = 0  # receive budget this connection holds
+        self.frame_started: float | None = None  # when the frame being received started (timeout clock)
+        self.last_frame_at = 0.0
+        self._paused: set[str] = set()  # why reading is paused: "budget", "writes"
+        self._granted = self._budget_granted  # one bound method, so the budget can find it again
+        self._wanted = 0
 
     # asyncio callbacks ---------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        self.last_frame_at = self.server.now()
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if "budget" in self._paused:
+            self.server.budget.cancel(self._granted)
+        self._paused.clear()
+        self.frames = FrameAssembler(self._on_frame, 0)  # drop the buffers now, not at garbage collection
+        self._return_budget(self.reserved_bytes)
         for blocks in self.pinned.values():
             for block in blocks:
                 self.store.unpin(block)
@@ -92,12 +114,76 @@ class _Connection(asyncio.BufferedProtocol):
         return self.frames.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
+        done = self.frames.frames_done
+        if self.frame_started is None:
+            self.frame_started = self.server.now()
         try:
             self.frames.buffer_updated(nbytes)
         except ProtocolError as err:  # the byte stream is unusable: say why, then hang up
             self._error(0, err)
             assert self.transport is not None
             self.transport.close()
+            return
+        if self.frames.frames_done != done:
+            self.last_frame_at = self.server.now()
+            self.frame_started = self.last_frame_at if self.frames.mid_frame else None
+            if self.reserved_bytes > _KEEP_SCRATCH and not self.frames.mid_frame:
+                self.release_buffers()
+        if "budget" in self._paused:
+            self.frame_started = None  # waiting on us, not on the client
+
+    # flow control ----------------------------------------------------------------------------
+
+    def _on_header(self, length: int) -> None:
+        """A frame of ``length`` bytes is announced: reserve it before reading its payload."""
+        if length <= self.reserved_bytes:
+            return
+        self._wanted = length - self.reserved_bytes
+        if self.server.budget.take(self._wanted, self._granted):
+            self.reserved_bytes = length
+        else:
+            self._pause("budget")
+
+    def _budget_granted(self) -> None:
+        self.reserved_bytes += self._wanted
+        self._wanted = 0
+        self.frame_started = self.server.now()
+        self._resume("budget")
+
+    def _return_budget(self, amount: int) -> None:
+        if amount:
+            self.reserved_bytes -= amount
+            self.server.budget.give(amount)
+
+    def release_buffers(self) -> None:
+        """Between frames: hand the receive buffer and its reservation back."""
+        if not self.frames.mid_frame:
+            self.frames.release()
+            self._return_budget(self.reserved_bytes)
+
+    def timed_out(self) -> None:
+        """The frame in flight did not arrive in time: say so, then hang up."""
+        self.server.counters.frame_timeouts += 1
+        self._error(0, ProtocolError(ErrorCode.TIMEOUT, "frame not received within "
+                                     f"{self.server.config.frame_timeout_seconds:g} s of its first byte"))
+        assert self.transport is not None
+        self.transport.close()
+
+    def _pause(self, why: str) -> None:
+        if not self._paused and self.transport is not None:
+            self.transport.pause_reading()
+        self._paused.add(why)
+
+    def _resume(self, why: str) -> None:
+        self._paused.discard(why)
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def pause_writing(self) -> None:  # the client is not reading its answers: stop reading its requests
+        self._pause("writes")
+
+    def resume_writing(self) -> None:
+        self._resume("writes")
 
     @property
     def idle(self) -> bool:
@@ -150,11 +236,13 @@ class _Connection(asyncio.BufferedProtocol):
         keys = p.decode_keys(payload, self.server.config.max_batch, "get")
         table: list[tuple[int, int, int]] = []
         data: list[bytes] = []
+        budget = self.server.max_frame  # one answer is bounded like one request (a key may repeat)
         for key in keys:
-            found = self.store.read(key)
-            if found is None:
-                table.append((0, 0, 0))
+            found = self.store.read(key) if budget > 0 else None
+            if found is None or len(found[0]) > budget:
+                table.append((0, 0, 0))  # a miss costs the client a recompute, never an error
             else:
+                budget -= len(found[0])
                 table.append((1, found[1], len(found[0])))
                 data.append(found[0])
         return [p.encode_get_response(table), *data]
@@ -187,6 +275,8 @@ class _Connection(asyncio.BufferedProtocol):
             if block is None:
                 entries.append(ShmEntry(0, 0, None, ()))
                 continue
+            if block.crc is None:  # written without one: compute it once, so every reader can verify
+                block.crc = self.store.checksum(block)
             self.store.pin(block)
             pinned.append(block)
             self.store.counters.bytes_read += block.length
@@ -253,11 +343,14 @@ class KVServer:
             shm_dir=config.shm.dir if config.shm.enabled else None,
         )
         self.counters = ServerCounters()
+        self.max_frame = min(config.max_request_bytes, self.store.heap.size + (64 << 10))
+        self.budget = ReceiveBudget(config.max_buffered)
         self.connections: set[_Connection] = set()
         self.draining = False
         self.registry = CollectorRegistry()
-        self.registry.register(StoreCollector(self.store, self.counters, lambda: len(self.connections)))
+        self.registry.register(StoreCollector(self.store, self.counters, lambda: len(self.connections), self.budget))
         self._server: asyncio.Server | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
         self.port = 0
         self.metrics_port = 0
@@ -274,9 +367,26 @@ class KVServer:
         site = web.TCPSite(self._http, self.config.host, self.config.metrics_port)
         await site.start()
         self.metrics_port = self._http.addresses[0][1]
+        self._sweeper = asyncio.create_task(self._sweep(), name="kv-frame-sweeper")
         log.info("kv pool member on %s:%d (metrics %d), %d bytes, %s eviction, shm %s",
                  self.config.host, self.port, self.metrics_port, self.store.heap.size,
                  self.config.eviction.policy, self.store.heap.path or "off")
+
+    @staticmethod
+    def now() -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _sweep(self) -> None:
+        """Close connections whose frame is overdue; drop idle connections' buffers."""
+        timeout = self.config.frame_timeout_seconds
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            now = self.now()
+            for conn in list(self.connections):
+                if conn.frame_started is not None and now - conn.frame_started > timeout:
+                    conn.timed_out()
+                elif conn.reserved_bytes and not conn.frames.mid_frame and now - conn.last_frame_at > _IDLE_RELEASE_S:
+                    conn.release_buffers()
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -290,6 +400,9 @@ class KVServer:
             return
         self.draining = True
         self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         budget = self.config.drain_seconds if drain_seconds is None else drain_seconds
         deadline = asyncio.get_running_loop().time() + budget
         while any(not c.idle for c in self.connections) and asyncio.get_running_loop().time() < deadline:

@@ -108,6 +108,10 @@ class BlockStore:
         self.counters.bytes_read += block.length
         return data, block.crc
 
+    def checksum(self, block: Block) -> int:
+        """CRC-32 of a block's bytes as they are now."""
+        return zlib.crc32(self.heap.read(block.pages, block.length))
+
     def pin(self, block: Block) -> None:
         block.pins += 1
 

@@ -3,6 +3,16 @@
 This is the single implementation both the Kubernetes controller (`controller.py`) and the
 trace simulator (`benchmarks/autoscaling.py`) drive, so what is benchmarked is what runs.
 
+Pods that should report but did not (scrape failed, timed out, or frozen) are not idle pods.
+Each sample is corrected as Kubernetes' HPA corrects its reading, before it enters the window
+(per-pod metrics; `n` pods reported total `T`, `e` pods are ready, `t` is the target):
+
+    T / n <  t  (the reading says scale down):  T' = T + (e - n) * t   missing pods at 100 % of target
+    T / n >= t  (the reading says scale up):    T' = max(T, e * t)      missing pods at 0, and never
+                                                                        a scale-down from filling them
+
+so missing pods neither drive a scale-down nor exaggerate a scale-up, for every policy.
+
 Per decision at time `now`:
 1. no sample ever            -> hold (reason `metrics-missing`)
    newest sample too old     -> hold (reason `metrics-stale`)
@@ -56,10 +66,19 @@ class Autoscaler:
         self._last_scale_up: float | None = None
         self._last_scale_change: float | None = None
 
-    def record(self, now: float, total: float, reporting_pods: int) -> None:
-        """One scrape round: the workload's total metric and how many pods reported it."""
+    def record(self, now: float, total: float, reporting_pods: int, *, expected_pods: int | None = None) -> None:
+        """One scrape round: the workload's total metric, how many pods reported it and, for
+        per-pod metrics, how many should have (the ready pods); see the module docstring."""
         if total < 0:
             raise ValueError(f"metric total must not be negative, got {total}")
+        missing = 0 if expected_pods is None else expected_pods - reporting_pods
+        if missing > 0 and reporting_pods > 0 and self.target.metric.aggregation == "per-pod":
+            t = self.target.target
+            if total / reporting_pods < t:
+                total += missing * t
+            else:
+                total = max(total, expected_pods * t)  # type: ignore[operator]
+            reporting_pods = expected_pods  # type: ignore[assignment]
         self._window.record(now, total)
         self._reporting_pods = reporting_pods
 

@@ -23,6 +23,7 @@ from kubernetes import client as k8s
 
 from aibrix_spec.components.scaler import ScalerConfig, ScalingTarget
 from runtime_components.scaler.autoscaler import Autoscaler, Decision
+from runtime_components.scaler.freshness import FrozenDetector
 from runtime_components.scaler.kube import KubeApi
 from runtime_components.scaler.lease import LeaderElector
 from runtime_components.scaler.own_metrics import ScalerMetrics
@@ -42,6 +43,7 @@ class TargetState:
     spec: ScalingTarget
     autoscaler: Autoscaler
     ready_pods: int = 0
+    frozen: FrozenDetector | None = None
     holding: bool = False
     last_decision: Decision | None = None
     history: list[tuple[float, int, int, str]] = field(default_factory=list)
@@ -66,7 +68,9 @@ class Controller:
         self.clock = clock
         self.scrape_timeout_s = scrape_timeout_s
         self.elector = LeaderElector(kube, config.leader_election, identity)
-        self.targets = {t.name: TargetState(spec=t, autoscaler=Autoscaler(t)) for t in config.targets}
+        self.targets = {t.name: TargetState(spec=t, autoscaler=Autoscaler(t),
+                                            frozen=FrozenDetector(t.frozen_after_seconds))
+                        for t in config.targets}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run all loops until `stop` is set."""
@@ -92,7 +96,7 @@ class Controller:
             engine = metric.engine_source
             reading = await read_engine_pods(
                 session, pods, names=metric.names, labels=engine.labels, default_port=engine.port,
-                path=engine.path, timeout_s=self.scrape_timeout_s,
+                path=engine.path, timeout_s=self.scrape_timeout_s, frozen=state.frozen, now=self.clock(),
             )
         else:
             assert metric.optimizer is not None  # guaranteed by MetricSpec's validator
@@ -105,7 +109,7 @@ class Controller:
         if reading.errors:
             self.metrics.scrape_errors.labels(spec.name).inc(len(reading.errors))
         if reading.reporting > 0:
-            state.autoscaler.record(self.clock(), reading.total, reading.reporting)
+            state.autoscaler.record(self.clock(), reading.total, reading.reporting, expected_pods=reading.expected)
             self.metrics.metric_total.labels(spec.name).set(reading.total)
         return reading
 

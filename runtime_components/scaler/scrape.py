@@ -3,7 +3,9 @@
 Text is parsed with `prometheus_client`'s parser. A pod's value is the sum of the samples
 named `metric.name` (or one of `metric.sumWith`) whose labels include every `labels` pair (one engine may expose
 several series, e.g. one per `engine` index). The workload total is the sum over the pods that
-answered; pods that fail or time out are left out and counted as not reporting.
+answered; pods that fail, time out or are frozen (`freshness`) are left out and counted as not
+reporting, next to how many pods should have reported, so the autoscaler can treat them as
+Kubernetes' HPA does rather than as idle.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from runtime_components.scaler.freshness import FrozenDetector, PodSample
 from runtime_components.scaler.kube import PodEndpoint
 
-__all__ = ["MetricReading", "parse_metric", "read_engine_pods", "read_optimizer"]
+__all__ = ["MetricReading", "parse_metric", "parse_pod_sample", "read_engine_pods", "read_optimizer"]
 
 
 @dataclass(frozen=True)
 class MetricReading:
-    """One scrape round: the total and how many sources contributed to it."""
+    """One scrape round: the total, how many sources contributed to it, and how many should have."""
 
     total: float
     reporting: int
     errors: tuple[str, ...] = ()
+    expected: int | None = None  # ready pods (engine source); None: one source, nothing to fill in
 
 
 def parse_metric(text: str, names: tuple[str, ...], labels: dict[str, str]) -> float | None:
@@ -41,6 +45,29 @@ def parse_metric(text: str, names: tuple[str, ...], labels: dict[str, str]) -> f
                 total += float(sample.value)
                 found = True
     return total if found else None
+
+
+def parse_pod_sample(text: str, names: tuple[str, ...], labels: dict[str, str]) -> PodSample | None:
+    """The metric's value (as `parse_metric`), plus the progress signals `freshness` watches:
+    the counters of the metric's namespace (``vllm:`` for ``vllm:num_requests_running``)
+    and the newest sample timestamp."""
+    namespace = names[0].split(":", 1)[0] + ":" if ":" in names[0] else ""
+    found = False
+    total = 0.0
+    progress: list[float] = []
+    newest: float | None = None
+    for family in text_string_to_metric_families(text):
+        counter = family.type == "counter" and family.name.startswith(namespace)
+        for sample in family.samples:
+            if sample.timestamp is not None:
+                stamp = float(sample.timestamp)
+                newest = stamp if newest is None else max(newest, stamp)
+            if counter and sample.name.endswith("_total"):
+                progress.append(float(sample.value))
+            if sample.name in names and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += float(sample.value)
+                found = True
+    return PodSample(total, tuple(progress), newest) if found else None
 
 
 async def _fetch(session: aiohttp.ClientSession, url: str, timeout_s: float) -> str:
@@ -59,24 +86,29 @@ async def read_engine_pods(
     default_port: int,
     path: str,
     timeout_s: float,
+    frozen: FrozenDetector | None = None,
+    now: float = 0.0,
 ) -> MetricReading:
-    """Scrape every ready pod concurrently and sum the metric."""
+    """Scrape every ready pod concurrently and sum the metric (frozen pods left out)."""
     ready = [p for p in pods if p.ready]
 
-    async def one(pod: PodEndpoint) -> float | str:
+    async def one(pod: PodEndpoint) -> PodSample | str:
         url = f"http://{pod.ip}:{pod.port or default_port}{path}"
         try:
-            value = parse_metric(await _fetch(session, url, timeout_s), names, labels)
+            sample = parse_pod_sample(await _fetch(session, url, timeout_s), names, labels)
         except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as error:
             return f"{pod.name}: {url}: {error or type(error).__name__}"
-        if value is None:
+        if sample is None:
             return f"{pod.name}: {url}: no sample named {'+'.join(names)} with labels {labels}"
-        return value
+        why = frozen.check(pod.name, now, sample) if frozen is not None else None
+        return f"{pod.name}: {url}: {why}" if why else sample
 
     results = await asyncio.gather(*(one(p) for p in ready))
-    values = [r for r in results if isinstance(r, float)]
+    if frozen is not None:
+        frozen.forget_except({p.name for p in ready})
+    values = [r.value for r in results if isinstance(r, PodSample)]
     errors = tuple(r for r in results if isinstance(r, str))
-    return MetricReading(total=sum(values), reporting=len(values), errors=errors)
+    return MetricReading(total=sum(values), reporting=len(values), errors=errors, expected=len(ready))
 
 
 async def read_optimizer(

@@ -34,3 +34,28 @@ def test_compiled_envoy_bootstrap_validates(path, tmp_path):
     config.write_text(_data(path, "envoy.yaml"))
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+STANDALONE = GOLDEN.parents[1] / "examples" / "stacks" / "gateway-standalone.yaml"
+
+
+def test_one_body_limit_sets_envoys_buffer_and_the_gateways_limit():
+    from compiler.pipeline import compile_stack
+
+    text = STANDALONE.read_text().replace("    mode: standalone\n", "    mode: standalone\n    maxRequestBodyBytes: 16Mi\n", 1)
+    files = compile_stack(text, source_name="stack.yaml")
+    envoy = yaml.safe_load(yaml.safe_load(files["gateway/configmap-aibrix-envoy.yaml"])["data"]["envoy.yaml"])
+    gateway = parse_config(yaml.safe_load(files["gateway/configmap-aibrix-gateway.yaml"])["data"]["gateway.yaml"], "gw")
+    listener = envoy["static_resources"]["listeners"][0]
+    assert listener["per_connection_buffer_limit_bytes"] == gateway.max_request_body_bytes == 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize("value", ["2Gi", "1Ki", "999999999Ei"])
+def test_body_limit_out_of_range_is_a_spec_error(value):
+    from compiler.errors import SpecError
+    from compiler.pipeline import compile_stack
+
+    text = STANDALONE.read_text().replace("    mode: standalone\n", f"    mode: standalone\n    maxRequestBodyBytes: {value}\n", 1)
+    with pytest.raises(SpecError) as err:
+        compile_stack(text, source_name="stack.yaml")
+    assert "maxRequestBodyBytes" in str(err.value)

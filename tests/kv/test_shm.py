@@ -41,7 +41,7 @@ def test_shm_is_used_only_on_the_same_node(tmp_path, client_node, want_shm):
 def test_tcp_reader_gets_a_crc_for_a_block_written_through_shm(tmp_path):
     async def main():
         async with running_servers(1, shm={"enabled": True, "dir": str(tmp_path)}) as servers:
-            writer = KVPoolClient(client_config(servers), node_id="node-a")
+            writer = KVPoolClient(client_config(servers, verifyShmChecksums=False), node_id="node-a")
             reader = KVPoolClient(client_config(servers), node_id="elsewhere")
             await writer.put([(5, b"z" * 9000)])
             assert servers[0].store.blocks[5].crc is None  # not computed on the one-copy path
@@ -53,16 +53,32 @@ def test_tcp_reader_gets_a_crc_for_a_block_written_through_shm(tmp_path):
     asyncio.run(main())
 
 
-def test_verified_shm_read_catches_a_torn_block(tmp_path):
+def test_shm_read_catches_a_torn_block_by_default(tmp_path):
     async def main():
         async with running_servers(1, shm={"enabled": True, "dir": str(tmp_path)}) as servers:
-            client = KVPoolClient(client_config(servers, verifyShmChecksums=True), node_id="node-a")
+            client = KVPoolClient(client_config(servers), node_id="node-a")  # defaults: corruption is never a hit
             await client.put([(5, b"q" * 9000)])
             block = servers[0].store.blocks[5]
             assert block.crc is not None  # verified writes carry their CRC
             servers[0].store.heap.view[block.pages[1] * 4096 + 3] ^= 1
             assert await client.get([5]) == [None] and client.stats.checksum_errors == 1
             await client.close()
+
+    asyncio.run(main())
+
+
+def test_block_written_without_a_crc_is_verified_for_shm_readers(tmp_path):
+    async def main():
+        async with running_servers(1, shm={"enabled": True, "dir": str(tmp_path)}) as servers:
+            writer = KVPoolClient(client_config(servers, verifyShmChecksums=False), node_id="node-a")
+            reader = KVPoolClient(client_config(servers), node_id="node-a")
+            await writer.put([(6, b"w" * 9000)])
+            assert [bytes(g) for g in await reader.get([6])] == [b"w" * 9000]  # first read: the member adds a CRC
+            block = servers[0].store.blocks[6]
+            servers[0].store.heap.view[block.pages[0] * 4096] ^= 4
+            assert await reader.get([6]) == [None] and reader.stats.checksum_errors == 1
+            await writer.close()
+            await reader.close()
 
     asyncio.run(main())
 

@@ -58,3 +58,12 @@ def config(**target_overrides: Any) -> ScalerConfig:
     target.update(target_overrides)
     target = {k: v for k, v in target.items() if v is not None}  # None removes a field
     return ScalerConfig.model_validate({"targets": [target]})
+
+
+def engine_page(running: float, tokens: float, model: str = "m", timestamp_ms: int | None = None) -> str:
+    """A vLLM-shaped /metrics page: the running gauge and a token counter (which moves while serving)."""
+    stamp = f" {timestamp_ms}" if timestamp_ms is not None else ""
+    return (f"# TYPE vllm:num_requests_running gauge\n"
+            f'vllm:num_requests_running{{engine="0",model_name="{model}"}} {running}{stamp}\n'
+            f"# TYPE vllm:generation_tokens_total counter\n"
+            f'vllm:generation_tokens_total{{engine="0",model_name="{model}"}} {tokens}{stamp}\n')

@@ -1,8 +1,8 @@
 """Applies a user's tier (RPM and TPM) through a window store.
 
-Before a request: RPM is checked and counted atomically (``admit``, cost 1), TPM is only
-checked (``check``: at least one token of budget left), because tokens are known after
-the response. After the response: the usage's prompt + completion tokens are added to
+Before a request: TPM is only checked (``check``: at least one token of budget left), because
+tokens are known after the response, then RPM is checked and counted atomically (``admit``,
+cost 1), both in one store call (one Redis round trip). After the response: the usage's prompt + completion tokens are added to
 TPM (``add``). A user whose tier is None is not limited.
 """
 
@@ -31,11 +31,13 @@ class RateLimiter:
         tier = self._tiers.get(user.tier) if user.tier else None
         if tier is None:
             return
-        ok, counts = await self._store.apply(f"{user.name}:tpm", "check", 1, tier.tpm)
+        results = await self._store.apply_all([(f"{user.name}:tpm", "check", 1, tier.tpm),
+                                               (f"{user.name}:rpm", "admit", 1, tier.rpm)])
+        ok, counts = results[0]
         if not ok:
             wait = retry_after_s(counts, 1, tier.tpm, self._window_s)
             raise rate_limited(f'User "{user.name}" used the {tier.tpm} tokens per minute of tier "{user.tier}"', wait, "tpm")
-        ok, counts = await self._store.apply(f"{user.name}:rpm", "admit", 1, tier.rpm)
+        ok, counts = results[1]
         if not ok:
             wait = retry_after_s(counts, 1, tier.rpm, self._window_s)
             raise rate_limited(f'User "{user.name}" sent the {tier.rpm} requests per minute of tier "{user.tier}"', wait, "rpm")
@@ -45,7 +47,7 @@ class RateLimiter:
         tier = self._tiers.get(user.tier) if user.tier else None
         if tier is None or tokens <= 0:
             return
-        await self._store.apply(f"{user.name}:tpm", "add", tokens, tier.tpm)
+        await self._store.apply_all([(f"{user.name}:tpm", "add", tokens, tier.tpm)])
 
     async def close(self) -> None:
         await self._store.close()

@@ -44,7 +44,7 @@ from runtime_components.kv.client import KVPoolClient
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-POLICIES = ("s3fifo", "lru", "fifo")
+POLICIES = ("adaptive", "s3fifo", "lru", "fifo")
 BLOCK_TOKENS = 16
 
 

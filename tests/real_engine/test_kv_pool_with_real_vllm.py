@@ -34,7 +34,9 @@ from .conftest import PYTHON
 from .stack import engine_counters, http_json
 from .vllm_process import VllmServer
 
-pytestmark = pytest.mark.slow
+# The module's fixture starts two vLLM instances of its own (about 2 minutes each on two busy
+# cores), and pytest-timeout counts that setup against the first test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 EXTERNAL_HITS = "vllm:external_prefix_cache_hits_total"

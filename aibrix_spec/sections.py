@@ -144,7 +144,9 @@ class KvCachePoolSpec(SpecModel):
     enabled: bool = Field(True, description="Deploy the pool.")
     replicas: Annotated[int, Field(ge=1, le=256)] = Field(3, description="Pool servers (a StatefulSet).")
     memory_per_replica: Quantity = Field("16Gi", description="Memory each server keeps for KV blocks.")
-    eviction: Literal["s3fifo", "lru", "fifo"] = Field("s3fifo", description="Eviction policy.")
+    eviction: Literal["adaptive", "s3fifo", "lru", "fifo"] = Field(
+        "adaptive", description="Eviction policy: adaptive (LRU or S3-FIFO, whichever wins), s3fifo, lru or fifo."
+    )
     block_size_tokens: Annotated[int, Field(ge=1, le=1024)] = Field(16, description="Tokens per KV block.")
 
 

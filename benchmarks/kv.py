@@ -1,26 +1,38 @@
-"""KV-cache pool benchmark: eviction hit ratios, transfer throughput, end-to-end gain.
+"""KV-cache pool benchmark: eviction hit ratios, measured transfer cost, end-to-end gain.
 
     python -m benchmarks.kv --quick
 
-1. Hit ratio of S3-FIFO, LRU and FIFO at several pool sizes (a fraction of the trace's
-   distinct blocks) on block traces of the engine-sim workloads, and on a trace with one-pass
-   scans mixed into a reused working set. Access model = the engines' use of the pool: per
-   request, look up its prompt's chained block hashes until the first miss, then store the
-   rest. Hit ratio = blocks found / prompt blocks.
-2. Put and get throughput of 64 KiB - 4 MiB blocks against a pool member in another process,
-   over loopback TCP and over the same-node shared-memory path, in batches of ~32 MiB; the
-   floor is a memcpy of the same blocks into the same kind of destination buffers, measured in
-   the same run. Gets land in caller buffers (`get_into`), as the vLLM connector uses them.
-3. End to end: simulated engines (engine_sim DES, 4 x A10 + llama-3-8b roofline, round-robin
-   routing) on the Bird-SQL-like workload (40 schemas of ~2.5k tokens: more than one engine's
-   KV cache), vLLM prefix caching alone vs. prefix caching + the pool (in-process adapter,
-   3 members, 48 GiB, S3-FIFO, pool -> GPU transfer modelled at `--pool-gbs`), at 6 req/s
-   (below the baseline's capacity: latency) and 40 req/s (both saturated: peak throughput).
+1. Hit ratio of the adaptive default, S3-FIFO, LRU and FIFO at several pool sizes (a fraction
+   of the trace's distinct blocks) on block traces of the engine-sim workloads, and on a
+   trace with one-pass scans mixed into a reused working set. Access model = the engines'
+   use of the pool: per request, look up its prompt's chained block hashes until the first
+   miss, then store the rest. Hit ratio = blocks found / prompt blocks.
+2. Put and get throughput of 64 KiB - 4 MiB objects against a pool member in another
+   process, over loopback TCP and over the same-node shared-memory path, in batches of
+   ~32 MiB; the floor is a memcpy of the same bytes into the same kind of destination
+   buffers, measured in the same run. Gets land in caller buffers (`get_into`). Plus the
+   per-request latency: the median round trip of a one-key get of a 64-byte object.
+3. End to end: simulated engines (engine_sim DES, 4 x A10 + llama-3-8b roofline) on the
+   Bird-SQL-like workload (40 schemas of ~2.5k tokens: more than one engine's KV cache),
+   routed by the production router as the gateway runs it (`benchmarks.routing.SimGateway`)
+   with the stack's routing: `least-request` (what a model without `routing:` compiles to)
+   and `prefix-cache-aware:2,least-request` (what the example stacks ship). Without the pool
+   vs with it (in-process adapter, 3 members, 48 GiB, adaptive eviction). The pool's load
+   cost is the one measured in part 2 *in this run*, for the object the vLLM connector moves
+   (one layer group of a 16-token llama-3-8b block: 4 layers x 64 KiB = 256 KiB, 8 groups):
+   per load, 8 round trips plus the bytes at the measured get GB/s, over TCP (a member on
+   another node: the headline) and over shared memory (same node); the engine overlaps the
+   load with the forward pass group by group, as the connector's layer-wise load does.
+   At 6 req/s (below the baselines' capacity: latency) and 40 req/s (saturated: throughput).
 
-RESULT keys: s3fifo_min_ratio_vs_lru (lowest S3-FIFO/LRU hit-ratio ratio over every trace and
-size), s3fifo_gain_on_scan_trace (S3-FIFO/LRU - 1 on the scan trace, at the size where LRU is
-hurt most), tcp_gb_per_s and shm_fraction_of_memcpy (at 4 MiB blocks, the lower of put and
-get), e2e_throughput_gain (output tokens/s at 40 req/s), e2e_mean_ttft_reduction (at 6 req/s).
+RESULT keys: `measured_transfer_gb_per_s` (TCP get GB/s at the connector's object size, the
+figure part 3 uses), `e2e_throughput_gain` (best pooled setup's output tokens/s at 40 req/s
+over the best setup without the pool - 1) and `e2e_mean_ttft_reduction` (1 - best pooled
+mean TTFT / best mean TTFT without the pool, at 6 req/s), both with TCP-measured costs (the
+`_shm` variants with shared-memory costs); `s3fifo_min_ratio_vs_lru` and
+`adaptive_min_ratio_vs_lru` (lowest policy/LRU hit-ratio ratio over every trace and size),
+`s3fifo_gain_on_scan_trace` / `adaptive_gain_on_scan_trace` (policy/LRU - 1 on the scan
+trace where LRU is hurt most); `tcp_gb_per_s` and `shm_fraction_of_memcpy` at 4 MiB.
 """
 
 from __future__ import annotations
@@ -36,16 +48,24 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from aibrix_spec.catalog import model_arch
 from aibrix_spec.components.kv import KVClientConfig
+from aibrix_spec.routing import RoutingSpec
 from runtime_components.common.hashing import block_hashes
 from runtime_components.common.processes import stop_process
 from runtime_components.kv.cache import SizedCache
 from runtime_components.kv.client import KVPoolClient
+from runtime_components.kv.connector_logic import WorkerOptions
+from runtime_components.kv.connector_worker import layer_groups
+from runtime_components.kv.sim_store import TransferModel
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-POLICIES = ("s3fifo", "lru", "fifo")
+POLICIES = ("adaptive", "s3fifo", "lru", "fifo")
 BLOCK_TOKENS = 16
+E2E_MODEL = "llama-3-8b"
+#: The stack's routing: what a model without `routing:` compiles to, and what the examples ship.
+ROUTINGS = ("least-request", "prefix-cache-aware:2,least-request")
 
 
 # -- part 1: hit ratios ----------------------------------------------------------------------
@@ -124,7 +144,8 @@ def timed(fn: Callable[[], object], repeats: int) -> float:
     return best
 
 
-async def throughput_part(sizes: Sequence[int], batch_bytes: int, repeats: int) -> list[dict]:
+async def throughput_part(sizes: Sequence[int], batch_bytes: int, repeats: int) -> tuple[list[dict], dict[str, float]]:
+    """Rows of GB/s per object size, and the median one-key get round trip per path (seconds)."""
     proc, port = start_member("512Mi")
     rows = []
     try:
@@ -165,39 +186,58 @@ async def throughput_part(sizes: Sequence[int], batch_bytes: int, repeats: int) 
             if clients["shm"].stats.shm_blocks == 0:
                 raise RuntimeError("the shared-memory path was not used (different node identity?)")
             rows.append(row)
+        latency = {}
+        for mode, client in clients.items():
+            key = rng.getrandbits(64)
+            await client.put([(key, b"x" * 64)])
+            trips = []
+            for _ in range(repeats * 40):
+                start = time.perf_counter()
+                await client.get([key])
+                trips.append(time.perf_counter() - start)
+            latency[mode] = sorted(trips)[len(trips) // 2]  # the median: a typical round trip, not the luckiest
         for client in clients.values():
             await client.close()
     finally:
         stop_process(proc, grace_s=30)
-    return rows
+    return rows, latency
 
 
 # -- part 3: end to end ----------------------------------------------------------------------
 
 
-def e2e_part(requests: list, engines: int, pool_gbs: float, capacity_gib: float, load: str) -> list[dict]:
+def connector_layout(arch: str) -> tuple[int, int]:
+    """(object bytes, objects per block) the vLLM connector uses for one ``BLOCK_TOKENS`` block."""
+    spec = model_arch(arch)
+    per_layer = BLOCK_TOKENS * spec.kv_bytes_per_token // spec.layers
+    groups = layer_groups({f"layer{i}": per_layer for i in range(spec.layers)}, WorkerOptions().min_key_bytes)
+    return per_layer * len(groups[0]), len(groups)
+
+
+def e2e_part(requests: list, engines: int, costs: dict[str, TransferModel], capacity_gib: float, load: str) -> list[dict]:
+    """Each routing of the stack without the pool, then with it at each measured transfer cost."""
+    from benchmarks.routing import SimGateway
     from runtime_components.engine_sim.config import EngineConfig
     from runtime_components.engine_sim.des import Simulation, summarize
-    from runtime_components.kv.sim_store import InProcessPool, TransferModel
+    from runtime_components.gateway.policy import build_router
+    from runtime_components.kv.sim_store import InProcessPool
 
-    config = EngineConfig(accelerator="nvidia-a10", model_arch="llama-3-8b", block_size=BLOCK_TOKENS)
+    config = EngineConfig(accelerator="nvidia-a10", model_arch=E2E_MODEL, block_size=BLOCK_TOKENS)
+    last_arrival = max(r.arrival_s for r in requests)
     rows = []
-    for label, store in (
-        ("prefix caching", None),
-        ("prefix caching + pool", InProcessPool(int(capacity_gib * (1 << 30)),
-                                                TransferModel.for_model("llama-3-8b", BLOCK_TOKENS, bandwidth_gbs=pool_gbs),
-                                                members=3)),
-    ):
-        counter = [0]
-
-        def round_robin(request, views, counter=counter):  # prefix-blind: the pool, not routing, finds reuse
-            counter[0] += 1
-            return views[counter[0] % len(views)].index
-
-        summary = summarize(Simulation([config] * engines, round_robin, external_kv_store=store).run(requests))
-        rows.append({"load": load, "setup": label, "completed": summary.completed, "tok_s": summary.output_tok_per_s,
-                     "req_s": summary.req_per_s, "ttft_mean": summary.ttft.mean, "ttft_p99": summary.ttft.p99,
-                     "pool_hit": store.hit_ratio if store is not None else 0.0})
+    for routing in ROUTINGS:
+        setups: list[tuple[str, InProcessPool | None]] = [("no pool", None)]
+        setups += [(f"pool ({path})", InProcessPool(int(capacity_gib * (1 << 30)), cost, members=3))
+                   for path, cost in costs.items()]
+        for label, store in setups:
+            gateway = SimGateway(build_router(RoutingSpec(policy=routing), rng=random.Random(7)), scrape_interval_s=0.5)
+            sim = Simulation([config] * engines, gateway.route, external_kv_store=store)
+            gateway.attach(sim, last_arrival)
+            summary = summarize(sim.run(requests))
+            rows.append({"load": load, "routing": routing, "setup": label, "pooled": store is not None,
+                         "path": label[6:-1] if store is not None else "", "completed": summary.completed,
+                         "tok_s": summary.output_tok_per_s, "req_s": summary.req_per_s, "ttft_mean": summary.ttft.mean,
+                         "ttft_p99": summary.ttft.p99, "pool_hit": store.hit_ratio if store is not None else 0.0})
     return rows
 
 
@@ -206,9 +246,10 @@ def e2e_part(requests: list, engines: int, pool_gbs: float, capacity_gib: float,
 
 def table(title: str, rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
     print(f"\n{title}")
-    print("  ".join(f"{header:>{max(len(header), 9)}}" for header, _, _ in columns))
+    widths = [max(len(header), 9, *(len(format(row[key], fmt)) for row in rows)) for header, key, fmt in columns]
+    print("  ".join(f"{header:>{w}}" for (header, _, _), w in zip(columns, widths)))
     for row in rows:
-        print("  ".join(f"{format(row[key], fmt):>{max(len(header), 9)}}" for header, key, fmt in columns))
+        print("  ".join(f"{format(row[key], fmt):>{w}}" for (_, key, fmt), w in zip(columns, widths)))
 
 
 def e2e_requests(n: int, rate: float) -> list:
@@ -218,28 +259,41 @@ def e2e_requests(n: int, rate: float) -> list:
 
     # Bird-SQL-like: 40 databases with ~2.5k-token schemas (more than one A10's ~42k-token KV
     # cache holds), Zipf popularity, short questions and answers.
-    trace = bird_sql(poisson(rate, random.Random(11), n=n), random.Random(12), model="llama-3-8b",
+    trace = bird_sql(poisson(rate, random.Random(11), n=n), random.Random(12), model=E2E_MODEL,
                      n_databases=40, schema_tokens=2500)
     return to_sim_requests(trace)
+
+
+def e2e_gains(rows: list[dict], path: str) -> tuple[float, float]:
+    """(throughput gain at the saturating load, mean-TTFT reduction at the light one): the best
+    pooled setup over ``path`` against the best setup without the pool, routing included."""
+    def best(load: str, pooled: bool, key: str, pick: Callable) -> float:
+        return pick(r[key] for r in rows if r["load"] == load and r["pooled"] == pooled and (not pooled or r["path"] == path))
+
+    gain = best("40 req/s", True, "tok_s", max) / best("40 req/s", False, "tok_s", max) - 1
+    reduction = 1 - best("6 req/s", True, "ttft_mean", min) / best("6 req/s", False, "ttft_mean", min)
+    return gain, reduction
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.kv", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller traces and fewer repetitions (about a minute)")
-    parser.add_argument("--pool-gbs", type=float, default=10.0, help="modelled pool -> GPU bandwidth for part 3, GB/s")
     args = parser.parse_args(argv)
     n_trace, repeats, n_e2e = (900, 5, 700) if args.quick else (3000, 9, 2000)
 
     traces = workload_traces(n_trace)
     hit_rows = hit_ratio_part(traces, (0.05, 0.1, 0.2, 0.4))
     for row in hit_rows:
-        row["s3/lru"] = row["s3fifo"] / row["lru"] if row["lru"] else float("inf")
+        for policy in ("adaptive", "s3fifo"):
+            row[f"{policy}/lru"] = row[policy] / row["lru"] if row["lru"] else float("inf")
     table("1. block hit ratio (pool size = fraction of the trace's distinct blocks)", hit_rows, [
-        ("trace", "trace", "s"), ("size", "size", ".2f"), ("blocks", "blocks", "d"), ("s3fifo", "s3fifo", ".3f"),
-        ("lru", "lru", ".3f"), ("fifo", "fifo", ".3f"), ("s3/lru", "s3/lru", ".3f")])
+        ("trace", "trace", "s"), ("size", "size", ".2f"), ("blocks", "blocks", "d"), ("adaptive", "adaptive", ".3f"),
+        ("s3fifo", "s3fifo", ".3f"), ("lru", "lru", ".3f"), ("fifo", "fifo", ".3f"),
+        ("adaptive/lru", "adaptive/lru", ".3f"), ("s3fifo/lru", "s3fifo/lru", ".3f")])
 
+    object_bytes, stages = connector_layout(E2E_MODEL)
     load_before = os.getloadavg()[0]
-    io_rows = asyncio.run(throughput_part((64 << 10, 256 << 10, 1 << 20, 4 << 20), 32 << 20, repeats))
+    io_rows, latency = asyncio.run(throughput_part(sorted({64 << 10, object_bytes, 1 << 20, 4 << 20}), 32 << 20, repeats))
     load = max(load_before, os.getloadavg()[0])  # other work on the machine skews part 2 (2 processes)
     for row in io_rows:
         row["shm/memcpy"] = min(row["shm_put"], row["shm_get"]) / row["memcpy"]
@@ -248,27 +302,44 @@ def main(argv: list[str] | None = None) -> int:
         ("block", "block", "d"), ("batch", "batch", "d"), ("memcpy", "memcpy", ".2f"), ("tcp put", "tcp_put", ".2f"),
         ("tcp get", "tcp_get", ".2f"), ("shm put", "shm_put", ".2f"), ("shm get", "shm_get", ".2f"),
         ("shm/memcpy", "shm/memcpy", ".2f")])
+    print(f"   one-key get round trip (median): tcp {latency['tcp'] * 1e3:.3f} ms, shm {latency['shm'] * 1e3:.3f} ms")
 
-    # Two loads: 6 req/s (about 60% of what the baseline sustains) for latency, 40 req/s (both
-    # setups saturated) for peak throughput.
-    e2e_rows = (e2e_part(e2e_requests(n_e2e, rate=6.0), 4, args.pool_gbs, 48, "6 req/s")
-                + e2e_part(e2e_requests(n_e2e, rate=40.0), 4, args.pool_gbs, 48, "40 req/s"))
-    table(f"3. end to end: 4 x A10, llama-3-8b, Bird-SQL-like, pool -> GPU at {args.pool_gbs:g} GB/s (simulated)",
-          e2e_rows, [("load", "load", "s"), ("setup", "setup", "s"), ("completed", "completed", "d"),
-                     ("out tok/s", "tok_s", ".1f"), ("req/s", "req_s", ".2f"), ("TTFT mean", "ttft_mean", ".3f"),
-                     ("TTFT p99", "ttft_p99", ".3f"), ("pool hit", "pool_hit", ".3f")])
+    measured = next(r for r in io_rows if r["block"] == object_bytes)
+    costs = {path: TransferModel.for_model(E2E_MODEL, BLOCK_TOKENS, bandwidth_gbs=measured[f"{path}_get"],
+                                           latency_s=latency[path], stages=stages) for path in ("tcp", "shm")}
+    # Two loads: 6 req/s (below what the baselines sustain) for latency, 40 req/s (every setup
+    # saturated) for peak throughput.
+    e2e_rows = (e2e_part(e2e_requests(n_e2e, rate=6.0), 4, costs, 48, "6 req/s")
+                + e2e_part(e2e_requests(n_e2e, rate=40.0), 4, costs, 48, "40 req/s"))
+    block_mib = costs["tcp"].block_bytes / (1 << 20)
+    table(f"3. end to end: 4 x A10, {E2E_MODEL}, Bird-SQL-like (simulated); a {block_mib:g} MiB block loads as "
+          f"{stages} objects of {object_bytes >> 10} KiB: tcp {measured['tcp_get']:.2f} GB/s + {stages} x "
+          f"{latency['tcp'] * 1e3:.2f} ms, shm {measured['shm_get']:.2f} GB/s + {stages} x {latency['shm'] * 1e3:.2f} ms "
+          "(measured above), overlapped with compute group by group",
+          e2e_rows, [("load", "load", "s"), ("routing", "routing", "s"), ("setup", "setup", "s"),
+                     ("completed", "completed", "d"), ("out tok/s", "tok_s", ".1f"), ("req/s", "req_s", ".2f"),
+                     ("TTFT mean", "ttft_mean", ".3f"), ("TTFT p99", "ttft_p99", ".3f"), ("pool hit", "pool_hit", ".3f")])
 
     scan = [r for r in hit_rows if r["trace"] == "bird-sql+scans"]
-    worst_for_lru = max(scan, key=lambda r: r["s3/lru"])
+    worst_for_lru = max(scan, key=lambda r: r["s3fifo/lru"])
     big = next(r for r in io_rows if r["block"] == 4 << 20)
-    light_base, light_pooled, peak_base, peak_pooled = e2e_rows
+    gain, reduction = e2e_gains(e2e_rows, "tcp")
+    gain_shm, reduction_shm = e2e_gains(e2e_rows, "shm")
     result = {
-        "s3fifo_min_ratio_vs_lru": round(min(r["s3/lru"] for r in hit_rows), 4),
-        "s3fifo_gain_on_scan_trace": round(worst_for_lru["s3/lru"] - 1, 4),
+        "measured_transfer_gb_per_s": round(measured["tcp_get"], 3),
+        "measured_shm_gb_per_s": round(measured["shm_get"], 3),
+        "measured_tcp_latency_ms": round(latency["tcp"] * 1e3, 3),
+        "measured_shm_latency_ms": round(latency["shm"] * 1e3, 3),
+        "e2e_throughput_gain": round(gain, 4),
+        "e2e_mean_ttft_reduction": round(reduction, 4),
+        "e2e_throughput_gain_shm": round(gain_shm, 4),
+        "e2e_mean_ttft_reduction_shm": round(reduction_shm, 4),
+        "s3fifo_min_ratio_vs_lru": round(min(r["s3fifo/lru"] for r in hit_rows), 4),
+        "adaptive_min_ratio_vs_lru": round(min(r["adaptive/lru"] for r in hit_rows), 4),
+        "s3fifo_gain_on_scan_trace": round(worst_for_lru["s3fifo/lru"] - 1, 4),
+        "adaptive_gain_on_scan_trace": round(worst_for_lru["adaptive/lru"] - 1, 4),
         "tcp_gb_per_s": round(min(big["tcp_put"], big["tcp_get"]), 3),
         "shm_fraction_of_memcpy": round(big["shm/memcpy"], 3),
-        "e2e_throughput_gain": round(peak_pooled["tok_s"] / peak_base["tok_s"] - 1, 4),
-        "e2e_mean_ttft_reduction": round(1 - light_pooled["ttft_mean"] / light_base["ttft_mean"], 4),
         "load_average_during_throughput": round(load, 2),
     }
     png = plot(hit_rows, io_rows, RESULTS / "kv.png")
@@ -289,9 +360,10 @@ def plot(hit_rows: list[dict], io_rows: list[dict], path: Path) -> Path | None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for trace in sorted({r["trace"] for r in hit_rows}):
         rows = [r for r in hit_rows if r["trace"] == trace]
-        left.plot([r["size"] for r in rows], [r["s3/lru"] for r in rows], marker="o", label=trace)
+        left.plot([r["size"] for r in rows], [r["s3fifo/lru"] for r in rows], marker="o", label=f"{trace} s3fifo")
+        left.plot([r["size"] for r in rows], [r["adaptive/lru"] for r in rows], marker="x", label=f"{trace} adaptive")
     left.axhline(1.0, color="grey", linestyle="--")
-    left.set(xlabel="pool size (fraction of distinct blocks)", ylabel="S3-FIFO / LRU hit ratio", xscale="log")
+    left.set(xlabel="pool size (fraction of distinct blocks)", ylabel="policy / LRU hit ratio", xscale="log")
     left.legend()
     sizes = [r["block"] / 1024 for r in io_rows]
     for key in ("memcpy", "tcp_put", "tcp_get", "shm_put", "shm_get"):

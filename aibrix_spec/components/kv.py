@@ -8,8 +8,9 @@ string (`64Gi`, `512Mi`, `4M`), so the value in the stack can be copied as writt
 - `server.capacity` bounds the bytes of KV blocks one member holds; memory is handed out in
   `server.pageSize` pages (a block occupies ceil(len / pageSize) pages), so usable capacity is
   `floor(capacity / pageSize) * pageSize`.
-- `server.eviction.policy` picks the eviction plugin: `s3fifo` (default, scan-resistant),
-  `lru` or `fifo` (baselines).
+- `server.eviction.policy` picks the eviction plugin: `adaptive` (default: LRU or S3-FIFO,
+  whichever a sampled miniature of each shows winning), `s3fifo` (scan-resistant), `lru` or
+  `fifo` (baselines).
 - Memory for requests: a member reserves each request's announced size from
   `server.maxBufferedBytes` (all connections together) before reading it, and reads the
   payload into memory that grows with the bytes that arrive; one request is at most
@@ -41,7 +42,7 @@ __all__ = [
     "parse_quantity",
 ]
 
-EvictionPolicyName = Literal["s3fifo", "lru", "fifo"]
+EvictionPolicyName = Literal["adaptive", "s3fifo", "lru", "fifo"]
 
 _QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|k|K|M|G|T)?\s*$")
 _SUFFIX = {
@@ -87,14 +88,17 @@ class EvictionConfig(SpecModel):
     """Which blocks leave when the member is full."""
 
     policy: EvictionPolicyName = Field(
-        "s3fifo",
-        description="s3fifo (small FIFO + main FIFO + ghost queue, scan-resistant), lru or fifo.",
+        "adaptive",
+        description=(
+            "adaptive (LRU or S3-FIFO, whichever a sampled miniature of each shows winning), "
+            "s3fifo (small FIFO + main FIFO + ghost queue, scan-resistant), lru or fifo."
+        ),
     )
     small_queue_fraction: float = Field(
         0.1,
         gt=0.0,
         lt=1.0,
-        description="S3-FIFO only: share of the capacity given to the small (probationary) FIFO.",
+        description="S3-FIFO and adaptive: share of the capacity given to the small (probationary) FIFO.",
     )
 
 

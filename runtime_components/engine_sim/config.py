@@ -156,5 +156,8 @@ class ExternalKVStore(Protocol):
         ...
 
     def transfer_seconds(self, n_blocks: int) -> float:
-        """Simulated seconds to load ``n_blocks`` blocks into the engine."""
+        """Simulated seconds to load ``n_blocks`` blocks into the engine.
+
+        A store may also define ``load_stages`` (int, default 1): how many layer groups it
+        loads one after the other while the forward pass runs (see ``core``)."""
         ...

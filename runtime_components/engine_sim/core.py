@@ -18,7 +18,10 @@ One step, as vLLM v1 schedules it:
    keep waiting (a full KV cache makes requests queue).
 3. The step's duration comes from ``perf.RooflineModel`` given the prefill chunks and
    decode batch, plus the time to load blocks from the external store, times the
-   ``slowdown_factor`` (fault injection).
+   ``slowdown_factor`` (fault injection). A store that loads layer by layer
+   (``load_stages`` S > 1, as the pool's vLLM connector does) overlaps the load T with the
+   compute C: stage s+1 is on the wire while stage s computes, so the step takes
+   max(T + C/S, C + T/S); S = 1 is the serial T + C.
 4. Requests whose known tokens are all computed sample one token; full prompt blocks are
    registered in the prefix cache (and written to the external store); finished requests
    free their blocks (which stay cached until evicted).
@@ -273,7 +276,7 @@ class EngineCore:
                 chunks.append(PrefillChunk(num_new, seq.num_computed, samples))
                 prefill_tokens += num_new
         compute_s = self.model.step_seconds(chunks, decode_seqs, decode_kv) if scheduled else 0.0
-        duration = (compute_s + transfer_s) * self.slowdown_factor
+        duration = self._overlapped(compute_s, transfer_s) * self.slowdown_factor
         end = now + duration
         events: list[TokenEvent] = []
         finished: list[_Seq] = []
@@ -313,6 +316,11 @@ class EngineCore:
             external_transfer_s=transfer_s,
             scheduled=tuple(seq.req.request_id for seq, _ in scheduled),
         )
+
+    def _overlapped(self, compute_s: float, transfer_s: float) -> float:
+        """Compute plus external loads, overlapped stage by stage when the store loads layer-wise."""
+        stages = max(1, int(getattr(self.external_kv_store, "load_stages", 1))) if transfer_s else 1
+        return max(transfer_s + compute_s / stages, compute_s + transfer_s / stages)
 
     def _sample(self, seq: _Seq, end: float) -> TokenEvent:
         seq.num_output += 1

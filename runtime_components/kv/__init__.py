@@ -2,7 +2,8 @@
 
 Modules, from the bottom up:
 
-- ``eviction``: S3-FIFO (default), LRU and FIFO plugins ordering keys by bytes;
+- ``eviction``: adaptive (default: LRU or S3-FIFO, whichever wins), S3-FIFO, LRU and FIFO
+  plugins ordering keys by bytes;
 - ``cache``: a byte-bounded index driven by a plugin (used alone by benchmarks and sims);
 - ``heap``: the member's block memory, fixed pages in one (optionally shared) mapping;
 - ``store``: index + heap + checksums + pins/reservations for the shared-memory path;

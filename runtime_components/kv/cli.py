@@ -58,7 +58,7 @@ def _describe(err: ValidationError, source: str, block: str) -> str:
 
 
 SIZE_HINT = "sizes take bytes or quantities like 512Mi / 64Gi"
-FIELD_HINTS = {"capacity": SIZE_HINT, "pageSize": SIZE_HINT, "policy": "eviction.policy is s3fifo, lru or fifo"}
+FIELD_HINTS = {"capacity": SIZE_HINT, "pageSize": SIZE_HINT, "policy": "eviction.policy is adaptive, s3fifo, lru or fifo"}
 
 
 def load_pool_config(path: str | Path) -> KVPoolConfig:
@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--metrics-port", type=int, help="HTTP port of /metrics and /healthz (default 9601)")
     parser.add_argument("--capacity", help="bytes of KV blocks held, e.g. 8Gi")
     parser.add_argument("--page-size", help="allocation unit, e.g. 64Ki")
-    parser.add_argument("--eviction", help="s3fifo (default), lru or fifo")
+    parser.add_argument("--eviction", help="adaptive (default), s3fifo, lru or fifo")
     parser.add_argument("--drain-seconds", type=float, help="how long in-flight requests may finish on SIGTERM")
     parser.add_argument("--no-shm", action="store_true", help="do not offer the same-node shared-memory path")
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")

@@ -1,33 +1,30 @@
-"""What the vLLM KV connector decides, without vLLM: the scheduler half and the worker half.
+"""What the vLLM KV connector decides, without vLLM: keys, metadata, options, the scheduler half.
 
 `vllm_connector.AIBrixKVConnector` is a thin shell that vLLM loads; it forwards each hook
-here. Keeping the logic free of vLLM and torch lets it run against small fakes of the objects
-vLLM passes (requests, KVCacheBlocks, SchedulerOutput, paged KV tensors).
+here (scheduler side) or to `connector_worker.PoolConnectorWorker` (worker side). Keeping
+both free of vLLM and torch lets them run against small fakes of the objects vLLM passes
+(requests, KVCacheBlocks, SchedulerOutput, paged KV tensors).
 
-Unit of transfer: one vLLM KV block (``block_size`` tokens) across all attention layers of
-this worker, stored in the pool under the chained prefix hash of its tokens
-(`runtime_components.common.hashing.block_hashes`, salted with the model and LoRA name;
-tensor-parallel rank r > 0 mixes r into the key because each rank holds other heads). The
-blob is the layers' bytes for that block, concatenated in registration order.
+Unit of transfer: one vLLM KV block (``block_size`` tokens), named in the pool by the
+chained prefix hash of its tokens (`runtime_components.common.hashing.block_hashes`, salted
+with the model and LoRA name; tensor-parallel rank r > 0 mixes r into the key because each
+rank holds other heads). The worker stores it as one object per layer group (`part_key`);
+group 0 carries the block's own key, which is what the scheduler probes.
 
 Scheduler half, per request:
 - ``get_num_new_matched_tokens``: leading prompt blocks the pool holds, minus what the local
   prefix cache already covers; at least one prompt token is always left to compute, as vLLM
-  requires. Side-effect free apart from remembering the answer's basis.
+  requires. Side-effect free apart from remembering the answer's basis. Loads are
+  synchronous for the scheduler (``False``): the worker overlaps them with the forward pass
+  layer by layer, which vLLM's API allows only for loads it schedules in the same step.
 - ``update_state_after_alloc``: with ``num_external_tokens > 0``, queue a load of those
   blocks into the block ids vLLM just allocated.
 - ``build_connector_meta``: hand the queued loads to the workers, plus a save of every prompt
   block that becomes complete in this step (chunked prefill saves block by block) and was
   neither cached locally nor loaded.
-- ``request_finished``: forget the request; saves are synchronous within the step
-  (``wait_for_save``), so vLLM may free the blocks at once (returns False).
-
-Worker half: ``start_load_kv`` fetches each load's blocks and writes every layer's slice
-into the paged cache before the forward pass (``wait_for_layer_load`` then has nothing to
-wait for); ``save_kv_layer`` copies the blocks to save out of each layer as the forward pass
-produces them; ``wait_for_save`` puts the assembled blobs. A block missing at load time (evicted since
-the lookup, member dead) is reported through ``get_block_ids_with_load_errors`` with every
-block after it, and vLLM recomputes them.
+- ``request_finished``: forget the request. The worker copies blocks to host memory before
+  it sends them, so vLLM may free them at once (returns False) even though the send is still
+  on the wire.
 """
 
 from __future__ import annotations
@@ -37,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from aibrix_spec.components.kv import KVClientConfig
+from aibrix_spec.components.kv import KVClientConfig, parse_quantity
 from runtime_components.common.hashing import block_hashes
 from runtime_components.kv.members import mix64
 
@@ -45,19 +42,28 @@ __all__ = [
     "LoadSpec",
     "PoolConnectorMetadata",
     "PoolConnectorScheduler",
-    "PoolConnectorWorker",
     "SaveSpec",
-    "TensorOps",
+    "WorkerOptions",
     "client_config_from_extra",
+    "part_key",
     "rank_key",
+    "worker_options_from_extra",
 ]
 
 _RANK_MIX = 0x9E3779B97F4A7C15
+_GROUP_MIX = 0xC2B2AE3D27D4EB4F
+_MASK64 = (1 << 64) - 1
 
 
 def rank_key(key: int, rank: int) -> int:
     """The pool key of a block's shard on tensor-parallel ``rank`` (rank 0 keeps the prefix hash)."""
-    return key if rank == 0 else mix64(key ^ (rank * _RANK_MIX & ((1 << 64) - 1)))
+    return key if rank == 0 else mix64(key ^ (rank * _RANK_MIX & _MASK64))
+
+
+def part_key(key: int, group: int, rank: int) -> int:
+    """The pool key of layer group ``group`` of a block on ``rank``. Group 0 keeps the block's
+    key (what the scheduler probes); the worker writes it after every other group."""
+    return rank_key(key if group == 0 else mix64(key ^ (group * _GROUP_MIX & _MASK64)), rank)
 
 
 def client_config_from_extra(extra: dict[str, Any], environ: dict[str, str] | None = None) -> KVClientConfig:
@@ -91,6 +97,33 @@ def client_config_from_extra(extra: dict[str, Any], environ: dict[str, str] | No
     if "timeout_ms" in extra:
         settings["timeoutMs"] = float(extra["timeout_ms"])
     return KVClientConfig.model_validate(settings)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """The worker's transfer knobs (``kv_connector_extra_config``; see `connector_worker`)."""
+
+    min_key_bytes: int = 256 << 10  #: pack layers into one pool object until it holds this much per block
+    save_queue_bytes: int = 256 << 20  #: host bytes of saves in flight; a step beyond is dropped
+    stats_path: str | None = None  #: write the worker's counters here as JSON (diagnostics, tests)
+
+
+def worker_options_from_extra(extra: dict[str, Any]) -> WorkerOptions:
+    """``min_key_bytes``, ``save_queue_bytes`` (bytes or a quantity like "256Ki") and
+    ``stats_path`` from ``kv_connector_extra_config``; ValueError names the bad one."""
+    values: dict[str, Any] = {}
+    for name, minimum in (("min_key_bytes", 0), ("save_queue_bytes", 1)):
+        if name not in extra:
+            continue
+        try:
+            values[name] = parse_quantity(extra[name])
+        except ValueError as err:
+            raise ValueError(f"kv_connector_extra_config.{name}: {err}") from None
+        if values[name] < minimum:
+            raise ValueError(f"kv_connector_extra_config.{name}: must be >= {minimum}, got {extra[name]!r}")
+    if extra.get("stats_path") is not None:
+        values["stats_path"] = str(extra["stats_path"])
+    return WorkerOptions(**values)
 
 
 # -- metadata (scheduler -> workers; must pickle) --------------------------------------------
@@ -213,99 +246,3 @@ class PoolConnectorScheduler:
         for table in (self._keys, self._local_tokens, self._tracked):
             table.pop(request.request_id, None)
         return False, None
-
-
-# -- worker half -----------------------------------------------------------------------------
-
-
-class BlockPoolClient(Protocol):
-    def get(self, keys: Sequence[int]) -> list[memoryview | None]: ...
-    def put(self, blocks: Sequence[tuple[int, bytes | memoryview]], *, warm: bool = False) -> list[int | None]: ...
-
-
-class TensorOps(Protocol):
-    """Moves whole blocks between a paged KV tensor (any device, any layout) and host bytes."""
-
-    def block_dim(self, layer: Any, num_blocks: int) -> int:
-        """Which dimension of the layer's tensor indexes blocks."""
-
-    def block_bytes(self, layer: Any, block_dim: int) -> int:
-        """Bytes one block of this layer occupies."""
-
-    def extract(self, layer: Any, block_dim: int, block_ids: Sequence[int]) -> list[memoryview]:
-        """Host bytes of each block (a copy: the paged buffer may be overwritten after the step)."""
-
-    def inject(self, layer: Any, block_dim: int, block_ids: Sequence[int], blobs: Sequence[memoryview]) -> None:
-        """Write each block's bytes into the paged buffer."""
-
-
-class PoolConnectorWorker:
-    """Worker-side transfers (one instance per worker process / TP rank)."""
-
-    def __init__(self, pool: BlockPoolClient, ops: TensorOps, *, rank: int, num_blocks: int, block_dim: int | None = None):
-        self.pool = pool
-        self.ops = ops
-        self.rank = rank
-        self.num_blocks = num_blocks
-        self._block_dim_override = block_dim
-        self.layers: dict[str, Any] = {}
-        self.block_dims: dict[str, int] = {}
-        self.layer_bytes: dict[str, int] = {}
-        self.blob_bytes = 0
-        self._saving: dict[tuple[str, int], list[memoryview]] = {}  # (req, block idx) -> layer parts
-        self.load_errors: set[int] = set()
-        self.stats = {"loaded_blocks": 0, "saved_blocks": 0, "failed_blocks": 0}
-
-    def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
-        self.layers = dict(kv_caches)
-        self.block_dims = {
-            name: self._block_dim_override if self._block_dim_override is not None else self.ops.block_dim(t, self.num_blocks)
-            for name, t in self.layers.items()
-        }
-        self.layer_bytes = {name: self.ops.block_bytes(t, self.block_dims[name]) for name, t in self.layers.items()}
-        self.blob_bytes = sum(self.layer_bytes.values())
-
-    def start_load_kv(self, meta: PoolConnectorMetadata) -> None:
-        for load in meta.loads:
-            blobs = self.pool.get([rank_key(k, self.rank) for k in load.keys])
-            usable = 0  # a blob of the wrong size (other model, other layout) counts as missing
-            while usable < len(blobs) and (blob := blobs[usable]) is not None and len(blob) == self.blob_bytes:
-                usable += 1
-            if usable < len(blobs):  # a hole: this block and every later one must be recomputed
-                self.load_errors.update(load.block_ids[usable:])
-                self.stats["failed_blocks"] += len(blobs) - usable
-            if usable == 0:
-                continue
-            offset = 0
-            for name, layer in self.layers.items():
-                size = self.layer_bytes[name]
-                parts = [blob[offset : offset + size] for blob in blobs[:usable] if blob is not None]
-                self.ops.inject(layer, self.block_dims[name], load.block_ids[:usable], parts)
-                offset += size
-            self.stats["loaded_blocks"] += usable
-
-    def wait_for_layer_load(self, layer_name: str) -> None:
-        return None  # start_load_kv finished every layer before the forward pass began
-
-    def save_kv_layer(self, layer_name: str, kv_layer: Any, meta: PoolConnectorMetadata) -> None:
-        for save in meta.saves:
-            parts = self.ops.extract(kv_layer, self.block_dims.get(layer_name, 0), save.block_ids)
-            for i, part in enumerate(parts):
-                self._saving.setdefault((save.req_id, i), []).append(part)
-
-    def wait_for_save(self, meta: PoolConnectorMetadata) -> None:
-        by_warmth: dict[bool, list[tuple[int, bytes]]] = {False: [], True: []}
-        for save in meta.saves:
-            for i, key in enumerate(save.keys):
-                parts = self._saving.get((save.req_id, i))
-                if parts and len(parts) == len(self.layers):
-                    by_warmth[save.warm].append((rank_key(key, self.rank), b"".join(parts)))
-        self._saving.clear()
-        for warm, blocks in by_warmth.items():
-            if blocks:
-                self.pool.put(blocks, warm=warm)
-                self.stats["saved_blocks"] += len(blocks)
-
-    def take_load_errors(self) -> set[int]:
-        errors, self.load_errors = self.load_errors, set()
-        return errors

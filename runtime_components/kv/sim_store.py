@@ -10,14 +10,20 @@ Two adapters with the same three methods (``lookup``, ``store``, ``transfer_seco
 
 Transfer cost of loading ``n`` blocks into an engine (``TransferModel``):
 
-    seconds = latency_s + n * block_bytes / (bandwidth_gbs * 1e9)
+    seconds = stages * latency_s + n * block_bytes / (bandwidth_gbs * 1e9)
     block_bytes = block_size * kv_bytes_per_token(model)   (catalogue: 2 * layers * kv_heads * head_dim * 2)
+
+There is no default bandwidth or latency: the caller passes what it measured (``benchmarks/kv.py``
+measures both against a real member in the same run). ``stages`` is the number of layer groups
+the vLLM connector loads one after the other (one get, so one round trip, each); the adapters
+expose it as ``load_stages``, and the simulated engine then overlaps the load with the forward
+pass stage by stage (``engine_sim.core``).
 
 A lookup counts as a read of the blocks it finds (refreshing them in the eviction order): the
 engine asks only when it is about to load them. The first block a lookup misses after a hit
 is remembered as a *frontier*: when the engine later stores it, that block and the ones after
 it in the same call are stored warm (they extend a prefix just read: the eviction admission
-hint of `eviction.S3FifoPolicy`).
+hint of `eviction.S3FifoPolicy`, which the adaptive default passes on).
 """
 
 from __future__ import annotations
@@ -62,29 +68,35 @@ class TransferModel:
     """Time to move KV blocks from the pool into an engine's GPU memory."""
 
     block_bytes: int
-    bandwidth_gbs: float = 10.0  #: effective pool -> GPU rate (host DRAM over PCIe 4.0 x16 ~ 12-25 GB/s)
-    latency_s: float = 0.001  #: per load: one round trip plus launching the copies
+    bandwidth_gbs: float  #: pool -> engine rate, measured
+    latency_s: float  #: one get's round trip, measured
+    stages: int = 1  #: layer groups loaded one after the other (a round trip each), overlapped with compute
+
+    def __post_init__(self) -> None:
+        if self.bandwidth_gbs <= 0 or self.latency_s < 0 or self.stages < 1:
+            raise ValueError(f"transfer model needs bandwidth > 0, latency >= 0 and stages >= 1, got {self}")
 
     @classmethod
-    def for_model(cls, arch: str, block_size: int, **kwargs: float) -> TransferModel:
-        return cls(block_size * model_arch(arch).kv_bytes_per_token, **kwargs)
+    def for_model(cls, arch: str, block_size: int, *, bandwidth_gbs: float, latency_s: float, stages: int = 1) -> TransferModel:
+        return cls(block_size * model_arch(arch).kv_bytes_per_token, bandwidth_gbs, latency_s, stages)
 
     def seconds(self, n_blocks: int) -> float:
         if n_blocks <= 0:
             return 0.0
-        return self.latency_s + n_blocks * self.block_bytes / (self.bandwidth_gbs * 1e9)
+        return self.stages * self.latency_s + n_blocks * self.block_bytes / (self.bandwidth_gbs * 1e9)
 
 
 class InProcessPool:
     """``members`` eviction indexes of ``capacity_bytes / members`` each, shared by every engine."""
 
-    def __init__(self, capacity_bytes: int, transfer: TransferModel, *, members: int = 1, policy: str = "s3fifo"):
+    def __init__(self, capacity_bytes: int, transfer: TransferModel, *, members: int = 1, policy: str = "adaptive"):
         if members < 1:
             raise ValueError(f"members must be >= 1, got {members}")
         names = [f"member-{i}" for i in range(members)]
         self._members = [(name, member_seed(name)) for name in names]
         self.caches = {name: SizedCache(capacity_bytes // members, policy) for name in names}
         self.transfer = transfer
+        self.load_stages = transfer.stages
         self._frontiers = _Frontiers()
 
     def _cache(self, key: int) -> SizedCache:
@@ -121,6 +133,7 @@ class ClientPool:
     def __init__(self, client: BlockingKVPoolClient, transfer: TransferModel, *, payload_bytes: int = 256) -> None:
         self.client = client
         self.transfer = transfer
+        self.load_stages = transfer.stages
         self.payload_bytes = payload_bytes
         self._frontiers = _Frontiers()
 

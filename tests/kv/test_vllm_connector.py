@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from runtime_components.common.hashing import block_hashes
-from runtime_components.kv.connector_logic import client_config_from_extra, rank_key
+from runtime_components.kv.connector_logic import client_config_from_extra, part_key, rank_key
 
 np = pytest.importorskip("numpy")
 
@@ -165,8 +165,8 @@ class SchedulerOutput:
 class Engine:
     """One engine's pair of connectors (scheduler process + one worker) and its paged cache."""
 
-    def __init__(self, module, member: str, seed: int, weights: str = "/models/tiny"):
-        config = VllmConfig(KVTransferConfig({"members": member, "timeout_ms": 2000}),
+    def __init__(self, module, member: str, seed: int, weights: str = "/models/tiny", **extra: Any):
+        config = VllmConfig(KVTransferConfig({"members": member, "timeout_ms": 2000, **extra}),
                             model_config=types.SimpleNamespace(model=weights, served_model_name=["tiny-llama"]))
         kv_cache_config = types.SimpleNamespace(num_blocks=NUM_BLOCKS)
         role = sys.modules["vllm.distributed.kv_transfer.kv_connector.v1.base"].KVConnectorRole
@@ -186,6 +186,7 @@ class Engine:
             self.worker.save_kv_layer(name, self.kv[name], attn_metadata=None)
         self.worker.wait_for_save()
         self.worker.clear_connector_metadata()
+        assert self.worker._worker.flush_saves(10)  # saves are sent in the background; the test waits for them
 
     def close(self):
         self.scheduler.shutdown()
@@ -328,3 +329,38 @@ def test_client_config_from_a_pool_config_file(tmp_path):
 def test_tensor_parallel_ranks_use_distinct_keys_and_rank_0_the_prefix_hash():
     keys = [rank_key(12345, rank) for rank in range(4)]
     assert keys[0] == 12345 and len(set(keys)) == 4 and all(0 <= k < 2**64 for k in keys)
+
+
+def test_one_pool_object_per_layer_and_each_layer_waits_only_for_its_own(connector_module, pool):
+    a = Engine(connector_module, pool.member, 11, min_key_bytes=0)
+    b = Engine(connector_module, pool.member, 12, min_key_bytes=0)
+    req = Request("r", prompt(13, start=500))  # 3 full blocks + 1
+    a.forward(new_step(req, [0, 1, 2, 3], 0, 13))
+    keys = block_hashes(req.prompt_token_ids, BLOCK, "tiny-llama")
+    stored = pool.server.store.blocks
+    assert all(part_key(k, g, 0) in stored for k in keys[:3] for g in (0, 1))
+    assert b.scheduler.get_num_new_matched_tokens(req, 0) == (12, False)
+    b.scheduler.update_state_after_alloc(req, Blocks([5, 6, 7, 8]), 12)
+    b.forward(new_step(req, [5, 6, 7, 8], 12, 1))
+    for name in LAYERS:
+        assert np.array_equal(b.kv[name][:, [5, 6, 7]], a.kv[name][:, [0, 1, 2]])
+    stats = b.worker._worker.stats
+    assert (stats["groups"], stats["layer_waits"], stats["late_groups"], stats["loaded_blocks"]) == (2, 2, 0, 3)
+    a.close()
+    b.close()
+
+
+def test_a_lost_layer_object_makes_its_block_and_the_rest_a_load_error(connector_module, pool):
+    a = Engine(connector_module, pool.member, 13, min_key_bytes=0)
+    b = Engine(connector_module, pool.member, 14, min_key_bytes=0)
+    req = Request("r", prompt(17, start=700))  # 4 full blocks + 1
+    a.forward(new_step(req, [0, 1, 2, 3, 4], 0, 17))
+    keys = block_hashes(req.prompt_token_ids, BLOCK, "tiny-llama")
+    assert b.scheduler.get_num_new_matched_tokens(req, 0) == (16, False)
+    pool.loop.call_soon_threadsafe(pool.server.store.remove, part_key(keys[1], 1, 0))  # layer 1 of block 1 evicted
+    b.scheduler.update_state_after_alloc(req, Blocks([9, 8, 7, 6, 5]), 16)
+    b.forward(new_step(req, [9, 8, 7, 6, 5], 16, 1))
+    assert b.worker.get_block_ids_with_load_errors() == {8, 7, 6}
+    assert np.array_equal(b.kv[LAYERS[1]][:, [9]], a.kv[LAYERS[1]][:, [0]])
+    a.close()
+    b.close()

@@ -8,9 +8,12 @@ pair runs without the connector); ``conftest.py`` orders this module before ever
 uses the pair, so at most two vLLM instances are alive at once.
 
 1. Cross-instance: instance A serves a 360-token prompt (2 full 128-token blocks go to the
-   pool); instance B, which never saw it, serves it next: B's
-   ``vllm:external_prefix_cache_hits_total`` grows by 256 tokens and its first-token top
-   log-probabilities equal A's (a control prompt shows they depend on the context).
+   pool, one object per block and layer: ``min_key_bytes`` 0); instance B, which never saw
+   it, serves it next: B's ``vllm:external_prefix_cache_hits_total`` grows by 256 tokens and
+   its first-token top log-probabilities equal A's (a control prompt shows they depend on the
+   context). The workers' own counters (``stats_path``) show the overlap inside real vLLM:
+   B's loads were settled layer by layer by ``wait_for_layer_load`` (one wait per layer, none
+   left for the end of the pass), and A's saves went through the background sender.
 2. Same instance after a local reset (the kv engineer's original check): A forgets its local
    prefix cache (``/reset_prefix_cache``, dev mode) and loads the blocks back from the pool.
 """
@@ -31,34 +34,50 @@ from .conftest import PYTHON
 from .stack import engine_counters, http_json
 from .vllm_process import VllmServer
 
-pytestmark = pytest.mark.slow
+# The module's fixture starts two vLLM instances of its own (about 2 minutes each on two busy
+# cores), and pytest-timeout counts that setup against the first test.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 EXTERNAL_HITS = "vllm:external_prefix_cache_hits_total"
 CACHED_TOKENS = 256  # 2 full blocks of vLLM CPU's 128 tokens
+LAYERS = 2  # the tiny model's attention layers: with min_key_bytes 0, one pool object per block and layer
 
 
 class PooledPair:
-    def __init__(self, pool: ThreadedServer, engines: list[VllmServer]) -> None:
-        self.pool, self.engines = pool, engines
+    def __init__(self, pool: ThreadedServer, engines: list[VllmServer], stats: list[Path]) -> None:
+        self.pool, self.engines, self.stats = pool, engines, stats
+
+    def worker_stats(self, i: int) -> dict[str, int]:
+        """Engine i's connector counters (its worker rewrites the file after each step and send)."""
+        return json.loads(self.stats[i].read_text()) if self.stats[i].exists() else {}
+
+    def wait_for_objects(self, count: int, timeout_s: float = 10.0) -> int:
+        """Saves travel in the background: wait (bounded) until the member holds ``count`` objects."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.pool.server.store.blocks) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(self.pool.server.store.blocks)
 
 
 @pytest.fixture(scope="module")
 def pooled_pair(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PooledPair]:
     work = tmp_path_factory.mktemp("kv")  # short: vLLM's IPC socket paths must fit in 107 bytes
     pool = ThreadedServer(node_id=None, capacity="256Mi", pageSize="64Ki", shm={"enabled": True, "dir": str(work)})
-    transfer = {"kv_connector": "AIBrixKVConnector", "kv_connector_module_path": "runtime_components.kv.vllm_connector",
-                "kv_role": "kv_both", "kv_connector_extra_config": {"members": pool.member, "timeout_ms": 5000}}
+    def transfer(i: int) -> str:
+        extra = {"members": pool.member, "timeout_ms": 5000, "min_key_bytes": 0, "stats_path": str(work / f"stats{i}.json")}
+        return json.dumps({"kv_connector": "AIBrixKVConnector", "kv_role": "kv_both", "kv_connector_extra_config": extra,
+                           "kv_connector_module_path": "runtime_components.kv.vllm_connector"})
+
     engines = [
-        VllmServer(PYTHON, tiny_model / "model", work / f"vllm{i}",
-                   extra_args=["--kv-transfer-config", json.dumps(transfer)],
+        VllmServer(PYTHON, tiny_model / "model", work / f"vllm{i}", extra_args=["--kv-transfer-config", transfer(i)],
                    extra_env={"PYTHONPATH": str(REPO), "VLLM_SERVER_DEV_MODE": "1"})
         for i in range(2)
     ]
     try:
         for engine in engines:
             engine.start()
-        yield PooledPair(pool, engines)
+        yield PooledPair(pool, engines, [work / f"stats{i}.json" for i in range(2)])
     finally:
         for engine in engines:
             engine.stop()
@@ -92,11 +111,17 @@ def test_a_prefix_computed_by_one_instance_is_found_by_the_other(pooled_pair):
     prompt = " ".join(["select users from orders where price"] * 60)  # 360 tokens: 2 full blocks
     blocks_before = len(pooled_pair.pool.server.store.blocks)
     computed = _first_logprobs(first.url, prompt)
-    assert len(pooled_pair.pool.server.store.blocks) == blocks_before + 2  # saved during A's forward pass
+    assert pooled_pair.wait_for_objects(blocks_before + 2 * LAYERS) == blocks_before + 2 * LAYERS  # 2 blocks x 2 layers
     assert pooled_pair.pool.server.counters.requests[Op.SHM_ALLOC] >= 1  # through shared memory (same node)
+    saver = pooled_pair.worker_stats(0)
+    assert saver["groups"] == LAYERS and saver["saved_blocks"] == 2 and saver["dropped_blocks"] == 0
+    assert saver["save_jobs_sent"] == saver["save_jobs_queued"] == LAYERS  # one background put per layer group
     hits_before = engine_counters(second.url)[EXTERNAL_HITS]
     found = _first_logprobs(second.url, prompt)
     assert _external_hits_after(second.url, hits_before, CACHED_TOKENS) == CACHED_TOKENS
+    loader = pooled_pair.worker_stats(1)
+    assert loader["loaded_blocks"] == 2 and loader["failed_blocks"] == 0
+    assert loader["layer_waits"] == LAYERS and loader["late_groups"] == 0  # each layer waited for its own objects
     assert engine_counters(first.url)[EXTERNAL_HITS] == 0  # A computed it; it found nothing in the pool
     assert _close(computed, found), (computed, found)
     control = _first_logprobs(second.url, " ".join(["join items on schema table count"] * 60))
@@ -106,7 +131,9 @@ def test_a_prefix_computed_by_one_instance_is_found_by_the_other(pooled_pair):
 def test_an_instance_reloads_its_own_prefix_after_a_local_reset(pooled_pair):
     engine = pooled_pair.engines[0]
     prompt = " ".join(["group by column sum avg from items"] * 50)  # 350 tokens: 2 full blocks
+    objects = len(pooled_pair.pool.server.store.blocks)
     computed = _first_logprobs(engine.url, prompt)
+    pooled_pair.wait_for_objects(objects + 2 * LAYERS)
     status, _ = http_json(engine.url + "/reset_prefix_cache", {})
     assert status == 200
     hits_before = engine_counters(engine.url)[EXTERNAL_HITS]

@@ -21,7 +21,7 @@ When no pod holds the adapter and none has a free slot, the shipped gateway answ
 here every strategy sends the request to the adapter's first rendezvous-ranked pod, which
 evicts its least recently used idle unpinned adapter (vLLM's own LRU). That is an idealisation
 applied identically to all three. A request sent to a pod without its adapter waits for a load
-of ``--load-s`` simulated seconds. That time is an assumption (a rank-16 adapter of an 8B
+(``LOAD_TIMES_S``, simulated seconds). That time is an assumption (a rank-16 adapter of an 8B
 model read from local disk; the tiny adapter of the real-engine tests loads in ~0.08 s), so the
 run is repeated at 0.25, 0.5 and 2 s and RESULT carries each. Reported per strategy: the
 fraction of requests served without an adapter load, loads per minute, TTFT mean/P99 and e2e

@@ -27,13 +27,17 @@ run is repeated at 0.25, 0.5 and 2 s and RESULT carries each. Reported per strat
 fraction of requests served without an adapter load, loads per minute, TTFT mean/P99 and e2e
 mean/P99; ``default_is_best`` says whether the default matches or beats every rival on both
 TTFT P99 and loads per minute at the headline load time (0.5 s), a TTFT P99 inside the rival's
-bootstrap 95 % interval counting as a match (P99 over a few thousand requests is noisy).
+bootstrap 95 % interval (or a load rate inside the rival's Poisson 95 % interval) counting as a
+match: P99 and load counts over a few thousand requests are noisy. Random pinning with the same
+slot-filling rule is rendezvous placement with another hash, so the two are expected to tie on
+these metrics; rendezvous earns its place by agreement without coordination and low churn.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -197,9 +201,12 @@ def run_strategy(requests: list[SimRequest], pins: dict[int, set[str]], seed: in
     duration_min = max(r.arrival_s for r in requests) / 60.0
     ttfts = [r.ttft_s for r in records if r.error is None and r.ttft_s is not None]
     return {
-        "ttft_p99_ci_s": p99_interval(ttfts, random.Random(seed)),  # type: ignore[dict-item]
+        "ttft_p99_s_ci": p99_interval(ttfts, random.Random(seed)),  # type: ignore[dict-item]
         "served_without_load_fraction": strategy.served_without_load / len(requests),
         "loads_per_min": strategy.loads / duration_min,
+        # a count of loads: Poisson 95 % interval, the spread chance alone gives it
+        "loads_per_min_ci": ((strategy.loads - 1.96 * math.sqrt(strategy.loads)) / duration_min,
+                             (strategy.loads + 1.96 * math.sqrt(strategy.loads)) / duration_min),
         "ttft_mean_s": s.ttft.mean,
         "ttft_p99_s": s.ttft.p99,
         "e2e_mean_s": s.e2e.mean,
@@ -227,16 +234,16 @@ def pins_for(strategy: str, names: Sequence[str], seed: int) -> dict[int, set[st
 def is_best(results: dict[str, dict[str, Any]], strategy: str) -> bool:
     """Matches or beats every other strategy on both TTFT P99 and loads per minute.
 
-    Loads are compared strictly. A TTFT P99 "matches" when it is no higher than the rival's or
-    lies inside the rival's bootstrap 95 % interval (a difference chance alone produces).
+    A value "matches" the rival's when it is no higher or lies inside the rival's 95 % interval
+    (a difference chance alone produces): the bootstrap interval of its TTFT P99, the Poisson
+    interval of its load count.
     """
     mine = results[strategy]
 
-    def ttft_ok(rival: dict[str, Any]) -> bool:
-        return bool(mine["ttft_p99_s"] <= max(rival["ttft_p99_s"], rival["ttft_p99_ci_s"][1]))
+    def ok(rival: dict[str, Any], key: str) -> bool:
+        return bool(mine[key] <= max(rival[key], rival[f"{key}_ci"][1]))
 
-    return all(ttft_ok(r) and mine["loads_per_min"] <= r["loads_per_min"]
-               for name, r in results.items() if name != strategy)  # fmt: skip
+    return all(ok(r, "ttft_p99_s") and ok(r, "loads_per_min") for name, r in results.items() if name != strategy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in results.items():
             print(f"{load_s:>6g}  {name:<11}{100 * r['served_without_load_fraction']:>9.1f}%{r['loads_per_min']:>11.1f}"
                   f"{r['ttft_mean_s']:>10.3f}s{r['ttft_p99_s']:>9.3f}s"
-                  f"{'[%.3f, %.3f]' % r['ttft_p99_ci_s']:>16}{r['e2e_mean_s']:>9.2f}s{r['e2e_p99_s']:>8.2f}s"
+                  f"{'[%.3f, %.3f]' % r['ttft_p99_s_ci']:>16}{r['e2e_mean_s']:>9.2f}s{r['e2e_p99_s']:>8.2f}s"
                   f"{r['errors']:>8}")  # fmt: skip
     headline = runs[HEADLINE_LOAD_S]
     best_everywhere = {load_s: is_best(results, DEFAULT_STRATEGY) for load_s, results in runs.items()}
@@ -276,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in headline.items():
         for key in ("served_without_load_fraction", "loads_per_min", "ttft_mean_s", "ttft_p99_s", "e2e_p99_s"):
             result[f"{name}_{key}"] = round(r[key], 4)
-        result[f"{name}_ttft_p99_ci_s"] = [round(v, 4) for v in r["ttft_p99_ci_s"]]
+        result[f"{name}_ttft_p99_s_ci"] = [round(v, 4) for v in r["ttft_p99_s_ci"]]
+        result[f"{name}_loads_per_min_ci"] = [round(v, 1) for v in r["loads_per_min_ci"]]
     # Keys issue 9's checks read: ours, and "every adapter everywhere it fits", which with the
     # routing now identical across strategies is the dynamic run (any pod may load any adapter).
     result["served_without_load_fraction"] = result[f"{DEFAULT_STRATEGY}_served_without_load_fraction"]

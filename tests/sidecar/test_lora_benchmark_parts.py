@@ -1,5 +1,5 @@
 """The LoRA benchmark's inputs and verdict: replica counts follow popularity and fit the slots,
-random placement fills slots by the same rule as ours, and "best" needs both TTFT P99 and loads."""
+random placement fills slots by the same rule as ours, and "best" needs both TTFT P99 and loads, each within chance of the rival's or better."""
 
 from __future__ import annotations
 
@@ -36,14 +36,16 @@ def test_placement_and_random_pin_the_same_replicas_and_dynamic_pins_none():
     assert pins_for("dynamic", names, 1) == {}
 
 
-def _r(p99: float, ci_high: float, loads: float) -> dict:
-    return {"ttft_p99_s": p99, "ttft_p99_ci_s": (p99 * 0.9, ci_high), "loads_per_min": loads}
+def _r(p99: float, ci_high: float, loads: float, loads_high: float | None = None) -> dict:
+    return {"ttft_p99_s": p99, "ttft_p99_s_ci": (p99 * 0.9, ci_high),
+            "loads_per_min": loads, "loads_per_min_ci": (loads * 0.9, loads if loads_high is None else loads_high)}
 
 
 BEST_CASES = [
     # (ours, rival, expected, why)
     (_r(1.0, 1.1, 10), _r(1.2, 1.3, 12), True, "better on both"),
-    (_r(1.0, 1.1, 13), _r(1.2, 1.3, 12), False, "more loads per minute loses, whatever the TTFT"),
+    (_r(1.0, 1.1, 13), _r(1.2, 1.3, 12), False, "more loads per minute than the rival's interval loses"),
+    (_r(1.0, 1.1, 13), _r(1.2, 1.3, 12, 14), True, "a load rate inside the rival's 95 % interval is a match"),
     (_r(1.25, 1.3, 10), _r(1.2, 1.3, 12), True, "a P99 inside the rival's 95 % interval is a match"),
     (_r(1.35, 1.4, 10), _r(1.2, 1.3, 12), False, "a P99 above the rival's interval loses"),
 ]

@@ -3,15 +3,18 @@
     python -m benchmarks.engine_sim --quick
 
 1. Calibration: the roofline model's prediction for every published vLLM measurement in
-   ``runtime_components.engine_sim.calibration`` and its relative error.
+   ``runtime_components.engine_sim.calibration`` and its relative error, the fit set
+   (decode latency and batched-prefill TTFT; ``calibration_max_error``, in-sample) apart from
+   the held-out TTFT points never used to fit (``calibration_heldout_max_error``, target <= 0.3).
 2. Scale: ``aibrix-engine-sim --engines N`` runs in its own process (one event loop); this
    process replays a Poisson trace of short requests at ``per_engine_rate x N`` req/s with
    the load client, round-robin over the engines, at speed-up 1. The baseline, in the same
    run, is the discrete-event simulation of the same trace on the same engines (no HTTP, no
    event loop): what the engines would do on an unloaded machine. N is *sustained* when no
    request fails, the achieved rate is at least 90% of the baseline's, the client's mean
-   TPOT stays within 25% of the baseline's and its mean TTFT within 25% plus 10 ms of HTTP
-   overhead (so the event loop is not falling behind the simulated GPUs). ``engines`` in the
+   TPOT stays within 25% of the baseline's and its mean TTFT within 25% (of the part past the
+   serving path's fixed ``request_overhead_s``, which both pay) plus 10 ms of HTTP overhead
+   (so the event loop is not falling behind the simulated GPUs). ``engines`` in the
    RESULT line is the largest N sustained and ``req_per_s`` the request rate it carried.
 3. DES speed: simulated requests per wall second of the discrete-event simulator.
 
@@ -35,6 +38,7 @@ from benchmarks.workloads import make_trace, to_sim_requests
 from runtime_components.common.processes import stop_process
 from runtime_components.engine_sim import EngineConfig, Simulation, summarize
 from runtime_components.engine_sim.calibration import calibration_report
+from runtime_components.engine_sim.perf import DEFAULT_EFFICIENCY as ENGINE_EFFICIENCY
 from runtime_components.loadgen.client import replay
 from runtime_components.loadgen.report import summarize as summarize_load
 from runtime_components.loadgen.trace import TraceRequest
@@ -119,9 +123,9 @@ def plot(calibration: list[dict[str, Any]], scale: list[dict[str, Any]]) -> Path
     except ImportError:
         return None
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    labels = [c["label"] for c in calibration]
+    labels = [c["label"] + ("" if c["fit"] else " (held out)") for c in calibration]
     a.barh(labels, [c["error"] * 100 for c in calibration])
-    a.axvline(25, color="red", linestyle="--", label="25% target")
+    a.axvline(30, color="red", linestyle="--", label="30% held-out target")
     a.set_xlabel("relative error (%)")
     a.set_title("roofline vs published vLLM")
     a.legend()
@@ -149,13 +153,18 @@ def main(argv: list[str] | None = None) -> int:
 
     calibration = [
         {"label": p.measurement.label, "measured_ms": p.measurement.measured_s * 1000,
-         "predicted_ms": p.predicted_s * 1000, "error": p.error, "source": p.measurement.source}
+         "predicted_ms": p.predicted_s * 1000, "error": p.error, "source": p.measurement.source,
+         "fit": p.measurement.fit, "kind": p.measurement.kind}
         for p in calibration_report()
     ]  # fmt: skip
-    print("Calibration against published vLLM measurements")
-    print(f"{'measurement':<36}{'measured ms':>13}{'predicted ms':>14}{'error':>8}")
-    for c in calibration:
-        print(f"{c['label']:<36}{c['measured_ms']:>13.2f}{c['predicted_ms']:>14.2f}{c['error'] * 100:>7.1f}%")
+    print("Calibration against published vLLM measurements (sources: runtime_components/engine_sim/calibration.py)")
+    print(f"{'measurement':<40}{'kind':<12}{'set':<10}{'measured ms':>12}{'predicted ms':>14}{'error':>8}")
+    for c in sorted(calibration, key=lambda c: not c["fit"]):
+        print(f"{c['label']:<40}{c['kind']:<12}{'fit' if c['fit'] else 'held out':<10}{c['measured_ms']:>12.2f}"
+              f"{c['predicted_ms']:>14.2f}{c['error'] * 100:>7.1f}%")  # fmt: skip
+    in_sample = max(c["error"] for c in calibration if c["fit"])
+    held_out = max(c["error"] for c in calibration if not c["fit"])
+    print(f"max error: in-sample {in_sample:.1%}, held out {held_out:.1%} (target <= 30%)")
 
     print(f"\nEngines in one process (A100-80GB, llama-3-8b, speed-up 1, {args.rate_per_engine} req/s per engine)")
     print(f"{'engines':>8}{'offered/s':>11}{'done/s':>9}{'errors':>8}{'TPOT ms':>10}{'DES TPOT':>10}{'ratio':>8}"
@@ -166,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
         base = des_baseline(trace, n)
         run = http_run(trace, n, duration)
         ratio = (run["tpot_ms"] or float("inf")) / base["tpot_ms"]
-        ttft_ok = (run["ttft_ms"] or float("inf")) <= 1.25 * base["ttft_ms"] + HTTP_ALLOWANCE_MS
+        # 25% on the engine part of TTFT only: the serving path's fixed cost is in both and must
+        # not widen the tolerance
+        fixed_ms = ENGINE_EFFICIENCY.request_overhead_s * 1000
+        ttft_ok = (run["ttft_ms"] or float("inf")) <= fixed_ms + 1.25 * (base["ttft_ms"] - fixed_ms) + HTTP_ALLOWANCE_MS
         sustained = run["errors"] == 0 and run["req_per_s"] >= 0.9 * base["req_per_s"] and ratio <= 1.25 and ttft_ok
         row = {"engines": n, **run, "des_tpot_ms": base["tpot_ms"], "des_ttft_ms": base["ttft_ms"],
                "des_req_per_s": base["req_per_s"], "tpot_ratio": ratio, "sustained": sustained}  # fmt: skip
@@ -186,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "engines": best["engines"] if best else 0,
         "req_per_s": round(best["req_per_s"], 2) if best else 0.0,
-        "calibration_max_error": round(max(c["error"] for c in calibration), 4),
+        "calibration_max_error": round(in_sample, 4),
+        "calibration_heldout_max_error": round(held_out, 4),
         "calibration_errors": {c["label"]: round(c["error"], 4) for c in calibration},
         "scale": [
             {k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in scale

@@ -6,7 +6,8 @@ through this instead of HTTP. Simulated time only: a run of hours takes seconds.
 Events, processed in time order (ties: insertion order):
 
 - *arrival*: ``route(request, engines_view)`` picks an engine among the ready,
-  non-draining ones; the request joins that engine's queue (or gets an error record);
+  non-draining ones; the request joins that engine's queue ``request_overhead_s`` later
+  (the engine's API path, ``perf.Efficiency``; it counts in TTFT) or gets an error record;
 - *step end*: the engine's tokens become visible (first token, finish), then the engine
   starts its next step at once if it has work (engines are never idle with work queued);
 - *engine ready* / *engine removal*: ``add_engine(at_s, ready_after_s)`` adds an engine
@@ -255,7 +256,12 @@ class Simulation:
         if not 0 <= choice < len(candidates):
             self._error(req, None, f"route returned {choice}, expected 0..{len(candidates) - 1}")
             return
-        self._enqueue(candidates[choice].index, req)
+        index = candidates[choice].index
+        delay = self._engines[index].core.model.efficiency.request_overhead_s
+        if delay > 0:  # the API path before the scheduler sees it (client-visible, not GPU time)
+            self._push(self.now + delay, _DIRECT, (index, req))
+        else:
+            self._enqueue(index, req)
 
     def _enqueue(self, index: int, req: SimRequest) -> None:
         engine = self._engines[index]

@@ -243,8 +243,11 @@ class EngineServer:
         self._streams[rid] = queue
         finished = False
         try:
+            arrival = self.sim_now()
+            # the API path before the scheduler sees the request (perf.Efficiency.request_overhead_s)
+            await asyncio.sleep(self.core.model.efficiency.request_overhead_s / self.speedup)
             try:
-                self.core.add_request(SimRequest(rid, req.prompt_token_ids, req.max_tokens, self.sim_now(), adapter))
+                self.core.add_request(SimRequest(rid, req.prompt_token_ids, req.max_tokens, arrival, adapter))
             except RequestRejected as exc:
                 return _error(400, str(exc), "max_tokens")
             except UnknownAdapterError as exc:

@@ -35,10 +35,12 @@ def test_unservable_cells_are_zero(why, config, inp, out, slo):
 
 
 def test_lone_request_matches_the_roofline():
-    """With no queueing, TTFT is the prefill step(s) and TPOT one decode step (within 5%)."""
+    """With no queueing, TTFT is the serving path's fixed cost plus the prefill step(s), and TPOT
+    one decode step (within 5%)."""
     model = RooflineModel(accelerator("nvidia-h100"), model_arch("llama-3-8b"))
     stats = simulate_probe(H100, 1024, 64, 0.0, requests=1, seed=0)
-    assert stats.ttft_s[0] == pytest.approx(model.prefill_seconds(1024), rel=0.05)
+    serving_path = model.efficiency.request_overhead_s
+    assert stats.ttft_s[0] == pytest.approx(serving_path + model.prefill_seconds(1024), rel=0.05)
     assert stats.tpot_s[0] == pytest.approx(model.decode_step_seconds(1, 1024 + 32), rel=0.05)
 
 

@@ -87,6 +87,21 @@ def test_compare_picks_the_better_of_kpa_and_apa(kpa, apa, best, osc, p99, gpu, 
     assert result["gpu_hours_ratio_vs_hpa"] == pytest.approx(gpu), why
 
 
+def test_kpa_and_apa_are_each_reported_against_hpa():
+    # apa is not chosen (it misses the GPU-hours target) but its numbers are still reported.
+    rows = [_row("t", "hpa", 10.0, 1.0, 2), _row("u", "hpa", 20.0, 2.0, 2),
+            _row("t", "kpa", 9.0, 0.5, 1), _row("u", "kpa", 16.0, 1.0, 1),
+            _row("t", "apa", 5.0, 2.0, 2), _row("u", "apa", 10.0, 4.0, 2)]
+    result = compare(rows)
+    assert result["best_policy"] == "kpa"
+    assert result["kpa_p99_reduction_vs_hpa"] == pytest.approx(0.15)
+    assert result["apa_p99_reduction_vs_hpa"] == pytest.approx(0.5)
+    assert result["kpa_gpu_hours_ratio_vs_hpa"] == pytest.approx(0.5)
+    assert result["apa_gpu_hours_ratio_vs_hpa"] == pytest.approx(2.0)
+    assert result["apa_oscillation_reduction_vs_hpa"] == pytest.approx(0.0)
+    assert result["apa_targets_met"] == {"oscillations": False, "p99_latency": True, "gpu_hours": False}
+
+
 OSC_REDUCTION_CASES = [
     # (best, hpa, expected, why)
     (0, 0, 0.0, "neither oscillated: nothing was reduced"),

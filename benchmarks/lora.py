@@ -92,7 +92,8 @@ class Strategy:
     def __init__(self, kind: str, pins: dict[int, set[str]], seed: int) -> None:
         self.kind = kind
         self.pods = {p: PodAdapters(pinned=set(pins.get(p, ()))) for p in range(PODS)}
-        spec = RoutingSpec.model_validate({"policy": "least-request", "parameters": {"loraAffinity": {"allowLoadingFallback": False}}})
+        spec = RoutingSpec.model_validate(
+            {"policy": "least-request", "parameters": {"loraAffinity": {"allowLoadingFallback": False}}})
         self.router = build_router(spec, rng=random.Random(seed))
         self.loads = 0
         self.served_without_load = 0
@@ -149,7 +150,8 @@ class Strategy:
         return now + LOAD_S
 
 
-def run_strategy(kind: str, requests: list[SimRequest], config: EngineConfig, pins: dict[int, set[str]], seed: int) -> dict[str, float]:
+def run_strategy(kind: str, requests: list[SimRequest], config: EngineConfig, pins: dict[int, set[str]],
+                 seed: int) -> dict[str, float]:
     strategy = Strategy(kind, pins, seed)
     sim: Simulation
 
@@ -199,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     names = adapter_names()
     trace = make_trace(kind="unique", n=n, rate=rate, seed=args.seed, adapters=names, adapter_zipf=ZIPF_S)
     requests = [replace(r, salt="") for r in to_sim_requests(trace)]
-    config = EngineConfig(accelerator="nvidia-a100-80gb", model_arch="llama-3-8b", served_model_name="base", max_loras=MAX_LORAS, lora_load_s=LOAD_S)
+    config = EngineConfig(accelerator="nvidia-a100-80gb", model_arch="llama-3-8b", served_model_name="base",
+                          max_loras=MAX_LORAS, lora_load_s=LOAD_S)
 
     demands = replica_demands(names, STATIC_SLOTS * PODS, PODS)
     placement = place_adapters(demands, [f"pod-{i}" for i in range(PODS)], STATIC_SLOTS)
@@ -213,12 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"LoRA serving: {ADAPTERS} adapters (Zipf s={ZIPF_S}), {PODS} engines x {MAX_LORAS} slots, "
           f"{n} requests at {rate:g} req/s, adapter load {LOAD_S:g} s")  # fmt: skip
-    header = f"{'strategy':<12}{'no-load %':>10}{'loads/min':>11}{'TTFT mean':>11}{'TTFT P99':>10}{'e2e mean':>10}{'e2e P99':>9}{'errors':>8}"
+    header = (f"{'strategy':<12}{'no-load %':>10}{'loads/min':>11}{'TTFT mean':>11}{'TTFT P99':>10}"
+              f"{'e2e mean':>10}{'e2e P99':>9}{'errors':>8}")
     print(header)
     print("-" * len(header))
     for name, r in results.items():
         print(f"{name:<12}{100 * r['served_without_load_fraction']:>9.1f}%{r['loads_per_min']:>11.1f}"
-              f"{r['ttft_mean_s']:>10.3f}s{r['ttft_p99_s']:>9.3f}s{r['e2e_mean_s']:>9.2f}s{r['e2e_p99_s']:>8.2f}s{r['errors']:>8}")  # fmt: skip
+              f"{r['ttft_mean_s']:>10.3f}s{r['ttft_p99_s']:>9.3f}s{r['e2e_mean_s']:>9.2f}s{r['e2e_p99_s']:>8.2f}s"
+              f"{r['errors']:>8}")
     ours_r, rnd, evr = results["placement"], results["random"], results["everywhere"]
     result = {
         "served_without_load_fraction": round(ours_r["served_without_load_fraction"], 4),

@@ -16,9 +16,9 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from aibrix_spec.components.gateway import GatewayConfig
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from .core import GatewayCore
 from .discovery.static import StaticDiscovery
@@ -72,8 +72,9 @@ class GatewayApp:
         self.table = EndpointTable(config.scrape.staleness_s)
         limits = config.rate_limits
         self.users = UserDirectory(limits.users_file, set(limits.tiers), limits.default_tier)
-        store: WindowStore = (RedisWindowStore(limits.redis_url, limits.window_s, password=_read_secret(limits.redis_password_file))
-                              if limits.redis_url else MemoryWindowStore(limits.window_s))
+        store: WindowStore = (
+            RedisWindowStore(limits.redis_url, limits.window_s, password=_read_secret(limits.redis_password_file))
+            if limits.redis_url else MemoryWindowStore(limits.window_s))
         self._store = store
         self.limiter = RateLimiter(dict(limits.tiers), store, limits.window_s)
         self.core = GatewayCore(config, self.table, self.users, self.limiter, self.metrics)
@@ -164,7 +165,7 @@ class GatewayApp:
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.users.reload_if_changed()
 
     async def stop(self) -> None:
@@ -172,7 +173,7 @@ class GatewayApp:
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, 5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
             except Exception:
                 log.exception("background task %s failed", task.get_name())

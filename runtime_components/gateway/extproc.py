@@ -142,7 +142,9 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
     def __init__(self, core: GatewayCore) -> None:
         self._core = core
 
-    async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object) -> AsyncIterator[pb.ProcessingResponse]:  # noqa: N802 (gRPC name)
+    async def Process(  # noqa: N802 (gRPC name)
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object
+    ) -> AsyncIterator[pb.ProcessingResponse]:
         stream = _Stream()
         try:
             async for message in request_iterator:

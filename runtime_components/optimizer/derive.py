@@ -5,7 +5,8 @@ For a model on an accelerator (``gpusPerReplica`` GPUs in tensor parallel), each
 simulations (``runtime_components.engine_sim.des``) of one engine serving requests of
 ``profiles.representative_tokens`` tokens (by default the geometric middle of the bucket's
 range, a typical request; or its upper bound, the worst case, so the rate holds for every
-request in the cell), arriving as a seeded Poisson process. Probes are judged by ``search.slo_met``, as the profiler judges real traffic.
+request in the cell), arriving as a seeded Poisson process. Probes are judged by
+``search.slo_met``, as the profiler judges real traffic.
 
 Speed: the search starts from an analytic estimate, so few probes are needed:
 
@@ -22,7 +23,6 @@ memoised per process (the service derives once per model x accelerator).
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 

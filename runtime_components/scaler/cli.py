@@ -97,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run(config, api_url, kubeconfig, identity, port, duration) -> int:  # type: ignore[no-untyped-def]
+    from kubernetes.config.config_exception import ConfigException
+
     from runtime_components.scaler.controller import Controller
     from runtime_components.scaler.kube import KubeApi, connect
     from runtime_components.scaler.server import metrics_app
-
-    from kubernetes.config.config_exception import ConfigException
 
     try:
         api_client = connect(api_url=api_url, kubeconfig=kubeconfig)

@@ -44,7 +44,7 @@ class FakeEngine:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "FakeEngine":
+    def start(self) -> FakeEngine:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self

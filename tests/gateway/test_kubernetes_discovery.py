@@ -10,7 +10,6 @@ from aibrix_spec.components.gateway import GatewayModelSpec
 from runtime_components.common.fake_kube import FakeKubeApi, ThreadedServer, pod_object
 from runtime_components.gateway.discovery.kubernetes import KubernetesDiscovery
 
-
 LABELS = {"model.aibrix.ai/name": "m"}
 
 

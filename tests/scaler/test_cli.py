@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime_components.scaler.cli import main
 from runtime_components.common.fake_kube import FakeKubeApi, Workload, pod_object
+from runtime_components.scaler.cli import main
 from tests.scaler.helpers import metrics_app, serve
 
 GOOD = """\

@@ -9,10 +9,10 @@ import datetime as dt
 import aiohttp
 
 from aibrix_spec.components.scaler import LeaderElection
+from runtime_components.common.fake_kube import FakeKubeApi, ReadyAtOnce, Workload, pod_object
 from runtime_components.scaler.controller import Controller
 from runtime_components.scaler.kube import KubeApi, connect
 from runtime_components.scaler.lease import LeaderElector
-from runtime_components.common.fake_kube import FakeKubeApi, ReadyAtOnce, Workload, pod_object
 from tests.scaler.helpers import config, metrics_app, serve
 
 SELECTOR = {"model.aibrix.ai/name": "llama"}
@@ -80,7 +80,7 @@ HOLD_CASES = [
 
 def test_missing_and_stale_metrics_hold_and_warn_once():
     for scrape_first, gap, reason in HOLD_CASES:
-        async def scenario():
+        async def scenario(scrape_first: bool = scrape_first, gap: float = gap):
             import contextlib
             async with contextlib.AsyncExitStack() as stack:
                 cluster, kube = await _cluster_with_engines([{"vllm:num_requests_running": 45.0}], stack, replicas=3)
@@ -189,7 +189,7 @@ def test_lease_one_leader_then_takeover_after_expiry():
         async with contextlib.AsyncExitStack() as stack:
             cluster, kube = await _cluster_with_engines([], stack, replicas=1)
             settings = LeaderElection(enabled=True, namespace="llm", leaseDurationSeconds=15, renewPeriodSeconds=5)
-            t = [dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)]
+            t = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC)]
             a = LeaderElector(kube, settings, "scaler-a", now=lambda: t[0])
             b = LeaderElector(kube, settings, "scaler-b", now=lambda: t[0])
             steps = [await a.try_acquire_or_renew(), await b.try_acquire_or_renew()]

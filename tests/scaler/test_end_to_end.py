@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 
 from aibrix_spec.components.scaler import ScalerConfig
+from runtime_components.common.fake_kube import PORT_LABEL, FakeKubeApi, Workload
 from runtime_components.engine_sim.config import EngineConfig
 from runtime_components.engine_sim.server import EngineServer
 from runtime_components.scaler.controller import Controller
 from runtime_components.scaler.kube import KubeApi, connect
-from runtime_components.common.fake_kube import PORT_LABEL, FakeKubeApi, Workload
 from runtime_components.scaler.local.load import ClosedLoopLoad
 from tests.scaler.helpers import serve
 

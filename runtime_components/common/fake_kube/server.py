@@ -300,8 +300,8 @@ class FakeKubeApi:
             port = await workload.launcher.start(key[1])
         except Exception as error:  # a pod whose process cannot start fails, like a crashing container
             log.error("pod %s/%s failed to start: %s", key[0], key[1], error)
-            self._update_pod(key, lambda pod: pod.update(status={
-                "phase": "Failed", "message": str(error)[:500], "conditions": [{"type": "Ready", "status": "False"}]}))
+            failed = {"phase": "Failed", "message": str(error)[:500], "conditions": [{"type": "Ready", "status": "False"}]}
+            self._update_pod(key, lambda pod: pod.update(status=failed))
             return
         if key not in self.pods:  # deleted while starting
             await workload.launcher.stop(key[1])

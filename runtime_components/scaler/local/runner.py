@@ -110,7 +110,7 @@ async def run_local(
                 _print_status(cluster, controller, elapsed, load)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             await load.stop()

@@ -72,6 +72,8 @@ class FakeEngine:
         self.kill()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

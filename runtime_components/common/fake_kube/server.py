@@ -242,19 +242,23 @@ class FakeKubeApi:
         response = web.StreamResponse(headers={"Content-Type": "application/json"})
         await response.prepare(request)
         watcher = _Watcher(asyncio.get_running_loop(), asyncio.Queue(), ns, selector)
-        with self._lock:
-            if since and since < self._oldest_watchable:
-                gone = status_object(410, "Expired", f"too old resource version: {since} ({self._oldest_watchable})")
-                await response.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
-                return response
-            if since:  # replay what happened after the client's version
+        with self._lock:  # never held across an await
+            oldest = self._oldest_watchable
+            if since and since < oldest:
+                backlog = None
+            elif since:  # replay what happened after the client's version
                 backlog = [e for e in self._history if e[0] > since and e[2]["metadata"]["namespace"] == ns
                            and matches(e[2]["metadata"].get("labels", {}), selector)]
             else:  # no version: the current state, as synthetic ADDED events
                 backlog = [(int(p["metadata"]["resourceVersion"]), "ADDED", copy.deepcopy(p))
                            for (pod_ns, _), p in sorted(self.pods.items())
                            if pod_ns == ns and matches(p["metadata"].get("labels", {}), selector)]
-            self._watchers.add(watcher)
+            if backlog is not None:
+                self._watchers.add(watcher)
+        if backlog is None:
+            gone = status_object(410, "Expired", f"too old resource version: {since} ({oldest})")
+            await response.write(json.dumps({"type": "ERROR", "object": gone}).encode() + b"\n")
+            return response
         try:
             for event in backlog:
                 watcher.queue.put_nowait(event)
@@ -290,10 +294,10 @@ class FakeKubeApi:
                 self._pod_tasks[key] = asyncio.create_task(self._launch(key, workload))
 
     def _workload_pods(self, workload: Workload) -> list[PodKey]:
+        selector: list[Requirement] = [(key, "=", value) for key, value in workload.labels.items()]
         with self._lock:
             return [k for k, pod in self.pods.items()
-                    if k[0] == workload.namespace and matches(pod["metadata"]["labels"],
-                                                              [(k2, "=", v) for k2, v in workload.labels.items()])]
+                    if k[0] == workload.namespace and matches(pod["metadata"]["labels"], selector)]
 
     async def _launch(self, key: PodKey, workload: Workload) -> None:
         try:

@@ -39,7 +39,13 @@ ENGINE_SIM_USES = {
 }
 
 # compiler/render modules that are shared builders; every other module there is a family.
-SHARED_RENDER_BUILDERS = {"compiler.render.component_parts", "compiler.render.envoy_bootstrap"}
+SHARED_RENDER_BUILDERS = {
+    "compiler.render.component_parts",  # metadata, security, RBAC, PDB, NetworkPolicy
+    "compiler.render.engine_pod",  # the one engine pod builder
+    "compiler.render.envoy_bootstrap",
+    "compiler.render.gateway_api",
+    "compiler.render.pod_features",  # typed mutators applied to every engine pod
+}
 
 # Render families that import another family today. The compiler's reshape (the plan carries
 # the wiring) empties this list; a pair that no longer occurs must be removed from it.
@@ -49,7 +55,6 @@ RENDER_FAMILY_IMPORTS_TO_REMOVE = {
     ("compiler.render.autoscaling", "compiler.render.optimizer"),
     ("compiler.render.gateway", "compiler.render.autoscaling"),
     ("compiler.render.gateway", "compiler.render.core"),
-    ("compiler.render.gateway", "compiler.render.gateway_api"),
     ("compiler.render.gateway", "compiler.render.optimizer"),
     ("compiler.render.gateway_api", "compiler.render.core"),
     ("compiler.render.kuberay", "compiler.render.core"),

@@ -14,6 +14,7 @@ from pydantic import Field
 from ._base import SpecModel
 from ._types import DnsLabel, NoSecretStr
 from .models import ModelSpec
+from .pools import GpuPool
 from .sections import (
     DiagnosticsSpec,
     GatewaySpec,
@@ -24,7 +25,6 @@ from .sections import (
     ObservabilitySpec,
     OptimizerSpec,
 )
-from .pools import GpuPool
 
 __all__ = ["API_VERSION", "DEFAULT_PROMETHEUS_URL", "KIND", "InferenceStack", "InferenceStackSpec", "StackMetadata"]
 

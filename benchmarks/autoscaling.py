@@ -18,11 +18,13 @@ Measures per policy and trace: SLO attainment (share of one-minute windows whose
 the SLO), mean and P99 end-to-end latency, GPU-hours (GPU held from creation to the end of
 draining, within the trace), scaling events, oscillations (direction reversals at most
 300 s apart, `runtime_components.scaler.analysis`). RESULT compares the better of KPA/APA
-(the one meeting more of the three targets, then the lower P99) with HPA, summed over traces: oscillation_reduction_vs_hpa = 1 - osc/max(1, osc_hpa) (0 when both are 0),
+(the one meeting more of the three targets, then the lower P99) with HPA, summed over traces:
+oscillation_reduction_vs_hpa = 1 - osc/max(1, osc_hpa) (0 when both are 0),
 p99_latency_reduction_vs_hpa = 1 - p99/p99_hpa (mean over traces), gpu_hours_ratio_vs_hpa =
 gpu/gpu_hpa. Because "the better of the two" hides the other, RESULT also reports each of
 KPA and APA against HPA on its own: kpa_/apa_p99_reduction_vs_hpa, kpa_/apa_gpu_hours_ratio_vs_hpa,
-kpa_/apa_oscillation_reduction_vs_hpa and kpa_/apa_targets_met. Oscillation counts are small (about one per 20-minute trace), so RESULT also
+kpa_/apa_oscillation_reduction_vs_hpa and kpa_/apa_targets_met. Oscillation counts are small (about one per
+20-minute trace), so RESULT also
 carries the raw counts per policy and `oscillations_too_few_for_ratio` (fewer than 5 reversals
 in both runs together), and the summary says so in words. `--seeds N` pools N consecutive seeds.
 """

@@ -22,8 +22,8 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aibrix_spec.components.diag import DiagConfig, FaultFile
@@ -128,7 +128,8 @@ def describe(verdict: Verdict) -> str:
     """The table cell: what a detector flagged, e.g. `gpu2:fail` or `node:fail,gpu3:warn`."""
     if not verdict.nvml:
         return "no-nvml"
-    cells = [f"{'node' if g is None else f'gpu{g}'}:{s}" for g, s in sorted(verdict.flags.items(), key=lambda kv: -1 if kv[0] is None else kv[0])]
+    ordered = sorted(verdict.flags.items(), key=lambda kv: -1 if kv[0] is None else kv[0])
+    cells = [f"{'node' if g is None else f'gpu{g}'}:{s}" for g, s in ordered]
     return ",".join(cells) or "ok"
 
 
@@ -207,7 +208,8 @@ def plot(rows: list[dict[str, Any]], path: Path) -> str | None:
     for y, row in enumerate(rows):
         for x, d in enumerate(DETECTORS):
             ax.text(x, y, row[d][0], ha="center", va="center", fontsize=6)
-    ax.set_title("Fault detection against the ground truth\n(green right, yellow wrong severity, red missed or false positive)", fontsize=8)
+    title = "Fault detection against the ground truth\n(green right, yellow wrong severity, red missed or false positive)"
+    ax.set_title(title, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

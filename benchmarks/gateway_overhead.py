@@ -59,7 +59,8 @@ def serve_engine() -> None:
         return web.Response(body=ANSWER, content_type="application/json")
 
     async def metrics(request: web.Request) -> web.Response:
-        return web.Response(text='vllm:num_requests_running{model_name="bench"} 0\nvllm:num_requests_waiting{model_name="bench"} 0\n')
+        return web.Response(text='vllm:num_requests_running{model_name="bench"} 0\n'
+                                 'vllm:num_requests_waiting{model_name="bench"} 0\n')
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "bench", "object": "model", "parent": None}]})
@@ -135,10 +136,12 @@ async def wait_http(url: str, timeout_s: float = 30.0, method: str = "GET", data
 
 
 def start_rig(procs: Procs, workdir: Path, peer: str | None) -> dict[str, object]:
-    engine = procs.start([sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-engine"], cwd=REPO, stdout=subprocess.PIPE)
+    engine = procs.start([sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-engine"], cwd=REPO,
+                         stdout=subprocess.PIPE)
     assert engine.stdout is not None
     engine_port = int(engine.stdout.readline())
-    (workdir / "endpoints.yaml").write_text(yaml.safe_dump({"endpoints": [{"address": f"127.0.0.1:{engine_port}", "model": "bench"}]}))
+    endpoints = [{"address": f"127.0.0.1:{engine_port}", "model": "bench"}]
+    (workdir / "endpoints.yaml").write_text(yaml.safe_dump({"endpoints": endpoints}))
     (workdir / "gateway.yaml").write_text(yaml.safe_dump({
         "listen": {"host": "127.0.0.1", "grpcPort": 0, "httpPort": 0},
         "discovery": {"mode": "static", "endpointsFile": str(workdir / "endpoints.yaml")},
@@ -202,7 +205,7 @@ async def open_loop(url: str, rate: float, seconds: float) -> tuple[list[float],
                 async with session.post(url + "/v1/completions", data=BODY, headers={"content-type": "application/json"}) as resp:
                     await resp.read()
                     ok = resp.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 ok = False
             if ok:
                 latencies.append((time.perf_counter() - start) * 1000)
@@ -230,10 +233,11 @@ async def closed_loop(url: str, concurrency: int, seconds: float) -> tuple[float
             nonlocal done, errors
             while time.perf_counter() < stop_at:
                 try:
-                    async with session.post(url + "/v1/completions", data=BODY, headers={"content-type": "application/json"}) as resp:
+                    async with session.post(url + "/v1/completions", data=BODY,
+                                            headers={"content-type": "application/json"}) as resp:
                         await resp.read()
                         done, errors = (done + 1, errors) if resp.status == 200 else (done, errors + 1)
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     errors += 1
 
         start = time.perf_counter()

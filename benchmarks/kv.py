@@ -167,7 +167,7 @@ async def throughput_part(sizes: Sequence[int], batch_bytes: int, repeats: int) 
             payload = [rng.randbytes(size) for _ in range(min(n, 8))]
             blocks = [payload[i % len(payload)] for i in range(n)]
             dests = [bytearray(size) for _ in range(n)]
-            memcpy_s = timed(lambda: [memoryview(d).__setitem__(slice(None), b) for d, b in zip(dests, blocks)], repeats)
+            memcpy_s = timed(lambda: [memoryview(d).__setitem__(slice(None), b) for d, b in zip(dests, blocks)], repeats)  # noqa: B023 (called at once)
             row = {"block": size, "batch": n, "memcpy": n * size / memcpy_s / 1e9}
             for mode, client in clients.items():
                 put_s = get_s = float("inf")

@@ -271,13 +271,14 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in results.items():
             print(f"{load_s:>6g}  {name:<11}{100 * r['served_without_load_fraction']:>9.1f}%{r['loads_per_min']:>11.1f}"
                   f"{r['ttft_mean_s']:>10.3f}s{r['ttft_p99_s']:>9.3f}s"
-                  f"{'[%.3f, %.3f]' % r['ttft_p99_s_ci']:>16}{r['e2e_mean_s']:>9.2f}s{r['e2e_p99_s']:>8.2f}s"
+                  f"{'[{:.3f}, {:.3f}]'.format(*r['ttft_p99_s_ci']):>16}{r['e2e_mean_s']:>9.2f}s{r['e2e_p99_s']:>8.2f}s"
                   f"{r['errors']:>8}")  # fmt: skip
     headline = runs[HEADLINE_LOAD_S]
     best_everywhere = {load_s: is_best(results, DEFAULT_STRATEGY) for load_s, results in runs.items()}
     for load_s, ok in best_everywhere.items():
         winners = [s for s in STRATEGIES if is_best(runs[load_s], s)]
-        print(f"load {load_s:g} s: default ({DEFAULT_STRATEGY}) {'matches or beats' if ok else 'does NOT match or beat'} every rival "
+        verdict = "matches or beats" if ok else "does NOT match or beat"
+        print(f"load {load_s:g} s: default ({DEFAULT_STRATEGY}) {verdict} every rival "
               f"on TTFT P99 and loads/min; best on both: {', '.join(winners) or 'none (a trade-off)'}")  # fmt: skip
     result: dict[str, object] = {"default_strategy": DEFAULT_STRATEGY, "load_s": HEADLINE_LOAD_S}
     for name, r in headline.items():

@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{rounds} round(s) x {args.groups} prefixes x {per_group} requests per policy, concurrency "
           f"{args.concurrency}; hit rate = vLLM prefix-cache hit tokens / query tokens over both instances "
           f"(a repeat hits {CACHEABLE} of its {PREFIX_WORDS + TAIL_WORDS} tokens, a prefix's first request "
-          f"none: at best {(per_group - 1) / per_group * CACHEABLE / (PREFIX_WORDS + TAIL_WORDS):.3f}); wall time {time.monotonic() - started:.0f} s "
+          f"none: at best {(per_group - 1) / per_group * CACHEABLE / (PREFIX_WORDS + TAIL_WORDS):.3f}); "
+          f"wall time {time.monotonic() - started:.0f} s "
           "(latencies are inflated when the machine is shared)")
     per_round = [
         (sum(a.ttfts) / len(a.ttfts)) / (sum(b.ttfts) / len(b.ttfts))

@@ -55,7 +55,7 @@ from benchmarks.workloads.trace import TraceRequest, to_sim_requests
 from runtime_components.engine_sim.config import EngineConfig, SimRequest
 from runtime_components.engine_sim.des import EngineView, RequestRecord, Simulation, Summary, summarize
 from runtime_components.engine_sim.stats import EngineStats
-from runtime_components.gateway.policy import EndpointState, RequestOutcome, RouteRequest, Router, build_router
+from runtime_components.gateway.policy import EndpointState, RequestOutcome, Router, RouteRequest, build_router
 
 MODEL = "llama-3-8b"
 BENCH_POLICIES = (
@@ -278,11 +278,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--accelerator", default="nvidia-a10", help="GPU of every engine (default nvidia-a10)")
     parser.add_argument("--databases", type=int, default=64, help="schemas in the shared-prefix workload (default 64)")
     parser.add_argument(
-        "--warmup", type=float, default=0.2, help="fraction of each trace (its first arrivals) left out of the statistics (default 0.2)"
+        "--warmup", type=float, default=0.2,
+        help="fraction of each trace (its first arrivals) left out of the statistics (default 0.2)"
     )
     parser.add_argument("--scrape-interval", type=float, default=0.5, help="seconds between metric scrapes (default 0.5)")
     parser.add_argument(
-        "--policies", default=",".join(BENCH_POLICIES), help="comma-separated policies (default: every built-in but lora-affinity)"
+        "--policies", default=",".join(BENCH_POLICIES),
+        help="comma-separated policies (default: every built-in but lora-affinity)"
     )
     parser.add_argument("--plot", default="benchmarks/results/routing.png", help="PNG path for the TTFT chart ('' for none)")
     args = parser.parse_args(argv)
@@ -301,7 +303,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         try:
             RoutingSpec(policy=policy)
         except ValueError as exc:
-            parser.error(f"--policies: {policy!r} is not a valid policy ({_first_error(exc)}); built-ins: {', '.join(POLICY_NAMES)}")
+            parser.error(f"--policies: {policy!r} is not a valid policy ({_first_error(exc)}); "
+                         f"built-ins: {', '.join(POLICY_NAMES)}")
     for required in ("random", "least-request", "prefix-cache-aware"):
         if required not in policies:
             parser.error(f"--policies must include {required} (the RESULT line compares against it)")

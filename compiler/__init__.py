@@ -2,7 +2,7 @@
 
 Public surface (guarded by a test): :func:`compile_stack` for in-memory use, the error
 hierarchy of :mod:`compiler.errors`, and the default target version. The command line is
-:mod:`compiler.cli`. Imports: aibrix_spec, pydantic, PyYAML, Jinja2, jsonschema and the
+:mod:`compiler.cli`. Imports: aibrix_spec, pydantic, PyYAML, jsonschema and the
 standard library only.
 """
 

@@ -17,9 +17,10 @@ Not checked: CEL rules (``x-kubernetes-validations``) and ``format``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import yaml
@@ -106,7 +107,10 @@ def _list_map_keys(validator: Any, keys: list[str], instance: Any, schema: dict[
         seen.setdefault(key, i)
 
 
-_KubeValidator: Any = jsonschema.validators.extend(jsonschema.Draft4Validator, {"x-kubernetes-list-map-keys": _list_map_keys})
+# types-jsonschema leaves extend() unannotated.
+_KubeValidator: Any = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft4Validator, {"x-kubernetes-list-map-keys": _list_map_keys}
+)
 
 
 @dataclass

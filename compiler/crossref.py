@@ -8,7 +8,7 @@ Paths use the YAML spelling so the pipeline can point at the line.
 from __future__ import annotations
 
 import re
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from aibrix_spec import AUTOSCALING_METRICS, InferenceStack
 from aibrix_spec.catalog import MODEL_ARCHS
@@ -22,7 +22,10 @@ Rule = Callable[[InferenceStack], Iterator[Diagnostic]]
 
 _ARG_KEY = re.compile(r"^[a-z][a-zA-Z0-9]*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_LABEL_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"  # optional DNS-subdomain prefix
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
 
 
@@ -55,7 +58,9 @@ def pool_fields(stack: InferenceStack) -> Iterator[Diagnostic]:
         if pool.accelerator is None:
             missing = [
                 alias
-                for alias, value in (("product", pool.product), ("memoryGib", pool.memory_gib), ("costPerGpuHour", pool.cost_per_gpu_hour))
+                for alias, value in (
+                    ("product", pool.product), ("memoryGib", pool.memory_gib), ("costPerGpuHour", pool.cost_per_gpu_hour)
+                )
                 if value is None
             ]
             if missing:
@@ -109,7 +114,8 @@ def replicas_and_autoscaling(stack: InferenceStack) -> Iterator[Diagnostic]:
         base = ("spec", "models", i)
         r, a = m.replicas, m.autoscaling
         if r.max is not None and r.max < r.min:
-            yield Diagnostic(base + ("replicas", "max"), f"replicas.max ({r.max}) is below replicas.min ({r.min})", expected="max >= min")
+            yield Diagnostic(base + ("replicas", "max"), f"replicas.max ({r.max}) is below replicas.min ({r.min})",
+                             expected="max >= min")
         if a.policy == "none" and r.max is not None and r.max != r.min:
             yield Diagnostic(
                 base + ("replicas", "max"),
@@ -217,7 +223,8 @@ def engine_settings(stack: InferenceStack) -> Iterator[Diagnostic]:
                 )
         for key in m.engine.env:
             if not _ENV_NAME.match(key):
-                yield Diagnostic(base + ("env", key), f'"{key}" is not a valid environment variable name', expected="letters, digits and _, not starting with a digit")
+                yield Diagnostic(base + ("env", key), f'"{key}" is not a valid environment variable name',
+                                 expected="letters, digits and _, not starting with a digit")
 
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -257,9 +264,11 @@ def labels(stack: InferenceStack) -> Iterator[Diagnostic]:
     for base, mapping in maps:
         for key, value in mapping.items():
             if not _LABEL_NAME.match(key):
-                yield Diagnostic(base + (key,), f'"{key}" is not a valid label key', expected="[prefix/]name, name at most 63 characters of letters, digits, -, _ and .")
+                yield Diagnostic(base + (key,), f'"{key}" is not a valid label key',
+                                 expected="[prefix/]name, name at most 63 characters of letters, digits, -, _ and .")
             elif not _LABEL_VALUE.match(value):
-                yield Diagnostic(base + (key,), f'"{value}" is not a valid label value', expected="at most 63 characters of letters, digits, -, _ and ., alphanumeric at both ends")
+                yield Diagnostic(base + (key,), f'"{value}" is not a valid label value',
+                                 expected="at most 63 characters of letters, digits, -, _ and ., alphanumeric at both ends")
 
 
 #: Every cross-reference rule, in the order they run.

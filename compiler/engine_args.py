@@ -163,7 +163,17 @@ def engine_command(
             args += ["--enable-lora", "--max-loras", str(lora[0]), "--max-lora-rank", str(lora[1])]
         return EngineCommand(("python3", "-m", "vllm.entrypoints.openai.api_server"), tuple(args + _extra(extra)))
     # SGLang serves /metrics only with --enable-metrics; the gateway and the scaler read them.
-    args = ["--model-path", model, "--served-model-name", served_name, "--host", "0.0.0.0", "--port", str(port), "--enable-metrics"]
+    args = [
+        "--model-path",
+        model,
+        "--served-model-name",
+        served_name,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(port),
+        "--enable-metrics",
+    ]
     args += ["--tp-size", str(tensor), "--pp-size", str(pipeline)]
     args += ["--mem-fraction-static", f"{gpu_memory_utilization:g}", "--dtype", dtype]
     if max_model_len is not None:

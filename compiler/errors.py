@@ -27,8 +27,8 @@ line and a caret::
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterable, Sequence
 
 __all__ = [
     "AibrixError",
@@ -76,7 +76,7 @@ class Diagnostic:
     line: int = 0  #: 1-based; 0 = unknown (filled in by the pipeline)
     column: int = 0  #: 1-based
 
-    def at(self, line: int, column: int) -> "Diagnostic":
+    def at(self, line: int, column: int) -> Diagnostic:
         return replace(self, line=line, column=column)
 
 
@@ -92,7 +92,7 @@ class SpecError(AibrixError):
         self.source_name = source_name
         super().__init__("; ".join(f"{format_path(d.path)}: {d.message}" for d in self.diagnostics))
 
-    def with_positions(self, diagnostics: Sequence[Diagnostic], source_name: str) -> "SpecError":
+    def with_positions(self, diagnostics: Sequence[Diagnostic], source_name: str) -> SpecError:
         """The same kind of error with positioned diagnostics and a file name."""
         return type(self)(diagnostics, source_name=source_name)
 

@@ -34,7 +34,8 @@ def explain_table(plan: Plan) -> str:
         at_min, at_max = model_costs(m)
         total_min, total_max = total_min + at_min, total_max + at_max
         pools = ",".join(w.pool.name for w in m.workloads)
-        rows.append((m.name, pools, str(m.gpus_per_replica), f"{m.replicas_min}-{m.replicas_max}", f"{at_min:.2f}", f"{at_max:.2f}"))
+        rows.append((m.name, pools, str(m.gpus_per_replica), f"{m.replicas_min}-{m.replicas_max}",
+                     f"{at_min:.2f}", f"{at_max:.2f}"))
     rows.append(("TOTAL", "", "", "", f"{total_min:.2f}", f"{total_max:.2f}"))
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = [

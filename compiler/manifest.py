@@ -7,8 +7,9 @@ the folder of the object's file under ``-o DIR``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 __all__ = ["CLUSTER_SCOPED_KINDS", "KIND_ORDER", "Manifest", "kind_priority", "pod_templates"]
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 import types
 import typing
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -240,7 +241,8 @@ def diagnostics_from_pydantic(
         if len(errs) > 1 and all(e["branched"] for e in errs):
             kinds = [_TYPE_NAMES.get(e["type"], e["type"]) for e in errs]
             out.append(
-                Diagnostic(path, f"wrong type: {describe_value(errs[0].get('input'))}", expected="one of: " + ", ".join(dict.fromkeys(kinds)))
+                Diagnostic(path, f"wrong type: {describe_value(errs[0].get('input'))}",
+                           expected="one of: " + ", ".join(dict.fromkeys(kinds)))
             )
             continue
         for e in errs:

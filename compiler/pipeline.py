@@ -9,7 +9,8 @@ of our errors escaping a pass is wrapped as a :class:`CompilerBug` naming that p
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .defaults import ResolvedStack, apply_defaults
 from .errors import AibrixError, CompilerBug, SpecError

@@ -68,7 +68,7 @@ class DiscoverySpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _file_for_static(self) -> "DiscoverySpec":
+    def _file_for_static(self) -> DiscoverySpec:
         if self.mode == "static" and not self.endpoints_file:
             raise ValueError("discovery.mode is static but discovery.endpointsFile is not set")
         return self
@@ -123,7 +123,7 @@ class RateLimitSpec(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _default_tier_exists(self) -> "RateLimitSpec":
+    def _default_tier_exists(self) -> RateLimitSpec:
         if self.default_tier is not None and self.default_tier not in self.tiers:
             known = ", ".join(sorted(self.tiers)) or "(none defined)"
             raise ValueError(f'rateLimits.defaultTier "{self.default_tier}" is not a tier; tiers: {known}')
@@ -165,7 +165,7 @@ class GatewayConfig(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _names_unique(self) -> "GatewayConfig":
+    def _names_unique(self) -> GatewayConfig:
         seen: dict[str, str] = {}
         for model in self.models:
             for name, what in [(model.name, "model")] + [(a, f"adapter of {model.name}") for a in model.adapters]:

@@ -55,7 +55,7 @@ class SloTargets(SpecModel):
     tpot_p99_ms: float | None = Field(default=None, gt=0, description="p99 time per output token after the first, milliseconds.")
 
     @model_validator(mode="after")
-    def _at_least_one(self) -> "SloTargets":
+    def _at_least_one(self) -> SloTargets:
         if self.ttft_p99_ms is None and self.tpot_p99_ms is None:
             raise ValueError("an SLO needs at least one of ttftP99Ms or tpotP99Ms")
         return self
@@ -67,14 +67,18 @@ class OptimizerPool(SpecModel):
     name: str = Field(pattern=_DNS_LABEL, description="Pool name, as in the stack's gpuPools.")
     accelerator: str = Field(min_length=1, description="Accelerator catalogue key, e.g. nvidia-a10.")
     cost_per_gpu_hour: float = Field(gt=0, description="USD per GPU-hour in this pool.")
-    max_gpus: int | None = Field(default=None, ge=0, description="Cap on GPUs used in this pool by all models together; unset = no cap.")
+    max_gpus: int | None = Field(
+        default=None, ge=0, description="Cap on GPUs used in this pool by all models together; unset = no cap."
+    )
 
 
 class OptimizerModel(SpecModel):
     """A model whose replicas the optimizer distributes over pools."""
 
     name: str = Field(min_length=1, description="The OpenAI model name (the gateway's `model` label).")
-    arch: str | None = Field(default=None, description="Model-architecture catalogue key used to derive roofline profiles; defaults to `name`.")
+    arch: str | None = Field(
+        default=None, description="Model-architecture catalogue key used to derive roofline profiles; defaults to `name`."
+    )
     pools: list[str] = Field(min_length=1, description="Pools this model may run in.")
     gpus_per_replica: int = Field(default=1, ge=1, description="GPUs one replica uses (tensor x pipeline parallelism).")
     min_replicas: int = Field(default=0, ge=0, description="Replicas kept in total over all pools, even without traffic.")
@@ -82,7 +86,7 @@ class OptimizerModel(SpecModel):
     slo: SloTargets = Field(description="Latency targets the profiles were made for.")
 
     @model_validator(mode="after")
-    def _check(self) -> "OptimizerModel":
+    def _check(self) -> OptimizerModel:
         if len(set(self.pools)) != len(self.pools):
             raise ValueError(f"model {self.name!r} lists a pool twice in pools: {self.pools}")
         if self.max_replicas is not None and self.max_replicas < self.min_replicas:
@@ -107,7 +111,7 @@ class WorkloadSource(SpecModel):
     window_seconds: float = Field(default=300.0, gt=0, description="Rates are averaged over this sliding window.")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "WorkloadSource":
+    def _exactly_one(self) -> WorkloadSource:
         if bool(self.gateway_metrics_urls) == (self.file is not None):
             raise ValueError("workload needs exactly one of gatewayMetricsUrls or file")
         return self
@@ -120,7 +124,9 @@ class OptimizerConfig(SpecModel):
     models: list[OptimizerModel] = Field(min_length=1, description="Models to place.")
     workload: WorkloadSource = Field(description="Where request rates per token bucket come from.")
     profiles_dir: str | None = Field(default=None, description="Folder of profile JSON files (one per model x accelerator).")
-    derive_missing_profiles: bool = Field(default=True, description="Derive a roofline profile when no file covers a model x accelerator.")
+    derive_missing_profiles: bool = Field(
+        default=True, description="Derive a roofline profile when no file covers a model x accelerator."
+    )
     derive_input_buckets: list[int] = Field(
         default_factory=lambda: list(DEFAULT_DERIVE_INPUT_BUCKETS),
         description="Input buckets of derived profiles (cells between them round up); fewer derive faster.",
@@ -136,15 +142,18 @@ class OptimizerConfig(SpecModel):
     solver: Literal["cbc", "highs"] = Field(default="cbc", description="cbc (PuLP's bundled CBC) or highs (highspy).")
     assignment: Literal["fractional", "integral"] = Field(
         default="fractional",
-        description="fractional: any share of a bucket may go to any pool; integral: whole slices (slicesPerBucket) per pool, as in Melange.",
+        description="fractional: any share of a bucket may go to any pool; "
+        "integral: whole slices (slicesPerBucket) per pool, as in Melange.",
     )
     slices_per_bucket: int = Field(default=4, ge=1, le=64, description="Slices per bucket for integral assignment.")
-    target_utilization: float = Field(default=0.9, gt=0, le=1, description="Plan replicas so that each runs at most this fraction of its profiled max rate.")
+    target_utilization: float = Field(
+        default=0.9, gt=0, le=1, description="Plan replicas so that each runs at most this fraction of its profiled max rate."
+    )
     interval_seconds: float = Field(default=30.0, gt=0, description="The service re-solves this often.")
     solver_time_limit_seconds: float = Field(default=10.0, gt=0, description="Per-solve time limit.")
 
     @model_validator(mode="after")
-    def _cross_references(self) -> "OptimizerConfig":
+    def _cross_references(self) -> OptimizerConfig:
         _check_buckets("deriveInputBuckets", self.derive_input_buckets)
         _check_buckets("deriveOutputBuckets", self.derive_output_buckets)
         pool_names = [p.name for p in self.pools]
@@ -172,7 +181,9 @@ class GpuProfile(SpecModel):
     accelerator: str = Field(min_length=1, description="Accelerator catalogue key.")
     gpus_per_replica: int = Field(default=1, ge=1, description="GPUs in the profiled replica.")
     slo: SloTargets = Field(description="The SLO the rates meet.")
-    method: Literal["roofline", "measured"] = Field(description="roofline (derived from the engine model) or measured (aibrix-optimize profile).")
+    method: Literal["roofline", "measured"] = Field(
+        description="roofline (derived from the engine model) or measured (aibrix-optimize profile)."
+    )
     request_tokens: Literal["upper", "geometric"] = Field(
         default="upper",
         description="Which length inside each bucket was profiled. upper: the bucket's upper bound, so the rate "
@@ -181,10 +192,12 @@ class GpuProfile(SpecModel):
     )
     input_buckets: list[int] = Field(min_length=1, description="Input-token buckets (rows), increasing, from the log2 grid.")
     output_buckets: list[int] = Field(min_length=1, description="Output-token buckets (columns), increasing, from the log2 grid.")
-    max_rps: list[list[float]] = Field(description="maxRps[i][j]: requests/s per replica for input bucket i, output bucket j; 0 = SLO unmet at any rate.")
+    max_rps: list[list[float]] = Field(
+        description="maxRps[i][j]: requests/s per replica for input bucket i, output bucket j; 0 = SLO unmet at any rate."
+    )
 
     @model_validator(mode="after")
-    def _check_grid(self) -> "GpuProfile":
+    def _check_grid(self) -> GpuProfile:
         _check_buckets("inputBuckets", self.input_buckets)
         _check_buckets("outputBuckets", self.output_buckets)
         if len(self.max_rps) != len(self.input_buckets):

@@ -94,7 +94,7 @@ class MetricSpec(SpecModel):
     optimizer: OptimizerMetricSource | None = Field(None, description="Endpoint when source is optimizer.")
 
     @model_validator(mode="after")
-    def _source_matches(self) -> "MetricSpec":
+    def _source_matches(self) -> MetricSpec:
         if self.source == "engine":
             if self.optimizer is not None:
                 raise ValueError("metric.optimizer is set but metric.source is engine; remove one of them")
@@ -171,7 +171,7 @@ class KpaParams(SpecModel):
     sync_period_seconds: float = Field(2, gt=0, description="Time between two decisions (Knative's tick).")
 
     @model_validator(mode="after")
-    def _panic_inside_stable(self) -> "KpaParams":
+    def _panic_inside_stable(self) -> KpaParams:
         if self.panic_window_seconds > self.stable_window_seconds:
             raise ValueError(
                 f"kpa.panicWindowSeconds ({self.panic_window_seconds}) must not exceed "
@@ -226,7 +226,7 @@ class ScalingTarget(SpecModel):
     )
 
     @model_validator(mode="after")
-    def _consistent(self) -> "ScalingTarget":
+    def _consistent(self) -> ScalingTarget:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"minReplicas ({self.min_replicas}) exceeds maxReplicas ({self.max_replicas})")
         if self.min_replicas == 0 and not (self.policy == "kpa" and self.kpa.scale_to_zero):
@@ -263,7 +263,7 @@ class LeaderElection(SpecModel):
     renew_period_seconds: float = Field(5, gt=0, description="How often the holder renews.")
 
     @model_validator(mode="after")
-    def _renew_faster_than_expiry(self) -> "LeaderElection":
+    def _renew_faster_than_expiry(self) -> LeaderElection:
         if self.renew_period_seconds >= self.lease_duration_seconds:
             raise ValueError(
                 f"leaderElection.renewPeriodSeconds ({self.renew_period_seconds}) must be shorter than "
@@ -280,7 +280,7 @@ class ScalerConfig(SpecModel):
     metrics_port: int = Field(9090, ge=0, le=65535, description="Port of the scaler's own /metrics (0: any).")
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "ScalerConfig":
+    def _unique_names(self) -> ScalerConfig:
         seen: set[str] = set()
         for target in self.targets:
             if target.name in seen:

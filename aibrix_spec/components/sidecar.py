@@ -39,9 +39,13 @@ class SidecarAdapter(SpecModel):
 class PodSource(SpecModel):
     """Where the sidecar learns the model's ready pods."""
 
-    kind: Literal["kubernetes", "static"] = Field("kubernetes", description="Kubernetes API (list pods by label) or a static file.")
+    kind: Literal["kubernetes", "static"] = Field(
+        "kubernetes", description="Kubernetes API (list pods by label) or a static file."
+    )
     namespace: str | None = Field(None, description="Namespace of the pods (default: the sidecar's own).")
-    label_selector: str = Field("", description="Label selector of the model's engine pods, e.g. model.aibrix.ai/name=llama-3-8b.")
+    label_selector: str = Field(
+        "", description="Label selector of the model's engine pods, e.g. model.aibrix.ai/name=llama-3-8b."
+    )
     static_file: str | None = Field(None, description="For kind static: a JSON file {\"pods\": [names]} re-read every pass.")
 
 
@@ -50,7 +54,9 @@ class RetrySettings(SpecModel):
 
     base_delay_seconds: Annotated[float, Field(gt=0)] = Field(1.0, description="Delay after the first failure.")
     max_delay_seconds: Annotated[float, Field(gt=0)] = Field(60.0, description="Cap of the exponential backoff.")
-    max_attempts: Annotated[int, Field(ge=1)] = Field(5, description="Rejected loads are given up (and reported) after this many attempts.")
+    max_attempts: Annotated[int, Field(ge=1)] = Field(
+        5, description="Rejected loads are given up (and reported) after this many attempts."
+    )
 
 
 class SidecarConfig(SpecModel):

@@ -79,7 +79,8 @@ def check_names(models: tuple[ModelPlan, ...]) -> list[Diagnostic]:
             problems.append(
                 Diagnostic(
                     ("spec", "models", model.index, "name"),
-                    f'RayCluster "{longest}" is too long: its head Service "{longest}{RAY_HEAD_SERVICE_SUFFIX}" exceeds 63 characters',
+                    f'RayCluster "{longest}" is too long: '
+                    f'its head Service "{longest}{RAY_HEAD_SERVICE_SUFFIX}" exceeds 63 characters',
                     expected=f"RayCluster names of at most {MAX_RAY_CLUSTER_NAME} characters (<workload>-<replica>)",
                     hint="shorten the model name (or the pool name, for a model on several pools)",
                 )
@@ -103,35 +104,43 @@ def check_optimizer(stack: ResolvedStack) -> list[Diagnostic]:
     placed = [stack.models[i] for i in optimized_models(stack)]
     problems = []
     if not placed:
-        problems.append(Diagnostic(
-            ("spec", "optimizer"),
-            "the optimizer has no model to place",
-            expected="a model with autoscaling.metric: optimizer_desired_replicas",
-            hint="set that metric (with policy hpa, kpa or apa) on the models it should place, or remove spec.optimizer",
-        ))
+        problems.append(
+            Diagnostic(
+                ("spec", "optimizer"),
+                "the optimizer has no model to place",
+                expected="a model with autoscaling.metric: optimizer_desired_replicas",
+                hint="set that metric (with policy hpa, kpa or apa) on the models it should place, or remove spec.optimizer",
+            )
+        )
     if not stack.gateway.enabled:
-        problems.append(Diagnostic(
-            ("spec", "optimizer"),
-            "the optimizer reads its workload from the gateway's token histogram, and the gateway is off",
-            expected="spec.gateway present and enabled",
-            hint="add `gateway: {}` under spec",
-        ))
+        problems.append(
+            Diagnostic(
+                ("spec", "optimizer"),
+                "the optimizer reads its workload from the gateway's token histogram, and the gateway is off",
+                expected="spec.gateway present and enabled",
+                hint="add `gateway: {}` under spec",
+            )
+        )
     derive = stack.optimizer.profiles.config_map_ref is None
     for m in placed:
         if m.spec.slo.ttft_p99_ms is None and m.spec.slo.tpot_p99_ms is None:
-            problems.append(Diagnostic(
-                ("spec", "models", m.index, "slo"),
-                f"model {m.name} is placed by the optimizer but has no SLO",
-                expected="slo.ttftP99Ms and/or slo.tpotP99Ms",
-                hint="profiles are the highest rates that meet the SLO, so the optimizer needs one",
-            ))
+            problems.append(
+                Diagnostic(
+                    ("spec", "models", m.index, "slo"),
+                    f"model {m.name} is placed by the optimizer but has no SLO",
+                    expected="slo.ttftP99Ms and/or slo.tpotP99Ms",
+                    hint="profiles are the highest rates that meet the SLO, so the optimizer needs one",
+                )
+            )
         if derive and model_arch_of(m) is None:
-            problems.append(Diagnostic(
-                ("spec", "models", m.index, "name"),
-                f"no profiles for model {m.name}: optimizer.profiles.configMapRef is empty and neither the model's "
-                "arch, its name nor its source names an architecture the catalogue knows",
-                expected="models[].arch from the catalogue: " + ", ".join(sorted(MODEL_ARCHS)),
-                hint="set arch (or measure profiles with aibrix-optimize profile into a ConfigMap and set "
-                "optimizer.profiles.configMapRef)",
-            ))
+            problems.append(
+                Diagnostic(
+                    ("spec", "models", m.index, "name"),
+                    f"no profiles for model {m.name}: optimizer.profiles.configMapRef is empty and neither the model's "
+                    "arch, its name nor its source names an architecture the catalogue knows",
+                    expected="models[].arch from the catalogue: " + ", ".join(sorted(MODEL_ARCHS)),
+                    hint="set arch (or measure profiles with aibrix-optimize profile into a ConfigMap and set "
+                    "optimizer.profiles.configMapRef)",
+                )
+            )
     return problems

@@ -14,6 +14,7 @@ from aibrix_spec.catalog import ACCELERATORS
 
 from ..defaults import ResolvedStack
 from .checks import optimized_models
+from .models import split
 from .names import (
     DIAG,
     DIAG_METRICS_PORT,
@@ -33,7 +34,6 @@ from .names import (
     SCALER,
     SCALER_METRICS_PORT,
 )
-from .models import split
 from .types import (
     Component,
     DiagnosticsPlan,
@@ -81,7 +81,11 @@ def duration_seconds(text: str) -> float:
 
 
 def _component(stack: ResolvedStack, component: str, name: str, image: str) -> Component:
-    selector = {"app.kubernetes.io/component": component, "app.kubernetes.io/instance": stack.name, "app.kubernetes.io/name": name}
+    selector = {
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/instance": stack.name,
+        "app.kubernetes.io/name": name,
+    }
     return Component(name=name, component=component, image=image, selector=tuple(sorted(selector.items())))
 
 
@@ -177,7 +181,9 @@ def plan_scaler(stack: ResolvedStack, targets: tuple[ScaleTarget, ...]) -> Scale
     ours = tuple(t for t in targets if t.policy in ("kpa", "apa"))
     if not ours:
         return None
-    return ScalerPlan(component=_component(stack, "autoscaler", SCALER, stack.images.scaler), metrics_port=SCALER_METRICS_PORT, targets=ours)
+    return ScalerPlan(
+        component=_component(stack, "autoscaler", SCALER, stack.images.scaler), metrics_port=SCALER_METRICS_PORT, targets=ours
+    )
 
 
 def plan_optimizer(stack: ResolvedStack, models: tuple[ModelPlan, ...], gateway: GatewayPlan | None) -> OptimizerPlan | None:

@@ -106,16 +106,33 @@ def check_loader(m: ResolvedModel) -> list[Diagnostic]:
     source = m.spec.source
     path = ("spec", "models", m.index, "source", "loader")
     if source.loader == "stream" and not (source.uri.startswith(("s3://", "gs://")) and m.spec.engine.type == "vllm"):
-        return [Diagnostic(path, f"loader: stream reads s3:// or gs:// weights with vLLM's Run:ai Model Streamer; model {m.name} "
-                           f"runs {m.spec.engine.type} from {source.uri.split('://')[0]}://",
-                           expected="loader: auto or download", hint="SGLang and other sources are downloaded by an init container")]
+        return [
+            Diagnostic(
+                path,
+                f"loader: stream reads s3:// or gs:// weights with vLLM's Run:ai Model Streamer; model {m.name} "
+                f"runs {m.spec.engine.type} from {source.uri.split('://')[0]}://",
+                expected="loader: auto or download",
+                hint="SGLang and other sources are downloaded by an init container",
+            )
+        ]
     if source.loader == "download" and not source.uri.startswith(_DOWNLOADED):
-        return [Diagnostic(path, f"loader: download fetches s3://, gs://, https:// and oci:// sources; {source.uri.split('://')[0]}:// "
-                           "is read by the engine itself", expected="loader: auto")]
+        return [
+            Diagnostic(
+                path,
+                f"loader: download fetches s3://, gs://, https:// and oci:// sources; {source.uri.split('://')[0]}:// "
+                "is read by the engine itself",
+                expected="loader: auto",
+            )
+        ]
     if source.loader != "auto" and "loadFormat" in m.spec.engine.args and source.uri.startswith(("s3://", "gs://")):
-        return [Diagnostic(("spec", "models", m.index, "engine", "args", "loadFormat"),
-                           "engine.args.loadFormat conflicts with source.loader", expected="one of them",
-                           hint="source.loader: stream sets --load-format runai_streamer")]
+        return [
+            Diagnostic(
+                ("spec", "models", m.index, "engine", "args", "loadFormat"),
+                "engine.args.loadFormat conflicts with source.loader",
+                expected="one of them",
+                hint="source.loader: stream sets --load-format runai_streamer",
+            )
+        ]
     return []
 
 
@@ -138,7 +155,9 @@ def _labels(**pairs: str) -> Labels:
 
 def model_selector(stack_name: str, model: str) -> Labels:
     """Labels that select a model's serving pods."""
-    return _labels(**{"app.kubernetes.io/component": ENGINE, "app.kubernetes.io/instance": stack_name, "model.aibrix.ai/name": model})
+    return _labels(
+        **{"app.kubernetes.io/component": ENGINE, "app.kubernetes.io/instance": stack_name, "model.aibrix.ai/name": model}
+    )
 
 
 def _kv_connector_args(stack: ResolvedStack, m: ResolvedModel) -> dict[str, str | int]:
@@ -151,7 +170,10 @@ def _kv_connector_args(stack: ResolvedStack, m: ResolvedModel) -> dict[str, str 
         "kv_role": "kv_both",
         "kv_connector_extra_config": {"dns_name": f"{KV_POOL}.{stack.namespace}.svc", "port": KV_POOL_PORT},
     }
-    return {"blockSize": stack.kv_cache.block_size_tokens, "kvTransferConfig": json.dumps(transfer, sort_keys=True, separators=(",", ":"))}
+    return {
+        "blockSize": stack.kv_cache.block_size_tokens,
+        "kvTransferConfig": json.dumps(transfer, sort_keys=True, separators=(",", ":")),
+    }
 
 
 def uses_kv_pool(stack: ResolvedStack, m: ResolvedModel) -> bool:
@@ -165,7 +187,9 @@ def _sidecar_uri(uri: str) -> str:
 
 
 def _one_secret(m: ResolvedModel, scheme: str, what: str, problems: list[Diagnostic]) -> str | None:
-    refs = [(j, a.source.secret_ref) for j, a in enumerate(m.spec.adapters) if a.source.uri.startswith(scheme) and a.source.secret_ref]
+    refs = [
+        (j, a.source.secret_ref) for j, a in enumerate(m.spec.adapters) if a.source.uri.startswith(scheme) and a.source.secret_ref
+    ]
     if scheme == "hf://":  # the model's own Secret is already the engine's environment
         refs = [(j, ref) for j, ref in refs if ref != m.spec.source.secret_ref]
     names = sorted({ref for _j, ref in refs if ref is not None})
@@ -192,7 +216,9 @@ def _adapters(m: ResolvedModel, images: ImagesSpec, problems: list[Diagnostic]) 
     entries = []
     for j, adapter in enumerate(m.spec.adapters):
         try:
-            entries.append(SidecarAdapter(name=adapter.name, uri=_sidecar_uri(adapter.source.uri), replicas=adapter.replicas or every_pod))
+            entries.append(
+                SidecarAdapter(name=adapter.name, uri=_sidecar_uri(adapter.source.uri), replicas=adapter.replicas or every_pod)
+            )
         except ValidationError:
             problems.append(
                 Diagnostic(

@@ -20,8 +20,8 @@ from NOT_COMPILED_YET, then regenerate golden files (``pytest tests/golden --upd
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from ..defaults import ResolvedStack
 from ..errors import Diagnostic, NotCompiledYetError

@@ -147,20 +147,30 @@ def _scaler_objects(plan: Plan, scaler: ScalerPlan) -> list[dict[str, Any]]:
         service_account(name, api_access=True),
         *rbac(plan, name, rules),
         deployment,
-        network_policy(name, labels, [{"from": list(plan.network.scrapers), "ports": [{"protocol": "TCP", "port": scaler.metrics_port}]}]),
+        network_policy(
+            name, labels, [{"from": list(plan.network.scrapers), "ports": [{"protocol": "TCP", "port": scaler.metrics_port}]}]
+        ),
     ]
 
 
 def _hpa(t: ScaleTarget) -> dict[str, Any]:
     if t.source == "optimizer":
         labels = {"model": t.served_name, "pool": t.pool}
-        source = {"type": "External", "external": {
-            "metric": {"name": t.metric, "selector": {"matchLabels": labels}},
-            "target": {"type": "AverageValue", "averageValue": _quantity(t.target)}}}
+        source = {
+            "type": "External",
+            "external": {
+                "metric": {"name": t.metric, "selector": {"matchLabels": labels}},
+                "target": {"type": "AverageValue", "averageValue": _quantity(t.target)},
+            },
+        }
     else:
-        source = {"type": "Pods", "pods": {
-            "metric": {"name": t.metric, "selector": {"matchLabels": {"model_name": t.served_name}}},
-            "target": {"type": "AverageValue", "averageValue": _quantity(t.target)}}}
+        source = {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": t.metric, "selector": {"matchLabels": {"model_name": t.served_name}}},
+                "target": {"type": "AverageValue", "averageValue": _quantity(t.target)},
+            },
+        }
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",

@@ -91,9 +91,7 @@ def rbac(
     return [role, binding]
 
 
-def pdb(
-    plan: Plan, metadata: dict[str, Any], match_labels: dict[str, str], *, evict_unhealthy: bool = False
-) -> dict[str, Any]:
+def pdb(plan: Plan, metadata: dict[str, Any], match_labels: dict[str, str], *, evict_unhealthy: bool = False) -> dict[str, Any]:
     """A PodDisruptionBudget letting one pod at a time go. ``evict_unhealthy``: a pod that is
     not ready (an engine still loading weights, a crash loop) never blocks a node drain, where
     the target Kubernetes version supports saying so."""

@@ -42,7 +42,12 @@ def workload_metadata(model: ModelPlan, workload: WorkloadPlan) -> dict[str, Any
 
 
 def _service_account(model: ModelPlan) -> Manifest:
-    body = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(model.name, dict(model.labels)), "automountServiceAccountToken": False}
+    body = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(model.name, dict(model.labels)),
+        "automountServiceAccountToken": False,
+    }
     return Manifest(COMPONENT, body)
 
 
@@ -84,7 +89,9 @@ def _network_policies(plan: Plan) -> list[Manifest]:
         "spec": {"podSelector": {"matchLabels": stack}, "policyTypes": ["Ingress"]},
     }
     ports = [{"protocol": "TCP", "port": p} for p in sorted({m.port for m in plan.models})]
-    engines = network_policy("aibrix-engines", dict(plan.network.engine_selector), [{"from": list(plan.network.to_engines), "ports": ports}])
+    engines = network_policy(
+        "aibrix-engines", dict(plan.network.engine_selector), [{"from": list(plan.network.to_engines), "ports": ports}]
+    )
     return [Manifest("network", deny), Manifest(COMPONENT, engines)]
 
 

@@ -153,7 +153,9 @@ def _own_node_only(plan: Plan, diag: DiagnosticsPlan, account: str) -> list[Mani
     user = f"system:serviceaccount:{plan.namespace}:{account}"
     node_claim = "authentication.kubernetes.io/node-name"
     taints = f"(has(o.spec.taints) ? o.spec.taints.filter(t, t.key != '{actions.taint_key}') : [])"
-    conditions = f"(has(o.status) && has(o.status.conditions) ? o.status.conditions.filter(c, c.type != '{actions.condition_type}') : [])"
+    conditions = (
+        f"(has(o.status) && has(o.status.conditions) ? o.status.conditions.filter(c, c.type != '{actions.condition_type}') : [])"
+    )
     labels = "(has(o.metadata.labels) ? o.metadata.labels : {})"
     annotations = "(has(o.metadata.annotations) ? o.metadata.annotations : {})"
 
@@ -179,8 +181,14 @@ def _own_node_only(plan: Plan, diag: DiagnosticsPlan, account: str) -> list[Mani
                     "message": "aibrix-diag may change only the node its pod runs on",
                 },
                 {"expression": same(taints), "message": f"aibrix-diag may change only its own taint {actions.taint_key}"},
-                {"expression": same(conditions), "message": f"aibrix-diag may change only its own condition {actions.condition_type}"},
-                {"expression": f"{same(labels)} && {same(annotations)}", "message": "aibrix-diag may not change node labels or annotations"},
+                {
+                    "expression": same(conditions),
+                    "message": f"aibrix-diag may change only its own condition {actions.condition_type}",
+                },
+                {
+                    "expression": f"{same(labels)} && {same(annotations)}",
+                    "message": "aibrix-diag may not change node labels or annotations",
+                },
             ],
         },
     }

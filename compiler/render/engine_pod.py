@@ -56,12 +56,50 @@ _SHM_GIB_PER_GPU = 2
 _RAY_ENV = {"NCCL_SOCKET_IFNAME": "eth0", "GLOO_SOCKET_IFNAME": "eth0", "NCCL_DEBUG": "WARN"}
 #: Key order of the engine container per role (the order of the golden files).
 _KEYS: dict[EngineRole, tuple[str, ...]] = {
-    "server": ("name", "image", "imagePullPolicy", "command", "args", "ports", "env", "envFrom", "resources",
-               "startupProbe", "readinessProbe", "livenessProbe", "volumeMounts", "securityContext"),
-    "ray-head": ("name", "image", "imagePullPolicy", "command", "args", "env", "envFrom", "resources", "volumeMounts",
-                 "securityContext", "ports", "startupProbe", "readinessProbe", "livenessProbe"),
-    "ray-worker": ("name", "image", "imagePullPolicy", "command", "args", "env", "envFrom", "resources", "volumeMounts",
-                   "securityContext"),
+    "server": (
+        "name",
+        "image",
+        "imagePullPolicy",
+        "command",
+        "args",
+        "ports",
+        "env",
+        "envFrom",
+        "resources",
+        "startupProbe",
+        "readinessProbe",
+        "livenessProbe",
+        "volumeMounts",
+        "securityContext",
+    ),
+    "ray-head": (
+        "name",
+        "image",
+        "imagePullPolicy",
+        "command",
+        "args",
+        "env",
+        "envFrom",
+        "resources",
+        "volumeMounts",
+        "securityContext",
+        "ports",
+        "startupProbe",
+        "readinessProbe",
+        "livenessProbe",
+    ),
+    "ray-worker": (
+        "name",
+        "image",
+        "imagePullPolicy",
+        "command",
+        "args",
+        "env",
+        "envFrom",
+        "resources",
+        "volumeMounts",
+        "securityContext",
+    ),
 }
 
 
@@ -80,7 +118,12 @@ def worker_script(cluster: str, workload: WorkloadPlan) -> str:
 
 
 def _probe(period: int, failures: int) -> dict[str, Any]:
-    return {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": failures}
+    return {
+        "httpGet": {"path": "/health", "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
 
 
 def _env(model: ModelPlan, role: EngineRole) -> list[dict[str, Any]]:

@@ -78,28 +78,59 @@ def _openai_error(message: str, error_type: str, code: str) -> dict[str, Any]:
 
 def _local_reply_config(body_limit: int) -> dict[str, Any]:
     """Mappers that give Envoy's own replies the OpenAI error shape (first match wins)."""
+
     def when(op: str, status: int) -> dict[str, Any]:
-        compare = {"status_code_filter": {"comparison": {"op": op, "value": {
-            "default_value": status, "runtime_key": f"aibrix.local_reply.{op.lower()}_{status}"}}}}
-        cel = {"extension_filter": {"name": "envoy.access_loggers.extension_filters.cel", "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-            "expression": _NOT_THE_GATEWAY}}}
+        compare = {
+            "status_code_filter": {
+                "comparison": {
+                    "op": op,
+                    "value": {"default_value": status, "runtime_key": f"aibrix.local_reply.{op.lower()}_{status}"},
+                }
+            }
+        }
+        cel = {
+            "extension_filter": {
+                "name": "envoy.access_loggers.extension_filters.cel",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                    "expression": _NOT_THE_GATEWAY,
+                },
+            }
+        }
         return {"and_filter": {"filters": [cel, compare]}}
 
-    too_large = (f"The request body is larger than this gateway accepts ({body_limit} bytes); "
-                 "send a shorter prompt or raise gateway.maxRequestBodyBytes")
-    return {"mappers": [
-        {"filter": when("EQ", 413), "body_format_override": _openai_error(too_large, "invalid_request_error",
-                                                                          "request_too_large")},
-        {"filter": when("EQ", 500), "body_format_override": _openai_error(
-            "The gateway could not process the request (%RESPONSE_CODE_DETAILS%)", "server_error",
-            "gateway_unavailable")},
-        {"filter": when("GE", 500), "body_format_override": _openai_error(
-            "No engine could serve the request: %LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)",
-            "service_unavailable", "upstream_unavailable")},
-        {"filter": when("GE", 400), "body_format_override": _openai_error(
-            "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "invalid_request_error", "invalid_request")},
-    ]}
+    too_large = (
+        f"The request body is larger than this gateway accepts ({body_limit} bytes); "
+        "send a shorter prompt or raise gateway.maxRequestBodyBytes"
+    )
+    return {
+        "mappers": [
+            {
+                "filter": when("EQ", 413),
+                "body_format_override": _openai_error(too_large, "invalid_request_error", "request_too_large"),
+            },
+            {
+                "filter": when("EQ", 500),
+                "body_format_override": _openai_error(
+                    "The gateway could not process the request (%RESPONSE_CODE_DETAILS%)", "server_error", "gateway_unavailable"
+                ),
+            },
+            {
+                "filter": when("GE", 500),
+                "body_format_override": _openai_error(
+                    "No engine could serve the request: %LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)",
+                    "service_unavailable",
+                    "upstream_unavailable",
+                ),
+            },
+            {
+                "filter": when("GE", 400),
+                "body_format_override": _openai_error(
+                    "%LOCAL_REPLY_BODY% (%RESPONSE_CODE_DETAILS%)", "invalid_request_error", "invalid_request"
+                ),
+            },
+        ]
+    }
 
 
 def envoy_bootstrap(
@@ -142,7 +173,9 @@ def envoy_bootstrap(
         raise ValueError(f"num_retries must be within 0..10, got {num_retries}")
     unknown = set(retry_on.split(",")) - _RETRY_ON
     if unknown:
-        raise ValueError(f"retry_on has unknown condition(s) {', '.join(sorted(unknown))}; expected some of {', '.join(sorted(_RETRY_ON))}")
+        raise ValueError(
+            f"retry_on has unknown condition(s) {', '.join(sorted(unknown))}; expected some of {', '.join(sorted(_RETRY_ON))}"
+        )
 
     ext_proc_filter = {
         "name": "envoy.filters.http.ext_proc",
@@ -187,14 +220,24 @@ def envoy_bootstrap(
             "local_reply_config": _local_reply_config(per_connection_buffer_limit_bytes),
             "route_config": {
                 "name": "inference",
-                "virtual_hosts": [{"name": "inference", "domains": ["*"], "routes": [route],
-                                   "include_attempt_count_in_response": True}],
+                "virtual_hosts": [
+                    {"name": "inference", "domains": ["*"], "routes": [route], "include_attempt_count_in_response": True}
+                ],
             },
             "http_filters": [ext_proc_filter, router_filter],
         },
     }
-    thresholds = {"thresholds": [{"priority": "DEFAULT", "max_connections": max_requests, "max_pending_requests": max_requests,
-                                  "max_requests": max_requests, "max_retries": max(3, max_requests // 100)}]}
+    thresholds = {
+        "thresholds": [
+            {
+                "priority": "DEFAULT",
+                "max_connections": max_requests,
+                "max_pending_requests": max_requests,
+                "max_requests": max_requests,
+                "max_retries": max(3, max_requests // 100),
+            }
+        ]
+    }
     chain = [DESTINATION_HEADER] + [f"{FALLBACK_HEADER_PREFIX}{k}" for k in range(1, num_retries + 1)]
     shifts = [_shift(chain[k], chain[k + 1]) for k in range(len(chain) - 1)]
     engines = {
@@ -210,11 +253,19 @@ def envoy_bootstrap(
                 "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http_protocol_options": {}},
                 "http_filters": [
-                    {"name": "aibrix.shift-fallbacks", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                        "mutations": {"request_mutations": shifts}}},
-                    {"name": "envoy.filters.http.upstream_codec", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"}},
+                    {
+                        "name": "aibrix.shift-fallbacks",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+                            "mutations": {"request_mutations": shifts},
+                        },
+                    },
+                    {
+                        "name": "envoy.filters.http.upstream_codec",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec"
+                        },
+                    },
                 ],
             }
         },
@@ -239,12 +290,14 @@ def envoy_bootstrap(
     return {
         "admin": {"address": _socket(admin_address, admin_port)},
         "static_resources": {
-            "listeners": [{
-                "name": "inference",
-                "address": _socket(listener_address, listener_port),
-                "per_connection_buffer_limit_bytes": per_connection_buffer_limit_bytes,
-                "filter_chains": [{"filters": [connection_manager]}],
-            }],
+            "listeners": [
+                {
+                    "name": "inference",
+                    "address": _socket(listener_address, listener_port),
+                    "per_connection_buffer_limit_bytes": per_connection_buffer_limit_bytes,
+                    "filter_chains": [{"filters": [connection_manager]}],
+                }
+            ],
             "clusters": [engines, gateway],
         },
     }

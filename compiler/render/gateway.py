@@ -159,7 +159,13 @@ def _gateway_service(gw: GatewayPlan) -> dict[str, Any]:
             "publishNotReadyAddresses": False,
             "selector": gw.router.match_labels,
             "ports": [
-                {"name": "grpc", "port": gw.grpc_port, "targetPort": "grpc", "protocol": "TCP", "appProtocol": "kubernetes.io/h2c"},
+                {
+                    "name": "grpc",
+                    "port": gw.grpc_port,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c",
+                },
                 {"name": "http", "port": gw.http_port, "targetPort": "http", "protocol": "TCP"},
             ],
         },
@@ -210,7 +216,11 @@ def _envoy_objects(plan: Plan, gw: GatewayPlan) -> list[dict[str, Any]]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": meta(envoy.name),
-        "spec": {"type": "ClusterIP", "selector": labels, "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels,
+            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+        },
     }
     budget = pdb(plan, meta(envoy.name), labels)
     # Clients reach Envoy's listener (any source unless network.clients names them); the admin

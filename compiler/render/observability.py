@@ -163,19 +163,32 @@ def _model_rules(plan: Plan, model: ModelPlan, *, monitored: bool) -> list[dict[
 def _diag_rules(plan: Plan) -> list[dict[str, Any]]:
     ns = f'namespace="{plan.namespace}"'
     return [
-        _rule("AIBrixGPUCheckFailed", f"max by (node) (aibrix_diag_node_status{{{ns}}}) == 2", "2m", "critical",
-              "a GPU check fails on {{ $labels.node }}: run aibrix-diag there for the report"),
-        _rule("AIBrixGPUCheckWarning", f"max by (node) (aibrix_diag_node_status{{{ns}}}) == 1", "30m", "warning",
-              "a GPU check warns on {{ $labels.node }} for 30 minutes"),
-        _rule("AIBrixNVMLUnavailable", f"min by (node) (aibrix_diag_nvml_available{{{ns}}}) == 0", "10m", "warning",
-              "NVML is not available on {{ $labels.node }} (driver or runtime class)"),
+        _rule(
+            "AIBrixGPUCheckFailed",
+            f"max by (node) (aibrix_diag_node_status{{{ns}}}) == 2",
+            "2m",
+            "critical",
+            "a GPU check fails on {{ $labels.node }}: run aibrix-diag there for the report",
+        ),
+        _rule(
+            "AIBrixGPUCheckWarning",
+            f"max by (node) (aibrix_diag_node_status{{{ns}}}) == 1",
+            "30m",
+            "warning",
+            "a GPU check warns on {{ $labels.node }} for 30 minutes",
+        ),
+        _rule(
+            "AIBrixNVMLUnavailable",
+            f"min by (node) (aibrix_diag_nvml_available{{{ns}}}) == 0",
+            "10m",
+            "warning",
+            "NVML is not available on {{ $labels.node }} (driver or runtime class)",
+        ),
     ]
 
 
 def _prometheus_rule(plan: Plan, *, monitored: bool) -> Manifest:
-    groups = [
-        {"name": f"aibrix-{model.name}", "rules": _model_rules(plan, model, monitored=monitored)} for model in plan.models
-    ]
+    groups = [{"name": f"aibrix-{model.name}", "rules": _model_rules(plan, model, monitored=monitored)} for model in plan.models]
     if plan.diagnostics is not None:
         groups.append({"name": "aibrix-gpu-diagnostics", "rules": _diag_rules(plan)})
     body = {

@@ -138,7 +138,11 @@ def render(plan: Plan) -> list[Manifest]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": meta(name),
-        "spec": {"type": "ClusterIP", "selector": labels, "ports": [{"name": "http", "port": opt.port, "targetPort": "http", "protocol": "TCP"}]},
+        "spec": {
+            "type": "ClusterIP",
+            "selector": labels,
+            "ports": [{"name": "http", "port": opt.port, "targetPort": "http", "protocol": "TCP"}],
+        },
     }
     rules = [{"from": list(plan.network.to_optimizer), "ports": [{"protocol": "TCP", "port": opt.port}]}]
     bodies = [

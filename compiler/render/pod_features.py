@@ -41,8 +41,9 @@ init container (the pool's image) copies the pure-Python packages ``runtime_comp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from ..plan import AdapterPlan, ModelPlan, Plan
 from ..plan.models import ADAPTER_PVC_ROOT
@@ -230,7 +231,9 @@ def _add_download(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
     if weights.token_secret is not None:
         args += ["--token-file", f"{_TOKEN_MOUNT}/token"]
         mounts.append({"name": "source-token", "mountPath": _TOKEN_MOUNT, "readOnly": True})
-        pod["volumes"].append({"name": "source-token", "secret": {"secretName": weights.token_secret, "items": [{"key": "token", "path": "token"}]}})
+        pod["volumes"].append(
+            {"name": "source-token", "secret": {"secretName": weights.token_secret, "items": [{"key": "token", "path": "token"}]}}
+        )
     elif model.secret_ref is not None:
         container["envFrom"] = [{"secretRef": {"name": model.secret_ref}}]
     container |= {
@@ -248,7 +251,11 @@ def _add_stream_env(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
     assert weights is not None and weights.endpoint is not None  # applies() checked
     engine = pod["containers"][0]  # the engine, or a Ray worker's only container
     env = [e for e in engine.get("env", []) if e["name"] not in _STREAM_ENV]
-    values = {"AWS_ENDPOINT_URL": weights.endpoint, "AWS_EC2_METADATA_DISABLED": "true", "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0"}
+    values = {
+        "AWS_ENDPOINT_URL": weights.endpoint,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING": "0",
+    }
     env += [{"name": k, "value": v} for k, v in values.items()]
     engine["env"] = sorted(env, key=lambda e: e["name"])
     return pod
@@ -257,11 +264,15 @@ def _add_stream_env(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
 _STREAM_ENV = ("AWS_ENDPOINT_URL", "AWS_EC2_METADATA_DISABLED", "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING")
 
 MODEL_DOWNLOAD = PodMutator(
-    "model-download", applies=lambda model, role: model.weights is not None and model.weights.loader == "download", apply=_add_download
+    "model-download",
+    applies=lambda model, role: model.weights is not None and model.weights.loader == "download",
+    apply=_add_download,
 )
 WEIGHTS_STREAM = PodMutator(
     "weights-stream",
-    applies=lambda model, role: model.weights is not None and model.weights.loader == "stream" and model.weights.endpoint is not None,
+    applies=lambda model, role: (
+        model.weights is not None and model.weights.loader == "stream" and model.weights.endpoint is not None
+    ),
     apply=_add_stream_env,
 )
 LORA_SIDECAR = PodMutator(

@@ -8,7 +8,7 @@ but the checksum transformer matches ConfigMaps by namespace), checksums after l
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ..manifest import Manifest
 from ..plan import Plan

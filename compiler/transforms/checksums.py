@@ -12,7 +12,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from ..manifest import Manifest, pod_templates
 from ..plan import Plan
@@ -59,11 +60,17 @@ def add_config_checksums(plan: Plan, manifests: list[Manifest]) -> list[Manifest
         body = m.body
         for index, template in enumerate(pod_templates(m.body)):
             used = sorted(
-                {(kind, name) for kind, name in referenced_configs(template.get("spec", {})) if (kind, m.namespace, name) in configs}
+                {
+                    (kind, name)
+                    for kind, name in referenced_configs(template.get("spec", {}))
+                    if (kind, m.namespace, name) in configs
+                }
             )
             if not used:
                 continue
-            canonical = json.dumps([[kind, n, configs[(kind, m.namespace, n)]] for kind, n in used], sort_keys=True, separators=(",", ":"))
+            canonical = json.dumps(
+                [[kind, n, configs[(kind, m.namespace, n)]] for kind, n in used], sort_keys=True, separators=(",", ":")
+            )
             if body is m.body:
                 body = copy.deepcopy(m.body)
             target = list(pod_templates(body))[index]

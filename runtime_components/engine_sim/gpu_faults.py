@@ -7,7 +7,7 @@ places the engines on its GPUs and turns each GPU's state into the engine faults
 
 Placement: engine ``i`` with tensor parallelism ``tp`` runs on GPUs
 ``N + i*tp .. N + i*tp + tp - 1`` (``N`` = ``--gpu-index``, default 0), like one pod per
-engine taking the next ``tp`` devices. Per GPU, ``aibrix_spec.components.diag.gpu_fault_effect``
+engine taking the next ``tp`` devices. Per GPU, ``gpu_effect.gpu_fault_effect``
 gives ``(slowdown_factor, error_rate, crashed)``; an engine spread over several GPUs runs at
 the pace of its slowest one and fails when any of them fails:
 
@@ -24,10 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from aibrix_spec.components.diag import EngineEffect, FaultFile, gpu_fault_effect
+from aibrix_spec.components.diag import FaultFile
 from runtime_components.common.config_file import load_model_file
 
 from .faults import Faults
+from .gpu_effect import EngineEffect, gpu_fault_effect
 
 __all__ = ["GpuPlacement", "MOCK_ENV", "engine_faults", "load_fault_file", "place_engines"]
 

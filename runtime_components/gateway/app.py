@@ -16,9 +16,9 @@ from typing import Any
 
 import grpc
 from aiohttp import web
+from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from aibrix_spec.components.gateway import GatewayConfig
-from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from .core import GatewayCore
 from .discovery.static import StaticDiscovery
@@ -180,7 +180,7 @@ class GatewayApp:
         while not self._stop.is_set():
             try:
                 await asyncio.wait_for(self._stop.wait(), 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.users.reload_if_changed()
 
     async def stop(self) -> None:
@@ -188,7 +188,7 @@ class GatewayApp:
         for task in self._tasks:
             try:
                 await asyncio.wait_for(task, 5)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 task.cancel()
             except Exception:
                 log.exception("background task %s failed", task.get_name())

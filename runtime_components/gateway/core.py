@@ -25,7 +25,7 @@ from .endpoints import EndpointTable
 from .errors import GatewayError, bad_request, model_not_found, no_endpoint
 from .metrics import GatewayMetrics
 from .openai_request import ParsedRequest, parse_request
-from .policy import EndpointState, NoEndpointError, RequestOutcome, RouteRequest, Router, build_router
+from .policy import EndpointState, NoEndpointError, RequestOutcome, Router, RouteRequest, build_router
 from .ratelimit import RateLimiter
 from .ratelimit.breaker import StoreUnavailable
 from .usage import Usage
@@ -87,7 +87,8 @@ class GatewayCore:
             {"id": name, "object": "model", "owned_by": "aibrix", "root": name, "parent": None} for name in sorted(self._models)
         ]
         data += [
-            {"id": a, "object": "model", "owned_by": "aibrix", "root": base, "parent": base} for a, base in sorted(self._adapters.items())
+            {"id": a, "object": "model", "owned_by": "aibrix", "root": base, "parent": base}
+            for a, base in sorted(self._adapters.items())
         ]
         return {"object": "list", "data": data}
 

@@ -143,7 +143,9 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         self._core = core
         self._max_body = core.config.max_request_body_bytes
 
-    async def Process(self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object) -> AsyncIterator[pb.ProcessingResponse]:  # noqa: N802 (gRPC name)
+    async def Process(  # noqa: N802 (gRPC name)
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object
+    ) -> AsyncIterator[pb.ProcessingResponse]:
         stream = _Stream()
         try:
             async for message in request_iterator:

@@ -48,7 +48,9 @@ def health_handler(is_serving: Callable[[], bool]) -> grpc.GenericRpcHandler:
             status = SERVING if is_serving() else NOT_SERVING
         return bytes([0x08, status])
 
-    identity: Callable[[bytes], bytes] = lambda b: b
+    def identity(message: bytes) -> bytes:
+        return message
+
     return grpc.method_handlers_generic_handler(
         "grpc.health.v1.Health",
         {"Check": grpc.unary_unary_rpc_method_handler(check, request_deserializer=identity, response_serializer=identity)},

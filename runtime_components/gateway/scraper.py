@@ -186,7 +186,7 @@ class MetricScraper:
             async with self._session.get(f"http://{address}/v1/models") as resp:
                 if resp.status == 200:
                     adapters = adapters_from_models(await resp.json(content_type=None))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return  # slow, not dead: the sample simply ages
         except (aiohttp.ClientConnectionError, aiohttp.ClientResponseError, OSError) as exc:
             reason = f"scrape failed: {exc.__class__.__name__}"
@@ -214,7 +214,7 @@ class MetricScraper:
                 log.exception("metric scrape round failed")
             try:
                 await asyncio.wait_for(stop.wait(), self._interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def close(self) -> None:

@@ -81,7 +81,8 @@ def _server_config(args: argparse.Namespace) -> KVServerConfig:
     if args.config:
         pool = load_pool_config(args.config)
         if pool.server is None:
-            raise ConfigError(f"error: {args.config}: no `server:` block\n  hint: a pool member needs `server: {{capacity: 8Gi}}` at least")
+            raise ConfigError(f"error: {args.config}: no `server:` block\n"
+                              "  hint: a pool member needs `server: {capacity: 8Gi}` at least")
         base = pool.server.model_dump(by_alias=True)
         source = args.config
     for flag, field in (("host", "host"), ("port", "port"), ("metrics_port", "metricsPort"), ("capacity", "capacity"),

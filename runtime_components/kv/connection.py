@@ -92,7 +92,7 @@ class MemberConnection:
             _, protocol = await asyncio.wait_for(
                 loop.create_connection(lambda: _ClientProtocol(max_payload), host, port), connect_timeout
             )
-        except (OSError, asyncio.TimeoutError) as err:
+        except (TimeoutError, OSError) as err:
             raise MemberError(f"cannot connect to {name}: {err or 'timed out'}") from None
         conn = cls(name, protocol)
         try:
@@ -132,7 +132,7 @@ class MemberConnection:
         future = self.send(op, parts)
         try:
             answer_op, payload = await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise MemberError(f"{self.name} did not answer {Op.NAMES.get(op, op)} within {timeout * 1000:.0f} ms") from None
         if answer_op == Op.ERROR:
             err = p.decode_error(payload)

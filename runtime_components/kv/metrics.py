@@ -78,7 +78,8 @@ class StoreCollector(Collector):
             errors.add_metric([str(code)], count)
         yield errors
         for name, doc, value in (
-            ("aibrix_kv_used_bytes", "Bytes of pages holding blocks (incl. in-flight writes).", self._store.pages_in_use() * self._store.heap.page_bytes),
+            ("aibrix_kv_used_bytes", "Bytes of pages holding blocks (incl. in-flight writes).",
+             self._store.pages_in_use() * self._store.heap.page_bytes),
             ("aibrix_kv_capacity_bytes", "Bytes of block memory.", self._store.heap.size),
             ("aibrix_kv_blocks", "Blocks held.", len(self._store.blocks)),
             ("aibrix_kv_connections", "Open client connections.", self._connections()),

@@ -7,6 +7,7 @@ Modules: ``errors`` (error types), ``files`` (reading JSON/YAML with clear error
 form), ``backends`` (CBC through PuLP, HiGHS through highspy), ``solve`` (plans and
 infeasibility reports), ``report`` (tables and JSON), ``search`` (the max-rate search and
 how a probe is judged), ``derive`` (roofline profiles from the simulated engine),
+``derive_command`` (the `derive` subcommand),
 ``profiler`` (measured profiles from any OpenAI endpoint), ``service`` (the periodic
 re-solver), ``cli``. User guide: docs/optimizer.md.
 """

@@ -119,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "plan":
             return _plan(args)
         if args.command == "derive":
-            from runtime_components.optimizer.derive import run_derive_command
+            from runtime_components.optimizer.derive_command import run_derive_command
 
             return run_derive_command(args)
         if args.command == "profile":

@@ -5,7 +5,8 @@ For a model on an accelerator (``gpusPerReplica`` GPUs in tensor parallel), each
 simulations (``runtime_components.engine_sim.des``) of one engine serving requests of
 ``profiles.representative_tokens`` tokens (by default the geometric middle of the bucket's
 range, a typical request; or its upper bound, the worst case, so the rate holds for every
-request in the cell), arriving as a seeded Poisson process. Probes are judged by ``search.slo_met``, as the profiler judges real traffic.
+request in the cell), arriving as a seeded Poisson process. Probes are judged by
+``search.slo_met``, as the profiler judges real traffic.
 
 Speed: the search starts from an analytic estimate, so few probes are needed:
 
@@ -21,12 +22,9 @@ memoised per process (the service derives once per model x accelerator).
 
 from __future__ import annotations
 
-import argparse
 import functools
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from pathlib import Path
 
 from aibrix_spec.catalog import ACCELERATORS, MODEL_ARCHS, accelerator, model_arch
 from aibrix_spec.components.optimizer import (
@@ -58,7 +56,6 @@ __all__ = [
     "derive_profile",
     "deriver_for",
     "analytic_start",
-    "run_derive_command",
 ]
 
 DEFAULT_INPUT_BUCKETS = DEFAULT_DERIVE_INPUT_BUCKETS
@@ -176,46 +173,3 @@ def deriver_for(
                               tuple(input_buckets), tuple(output_buckets), request_tokens)
 
     return derive
-
-
-def run_derive_command(args: argparse.Namespace) -> int:
-    from runtime_components.optimizer.profiler import check_accelerator, slo_from_args
-    from runtime_components.optimizer.profiles import save_profile
-
-    if args.config:
-        from runtime_components.optimizer.config import load_config
-
-        loaded = load_config(args.config)
-        # The config's derive grid unless the command line names one.
-        inputs = tuple(args.input_buckets or loaded.config.derive_input_buckets)
-        outputs = tuple(args.output_buckets or loaded.config.derive_output_buckets)
-        folder = Path(args.output)
-        folder.mkdir(parents=True, exist_ok=True)
-        done = set()
-        for model in loaded.config.models:
-            for pool_name in model.pools:
-                accel = loaded.config.pool(pool_name).accelerator
-                if (model.name, accel) in done:
-                    continue
-                done.add((model.name, accel))
-                profile = derive_profile(model.arch_name, accel, slo=model.slo,
-                                         gpus_per_replica=model.gpus_per_replica, served_name=model.name,
-                                         input_buckets=inputs, output_buckets=outputs,
-                                         request_tokens=args.request_tokens or loaded.config.derive_request_tokens)
-                safe_name = model.name.replace("/", "_")  # served names may look like org/model
-                path = folder / f"{safe_name}-{accel}-x{model.gpus_per_replica}.json"
-                save_profile(profile, path)
-                print(f"wrote {path}")
-        return 0
-    if not args.model or not args.accelerator:
-        raise OptimizerError("derive needs --model and --accelerator (or --config)")
-    inputs = tuple(args.input_buckets or DEFAULT_INPUT_BUCKETS)
-    outputs = tuple(args.output_buckets or DEFAULT_OUTPUT_BUCKETS)
-    check_accelerator(args.accelerator)
-    profile = derive_profile(args.model, args.accelerator, slo=slo_from_args(args),
-                             gpus_per_replica=args.gpus_per_replica, served_name=args.served_name,
-                             input_buckets=inputs, output_buckets=outputs,
-                             request_tokens=args.request_tokens or "geometric")
-    save_profile(profile, args.output)
-    print(f"wrote {args.output}: {len(inputs)} x {len(outputs)} cells")
-    return 0

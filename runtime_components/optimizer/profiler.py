@@ -93,7 +93,7 @@ class EndpointProfiler:
                         last = time.perf_counter()
                         first = first or last
                         chunks += 1
-        except (OSError, ClientError, asyncio.TimeoutError, json.JSONDecodeError) as exc:
+        except (TimeoutError, OSError, ClientError, json.JSONDecodeError) as exc:
             return f"{type(exc).__name__}: {exc}"
         if first is None or last is None:
             return "the stream carried no tokens"
@@ -174,7 +174,7 @@ async def check_endpoint(session: ClientSession, url: str, model: str) -> None:
             if response.status != 200:
                 raise OptimizerError(f"{models_url} answered HTTP {response.status}; expected the model list")
             served = [m.get("id") for m in (await response.json()).get("data", [])]
-    except (OSError, ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, ClientError) as exc:
         raise OptimizerError(
             f"cannot reach {models_url}: {exc}\n  hint: start the engine first, and check --url") from None
     except json.JSONDecodeError:

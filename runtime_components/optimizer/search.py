@@ -25,7 +25,10 @@ from dataclasses import dataclass, field
 from aibrix_spec.components.optimizer import SloTargets
 from runtime_components.common.stats import nearest_rank_percentile as percentile  # nearest rank: an observed value
 
-__all__ = ["RateSearch", "find_max_rate", "percentile", "ProbeStats", "slo_met", "WARMUP_FRACTION", "probe_requests", "SPAN_E2E", "arrival_offsets"]
+__all__ = [
+    "RateSearch", "find_max_rate", "percentile", "ProbeStats", "slo_met", "WARMUP_FRACTION", "probe_requests", "SPAN_E2E",
+    "arrival_offsets",
+]
 
 #: The first requests of a probe meet an empty engine (optimistic); they are not judged.
 WARMUP_FRACTION = 0.15

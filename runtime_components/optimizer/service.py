@@ -9,8 +9,9 @@ Each round (every ``intervalSeconds``):
    pod: the scaler divides nothing) and the plan's cost.
 
 Profiles are loaded (and missing ones derived) in the first round, in a worker thread, so
-``/healthz`` answers while derivation takes minutes. Failures never erase a plan: when a round has no rates yet, is infeasible or errors, the
-gauges keep the last plan (the scaler holds its decision too) and ``/plan`` shows why.
+``/healthz`` answers while derivation takes minutes. Failures never erase a plan: when a round
+has no rates yet, is infeasible or errors, the gauges keep the last plan (the scaler holds its
+decision too) and ``/plan`` shows why.
 Endpoints: ``/metrics`` (Prometheus), ``/plan`` (JSON: plan, last error, workload),
 ``/healthz``.
 """
@@ -20,8 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest

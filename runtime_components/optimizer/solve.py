@@ -14,8 +14,9 @@ rise, and by how much.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Literal
 
 from aibrix_spec.components.optimizer import GpuProfile, OptimizerConfig, OptimizerModel
 from runtime_components.optimizer.backends import BACKENDS, MilpSolution

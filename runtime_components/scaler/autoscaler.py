@@ -32,8 +32,8 @@ from runtime_components.scaler.algorithms.apa import apa_decide
 from runtime_components.scaler.algorithms.hpa import (
     Recommendation,
     ScaleEvent,
-    hpa_raw_replicas,
     hpa_rate_limit,
+    hpa_raw_replicas,
     hpa_stabilize,
 )
 from runtime_components.scaler.algorithms.kpa import KpaState, kpa_decide

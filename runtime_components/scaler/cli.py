@@ -5,7 +5,7 @@
     aibrix-scaler local --config scaler.yaml [--startup-delay 2] [--ramp 0:4,60:16,150:4] [--duration 240]
 
 `run` talks to a Kubernetes API (in-cluster service account by default). `local` starts the
-in-memory API server of `local/apiserver.py` whose Deployments start real `aibrix-engine-sim`
+in-memory API server of `runtime_components.common.fake_kube` whose Deployments start real `aibrix-engine-sim`
 processes, and runs the controller against it. Bad input prints one `error:` message and
 exits 2 (arguments) or 1 (config); never a traceback.
 """
@@ -97,11 +97,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def _run(config, api_url, kubeconfig, identity, port, duration) -> int:  # type: ignore[no-untyped-def]
+    from kubernetes.config.config_exception import ConfigException
+
     from runtime_components.scaler.controller import Controller
     from runtime_components.scaler.kube import KubeApi, connect
     from runtime_components.scaler.server import metrics_app
-
-    from kubernetes.config.config_exception import ConfigException
 
     try:
         api_client = connect(api_url=api_url, kubeconfig=kubeconfig)

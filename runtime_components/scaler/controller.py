@@ -191,7 +191,7 @@ class Controller:
         while not stop.is_set():
             try:
                 await self.scrape_once(session, state)
-            except (k8s.ApiException, OSError, aiohttp.ClientError, asyncio.TimeoutError) as error:
+            except (TimeoutError, k8s.ApiException, OSError, aiohttp.ClientError) as error:
                 log.warning("target %s: scrape round failed: %s", state.spec.name, _describe(error))
             await _sleep_or_stop(stop, state.spec.scrape_interval_seconds)
 
@@ -199,7 +199,7 @@ class Controller:
         while not stop.is_set():
             try:
                 await self.decide_once(state)
-            except (k8s.ApiException, OSError, aiohttp.ClientError, asyncio.TimeoutError) as error:
+            except (TimeoutError, k8s.ApiException, OSError, aiohttp.ClientError) as error:
                 log.warning("target %s: decision failed: %s", state.spec.name, _describe(error))
             await _sleep_or_stop(stop, state.spec.sync_period_seconds)
 
@@ -207,7 +207,7 @@ class Controller:
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
 
 

@@ -93,7 +93,7 @@ class KubeApi:
 
     async def emit_event(self, ref: ScaleTargetRef, *, reason: str, message: str, warning: bool = False) -> None:
         """Record a core/v1 Event on the workload (visible in `kubectl describe`)."""
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         event = k8s.CoreV1Event.from_dict(
             {
                 "metadata": {"generateName": f"{ref.name}.", "namespace": ref.namespace},

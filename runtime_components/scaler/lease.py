@@ -20,7 +20,7 @@ __all__ = ["LeaderElector"]
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class LeaderElector:
@@ -105,4 +105,4 @@ class LeaderElector:
 
 def _micro(moment: dt.datetime) -> str:
     """Kubernetes MicroTime: RFC 3339 with microseconds, UTC."""
-    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

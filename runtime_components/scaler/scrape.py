@@ -96,7 +96,7 @@ async def read_engine_pods(
         url = f"http://{pod.ip}:{pod.port or default_port}{path}"
         try:
             sample = parse_pod_sample(await _fetch(session, url, timeout_s), names, labels)
-        except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as error:
+        except (TimeoutError, aiohttp.ClientError, RuntimeError, ValueError) as error:
             return f"{pod.name}: {url}: {error or type(error).__name__}"
         if sample is None:
             return f"{pod.name}: {url}: no sample named {'+'.join(names)} with labels {labels}"
@@ -117,7 +117,7 @@ async def read_optimizer(
     """Read the optimizer's total (e.g. aibrix_optimizer_desired_replicas{model, pool})."""
     try:
         value = parse_metric(await _fetch(session, url, timeout_s), names, labels)
-    except (aiohttp.ClientError, asyncio.TimeoutError, RuntimeError, ValueError) as error:
+    except (TimeoutError, aiohttp.ClientError, RuntimeError, ValueError) as error:
         return MetricReading(total=0.0, reporting=0, errors=(f"{url}: {error or type(error).__name__}",))
     if value is None:
         return MetricReading(total=0.0, reporting=0, errors=(f"{url}: no sample named {'+'.join(names)} with labels {labels}",))

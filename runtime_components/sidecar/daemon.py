@@ -19,7 +19,7 @@ from .artifacts import ArtifactError, resolve_lora_path
 from .engine_client import EngineClient
 from .placement import AdapterDemand, place_adapters
 from .pods import PodLister
-from .reconciler import ReconcileReport, Reconciler, RetryPolicy
+from .reconciler import Reconciler, ReconcileReport, RetryPolicy
 
 __all__ = ["Sidecar"]
 

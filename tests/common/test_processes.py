@@ -30,6 +30,7 @@ def test_stop_process(program: str, grace_s: float, status: int) -> None:
         if status == 0:
             proc.wait(10)  # the child that ends by itself has ended
         assert stop_process(proc, grace_s=grace_s) == status
+        assert proc.stdout.closed  # nothing left for the garbage collector to warn about
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -3,7 +3,8 @@ gets every engine feature, and the target Kubernetes version gates what it suppo
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 

@@ -14,8 +14,8 @@ from compiler.transforms.labels import add_labels
 from compiler.transforms.namespace import set_namespace
 from compiler.transforms.ordering import order_keys, sort_manifests
 
-from .test_plan_render import plan_of
 from .helpers import minimal
+from .test_plan_render import plan_of
 
 PLAN = plan_of(minimal())
 

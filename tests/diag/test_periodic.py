@@ -15,6 +15,7 @@ from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from aibrix_spec.components.diag import DiagConfig, FaultFile, NodeActions
+from runtime_components.common.fake_kube import FakeKubeApi, ThreadedServer
 from runtime_components.diag.cli import main
 from runtime_components.diag.daemon import run_periodic
 from runtime_components.diag.fake_nvml import FakeNvml
@@ -24,22 +25,39 @@ from runtime_components.diag.node_actions import NodeReporter
 from runtime_components.diag.report import Report
 from runtime_components.diag.session import DiagSession
 
-from .fake_apiserver import FakeApiServer
 from .helpers import FAULTS_DIR, result, run_pass
 
 NODE = "gpu-node-1"
 
 
+class ApiServer:
+    """The fake Kubernetes API with one GPU node, served for the synchronous client."""
+
+    def __init__(self, fake: FakeKubeApi, url: str) -> None:
+        self.fake, self.url = fake, url
+
+    @property
+    def node(self) -> dict[str, Any]:
+        return self.fake.nodes[NODE]
+
+    def condition(self, condition_type: str) -> dict[str, Any]:
+        condition = self.fake.node_condition(NODE, condition_type)
+        assert condition is not None, f"node {NODE} has no {condition_type} condition"
+        return condition
+
+    def patches(self) -> list[tuple[str, str]]:
+        return [(r.path, r.content_type) for r in self.fake.requests if r.method == "PATCH"]
+
+
 @pytest.fixture
-def apiserver() -> Iterator[FakeApiServer]:
-    server = FakeApiServer(NODE, taints=[{"key": "nvidia.com/gpu", "effect": "NoSchedule"}])
-    try:
-        yield server
-    finally:
-        server.close()
+def apiserver() -> Iterator[ApiServer]:
+    fake = FakeKubeApi()
+    fake.add_node(NODE, taints=[{"key": "nvidia.com/gpu", "effect": "NoSchedule"}])
+    with ThreadedServer(fake.app()) as server:
+        yield ApiServer(fake, server.url)
 
 
-def core_api(server: FakeApiServer) -> Any:
+def core_api(server: ApiServer) -> Any:
     configuration = client.Configuration(host=server.url)
     return client.CoreV1Api(client.ApiClient(configuration))
 
@@ -99,7 +117,7 @@ FAILING = {"gpus": [{"index": 2, "pcie": {"currentWidth": 4}}]}
 HEALTHY: dict[str, Any] = {}
 
 
-def test_condition_and_taint_with_hysteresis(apiserver: FakeApiServer) -> None:
+def test_condition_and_taint_with_hysteresis(apiserver: ApiServer) -> None:
     times = iter(dt.datetime(2026, 5, 1, 12, 0, s, tzinfo=dt.UTC) for s in range(60))
     actions = NodeActions(set_condition=True, taint_on_failure=True, failures_before_taint=2, passes_before_untaint=2)
     reporter = NodeReporter(core_api(apiserver), NODE, actions, now=lambda: next(times))
@@ -120,7 +138,7 @@ def test_condition_and_taint_with_hysteresis(apiserver: FakeApiServer) -> None:
     # The other taint and the kubelet's condition were left alone.
     assert apiserver.node["spec"]["taints"] == [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]
     assert apiserver.condition("Ready")["status"] == "True"
-    patches = [(r.path, r.content_type) for r in apiserver.requests if r.method == "PATCH"]
+    patches = apiserver.patches()
     assert set(patches) == {
         (f"/api/v1/nodes/{NODE}/status", "application/strategic-merge-patch+json"),
         (f"/api/v1/nodes/{NODE}", "application/merge-patch+json"),
@@ -128,7 +146,7 @@ def test_condition_and_taint_with_hysteresis(apiserver: FakeApiServer) -> None:
     assert len([p for p in patches if not p[0].endswith("/status")]) == 2  # add once, remove once
 
 
-def test_transition_time_changes_only_with_the_status(apiserver: FakeApiServer) -> None:
+def test_transition_time_changes_only_with_the_status(apiserver: ApiServer) -> None:
     times = iter(dt.datetime(2026, 5, 1, 12, 0, s, tzinfo=dt.UTC) for s in range(60))
     reporter = NodeReporter(core_api(apiserver), NODE, NodeActions(set_condition=True), now=lambda: next(times))
     stamps = []
@@ -143,16 +161,16 @@ def test_transition_time_changes_only_with_the_status(apiserver: FakeApiServer) 
     ]
 
 
-def test_taint_patch_retries_on_conflict(apiserver: FakeApiServer) -> None:
-    apiserver.conflicts_to_inject = 1
+def test_taint_patch_retries_on_conflict(apiserver: ApiServer) -> None:
+    apiserver.fake.conflicts_to_inject = 1
     reporter = NodeReporter(core_api(apiserver), NODE, NodeActions(taint_on_failure=True, failures_before_taint=1))
     reporter.apply(run_pass(FAILING))
     assert [t["key"] for t in apiserver.node["spec"]["taints"]] == ["nvidia.com/gpu", "aibrix.ai/gpu-unhealthy"]
-    assert len([r for r in apiserver.requests if r.method == "PATCH"]) == 2
+    assert len(apiserver.patches()) == 2
     assert reporter.errors == 0
 
 
-def test_no_nvml_sets_unknown_and_keeps_the_counts(apiserver: FakeApiServer) -> None:
+def test_no_nvml_sets_unknown_and_keeps_the_counts(apiserver: ApiServer) -> None:
     reporter = NodeReporter(core_api(apiserver), NODE, NodeActions(set_condition=True))
     reporter.apply(run_pass({"nvml": "library-missing"}))
     condition = apiserver.condition("AIBrixGPUProblem")
@@ -160,13 +178,13 @@ def test_no_nvml_sets_unknown_and_keeps_the_counts(apiserver: FakeApiServer) -> 
     assert (reporter.consecutive_failures, reporter.consecutive_passes) == (0, 0)
 
 
-def test_api_errors_are_counted_not_raised(apiserver: FakeApiServer) -> None:
+def test_api_errors_are_counted_not_raised(apiserver: ApiServer) -> None:
     reporter = NodeReporter(core_api(apiserver), "some-other-node", NodeActions(set_condition=True))
     reporter.apply(run_pass(FAILING))
     assert reporter.errors == 1
 
 
-def test_cli_periodic_end_to_end(apiserver: FakeApiServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_periodic_end_to_end(apiserver: ApiServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
         "apiVersion: v1\nkind: Config\ncurrent-context: fake\n"

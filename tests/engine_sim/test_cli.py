@@ -33,7 +33,7 @@ def test_cli_starts_engines_and_reports_endpoints(tmp_path: Path) -> None:
         assert ids == ["llama-3-8b", "sql"]
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.communicate(timeout=10)  # reaps the process and closes its pipes
     assert proc.returncode == 0
 
 

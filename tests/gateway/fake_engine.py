@@ -44,7 +44,7 @@ class FakeEngine:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> "FakeEngine":
+    def start(self) -> FakeEngine:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
         return self
@@ -72,6 +72,8 @@ class FakeEngine:
         self.kill()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -85,7 +85,7 @@ def test_a_shared_prefix_goes_to_one_engine_and_hits_its_cache(rig):
     grew = [prefix_queries(e) - b for e, b in zip(rig["engines"], before)]
     assert sum(1 for g in grew if g > 0) == 1, grew  # the prefix index kept every request on one engine
     metrics = rig["gateway"].get("/metrics")
-    ratio_sum = [l for l in metrics.splitlines() if l.startswith('aibrix_gateway_prefix_match_ratio_sum{model="m"}')]
+    ratio_sum = [line for line in metrics.splitlines() if line.startswith('aibrix_gateway_prefix_match_ratio_sum{model="m"}')]
     assert ratio_sum and float(ratio_sum[0].split()[-1]) > 3.0  # four repeats matched (nearly) all their blocks
 
 

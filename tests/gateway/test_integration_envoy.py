@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -226,4 +225,4 @@ def test_an_engine_dying_mid_run_loses_no_request_and_leaves_the_candidates(stac
     # Requests in flight on c2 when it died were reset and retried on a fallback: every retry succeeded.
     assert retries["cluster.engines.upstream_rq_retry_success"] == retries["cluster.engines.upstream_rq_retry"]
     print(f"envoy retries: {retries}; gateway upstream failures: "
-          f"{[l for l in metrics.splitlines() if l.startswith('aibrix_gateway_upstream_failures_total')]}")
+          f"{[line for line in metrics.splitlines() if line.startswith('aibrix_gateway_upstream_failures_total')]}")

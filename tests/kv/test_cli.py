@@ -45,16 +45,16 @@ def test_server_process_serves_then_drains_on_sigterm(tmp_path):
     config = tmp_path / "pool.yaml"
     config.write_text(f"server:\n  host: 127.0.0.1\n  port: 0\n  metricsPort: 0\n  capacity: 8Mi\n"
                       f"  shm: {{dir: {tmp_path}}}\n  drainSeconds: 1\n")
-    proc = subprocess.Popen([sys.executable, "-m", "runtime_components.kv.cli", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()  # type: ignore[union-attr]
-        assert line.startswith("aibrix-kv-server listening port="), line + proc.stderr.read()  # type: ignore[union-attr]
-        assert any(name.startswith("aibrix-kv-") for name in os.listdir(tmp_path))
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-        assert not [n for n in os.listdir(tmp_path) if n.startswith("aibrix-kv-")]  # heap file unlinked
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=5)
+    with subprocess.Popen([sys.executable, "-m", "runtime_components.kv.cli", "--config", str(config)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:  # closes its pipes
+        try:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            assert line.startswith("aibrix-kv-server listening port="), line + proc.stderr.read()  # type: ignore[union-attr]
+            assert any(name.startswith("aibrix-kv-") for name in os.listdir(tmp_path))
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+            assert not [n for n in os.listdir(tmp_path) if n.startswith("aibrix-kv-")]  # heap file unlinked
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)

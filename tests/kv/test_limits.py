@@ -197,7 +197,7 @@ def test_requests_beyond_the_total_budget_wait_then_complete():
                     break
                 await asyncio.sleep(0.01)
             assert (server.budget.waiting, server.budget.used) == (1, 2 * (512 * 1024 + 25))
-            for (reader, writer), frame in zip(conns, frames):
+            for (_reader, writer), frame in zip(conns, frames):
                 writer.write(frame[100:])
                 await writer.drain()
             for reader, writer in conns:

@@ -46,7 +46,7 @@ def fake_vllm_base() -> types.ModuleType:
     class KVConnectorMetadata(abc.ABC):  # noqa: B024
         pass
 
-    class KVConnectorBase_V1(abc.ABC):
+    class KVConnectorBase_V1(abc.ABC):  # noqa: B024 (a stand-in for vLLM's base class)
         def __init__(self, vllm_config, role, kv_cache_config):
             self._connector_metadata = None
             self._vllm_config = vllm_config

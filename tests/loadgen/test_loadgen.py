@@ -25,9 +25,9 @@ def _trace(n: int, gap_s: float = 0.01, max_tokens: int = 4) -> list[TraceReques
     ]
 
 
-def _run(coro_factory, configs=(EngineConfig(),), faults=None, speedup: float = 10.0):  # type: ignore[no-untyped-def]
+def _run(coro_factory, configs=None, faults=None, speedup: float = 10.0):  # type: ignore[no-untyped-def]
     async def main_() -> object:
-        cluster = EngineCluster(list(configs), speedup=speedup, faults=faults)
+        cluster = EngineCluster(list(configs or [EngineConfig()]), speedup=speedup, faults=faults)
         urls = [e["url"] for e in await cluster.start()]
         try:
             return await asyncio.wait_for(coro_factory(urls), 60)

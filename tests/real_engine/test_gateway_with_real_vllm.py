@@ -22,8 +22,8 @@ import pytest
 
 from runtime_components.common.tokens import count_tokens
 
-from .stack import GatewayStack, engine_counters, envoy_binary, http_json
 from .prompts import prompt_words
+from .stack import GatewayStack, engine_counters, envoy_binary, http_json
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from runtime_components.common.fake_kube import FakeKubeApi, Workload, pod_object
 from runtime_components.scaler.cli import main
-from runtime_components.scaler.local.apiserver import FakeCluster, Workload
 from tests.scaler.helpers import metrics_app, serve
 
 GOOD = """\
@@ -82,13 +82,13 @@ def test_run_subprocess_scales_the_fake_deployment(tmp_path):
 
     async def scenario():
         async with contextlib.AsyncExitStack() as stack:
-            cluster = FakeCluster()
+            cluster = FakeKubeApi()
             api_url = await stack.enter_async_context(serve(cluster.app()))
             engine_url = await stack.enter_async_context(serve(metrics_app({"vllm:num_requests_running": 40.0})))
             cluster.add_workload(Workload("llm", "llama", {"model.aibrix.ai/name": "llama"}, 1))
-            cluster.add_pod("llm", "llama-0", {"model.aibrix.ai/name": "llama",
-                                               "model.aibrix.ai/port": engine_url.rsplit(":", 1)[1]},
-                            ip="127.0.0.1", ready=True)
+            cluster.put_pod(pod_object("llama-0", {"model.aibrix.ai/name": "llama",
+                                                   "model.aibrix.ai/port": engine_url.rsplit(":", 1)[1]},
+                                       namespace="llm", ip="127.0.0.1"))
             code, _, err = await _run_scaler("run", "--config", str(config_path), "--api-url", api_url,
                                              "--metrics-port", "0", "--duration", "6", timeout_s=60)
             return cluster, code, err

@@ -1,5 +1,5 @@
 """The controller's real HTTP calls through the official kubernetes client, against the
-in-memory API server of `local/apiserver.py`, with engines replaced by static /metrics pages."""
+in-memory API server of `runtime_components/common/fake_kube`, with engines replaced by static /metrics pages."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import datetime as dt
 import aiohttp
 
 from aibrix_spec.components.scaler import LeaderElection
+from runtime_components.common.fake_kube import FakeKubeApi, ReadyAtOnce, Workload, pod_object
 from runtime_components.scaler.controller import Controller
 from runtime_components.scaler.kube import KubeApi, connect
 from runtime_components.scaler.lease import LeaderElector
-from runtime_components.scaler.local.apiserver import FakeCluster, ReadyAtOnce, Workload
 from tests.scaler.helpers import config, metrics_app, serve
 
 SELECTOR = {"model.aibrix.ai/name": "llama"}
@@ -27,8 +27,8 @@ class Clock:
 
 
 async def _cluster_with_engines(values: list[dict[str, float]], stack, replicas: int | None = None):
-    """A FakeCluster whose Deployment `llm/llama` has one pod per entry of `values`."""
-    cluster = FakeCluster()
+    """A FakeKubeApi whose Deployment `llm/llama` has one pod per entry of `values`."""
+    cluster = FakeKubeApi()
     api_url = await stack.enter_async_context(serve(cluster.app()))
     ports = []
     for v in values:
@@ -36,7 +36,8 @@ async def _cluster_with_engines(values: list[dict[str, float]], stack, replicas:
         ports.append(int(url.rsplit(":", 1)[1]))
     cluster.add_workload(Workload("llm", "llama", dict(SELECTOR), replicas or len(values), ReadyAtOnce()))
     for i, port in enumerate(ports):
-        cluster.add_pod("llm", f"llama-{i}", {**SELECTOR, "model.aibrix.ai/port": str(port)}, ip="127.0.0.1", ready=True)
+        cluster.put_pod(pod_object(f"llama-{i}", {**SELECTOR, "model.aibrix.ai/port": str(port)}, namespace="llm",
+                                   ip="127.0.0.1"))
     api = connect(api_url=api_url)
     stack.callback(api.close)
     return cluster, KubeApi(api)
@@ -57,9 +58,9 @@ def test_scale_up_writes_merge_patch_and_records_event():
     cluster, reading, decision, controller = asyncio.run(scenario())
     assert (reading.total, reading.reporting) == (50.0, 2)
     assert (decision.desired, decision.reason) == (4, "above-band")
-    assert ("PATCH", "/apis/apps/v1/namespaces/llm/deployments/llama/scale", "application/merge-patch+json") in cluster.requests
-    assert ("GET", "/api/v1/namespaces/llm/pods", "application/octet-stream") in cluster.requests or any(
-        m == "GET" and p == "/api/v1/namespaces/llm/pods" for m, p, _ in cluster.requests)
+    calls = [(r.method, r.path, r.content_type) for r in cluster.requests]
+    assert ("PATCH", "/apis/apps/v1/namespaces/llm/deployments/llama/scale", "application/merge-patch+json") in calls
+    assert any(m == "GET" and p == "/api/v1/namespaces/llm/pods" for m, p, _ in calls)
     assert cluster.workloads[("llm", "llama")].replicas == 4
     event = cluster.events[-1]
     assert (event["reason"], event["type"], event["involvedObject"]["name"]) == ("ScaledUp", "Normal", "llama")
@@ -79,7 +80,7 @@ HOLD_CASES = [
 
 def test_missing_and_stale_metrics_hold_and_warn_once():
     for scrape_first, gap, reason in HOLD_CASES:
-        async def scenario():
+        async def scenario(scrape_first: bool = scrape_first, gap: float = gap):
             import contextlib
             async with contextlib.AsyncExitStack() as stack:
                 cluster, kube = await _cluster_with_engines([{"vllm:num_requests_running": 45.0}], stack, replicas=3)
@@ -137,8 +138,9 @@ def test_unready_and_unreachable_pods_are_not_counted():
         import contextlib
         async with contextlib.AsyncExitStack() as stack:
             cluster, kube = await _cluster_with_engines([{"vllm:num_requests_running": 10.0}], stack)
-            cluster.add_pod("llm", "llama-starting", dict(SELECTOR), ip="", ready=False)
-            cluster.add_pod("llm", "llama-gone", {**SELECTOR, "model.aibrix.ai/port": "1"}, ip="127.0.0.1", ready=True)
+            cluster.put_pod(pod_object("llama-starting", dict(SELECTOR), namespace="llm", ip=None, ready=False))
+            cluster.put_pod(pod_object("llama-gone", {**SELECTOR, "model.aibrix.ai/port": "1"}, namespace="llm",
+                                       ip="127.0.0.1"))
             controller = Controller(config(), kube, identity="a", clock=Clock())
             state = controller.targets["llama"]
             async with aiohttp.ClientSession() as session:
@@ -187,7 +189,7 @@ def test_lease_one_leader_then_takeover_after_expiry():
         async with contextlib.AsyncExitStack() as stack:
             cluster, kube = await _cluster_with_engines([], stack, replicas=1)
             settings = LeaderElection(enabled=True, namespace="llm", leaseDurationSeconds=15, renewPeriodSeconds=5)
-            t = [dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)]
+            t = [dt.datetime(2026, 1, 1, tzinfo=dt.UTC)]
             a = LeaderElector(kube, settings, "scaler-a", now=lambda: t[0])
             b = LeaderElector(kube, settings, "scaler-b", now=lambda: t[0])
             steps = [await a.try_acquire_or_renew(), await b.try_acquire_or_renew()]
@@ -219,7 +221,7 @@ def test_follower_does_not_decide_or_write():
             return cluster, await follower.decide_once(state)
     cluster, decision = asyncio.run(scenario())
     assert decision is None
-    assert not any(m == "PATCH" for m, _, _ in cluster.requests)
+    assert not any(r.method == "PATCH" for r in cluster.requests)
 
 
 def test_run_loop_scales_and_stops_cleanly():

@@ -12,11 +12,11 @@ import aiohttp
 import pytest
 
 from aibrix_spec.components.scaler import ScalerConfig
+from runtime_components.common.fake_kube import PORT_LABEL, FakeKubeApi, Workload
 from runtime_components.engine_sim.config import EngineConfig
 from runtime_components.engine_sim.server import EngineServer
 from runtime_components.scaler.controller import Controller
 from runtime_components.scaler.kube import KubeApi, connect
-from runtime_components.scaler.local.apiserver import PORT_LABEL, FakeCluster, Workload
 from runtime_components.scaler.local.load import ClosedLoopLoad
 from tests.scaler.helpers import serve
 
@@ -62,7 +62,7 @@ def _config() -> ScalerConfig:
     }]})
 
 
-async def _settle(cluster: FakeCluster, expected: int, *, hold_s: float, timeout_s: float) -> list[int]:
+async def _settle(cluster: FakeKubeApi, expected: int, *, hold_s: float, timeout_s: float) -> list[int]:
     """Wait until spec and ready replicas both equal `expected` for `hold_s`; return what was seen."""
     workload = cluster.workloads[("llm", "llama-3-8b")]
     seen: list[int] = []
@@ -86,7 +86,7 @@ def test_scaler_follows_a_load_ramp_with_real_simulated_engines():
     async def scenario():
         launcher = InProcessEngines(startup_delay=0.5)
         async with contextlib.AsyncExitStack() as stack:
-            cluster = FakeCluster()
+            cluster = FakeKubeApi()
             workload = Workload("llm", "llama-3-8b", dict(SELECTOR), 1, launcher)
             cluster.add_workload(workload)
             api_url = await stack.enter_async_context(serve(cluster.app()))

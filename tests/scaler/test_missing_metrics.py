@@ -1,6 +1,6 @@
 """A pod whose metrics fail or freeze is not an idle pod (issue 22, item 12).
 
-Real controller, real HTTP scrapes, the in-memory Kubernetes API of `local/apiserver.py`;
+Real controller, real HTTP scrapes, the in-memory Kubernetes API of `common/fake_kube`;
 engines are vLLM-shaped /metrics pages whose numbers the test moves (tokens grow while the
 pods serve) and whose failures the test switches on."""
 
@@ -14,9 +14,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from runtime_components.common.fake_kube import FakeKubeApi, ReadyAtOnce, Workload, pod_object
 from runtime_components.scaler.controller import Controller
 from runtime_components.scaler.kube import KubeApi, connect
-from runtime_components.scaler.local.apiserver import FakeCluster, ReadyAtOnce, Workload
 from tests.scaler.helpers import config, engine_page, serve
 
 SELECTOR = {"model.aibrix.ai/name": "llama"}
@@ -57,14 +57,14 @@ class Clock:
         return self.now
 
 
-async def _cluster(engines: list[Engine], stack: contextlib.AsyncExitStack) -> tuple[FakeCluster, KubeApi]:
-    cluster = FakeCluster()
+async def _cluster(engines: list[Engine], stack: contextlib.AsyncExitStack) -> tuple[FakeKubeApi, KubeApi]:
+    cluster = FakeKubeApi()
     api_url = await stack.enter_async_context(serve(cluster.app()))
     cluster.add_workload(Workload("llm", "llama", dict(SELECTOR), len(engines), ReadyAtOnce()))
     for i, engine in enumerate(engines):
         url = await stack.enter_async_context(serve(engine.app()))
-        cluster.add_pod("llm", f"llama-{i}", {**SELECTOR, "model.aibrix.ai/port": url.rsplit(":", 1)[1]},
-                        ip="127.0.0.1", ready=True)
+        labels = {**SELECTOR, "model.aibrix.ai/port": url.rsplit(":", 1)[1]}
+        cluster.put_pod(pod_object(f"llama-{i}", labels, namespace="llm", ip="127.0.0.1"))
     api = connect(api_url=api_url)
     stack.callback(api.close)
     return cluster, KubeApi(api)

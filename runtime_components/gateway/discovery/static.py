@@ -70,11 +70,13 @@ def load_endpoints_file(path: str, models: set[str]) -> list[DiscoveredEndpoint]
             raise EndpointsFileError(f"{where}: expected a mapping with address and model")
         unknown = set(entry) - {"address", "model", "pod", "adapters"}
         if unknown:
-            raise EndpointsFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; expected address, model, pod, adapters")
+            raise EndpointsFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
+                                     "expected address, model, pod, adapters")
         address = _check_address(entry.get("address"), where)
         model = entry.get("model")
         if model not in models:
-            raise EndpointsFileError(f'{where}: model "{model}" is not served by this gateway; models: {", ".join(sorted(models))}')
+            raise EndpointsFileError(f'{where}: model "{model}" is not served by this gateway; '
+                                     f'models: {", ".join(sorted(models))}')
         adapters = entry.get("adapters", [])
         if not isinstance(adapters, list) or not all(isinstance(a, str) for a in adapters):
             raise EndpointsFileError(f"{where}: adapters must be a list of adapter names")
@@ -129,7 +131,7 @@ class StaticDiscovery:
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), self._poll_interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.poll()
 
     async def close(self) -> None:

@@ -1,2 +1,3 @@
-"""A local stand-in for the Kubernetes API the scaler uses, whose scale target really starts
-and stops engine processes: what `aibrix-scaler local` and the end-to-end tests run against."""
+"""`aibrix-scaler local`: the scaler against the in-memory Kubernetes API
+(`runtime_components.common.fake_kube`), whose Deployments really start and stop engine
+processes (`launcher.py`), with optional closed-loop load (`load.py`)."""

@@ -81,7 +81,7 @@ class SubprocessLauncher:
         process.terminate()
         try:
             await asyncio.wait_for(process.wait(), timeout=self.grace)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             process.kill()
             await process.wait()
 
@@ -111,7 +111,7 @@ class SubprocessLauncher:
                     async with session.get(url, timeout=aiohttp.ClientTimeout(total=1)) as response:
                         if response.status == 200:
                             return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     pass
                 await asyncio.sleep(0.1)
         raise LaunchError(f"engine on port {port} did not serve {url} within {self.ready_timeout:g} s")

@@ -71,7 +71,7 @@ class ClosedLoopLoad:
                                               timeout=self._timeout) as response:
                     await response.read()
                     ok = response.status == 200
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 ok = False
             finally:
                 self._inflight[url] -= 1

@@ -1,6 +1,7 @@
 """`aibrix-scaler local`: the scaler, a local API server and real simulated engines, in one command.
 
-Every engine-source target's Deployment lives in the in-memory API server (`apiserver.py`);
+Every engine-source target's Deployment lives in the in-memory API server
+(`runtime_components.common.fake_kube`);
 each of its pods is an `aibrix-engine-sim` process started by `SubprocessLauncher` on a free
 loopback port, Ready after `--startup-delay` more seconds. The controller runs unchanged
 against that API (through the official kubernetes client). An optional `--ramp` drives
@@ -17,11 +18,11 @@ import time
 import aiohttp
 
 from aibrix_spec.components.scaler import ScalerConfig
+from runtime_components.common.fake_kube import PORT_LABEL, FakeKubeApi, Workload
 from runtime_components.common.shutdown import stop_event
 from runtime_components.scaler.config import ConfigError
 from runtime_components.scaler.controller import Controller
 from runtime_components.scaler.kube import KubeApi, connect
-from runtime_components.scaler.local.apiserver import PORT_LABEL, FakeCluster, Workload
 from runtime_components.scaler.local.launcher import SubprocessLauncher
 from runtime_components.scaler.local.load import ClosedLoopLoad
 
@@ -65,7 +66,7 @@ async def run_local(
     if not targets:
         raise ConfigError("error: `local` needs at least one target with metric.source engine "
                           "(the local API server runs engines, not the optimizer)")
-    cluster = FakeCluster()
+    cluster = FakeKubeApi()
     launchers = []
     for t in targets:
         launcher = SubprocessLauncher(engine_command(model, accelerator, engine_args or []),
@@ -109,7 +110,7 @@ async def run_local(
                 _print_status(cluster, controller, elapsed, load)
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
         finally:
             await load.stop()
@@ -123,7 +124,7 @@ async def run_local(
     return 0
 
 
-def _print_status(cluster: FakeCluster, controller: Controller, elapsed: float, load: ClosedLoopLoad) -> None:
+def _print_status(cluster: FakeKubeApi, controller: Controller, elapsed: float, load: ClosedLoopLoad) -> None:
     for name, state in controller.targets.items():
         ref = state.spec.scale_target_ref
         workload = cluster.workloads[(ref.namespace, ref.name)]

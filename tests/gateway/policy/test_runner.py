@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
+from aibrix_spec.routing import RoutingSpec
 from runtime_components.gateway.policy import (
     EndpointState,
     NoEndpointError,
@@ -17,7 +18,6 @@ from runtime_components.gateway.policy import (
 )
 from runtime_components.gateway.policy.pickers import MaxScorePicker
 from runtime_components.gateway.policy.runner import Profile, Router, clamp_score
-from aibrix_spec.routing import RoutingSpec
 
 from .builders import MODEL, ep, req
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from aibrix_spec.components.diag import FaultFile, GpuState, gpu_fault_effect
+from aibrix_spec.components.diag import FaultFile, GpuState
+from runtime_components.engine_sim.gpu_effect import gpu_fault_effect
 
-from .helpers import FAULTS_DIR
+FAULTS_DIR = Path(__file__).resolve().parents[2] / "examples" / "faults"
 
 CASES: list[tuple[str, dict[str, Any], float, float, bool]] = [
     # id, GPU state, slowdown factor, error rate, crashed

@@ -162,5 +162,5 @@ def test_non_utf8_bytes_are_an_invalid_stack_with_their_line() -> None:
     with pytest.raises(SpecSyntaxError) as info:
         decode(b"a: 1\nb: caf\xe9\n", source_name="t")
     (d,) = info.value.diagnostics
-    assert (d.message, d.line, d.column) == ("the file is not UTF-8 text (byte 0xe9 at offset 12)", 2, 7)
+    assert (d.message, d.line, d.column) == ("the file is not UTF-8 text (byte 0xe9 at offset 11)", 2, 7)
     assert decode(b"\xef\xbb\xbfa: 1\n", source_name="t") == "a: 1\n"  # a UTF-8 BOM is fine

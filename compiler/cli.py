@@ -74,23 +74,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read(path_text: str) -> tuple[str, str]:
+    """The stack's text; a file that is too large or not UTF-8 is an invalid stack (exit 1)."""
     from .errors import UsageError
+    from .limits import MAX_BYTES
+    from .parse import decode
 
-    if path_text == "-":
-        _SOURCE_TEXT["<stdin>"] = sys.stdin.read()
-        return _SOURCE_TEXT["<stdin>"], "<stdin>"
-    path = Path(path_text)
+    name = "<stdin>" if path_text == "-" else path_text
     try:
-        _SOURCE_TEXT[path_text] = path.read_text(encoding="utf-8")
-        return _SOURCE_TEXT[path_text], path_text
+        if path_text == "-":
+            data = sys.stdin.buffer.read(MAX_BYTES + 1)
+        else:
+            with open(path_text, "rb") as f:
+                data = f.read(MAX_BYTES + 1)  # never more: the size error needs only the first MiB
     except FileNotFoundError:
         raise UsageError(f"cannot read {path_text}: no such file; expected the path of an InferenceStack YAML file") from None
     except IsADirectoryError:
         raise UsageError(f"cannot read {path_text}: it is a directory; expected an InferenceStack YAML file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"cannot read {path_text}: not UTF-8 text; expected an InferenceStack YAML file") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path_text}: {exc.strerror}") from None
+    _SOURCE_TEXT[name] = data[:MAX_BYTES].decode("utf-8", "replace")  # to quote lines if it is refused
+    _SOURCE_TEXT[name] = decode(data, source_name=name)
+    return _SOURCE_TEXT[name], name
 
 
 def _objects(files: dict[str, str]) -> list[dict[str, object]]:

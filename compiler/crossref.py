@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Callable, Iterator
 
-from aibrix_spec import AUTOSCALING_METRICS, InferenceStack
+from aibrix_spec import AUTOSCALING_METRICS, InferenceStack, credential_like_name
 
 from .engine_args import derived_args
 from .errors import Diagnostic, did_you_mean
@@ -217,6 +217,13 @@ def engine_settings(stack: InferenceStack) -> Iterator[Diagnostic]:
         for key in m.engine.env:
             if not _ENV_NAME.match(key):
                 yield Diagnostic(base + ("env", key), f'"{key}" is not a valid environment variable name', expected="letters, digits and _, not starting with a digit")
+            elif credential_like_name(key):
+                yield Diagnostic(
+                    base + ("env", key),
+                    f"{key} looks like a credential and would be written into the manifests in plain text",
+                    expected="no credentials inline; secrets are accepted only by reference",
+                    hint=f"put {key} in a Kubernetes Secret and name that Secret in source.secretRef (its keys become the engine's environment)",
+                )
 
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -15,9 +15,6 @@ import typing
 from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ValidationError
-
-from .errors import Diagnostic, did_you_mean
-
 __all__ = ["diagnostics_from_pydantic", "describe_value"]
 
 Path = tuple[str | int, ...]
@@ -37,6 +34,17 @@ _PATTERN_MEANING: dict[str, tuple[str, str]] = {
     "^[a-z0-9./_:@-]+$": ("an image reference", "registry/repository:tag or @sha256:digest, lowercase"),
     "^rediss?://": ("a Redis URL", "redis://host:port/db or rediss://host:port/db"),
     "^https?://": ("an HTTP URL", "http(s)://host[:port][/path] without user:password@, e.g. http://prometheus.monitoring.svc:9090"),
+    "^[A-Za-z0-9]([A-Za-z0-9._/:-]*": (
+        "a model name",
+        "letters, digits and . _ - / :, starting and ending with a letter or digit, e.g. meta-llama/Llama-3-8B-Instruct",
+    ),
+    "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?": (
+        "a valid label value",
+        "at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit (or empty)",
+    ),
+    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]": ("a valid label key", "[prefix/]name, e.g. team or example.com/team"),
+    "^[^\\x00-\\x1f\\x7f]*$": ("plain text", "text without control characters (tabs, newlines, NUL)"),
+    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]": ("an extended resource name", "[domain/]name, e.g. nvidia.com/gpu"),
 }
 
 
@@ -51,7 +59,7 @@ def describe_value(value: Any) -> str:
     if isinstance(value, float):
         return f"the number {value:g}"
     if isinstance(value, str):
-        return f'the text "{value}"'
+        return f'the text "{value}"' if len(value) <= 60 else f'the text "{value[:57]}..."'
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -171,6 +179,8 @@ def _one(err: dict[str, Any], root: type[BaseModel], path: Path) -> Diagnostic:
             if pattern.startswith(prefix):
                 return Diagnostic(path, f"{describe_value(value)} is not {what}", expected=expected, hint=_fix_hint(value, what))
         return Diagnostic(path, f"{describe_value(value)} does not match {pattern}")
+    if kind == "finite_number":
+        return Diagnostic(path, f"{describe_value(value)} is not a finite number", expected="a finite number")
     if kind == "string_too_long":
         return Diagnostic(path, f"{describe_value(value)} is too long", expected=f"at most {ctx.get('max_length')} characters")
     if kind in ("string_too_short", "too_short"):

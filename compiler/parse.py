@@ -137,7 +137,7 @@ class _Composer:
         self.anchors: dict[str, tuple[yaml.Node, int] | None] = {}  # None: still open
         self.expanded = 0  # values built so far, aliases expanded
 
-    def _count(self, n: int, at: Position) -> None:
+    def _count(self, n: int, at: Position, *, alias: bool = False) -> None:
         self.expanded += n
         if self.expanded > MAX_VALUES:
             raise _fail(
@@ -145,7 +145,11 @@ class _Composer:
                 at,
                 self.source_name,
                 expected=f"at most {MAX_VALUES} values (mappings, lists and scalars) once YAML aliases are expanded",
-                hint="each alias (*name) copies its anchor's whole value; write the values out or use fewer aliases",
+                hint=(
+                    "each alias (*name) copies its anchor's whole value; write the values out or use fewer aliases"
+                    if alias
+                    else "split the stack into several files, one per environment"
+                ),
             )
 
     def compose(self, events: Any) -> list[yaml.Node]:
@@ -171,7 +175,7 @@ class _Composer:
                 if target is None:
                     raise _fail("a recursive YAML alias", _event_mark(event), self.source_name,
                                 expected="a finite document", hint="remove the alias")
-                self._count(target[1], _event_mark(event))
+                self._count(target[1], _event_mark(event), alias=True)
                 done = target
             elif isinstance(event, yaml.ScalarEvent):
                 self._count(1, _event_mark(event))

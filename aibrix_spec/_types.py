@@ -38,7 +38,6 @@ __all__ = [
     "find_literal_secret",
     "spec_error",
     "reject_literal_secret",
-    "ArgText",
     "LabelKey",
     "LabelValue",
     "ResourceName",
@@ -84,7 +83,6 @@ LABEL_KEY_PATTERN = (
 #: An OpenAI model name: no quotes, braces, parentheses, spaces or backslashes, so it can be
 #: pasted into PromQL string literals and command lines as it is.
 SERVED_MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/:-]*[A-Za-z0-9])?$"
-NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 RESOURCE_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
 
 # A name part that says the variable holds a credential: HF_TOKEN, AWS_SECRET_ACCESS_KEY,
@@ -151,5 +149,4 @@ def credential_like_name(name: str) -> bool:
 LabelKey = Annotated[str, Field(min_length=1, max_length=317, pattern=LABEL_KEY_PATTERN)]
 LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
 ServedModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=SERVED_MODEL_NAME_PATTERN)]
-ArgText = Annotated[str, Field(max_length=4096, pattern=NO_CONTROL_PATTERN)]
 ResourceName = Annotated[str, Field(min_length=1, max_length=253, pattern=RESOURCE_NAME_PATTERN)]

@@ -16,7 +16,6 @@ from pydantic import Field, field_validator
 
 from ._base import SpecModel
 from ._types import (
-    ArgText,
     DnsLabel,
     NoSecretStr,
     SecretName,
@@ -139,7 +138,7 @@ class EngineSpec(SpecModel):
     )
     dtype: Literal["auto", "bfloat16", "float16"] = Field("auto", description="Weight and activation dtype.")
     port: Annotated[int, Field(ge=1024, le=65535)] = Field(8000, description="Port of the OpenAI API and /metrics.")
-    args: dict[str, ArgText | int | float | bool] = Field(
+    args: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
         description=(
             "Extra engine flags in camelCase (maxNumSeqs: 256 -> --max-num-seqs 256; true -> a bare flag; "

@@ -20,6 +20,7 @@ __all__ = ["RULES", "check_references"]
 Rule = Callable[[InferenceStack], Iterator[Diagnostic]]
 
 _ARG_KEY = re.compile(r"^[a-z][a-zA-Z0-9]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_NAME = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
@@ -205,8 +206,16 @@ def engine_settings(stack: InferenceStack) -> Iterator[Diagnostic]:
         derived = derived_args(m.engine.type, uses_kv_pool=uses_kv_pool)
         for key in m.engine.args:
             path = base + ("args", key)
+            value = m.engine.args[key]
             if not _ARG_KEY.match(key):
                 yield Diagnostic(path, f'engine argument "{key}" is not camelCase', expected="e.g. maxNumSeqs for --max-num-seqs")
+            elif isinstance(value, str) and _CONTROL.search(value):
+                yield Diagnostic(
+                    path,
+                    f'the value of engine argument "{key}" holds a control character',
+                    expected="one line of text without tabs, newlines or other control characters",
+                    hint="engine flags become one command-line word each (and part of Ray's shell line)",
+                )
             elif key in derived:
                 yield Diagnostic(
                     path,

@@ -15,6 +15,9 @@ import typing
 from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ValidationError
+
+from .errors import Diagnostic, did_you_mean
+
 __all__ = ["diagnostics_from_pydantic", "describe_value"]
 
 Path = tuple[str | int, ...]
@@ -43,7 +46,6 @@ _PATTERN_MEANING: dict[str, tuple[str, str]] = {
         "at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit (or empty)",
     ),
     "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]": ("a valid label key", "[prefix/]name, e.g. team or example.com/team"),
-    "^[^\\x00-\\x1f\\x7f]*$": ("plain text", "text without control characters (tabs, newlines, NUL)"),
     "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]": ("an extended resource name", "[domain/]name, e.g. nvidia.com/gpu"),
 }
 

@@ -78,8 +78,10 @@ def _event_mark(event: yaml.Event) -> Position:
     return (event.start_mark.line + 1, event.start_mark.column + 1)
 
 
-def _fail(message: str, at: Position, source_name: str, *, expected: str = "", hint: str = "") -> SpecSyntaxError:
-    return SpecSyntaxError([Diagnostic((), message, expected=expected, hint=hint).at(*at)], source_name=source_name)
+def _fail(
+    message: str, at: Position, source_name: str, *, expected: str = "", hint: str = "", path: PathKey = ()
+) -> SpecSyntaxError:
+    return SpecSyntaxError([Diagnostic(path, message, expected=expected, hint=hint).at(*at)], source_name=source_name)
 
 
 def _show_tag(tag: str) -> str:
@@ -125,8 +127,17 @@ class _Open:
 
     node: yaml.CollectionNode
     anchor: str | None
+    path: PathKey
     items: list[Any] = field(default_factory=list)
     size: int = 1
+
+    def child_path(self) -> PathKey:
+        """The path of the next value written inside this collection."""
+        if isinstance(self.node, yaml.SequenceNode):
+            return self.path + (len(self.items),)
+        if len(self.items) % 2 == 1 and isinstance(self.items[-1], yaml.ScalarNode):
+            return self.path + (str(self.items[-1].value),)
+        return self.path
 
 
 class _Composer:
@@ -137,13 +148,14 @@ class _Composer:
         self.anchors: dict[str, tuple[yaml.Node, int] | None] = {}  # None: still open
         self.expanded = 0  # values built so far, aliases expanded
 
-    def _count(self, n: int, at: Position, *, alias: bool = False) -> None:
+    def _count(self, n: int, at: Position, path: PathKey, *, alias: bool = False) -> None:
         self.expanded += n
         if self.expanded > MAX_VALUES:
             raise _fail(
                 f"the document builds more than {MAX_VALUES} values",
                 at,
                 self.source_name,
+                path=path,
                 expected=f"at most {MAX_VALUES} values (mappings, lists and scalars) once YAML aliases are expanded",
                 hint=(
                     "each alias (*name) copies its anchor's whole value; write the values out or use fewer aliases"
@@ -167,6 +179,7 @@ class _Composer:
             if isinstance(event, (yaml.StreamStartEvent, yaml.StreamEndEvent)):
                 continue
             done: tuple[yaml.Node, int] | None = None
+            path = stack[-1].child_path() if stack else ()
             if isinstance(event, yaml.AliasEvent):
                 target = self.anchors.get(event.anchor, ...)  # type: ignore[arg-type]
                 if target is ...:
@@ -175,10 +188,10 @@ class _Composer:
                 if target is None:
                     raise _fail("a recursive YAML alias", _event_mark(event), self.source_name,
                                 expected="a finite document", hint="remove the alias")
-                self._count(target[1], _event_mark(event), alias=True)
+                self._count(target[1], _event_mark(event), path, alias=True)
                 done = target
             elif isinstance(event, yaml.ScalarEvent):
-                self._count(1, _event_mark(event))
+                self._count(1, _event_mark(event), path)
                 node = yaml.ScalarNode(event.tag or "", event.value, event.start_mark, event.end_mark, style=event.style)
                 done = (node, 1)
                 if event.anchor is not None:
@@ -191,11 +204,12 @@ class _Composer:
                         self.source_name,
                         expected=f"at most {MAX_DEPTH} levels of nested mappings and lists",
                         hint="an InferenceStack needs about 7; check for runaway indentation or brackets",
+                        path=path,
                     )
-                self._count(1, _event_mark(event))
+                self._count(1, _event_mark(event), path)
                 kind = yaml.MappingNode if isinstance(event, yaml.MappingStartEvent) else yaml.SequenceNode
                 collection = kind(event.tag or "", [], event.start_mark, None, flow_style=event.flow_style)
-                stack.append(_Open(collection, event.anchor))
+                stack.append(_Open(collection, event.anchor, path))
                 if event.anchor is not None:
                     self.anchors[event.anchor] = None
                 continue

@@ -8,16 +8,16 @@ Secrets are accepted only by reference (the name of a Kubernetes Secret).
 :func:`find_literal_secret` recognises the shapes of credentials people paste by mistake
 (Hugging Face, OpenAI-style and GitHub tokens, AWS access keys, any URL whose user info
 holds a password, even with an empty user name, and signed or token query parameters)
-so the spec and the compiler can refuse them with a hint; :data:`EnvName` refuses
-literal values for variables whose names say they hold a credential (the compiler's
-cross-reference pass applies it to ``engine.env``).
+so the spec and the compiler can refuse them with a hint; :func:`credential_like_name`
+tells which environment variable names hold a credential (the compiler's cross-reference
+pass refuses literal values for them in ``engine.env``).
 
 Values that reach another language are held to a safe character set here, so renderers
 paste them without escaping: :data:`ServedModelName` (PromQL label matchers, engine
 flags, Ray's shell line), :data:`LabelKey`/:data:`LabelValue` (tolerations and node
-labels), :data:`ArgText` (engine flag values: no control characters). Label maps,
-environment names and engine flag names are checked by the compiler's cross-reference
-pass, and source URIs by :class:`~aibrix_spec.SourceSpec`.
+labels), :data:`ResourceName`. Label maps, environment names and engine flags (names, and
+values free of control characters) are checked by the compiler's cross-reference pass,
+and source URIs (no spaces, quotes or ``..`` segments) by :class:`~aibrix_spec.SourceSpec`.
 """
 
 from __future__ import annotations

@@ -49,8 +49,8 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, kube: bool = True, se
         parser.add_argument(
             "--kube-version",
             default=os.environ.get("KUBE_VERSION") or DEFAULT_KUBE_VERSION,
-            help=f"target Kubernetes version, {OLDEST[0]}.{OLDEST[1]}-{NEWEST[0]}.{NEWEST[1]} "
-            f"(default: $KUBE_VERSION, else {DEFAULT_KUBE_VERSION})",
+            help=f"target Kubernetes version, {OLDEST[0]}.{OLDEST[1]} or newer; newer than {NEWEST[0]}.{NEWEST[1]} "
+            f"compiles with {NEWEST[0]}.{NEWEST[1]}'s rules and a warning (default: $KUBE_VERSION, else {DEFAULT_KUBE_VERSION})",
         )
         parser.add_argument("--crd-dir", type=Path, help="validate custom resources against the CRDs in this directory")
 
@@ -82,7 +82,8 @@ def _read(path_text: str) -> tuple[str, str]:
     name = "<stdin>" if path_text == "-" else path_text
     try:
         if path_text == "-":
-            data = sys.stdin.buffer.read(MAX_BYTES + 1)
+            stream = getattr(sys.stdin, "buffer", None)  # a text-only stdin (tests) has no buffer
+            data = stream.read(MAX_BYTES + 1) if stream is not None else sys.stdin.read(MAX_BYTES + 1).encode()
         else:
             with open(path_text, "rb") as f:
                 data = f.read(MAX_BYTES + 1)  # never more: the size error needs only the first MiB
@@ -121,10 +122,21 @@ def _check_output(files: dict[str, str], args: argparse.Namespace) -> int:
     return EXIT_INVALID if problems else EXIT_OK
 
 
+def _target_version(args: argparse.Namespace) -> None:
+    """Warn (once, on stderr) about a version newer than known, and target the newest known."""
+    from .kube_version import format_version, newer_than_known, parse_kube_version
+
+    warning = newer_than_known(args.kube_version)
+    if warning is not None:
+        sys.stderr.write(warning + "\n")
+        args.kube_version = format_version(parse_kube_version(args.kube_version))
+
+
 def _compile(args: argparse.Namespace) -> int:
     from .pipeline import compile_stack
     from .serialize import to_stream
 
+    _target_version(args)
     text, name = _read(args.stack)
     files = compile_stack(text, source_name=name, kube_version=args.kube_version, namespace=args.namespace)
     if args.validate or args.crd_dir is not None:
@@ -156,6 +168,7 @@ def _validate(args: argparse.Namespace) -> int:
     from .errors import SpecError, render_diagnostics
 
     status = EXIT_OK
+    _target_version(args)
     for stack in args.stacks:
         try:
             status = max(status, _validate_one(stack, args))

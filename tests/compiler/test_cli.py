@@ -105,6 +105,7 @@ def test_check_passes_when_current_and_fails_with_a_diff(tmp_path: Path, capsys:
         (["--kube-version", "1.12", "STACK"], "--kube-version 1.12 is not supported; expected 1.25 or newer"),
         (["--kube-version", "latest", "STACK"], '--kube-version "latest" is not a Kubernetes version'),
         (["missing.yaml"], "cannot read missing.yaml: no such file"),
+        (["--namespace", 'x"}', "NONS"], '--namespace "x\"}" is not a valid namespace; expected a DNS-1123 label'),
         (["STACK", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["STACK", "-o", "a", "--check", "b"], "argument --check: not allowed with argument -o/--output"),
         ([], "usage: aibrix-compile"),
@@ -112,8 +113,10 @@ def test_check_passes_when_current_and_fails_with_a_diff(tmp_path: Path, capsys:
         (["validate", "STACK", "--crd-dir", "no-such-dir"], "--crd-dir no-such-dir: not a directory"),
     ],
 )
-def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = [str(QUICKSTART) if a == "STACK" else a for a in argv]
+def test_usage_errors_exit_2(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    no_namespace = tmp_path / "no-namespace.yaml"
+    no_namespace.write_text(QUICKSTART.read_text().replace("  namespace: llm\n", ""))
+    argv = [str(QUICKSTART) if a == "STACK" else str(no_namespace) if a == "NONS" else a for a in argv]
     code, out, err = run(capsys, *argv)
     assert (code, out) == (2, "")
     assert message in err

@@ -127,17 +127,21 @@ class _Open:
 
     node: yaml.CollectionNode
     anchor: str | None
-    path: PathKey
     items: list[Any] = field(default_factory=list)
     size: int = 1
 
-    def child_path(self) -> PathKey:
-        """The path of the next value written inside this collection."""
+    def next_key(self) -> tuple[str | int, ...]:
+        """The path step to the next value written inside this collection."""
         if isinstance(self.node, yaml.SequenceNode):
-            return self.path + (len(self.items),)
+            return (len(self.items),)
         if len(self.items) % 2 == 1 and isinstance(self.items[-1], yaml.ScalarNode):
-            return self.path + (str(self.items[-1].value),)
-        return self.path
+            return (str(self.items[-1].value),)
+        return ()
+
+
+def _path(stack: list[_Open]) -> PathKey:
+    """Where the next value goes; computed only for an error (it costs a walk of the stack)."""
+    return tuple(step for frame in stack for step in frame.next_key())
 
 
 class _Composer:
@@ -148,14 +152,14 @@ class _Composer:
         self.anchors: dict[str, tuple[yaml.Node, int] | None] = {}  # None: still open
         self.expanded = 0  # values built so far, aliases expanded
 
-    def _count(self, n: int, at: Position, path: PathKey, *, alias: bool = False) -> None:
+    def _count(self, n: int, at: Position, stack: list[_Open], *, alias: bool = False) -> None:
         self.expanded += n
         if self.expanded > MAX_VALUES:
             raise _fail(
                 f"the document builds more than {MAX_VALUES} values",
                 at,
                 self.source_name,
-                path=path,
+                path=_path(stack),
                 expected=f"at most {MAX_VALUES} values (mappings, lists and scalars) once YAML aliases are expanded",
                 hint=(
                     "each alias (*name) copies its anchor's whole value; write the values out or use fewer aliases"
@@ -179,7 +183,6 @@ class _Composer:
             if isinstance(event, (yaml.StreamStartEvent, yaml.StreamEndEvent)):
                 continue
             done: tuple[yaml.Node, int] | None = None
-            path = stack[-1].child_path() if stack else ()
             if isinstance(event, yaml.AliasEvent):
                 target = self.anchors.get(event.anchor, ...)  # type: ignore[arg-type]
                 if target is ...:
@@ -188,10 +191,10 @@ class _Composer:
                 if target is None:
                     raise _fail("a recursive YAML alias", _event_mark(event), self.source_name,
                                 expected="a finite document", hint="remove the alias")
-                self._count(target[1], _event_mark(event), path, alias=True)
+                self._count(target[1], _event_mark(event), stack, alias=True)
                 done = target
             elif isinstance(event, yaml.ScalarEvent):
-                self._count(1, _event_mark(event), path)
+                self._count(1, _event_mark(event), stack)
                 node = yaml.ScalarNode(event.tag or "", event.value, event.start_mark, event.end_mark, style=event.style)
                 done = (node, 1)
                 if event.anchor is not None:
@@ -204,12 +207,12 @@ class _Composer:
                         self.source_name,
                         expected=f"at most {MAX_DEPTH} levels of nested mappings and lists",
                         hint="an InferenceStack needs about 7; check for runaway indentation or brackets",
-                        path=path,
+                        path=_path(stack),
                     )
-                self._count(1, _event_mark(event), path)
+                self._count(1, _event_mark(event), stack)
                 kind = yaml.MappingNode if isinstance(event, yaml.MappingStartEvent) else yaml.SequenceNode
                 collection = kind(event.tag or "", [], event.start_mark, None, flow_style=event.flow_style)
-                stack.append(_Open(collection, event.anchor, path))
+                stack.append(_Open(collection, event.anchor))
                 if event.anchor is not None:
                     self.anchors[event.anchor] = None
                 continue

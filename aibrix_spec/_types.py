@@ -63,7 +63,8 @@ _SECRET_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), "a GitHub token"),
     (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), "an AWS access key id"),
     # scheme://[user]:password@host -- the user may be empty (redis://:pw@host)
-    (re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]*:[^/?#@\s]*@"), "a password inside a URL"),
+    # (the look-behind keeps the search linear: a scheme starts only where one could begin)
+    (re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]*:[^/?#@\s]*@"), "a password inside a URL"),
     # ?token=, &access_token=, X-Amz-Signature=, X-Goog-Credential=, sig= (Azure SAS), key= ...
     (
         re.compile(

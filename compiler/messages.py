@@ -9,6 +9,7 @@ model class at that path so the hint can never drift from the spec.
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 import typing
@@ -16,7 +17,16 @@ from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import Diagnostic, did_you_mean
+from .errors import Diagnostic
+from .errors import did_you_mean as _did_you_mean
+
+#: "did you mean" hints computed per validation (difflib costs ~0.1 ms each): enough for
+#: every error printed, bounded for a file with 20,000 unknown keys.
+MAX_SUGGESTIONS = 100
+
+
+def _no_suggestion(_got: str, _choices: Any) -> str:
+    return ""
 
 __all__ = ["diagnostics_from_pydantic", "describe_value"]
 
@@ -84,7 +94,21 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
+@functools.lru_cache(maxsize=1024)
+def _model_at(root: type[BaseModel], path: tuple[str | int, ...]) -> type[BaseModel] | None:
+    return _walk_model(root, path)
+
+
 def model_at(root: type[BaseModel], path: Iterable[str | int]) -> type[BaseModel] | None:
+    """The model class found by following ``path`` (YAML spelling) from ``root``."""
+    path = tuple(path)
+    try:
+        return _model_at(root, path)
+    except TypeError:  # an unhashable step cannot be a field name
+        return _walk_model(root, path)
+
+
+def _walk_model(root: type[BaseModel], path: Iterable[str | int]) -> type[BaseModel] | None:
     """The model class found by following ``path`` (YAML spelling) from ``root``."""
     current: Any = root
     for part in path:
@@ -146,8 +170,9 @@ def _quoted_choices(expected: str) -> tuple[str, ...]:
     return tuple(re.findall(r"'([^']*)'", expected))
 
 
-def _one(err: dict[str, Any], root: type[BaseModel], path: Path) -> Diagnostic:
+def _one(err: dict[str, Any], root: type[BaseModel], path: Path, *, suggest: bool = True) -> Diagnostic:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    did_you_mean = _did_you_mean if suggest else _no_suggestion
     name = str(path[-1]) if path else ""
     if kind == "extra_forbidden":
         allowed = _aliases(model_at(root, path[:-1]))
@@ -256,5 +281,5 @@ def diagnostics_from_pydantic(
             )
             continue
         for e in errs:
-            out.append(_one(e, root, path))
+            out.append(_one(e, root, path, suggest=len(out) < MAX_SUGGESTIONS))
     return list(dict.fromkeys(out))

@@ -30,6 +30,12 @@ _INT16 = re.compile(r"0x[0-9a-fA-F]+\Z")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?\Z")
 _INF = re.compile(r"[-+]?\.(inf|Inf|INF)\Z")
 _NAN = re.compile(r"\.(nan|NaN|NAN)\Z")
+# true/false, null, decimal integers without a leading zero, decimals with a dot and no
+# exponent, and text starting with a letter YAML 1.1 gives no special meaning to.
+_SAME_IN_BOTH = re.compile(
+    r"(true|True|TRUE|false|False|FALSE|null|Null|NULL|~|[-+]?(0|[1-9][0-9]*)(\.[0-9]+)?"
+    r"|[A-MP-SU-XZa-mp-su-xz_/][^:#]*)\Z"
+)
 _INT64 = 1 << 63
 _MAX_DIGITS = 19  # 2^63 has 19 digits; longer decimal text is out of range for sure
 
@@ -136,6 +142,8 @@ def read_plain(value: str) -> Any:
             expected="an integer between -2^63 and 2^63-1",
             hint=f'quote it ("{_short(value)}") if it is text',
         )
+    if _SAME_IN_BOTH.match(value):  # the common plain forms both versions read alike
+        return core
     old = _yaml11(value)
     if not _same(old, core):
         what_old = _describe(old)

@@ -94,7 +94,7 @@ def test_an_alias_bomb_is_refused_at_the_alias_that_crosses_the_bound() -> None:
 
     message, line, _column = _refused(alias_bomb())
     assert message == f"the document builds more than {MAX_VALUES} values"
-    assert line == 7  # l6 is the first level past 100,000 values (9^6 = 531,441)
+    assert line == 6  # at l5 the values pass 30,000 (9^5 = 59,049)
 
 
 def test_aliases_within_the_bound_still_work() -> None:

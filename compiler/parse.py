@@ -75,7 +75,8 @@ def _mark(node: yaml.Node) -> Position:
 
 
 def _event_mark(event: yaml.Event) -> Position:
-    return (event.start_mark.line + 1, event.start_mark.column + 1)
+    mark = event.start_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
 
 
 def _fail(
@@ -195,7 +196,9 @@ class _Composer:
                 done = target
             elif isinstance(event, yaml.ScalarEvent):
                 self._count(1, _event_mark(event), stack)
-                node = yaml.ScalarNode(event.tag or "", event.value, event.start_mark, event.end_mark, style=event.style)
+                start: Any = event.start_mark  # libyaml's Mark type quacks like PyYAML's
+                end: Any = event.end_mark
+                node = yaml.ScalarNode(event.tag or "", event.value, start, end, style=event.style)
                 done = (node, 1)
                 if event.anchor is not None:
                     self.anchors[event.anchor] = done
@@ -211,7 +214,8 @@ class _Composer:
                     )
                 self._count(1, _event_mark(event), stack)
                 kind = yaml.MappingNode if isinstance(event, yaml.MappingStartEvent) else yaml.SequenceNode
-                collection = kind(event.tag or "", [], event.start_mark, None, flow_style=event.flow_style)
+                start = event.start_mark
+                collection = kind(event.tag or "", [], start, None, flow_style=event.flow_style)
                 stack.append(_Open(collection, event.anchor))
                 if event.anchor is not None:
                     self.anchors[event.anchor] = None
@@ -255,7 +259,7 @@ class _Builder:
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
         if tag and tag != "!" and tag != _STR_TAG:
             return self._tag_error(node, path)
-        if tag or node.style:  # quoted, block or !!str: text as written
+        if tag or getattr(node, "style", None):  # quoted, block or !!str: text as written
             return node.value
         try:
             return read_plain(node.value)

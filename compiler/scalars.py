@@ -110,7 +110,7 @@ class _Unreadable:
 
 def _yaml11(value: str) -> Any:
     """What YAML 1.1 (PyYAML's safe schema) reads."""
-    tag = _YAML11.resolve(yaml.ScalarNode, value, (True, False))
+    tag: str = _YAML11.resolve(yaml.ScalarNode, value, (True, False))  # type: ignore[no-untyped-call]
     if tag == "tag:yaml.org,2002:str":
         return value
     try:

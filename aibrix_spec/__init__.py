@@ -11,7 +11,7 @@ standard library only.
 from __future__ import annotations
 
 from ._base import SpecModel
-from ._types import find_literal_secret
+from ._types import credential_like_name, find_literal_secret
 from .models import (
     AUTOSCALING_METRICS,
     AdapterSpec,
@@ -88,5 +88,6 @@ __all__ = [
     "TierSpec",
     "Toleration",
     "UsersSpec",
+    "credential_like_name",
     "find_literal_secret",
 ]

@@ -1,7 +1,8 @@
 """The one base class every spec and component-config model derives from.
 
 YAML fields are camelCase (through an alias generator), Python attributes snake_case.
-Models are strict (unknown fields are errors) and frozen (passes hand immutable values on).
+Models are strict (unknown fields are errors) and frozen (passes hand immutable values on);
+numbers must be finite ("inf" and "nan" written as text are refused like YAML's .inf).
 """
 
 from __future__ import annotations
@@ -22,4 +23,5 @@ class SpecModel(BaseModel):
         frozen=True,
         use_attribute_docstrings=False,
         validate_default=True,
+        allow_inf_nan=False,
     )

@@ -6,8 +6,18 @@ Quantities follow the Kubernetes resource-quantity grammar (``64Gi``, ``500M``, 
 
 Secrets are accepted only by reference (the name of a Kubernetes Secret).
 :func:`find_literal_secret` recognises the shapes of credentials people paste by mistake
-(Hugging Face, OpenAI-style and GitHub tokens, AWS access keys, passwords inside URLs,
-``token=`` query parameters) so the spec and the compiler can refuse them with a hint.
+(Hugging Face, OpenAI-style and GitHub tokens, AWS access keys, any URL whose user info
+holds a password, even with an empty user name, and signed or token query parameters)
+so the spec and the compiler can refuse them with a hint; :func:`credential_like_name`
+tells which environment variable names hold a credential (the compiler's cross-reference
+pass refuses literal values for them in ``engine.env``).
+
+Values that reach another language are held to a safe character set here, so renderers
+paste them without escaping: :data:`ServedModelName` (PromQL label matchers, engine
+flags, Ray's shell line), :data:`LabelKey`/:data:`LabelValue` (tolerations and node
+labels), :data:`ResourceName`. Label maps, environment names and engine flags (names, and
+values free of control characters) are checked by the compiler's cross-reference pass,
+and source URIs (no spaces, quotes or ``..`` segments) by :class:`~aibrix_spec.SourceSpec`.
 """
 
 from __future__ import annotations
@@ -28,6 +38,11 @@ __all__ = [
     "find_literal_secret",
     "spec_error",
     "reject_literal_secret",
+    "LabelKey",
+    "LabelValue",
+    "ResourceName",
+    "ServedModelName",
+    "credential_like_name",
 ]
 
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -47,9 +62,35 @@ _SECRET_SHAPES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}"), "an API secret key"),
     (re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"), "a GitHub token"),
     (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), "an AWS access key id"),
-    (re.compile(r"^[a-z][a-z0-9+.-]*://[^/@\s:]+:[^/@\s]+@"), "a password inside a URL"),
-    (re.compile(r"[?&](token|access_token|api_key|apikey|password|secret|sig)=[^&\s]+", re.I),
-     "a credential in a URL query"),
+    # scheme://[user]:password@host -- the user may be empty (redis://:pw@host)
+    # (the look-behind keeps the search linear: a scheme starts only where one could begin)
+    (re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^/?#@\s]*:[^/?#@\s]*@"), "a password inside a URL"),
+    # ?token=, &access_token=, X-Amz-Signature=, X-Goog-Credential=, sig= (Azure SAS), key= ...
+    (
+        re.compile(
+            r"[?&;]([A-Za-z0-9_.-]*(token|password|passwd|pwd|secret|signature|credential|api[_-]?key|apikey)"
+            r"|sig|key|auth)=[^&#\s]",
+            re.I,
+        ),
+        "a credential in a URL query",
+    ),
+)
+
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# [prefix/]name: prefix a DNS-1123 subdomain, name like a label value but non-empty.
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+#: An OpenAI model name: no quotes, braces, parentheses, spaces or backslashes, so it can be
+#: pasted into PromQL string literals and command lines as it is.
+SERVED_MODEL_NAME_PATTERN = r"^[A-Za-z0-9]([A-Za-z0-9._/:-]*[A-Za-z0-9])?$"
+RESOURCE_NAME_PATTERN = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
+
+# A name part that says the variable holds a credential: HF_TOKEN, AWS_SECRET_ACCESS_KEY,
+# OPENAI_API_KEY, REDIS_PASSWORD, GOOGLE_APPLICATION_CREDENTIALS ... (whole parts only, so
+# TOKENIZERS_PARALLELISM and MAX_TOKENS are fine).
+_CREDENTIAL_NAME = re.compile(
+    r"(^|_)(TOKEN|PASSWORD|PASSWD|PWD|SECRET|CREDENTIALS?|APIKEY|API_KEY|ACCESS_KEY|PRIVATE_KEY|AUTH)(_|$)"
 )
 
 
@@ -95,3 +136,18 @@ def reject_literal_secret(value: str) -> str:
 
 
 NoSecretStr = Annotated[str, AfterValidator(reject_literal_secret)]
+
+
+def credential_like_name(name: str) -> bool:
+    """Whether an environment variable's name says it holds a credential.
+
+    >>> credential_like_name("AWS_SECRET_ACCESS_KEY"), credential_like_name("TOKENIZERS_PARALLELISM")
+    (True, False)
+    """
+    return bool(_CREDENTIAL_NAME.search(name.upper()))
+
+
+LabelKey = Annotated[str, Field(min_length=1, max_length=317, pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+ServedModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=SERVED_MODEL_NAME_PATTERN)]
+ResourceName = Annotated[str, Field(min_length=1, max_length=253, pattern=RESOURCE_NAME_PATTERN)]

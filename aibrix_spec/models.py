@@ -9,12 +9,20 @@ count within [replicas.min, replicas.max]; with policy ``none`` the count is fix
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from ._base import SpecModel
-from ._types import DnsLabel, NoSecretStr, Quantity, SecretName, spec_error
+from ._types import (
+    DnsLabel,
+    NoSecretStr,
+    Quantity,
+    SecretName,
+    ServedModelName,
+    spec_error,
+)
 from .routing import RoutingSpec
 
 __all__ = [
@@ -34,6 +42,7 @@ __all__ = [
 ]
 
 _URI_SCHEMES = ("hf://", "s3://", "gs://", "pvc://", "oci://", "https://")
+_URI_UNSAFE = re.compile(r"[\s\x00-\x1f\x7f\"'`\\]")
 
 
 class AutoscalingMetric(SpecModel):
@@ -113,9 +122,22 @@ class SourceSpec(SpecModel):
     def _known_scheme(cls, value: str) -> str:
         if not value.startswith(_URI_SCHEMES):
             raise spec_error(
-                f'unsupported source URI "{value}"',
+                f'unsupported source URI "{value if len(value) <= 60 else value[:57] + "..."}"',
                 expected="a URI starting with " + ", ".join(_URI_SCHEMES),
                 hint="for a Hugging Face model write hf://org/name",
+            )
+        if _URI_UNSAFE.search(value):
+            raise spec_error(
+                "the URI holds a space, quote, backslash or control character",
+                expected="a URI without spaces, quotes, backslashes or control characters",
+                hint="percent-encode the character (a space is %20)",
+            )
+        path = value.partition("://")[2].partition("?")[0]
+        if any(part in ("..", ".") for part in path.split("/")):
+            raise spec_error(
+                "the URI's path holds a . or .. segment",
+                expected="a path that stays inside its bucket, repository or volume",
+                hint="write the path from the root of the source without . or ..",
             )
         return value
 
@@ -150,7 +172,11 @@ class EngineSpec(SpecModel):
         ),
     )
     env: dict[str, NoSecretStr] = Field(
-        default_factory=dict, description="Extra environment variables (no secrets: use source.secretRef)."
+        default_factory=dict,
+        description=(
+            "Extra environment variables (no secrets: names such as *_TOKEN, *_PASSWORD, *_SECRET or *API_KEY "
+            "are refused; put those in the Secret named by source.secretRef)."
+        ),
     )
     resources: EngineResources = Field(
         default_factory=EngineResources, description="CPU and memory requests of the engine container."
@@ -256,8 +282,12 @@ class ModelSpec(SpecModel):
             "a well-known source URI."
         ),
     )
-    served_model_name: str | None = Field(
-        None, description="The OpenAI model name when it differs from name (e.g. meta-llama/Llama-3-8B)."
+    served_model_name: ServedModelName | None = Field(
+        None,
+        description=(
+            "The OpenAI model name when it differs from name (e.g. meta-llama/Llama-3-8B): letters, digits "
+            "and . _ - / :, at most 128 characters."
+        ),
     )
     source: SourceSpec = Field(description="Where the weights come from.")
     engine: EngineSpec = Field(default_factory=EngineSpec, description="Engine type and flags.")

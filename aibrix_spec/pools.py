@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from ._base import SpecModel
-from ._types import DnsLabel, spec_error
+from ._types import DnsLabel, LabelKey, LabelValue, ResourceName, spec_error
 from .catalog import ACCELERATORS
 
 __all__ = ["GpuPool", "Toleration"]
@@ -22,9 +22,9 @@ __all__ = ["GpuPool", "Toleration"]
 class Toleration(SpecModel):
     """A Kubernetes toleration added to the pods placed on this pool."""
 
-    key: str | None = Field(None, description="Taint key to tolerate; empty with operator Exists tolerates all.")
+    key: LabelKey | None = Field(None, description="Taint key to tolerate; empty with operator Exists tolerates all.")
     operator: Literal["Exists", "Equal"] = Field("Exists", description="Exists or Equal.")
-    value: str | None = Field(None, description="Taint value, with operator Equal.")
+    value: LabelValue | None = Field(None, description="Taint value, with operator Equal.")
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
         None, description="Taint effect to tolerate; empty tolerates every effect."
     )
@@ -41,7 +41,7 @@ class GpuPool(SpecModel):
             "leave empty and set product and memoryGib to describe another GPU."
         ),
     )
-    product: str | None = Field(
+    product: Annotated[LabelValue, Field(min_length=1)] | None = Field(
         None, description="Value of the nvidia.com/gpu.product node label; defaults from the catalogue."
     )
     memory_gib: Annotated[float, Field(gt=0)] | None = Field(
@@ -50,7 +50,7 @@ class GpuPool(SpecModel):
     cost_per_gpu_hour: Annotated[float, Field(ge=0)] | None = Field(
         None, description="USD per GPU-hour; defaults to the catalogue's typical on-demand price."
     )
-    resource_name: str = Field(
+    resource_name: ResourceName = Field(
         "nvidia.com/gpu", description="Extended resource a pod requests for one GPU."
     )
     runtime_class_name: DnsLabel | None = Field(

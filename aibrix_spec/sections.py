@@ -9,12 +9,14 @@ someone changes a pin on purpose.
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
 from ._base import SpecModel
-from ._types import DnsLabel, Duration, NoSecretStr, Quantity, SecretName
+from ._types import DnsLabel, Duration, NoSecretStr, Quantity, SecretName, spec_error
 
 __all__ = [
     "DEFAULT_IMAGES",
@@ -47,6 +49,15 @@ DEFAULT_IMAGES: dict[str, str] = {
     "sidecar": "ghcr.io/aibrix-stack/sidecar:0.1.0",
     "runtime": "ghcr.io/aibrix-stack/runtime:0.1.0",
 }
+
+# Kubernetes quantity suffixes -> factor; the KV-cache server reads the binary ones up to Ti.
+_QUANTITY_FACTORS = {
+    "": Decimal(1), "m": Decimal("0.001"), "k": Decimal(10**3), "M": Decimal(10**6), "G": Decimal(10**9),
+    "T": Decimal(10**12), "P": Decimal(10**15), "E": Decimal(10**18),
+    **{unit: Decimal(1 << (10 * (i + 1))) for i, unit in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+}
+_KV_UNITS = frozenset({"", "Ki", "Mi", "Gi", "Ti", "k", "M", "G", "T"})
+_KV_MIN_BYTES, _KV_MAX_BYTES = Decimal(1 << 20), Decimal(64 << 40)
 
 _Image = Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9./_:@-]+$")]
 
@@ -148,6 +159,22 @@ class KvCachePoolSpec(SpecModel):
         "adaptive", description="Eviction policy: adaptive (LRU or S3-FIFO, whichever wins), s3fifo, lru or fifo."
     )
     block_size_tokens: Annotated[int, Field(ge=1, le=1024)] = Field(16, description="Tokens per KV block.")
+
+    @field_validator("memory_per_replica")
+    @classmethod
+    def _server_memory(cls, value: str) -> str:
+        number, unit = re.fullmatch(r"([0-9.]+)([A-Za-z]*)", value).groups()  # type: ignore[union-attr]
+        size = Decimal(number) * _QUANTITY_FACTORS[unit]
+        if not _KV_MIN_BYTES <= size <= _KV_MAX_BYTES:
+            raise spec_error(
+                f"{value} is not a size one KV-cache server can hold",
+                expected="from 1Mi to 64Ti, e.g. 16Gi",
+            )
+        if unit not in _KV_UNITS:  # the server reads Ki..Ti and k..T only
+            raise spec_error(
+                f"the unit {unit} is not read by the KV-cache server", expected="a size in Ki, Mi, Gi or Ti, e.g. 16Gi"
+            )
+        return value
 
 
 class ProfilesSpec(SpecModel):

@@ -50,8 +50,8 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, kube: bool = True, se
         parser.add_argument(
             "--kube-version",
             default=os.environ.get("KUBE_VERSION") or DEFAULT_KUBE_VERSION,
-            help=f"target Kubernetes version, {OLDEST[0]}.{OLDEST[1]}-{NEWEST[0]}.{NEWEST[1]} "
-            f"(default: $KUBE_VERSION, else {DEFAULT_KUBE_VERSION})",
+            help=f"target Kubernetes version, {OLDEST[0]}.{OLDEST[1]} or newer; newer than {NEWEST[0]}.{NEWEST[1]} "
+            f"compiles with {NEWEST[0]}.{NEWEST[1]}'s rules and a warning (default: $KUBE_VERSION, else {DEFAULT_KUBE_VERSION})",
         )
         parser.add_argument("--crd-dir", type=Path, help="validate custom resources against the CRDs in this directory")
 
@@ -75,23 +75,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read(path_text: str) -> tuple[str, str]:
+    """The stack's text; a file that is too large or not UTF-8 is an invalid stack (exit 1)."""
     from .errors import UsageError
+    from .limits import MAX_BYTES
+    from .parse import decode
 
-    if path_text == "-":
-        _SOURCE_TEXT["<stdin>"] = sys.stdin.read()
-        return _SOURCE_TEXT["<stdin>"], "<stdin>"
-    path = Path(path_text)
+    name = "<stdin>" if path_text == "-" else path_text
     try:
-        _SOURCE_TEXT[path_text] = path.read_text(encoding="utf-8")
-        return _SOURCE_TEXT[path_text], path_text
+        if path_text == "-":
+            stream = getattr(sys.stdin, "buffer", None)  # a text-only stdin (tests) has no buffer
+            data = stream.read(MAX_BYTES + 1) if stream is not None else sys.stdin.read(MAX_BYTES + 1).encode()
+        else:
+            with open(path_text, "rb") as f:
+                data = f.read(MAX_BYTES + 1)  # never more: the size error needs only the first MiB
     except FileNotFoundError:
         raise UsageError(f"cannot read {path_text}: no such file; expected the path of an InferenceStack YAML file") from None
     except IsADirectoryError:
         raise UsageError(f"cannot read {path_text}: it is a directory; expected an InferenceStack YAML file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"cannot read {path_text}: not UTF-8 text; expected an InferenceStack YAML file") from None
     except OSError as exc:
         raise UsageError(f"cannot read {path_text}: {exc.strerror}") from None
+    _SOURCE_TEXT[name] = data[:MAX_BYTES].decode("utf-8", "replace")  # to quote lines if it is refused
+    _SOURCE_TEXT[name] = decode(data, source_name=name)
+    return _SOURCE_TEXT[name], name
 
 
 def _objects(files: dict[str, str]) -> list[dict[str, object]]:
@@ -118,10 +123,21 @@ def _check_output(files: dict[str, str], args: argparse.Namespace) -> int:
     return EXIT_INVALID if problems else EXIT_OK
 
 
+def _target_version(args: argparse.Namespace) -> None:
+    """Warn (once, on stderr) about a version newer than known, and target the newest known."""
+    from .kube_version import format_version, newer_than_known, parse_kube_version
+
+    warning = newer_than_known(args.kube_version)
+    if warning is not None:
+        sys.stderr.write(warning + "\n")
+        args.kube_version = format_version(parse_kube_version(args.kube_version))
+
+
 def _compile(args: argparse.Namespace) -> int:
     from .pipeline import compile_stack
     from .serialize import to_stream
 
+    _target_version(args)
     text, name = _read(args.stack)
     files = compile_stack(text, source_name=name, kube_version=args.kube_version, namespace=args.namespace)
     if args.validate or args.crd_dir is not None:
@@ -153,6 +169,7 @@ def _validate(args: argparse.Namespace) -> int:
     from .errors import SpecError, render_diagnostics
 
     status = EXIT_OK
+    _target_version(args)
     for stack in args.stacks:
         try:
             status = max(status, _validate_one(stack, args))

@@ -1,7 +1,11 @@
 """Offline validation of custom resources against the openAPIV3Schema of their CRDs.
 
-Used by ``--crd-dir`` and by the golden tests. What the API server does with strict field
-validation, approximated with jsonschema (Draft 4, as Kubernetes structural schemas are):
+Used by ``--validate`` and the golden tests. The CRDs of every kind the compiler emits are
+vendored in ``compiler/vendored_crds/`` (pinned upstream releases, listed with their
+sources in its SOURCES.md), so validation needs no network and no other checkout;
+``--crd-dir`` replaces them with another directory. What the API server does with strict
+field validation, approximated with jsonschema (Draft 4, as Kubernetes structural schemas
+are):
 
 - null fields are dropped and schema defaults filled in before checking;
 - an object schema without ``additionalProperties`` and without
@@ -16,6 +20,7 @@ Not checked: CEL rules (``x-kubernetes-validations``) and ``format``.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,7 +30,10 @@ from typing import Any
 import jsonschema
 import yaml
 
-__all__ = ["CrdRegistry", "load_crds", "to_json_schema", "validate_custom_resources"]
+__all__ = ["VENDORED_CRDS", "CrdRegistry", "load_crds", "to_json_schema", "validate_custom_resources"]
+
+#: The pinned CRDs shipped with the compiler (package data).
+VENDORED_CRDS = Path(__file__).resolve().parent / "vendored_crds"
 
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR = {"type": "string"}
@@ -147,25 +155,52 @@ def _declares_group(text: str, groups: set[str]) -> bool:
     return any(re.search(rf"^\s*group:\s*[\"']?{re.escape(g)}[\"']?\s*$", text, re.M) for g in groups)
 
 
+@functools.lru_cache(maxsize=256)
+def _read_crds(path: Path, _stamp: tuple[int, int]) -> tuple[str, list[tuple[tuple[str, str], dict[str, _Version]]]]:
+    """(text, [((group, kind), versions)]) of one file; cached per (path, mtime, size).
+
+    The cached :class:`_Version` objects keep their translated validators, so the golden
+    tests (and ``validate`` over many stacks) translate each CRD schema once.
+    """
+    text = path.read_text(encoding="utf-8")
+    found: list[tuple[tuple[str, str], dict[str, _Version]]] = []
+    for doc in yaml.load_all(text, Loader=_Loader):
+        if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
+            continue
+        spec = doc["spec"]
+        versions = {
+            version["name"]: _Version(
+                schema=(version.get("schema") or {}).get("openAPIV3Schema") or {}, served=version.get("served", True)
+            )
+            for version in spec.get("versions", [])
+        }
+        found.append(((spec["group"], spec["names"]["kind"]), versions))
+    return text, found
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
 def load_crds(directory: Path, *, groups: set[str] | None = None) -> CrdRegistry:
     """Read the CustomResourceDefinitions in ``directory`` (*.yaml, *.yml).
 
-    With ``groups``, files that declare none of them are skipped before parsing (a cheap
-    text test: CRD bundles are megabytes of YAML and most objects need one or two).
+    With ``groups``, files that declare none of them are skipped before parsing: by name in
+    the vendored directory (``<group>_<plural>.yaml``), else by a cheap text test (CRD
+    bundles are megabytes of YAML and most objects need one or two).
     """
     registry = CrdRegistry()
     for path in sorted(p for p in directory.iterdir() if p.suffix in (".yaml", ".yml")):
-        text = path.read_text(encoding="utf-8")
-        if groups is not None and not _declares_group(text, groups):
-            continue
-        for doc in yaml.load_all(text, Loader=_Loader):
-            if not isinstance(doc, dict) or doc.get("kind") != "CustomResourceDefinition":
+        if groups is not None:
+            if directory == VENDORED_CRDS:  # named <group>_<plural>.yaml (SOURCES.md)
+                if path.name.partition("_")[0] not in groups:
+                    continue
+            elif not _declares_group(path.read_text(encoding="utf-8"), groups):
                 continue
-            spec = doc["spec"]
-            versions = registry.kinds.setdefault((spec["group"], spec["names"]["kind"]), {})
-            for version in spec.get("versions", []):
-                schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
-                versions[version["name"]] = _Version(schema=schema, served=version.get("served", True))
+        _text, found = _read_crds(path, _stamp(path))
+        for key, versions in found:
+            registry.kinds.setdefault(key, {}).update(versions)
     return registry
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 
-from aibrix_spec import AUTOSCALING_METRICS, InferenceStack
+from aibrix_spec import AUTOSCALING_METRICS, InferenceStack, credential_like_name
 from aibrix_spec.catalog import MODEL_ARCHS
 
 from .engine_args import derived_args
@@ -21,6 +21,7 @@ __all__ = ["RULES", "check_references"]
 Rule = Callable[[InferenceStack], Iterator[Diagnostic]]
 
 _ARG_KEY = re.compile(r"^[a-z][a-zA-Z0-9]*$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _LABEL_NAME = re.compile(
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"  # optional DNS-subdomain prefix
@@ -59,7 +60,9 @@ def pool_fields(stack: InferenceStack) -> Iterator[Diagnostic]:
             missing = [
                 alias
                 for alias, value in (
-                    ("product", pool.product), ("memoryGib", pool.memory_gib), ("costPerGpuHour", pool.cost_per_gpu_hour)
+                    ("product", pool.product),
+                    ("memoryGib", pool.memory_gib),
+                    ("costPerGpuHour", pool.cost_per_gpu_hour),
                 )
                 if value is None
             ]
@@ -114,8 +117,9 @@ def replicas_and_autoscaling(stack: InferenceStack) -> Iterator[Diagnostic]:
         base = ("spec", "models", i)
         r, a = m.replicas, m.autoscaling
         if r.max is not None and r.max < r.min:
-            yield Diagnostic(base + ("replicas", "max"), f"replicas.max ({r.max}) is below replicas.min ({r.min})",
-                             expected="max >= min")
+            yield Diagnostic(
+                base + ("replicas", "max"), f"replicas.max ({r.max}) is below replicas.min ({r.min})", expected="max >= min"
+            )
         if a.policy == "none" and r.max is not None and r.max != r.min:
             yield Diagnostic(
                 base + ("replicas", "max"),
@@ -212,8 +216,16 @@ def engine_settings(stack: InferenceStack) -> Iterator[Diagnostic]:
         derived = derived_args(m.engine.type, uses_kv_pool=uses_kv_pool)
         for key in m.engine.args:
             path = base + ("args", key)
+            value = m.engine.args[key]
             if not _ARG_KEY.match(key):
                 yield Diagnostic(path, f'engine argument "{key}" is not camelCase', expected="e.g. maxNumSeqs for --max-num-seqs")
+            elif isinstance(value, str) and _CONTROL.search(value):
+                yield Diagnostic(
+                    path,
+                    f'the value of engine argument "{key}" holds a control character',
+                    expected="one line of text without tabs, newlines or other control characters",
+                    hint="engine flags become one command-line word each (and part of Ray's shell line)",
+                )
             elif key in derived:
                 yield Diagnostic(
                     path,
@@ -223,8 +235,19 @@ def engine_settings(stack: InferenceStack) -> Iterator[Diagnostic]:
                 )
         for key in m.engine.env:
             if not _ENV_NAME.match(key):
-                yield Diagnostic(base + ("env", key), f'"{key}" is not a valid environment variable name',
-                                 expected="letters, digits and _, not starting with a digit")
+                yield Diagnostic(
+                    base + ("env", key),
+                    f'"{key}" is not a valid environment variable name',
+                    expected="letters, digits and _, not starting with a digit",
+                )
+            elif credential_like_name(key):
+                yield Diagnostic(
+                    base + ("env", key),
+                    f"{key} looks like a credential and would be written into the manifests in plain text",
+                    expected="no credentials inline; secrets are accepted only by reference",
+                    hint=f"put {key} in a Kubernetes Secret and name that Secret in source.secretRef "
+                    "(its keys become the engine's environment)",
+                )
 
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -264,11 +287,17 @@ def labels(stack: InferenceStack) -> Iterator[Diagnostic]:
     for base, mapping in maps:
         for key, value in mapping.items():
             if not _LABEL_NAME.match(key):
-                yield Diagnostic(base + (key,), f'"{key}" is not a valid label key',
-                                 expected="[prefix/]name, name at most 63 characters of letters, digits, -, _ and .")
+                yield Diagnostic(
+                    base + (key,),
+                    f'"{key}" is not a valid label key',
+                    expected="[prefix/]name, name at most 63 characters of letters, digits, -, _ and .",
+                )
             elif not _LABEL_VALUE.match(value):
-                yield Diagnostic(base + (key,), f'"{value}" is not a valid label value',
-                                 expected="at most 63 characters of letters, digits, -, _ and ., alphanumeric at both ends")
+                yield Diagnostic(
+                    base + (key,),
+                    f'"{value}" is not a valid label value',
+                    expected="at most 63 characters of letters, digits, -, _ and ., alphanumeric at both ends",
+                )
 
 
 #: Every cross-reference rule, in the order they run.

@@ -41,6 +41,7 @@ __all__ = [
     "SpecValidationError",
     "UsageError",
     "did_you_mean",
+    "excerpt",
     "format_path",
     "render_diagnostics",
 ]
@@ -128,22 +129,52 @@ class CompilerBug(AibrixError):
         )
 
 
+def _clip(text: str, width: int = 400) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def excerpt(line: str, column: int, width: int) -> tuple[str, int]:
+    """At most ``width`` characters of ``line`` around ``column``, and the caret's column there.
+
+    >>> excerpt("abcdefghij", 9, 4)
+    ('...ghij', 6)
+    """
+    if len(line) <= width:
+        return line, column
+    start = min(max(0, column - 1 - width // 2), len(line) - width)
+    head = "..." if start > 0 else ""
+    tail = "..." if start + width < len(line) else ""
+    return head + line[start : start + width] + tail, column - start + len(head)
+
+
 def render_diagnostics(diagnostics: Sequence[Diagnostic], *, source_name: str, text: str) -> str:
-    """All diagnostics, sorted by position, as the text users read on stderr."""
+    """All diagnostics, sorted by position, as the text users read on stderr.
+
+    Output stays proportional to the number of errors shown, not to the input: a long
+    source line is quoted as an excerpt around the column, and after
+    :data:`~compiler.limits.MAX_ERRORS_SHOWN` errors the rest are only counted.
+    """
+    from .limits import EXCERPT_WIDTH, MAX_ERRORS_SHOWN
+
     lines = text.splitlines()
     blocks = []
-    for d in sorted(diagnostics, key=lambda d: (d.line or 10**9, d.column, format_path(d.path), d.message)):
+    ordered = sorted(diagnostics, key=lambda d: (d.line or 10**9, d.column, format_path(d.path), d.message))
+    for d in ordered[:MAX_ERRORS_SHOWN]:
         where = f"{source_name}:{d.line}:{d.column}" if d.line else source_name
-        block = [f"error: {where}: {format_path(d.path)}", f"  {d.message}"]
+        block = [f"error: {where}: {_clip(format_path(d.path), 200)}", f"  {_clip(d.message)}"]
         if d.line and d.line <= len(lines):
+            quoted, caret = excerpt(lines[d.line - 1], max(d.column, 1), EXCERPT_WIDTH)
             gutter = str(d.line).rjust(6)
-            block.append(f"{gutter} | {lines[d.line - 1]}")
-            block.append(f"{' ' * 6} | {' ' * (max(d.column, 1) - 1)}^")
+            block.append(f"{gutter} | {quoted}")
+            block.append(f"{' ' * 6} | {' ' * (caret - 1)}^")
         if d.expected:
-            block.append(f"  expected: {d.expected}")
+            block.append(f"  expected: {_clip(d.expected)}")
         if d.hint:
-            block.append(f"  hint: {d.hint}")
+            block.append(f"  hint: {_clip(d.hint)}")
         blocks.append("\n".join(block))
     count = len(diagnostics)
+    if count > MAX_ERRORS_SHOWN:
+        rest = count - MAX_ERRORS_SHOWN
+        blocks.append(f"... and {rest} more error{'s' if rest != 1 else ''} not shown (fix the ones above first)")
     blocks.append(f"{count} error{'s' if count != 1 else ''} in {source_name}")
     return "\n".join(blocks) + "\n"

@@ -9,6 +9,7 @@ model class at that path so the hint can never drift from the spec.
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 import typing
@@ -17,7 +18,17 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import Diagnostic, did_you_mean
+from .errors import Diagnostic
+from .errors import did_you_mean as _did_you_mean
+
+#: "did you mean" hints computed per validation (difflib costs ~0.1 ms each): enough for
+#: every error printed, bounded for a file with 20,000 unknown keys.
+MAX_SUGGESTIONS = 100
+
+
+def _no_suggestion(_got: str, _choices: Any) -> str:
+    return ""
+
 
 __all__ = ["diagnostics_from_pydantic", "describe_value"]
 
@@ -37,7 +48,26 @@ _PATTERN_MEANING: dict[str, tuple[str, str]] = {
     "^[0-9]+(ms|s|m|h)$": ("a duration", "a whole number with a unit ms, s, m or h, e.g. 30s"),
     "^[a-z0-9./_:@-]+$": ("an image reference", "registry/repository:tag or @sha256:digest, lowercase"),
     "^rediss?://": ("a Redis URL", "redis://host:port/db or rediss://host:port/db"),
-    "^https?://": ("an HTTP URL", "http(s)://host[:port][/path] without user:password@, e.g. http://prometheus.monitoring.svc:9090"),
+    "^https?://": (
+        "an HTTP URL",
+        "http(s)://host[:port][/path] without user:password@, e.g. http://prometheus.monitoring.svc:9090",
+    ),
+    "^[A-Za-z0-9]([A-Za-z0-9._/:-]*": (
+        "a model name",
+        "letters, digits and . _ - / :, starting and ending with a letter or digit, e.g. meta-llama/Llama-3-8B-Instruct",
+    ),
+    "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?": (
+        "a valid label value",
+        "at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit (or empty)",
+    ),
+    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]": (
+        "a valid label key",
+        "[prefix/]name, e.g. team or example.com/team",
+    ),
+    "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[a-z0-9]": (
+        "an extended resource name",
+        "[domain/]name, e.g. nvidia.com/gpu",
+    ),
 }
 
 
@@ -52,7 +82,7 @@ def describe_value(value: Any) -> str:
     if isinstance(value, float):
         return f"the number {value:g}"
     if isinstance(value, str):
-        return f'the text "{value}"'
+        return f'the text "{value}"' if len(value) <= 60 else f'the text "{value[:57]}..."'
     if isinstance(value, list):
         return "a list"
     if isinstance(value, dict):
@@ -75,7 +105,21 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
+@functools.lru_cache(maxsize=1024)
+def _model_at(root: type[BaseModel], path: tuple[str | int, ...]) -> type[BaseModel] | None:
+    return _walk_model(root, path)
+
+
 def model_at(root: type[BaseModel], path: Iterable[str | int]) -> type[BaseModel] | None:
+    """The model class found by following ``path`` (YAML spelling) from ``root``."""
+    path = tuple(path)
+    try:
+        return _model_at(root, path)
+    except TypeError:  # an unhashable step cannot be a field name
+        return _walk_model(root, path)
+
+
+def _walk_model(root: type[BaseModel], path: Iterable[str | int]) -> type[BaseModel] | None:
     """The model class found by following ``path`` (YAML spelling) from ``root``."""
     current: Any = root
     for part in path:
@@ -137,8 +181,9 @@ def _quoted_choices(expected: str) -> tuple[str, ...]:
     return tuple(re.findall(r"'([^']*)'", expected))
 
 
-def _one(err: dict[str, Any], root: type[BaseModel], path: Path) -> Diagnostic:
+def _one(err: dict[str, Any], root: type[BaseModel], path: Path, *, suggest: bool = True) -> Diagnostic:
     kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    did_you_mean = _did_you_mean if suggest else _no_suggestion
     name = str(path[-1]) if path else ""
     if kind == "extra_forbidden":
         allowed = _aliases(model_at(root, path[:-1]))
@@ -172,6 +217,8 @@ def _one(err: dict[str, Any], root: type[BaseModel], path: Path) -> Diagnostic:
             if pattern.startswith(prefix):
                 return Diagnostic(path, f"{describe_value(value)} is not {what}", expected=expected, hint=_fix_hint(value, what))
         return Diagnostic(path, f"{describe_value(value)} does not match {pattern}")
+    if kind == "finite_number":
+        return Diagnostic(path, f"{describe_value(value)} is not a finite number", expected="a finite number")
     if kind == "string_too_long":
         return Diagnostic(path, f"{describe_value(value)} is too long", expected=f"at most {ctx.get('max_length')} characters")
     if kind in ("string_too_short", "too_short"):
@@ -188,9 +235,7 @@ def _one(err: dict[str, Any], root: type[BaseModel], path: Path) -> Diagnostic:
         hint = did_you_mean(got.group(1), names) if got and names else ""
         return Diagnostic(path, message, expected=expected, hint=hint)
     if kind in _TYPE_NAMES:
-        return Diagnostic(
-            path, f"wrong type: {describe_value(value)}", expected=_TYPE_NAMES[kind], hint=_type_hint(kind, value)
-        )
+        return Diagnostic(path, f"wrong type: {describe_value(value)}", expected=_TYPE_NAMES[kind], hint=_type_hint(kind, value))
     return Diagnostic(path, str(err["msg"]))
 
 
@@ -241,10 +286,13 @@ def diagnostics_from_pydantic(
         if len(errs) > 1 and all(e["branched"] for e in errs):
             kinds = [_TYPE_NAMES.get(e["type"], e["type"]) for e in errs]
             out.append(
-                Diagnostic(path, f"wrong type: {describe_value(errs[0].get('input'))}",
-                           expected="one of: " + ", ".join(dict.fromkeys(kinds)))
+                Diagnostic(
+                    path,
+                    f"wrong type: {describe_value(errs[0].get('input'))}",
+                    expected="one of: " + ", ".join(dict.fromkeys(kinds)),
+                )
             )
             continue
         for e in errs:
-            out.append(_one(e, root, path))
+            out.append(_one(e, root, path, suggest=len(out) < MAX_SUGGESTIONS))
     return list(dict.fromkeys(out))

@@ -3,8 +3,9 @@
 ``kubernetes-validate`` (a test/validation dependency, never imported on the compile path)
 checks each built-in object against the OpenAPI schema of the target Kubernetes version
 in strict mode (unknown fields are errors). Kinds it has no schema for are custom
-resources and go to :mod:`.crds` when a CRD directory is given; with no directory they
-are reported as unchecked rather than silently passed.
+resources and go to :mod:`.crds`: against the vendored CRDs by default, or the CRDs of
+``crd_dir``. A custom resource whose group has no CRD there is reported as unchecked
+rather than silently passed.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .crds import load_crds, validate_custom_resources
+from .crds import VENDORED_CRDS, load_crds, validate_custom_resources
 from .errors import UsageError
 
 __all__ = ["check_objects"]
 
 
 def check_objects(objects: list[dict[str, Any]], *, kube_version: str, crd_dir: Path | None) -> list[str]:
-    """Every problem found in ``objects`` (empty = all valid)."""
+    """Every problem found in ``objects`` (empty = all valid); ``crd_dir`` None = the vendored CRDs."""
     try:
         import kubernetes_validate
     except ImportError:
@@ -38,20 +39,16 @@ def check_objects(objects: list[dict[str, Any]], *, kube_version: str, crd_dir: 
         except kubernetes_validate.ValidationError as exc:
             path = "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in exc.path)
             errors.append(f"{ident}: {path}: {exc.message[:300]}")
+    if not custom:
+        return errors
+    directory = crd_dir if crd_dir is not None else VENDORED_CRDS
+    where = "in --crd-dir" if crd_dir is not None else "among the vendored CRDs; pass --crd-dir DIR with its CRD to validate it"
     groups = {str(o.get("apiVersion", "")).rpartition("/")[0] for o in custom}
-    registry = load_crds(crd_dir, groups=groups) if crd_dir is not None and custom else None
-    if custom and crd_dir is None:
-        errors += [
-            f"{o.get('kind')} {o.get('metadata', {}).get('name')}: a custom resource ({o.get('apiVersion')}); "
-            "pass --crd-dir DIR with its CRD to validate it"
-            for o in custom
-        ]
-    elif custom and registry is not None:
-        errors += validate_custom_resources(custom, registry)
-        known = registry.groups
-        errors += [
-            f"{o.get('kind')} {o.get('metadata', {}).get('name')}: no CRD for {o.get('apiVersion')} in --crd-dir"
-            for o in custom
-            if str(o.get("apiVersion", "")).rpartition("/")[0] not in known
-        ]
+    registry = load_crds(directory, groups=groups)
+    errors += validate_custom_resources(custom, registry)
+    errors += [
+        f"{o.get('kind')} {o.get('metadata', {}).get('name')}: no CRD for {o.get('apiVersion')} {where}"
+        for o in custom
+        if str(o.get("apiVersion", "")).rpartition("/")[0] not in registry.groups
+    ]
     return errors

@@ -9,11 +9,12 @@ of our errors escaping a pass is wrapped as a :class:`CompilerBug` naming that p
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TypeVar
 
 from .defaults import ResolvedStack, apply_defaults
-from .errors import AibrixError, CompilerBug, SpecError
+from .errors import AibrixError, CompilerBug, SpecError, UsageError
 from .kube_version import DEFAULT_KUBE_VERSION, parse_kube_version
 from .manifest import Manifest
 from .parse import SourceDoc, parse
@@ -26,6 +27,7 @@ from .validate import validate
 __all__ = ["compile_manifests", "compile_stack", "resolve_stack"]
 
 T = TypeVar("T")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 def _positioned(error: SpecError, doc: SourceDoc) -> SpecError:
@@ -52,8 +54,19 @@ def _run(pass_name: str, doc: SourceDoc, step: Callable[[], T]) -> T:
         raise CompilerBug(pass_name, f"{type(exc).__name__}: {exc}") from exc
 
 
+def _check_namespace_option(namespace: str | None) -> None:
+    # The option reaches PromQL, Envoy's config and JSON flags like any spec name does.
+    if namespace is not None and (len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace)):
+        shown = namespace if len(namespace) <= 70 else namespace[:67] + "..."
+        raise UsageError(
+            f'--namespace "{shown}" is not a valid namespace; expected a DNS-1123 label: lowercase letters, '
+            "digits and '-', starting and ending with a letter or digit, at most 63 characters"
+        )
+
+
 def resolve_stack(text: str, *, source_name: str, namespace: str | None = None) -> tuple[SourceDoc, ResolvedStack]:
     """parse -> validate -> defaults: the typed stack with every default applied."""
+    _check_namespace_option(namespace)
     doc = parse(text, source_name=source_name)
     stack = _run("validate", doc, lambda: validate(doc))
     resolved = _run("defaults", doc, lambda: apply_defaults(stack, namespace=namespace))

@@ -11,7 +11,7 @@ import yaml
 
 from compiler.pipeline import compile_manifests
 
-from .helpers import SHARED_CRDS, dump
+from .helpers import dump
 
 FULL: dict[str, Any] = {
     "apiVersion": "aibrix.ai/v1alpha1",
@@ -93,11 +93,7 @@ def engine_args(objs: dict[tuple[str, str], dict[str, Any]], deployment: str) ->
 def validation_problems(objs: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
     from compiler.output_check import check_objects
 
-    if SHARED_CRDS.is_dir():
-        return check_objects(list(objs.values()), kube_version="1.37", crd_dir=SHARED_CRDS)
-    # Without ../shared/crds only the core kinds can be checked; custom resources are skipped.
-    problems = check_objects(list(objs.values()), kube_version="1.37", crd_dir=None)
-    return [p for p in problems if not p.endswith("pass --crd-dir DIR with its CRD to validate it")]
+    return check_objects(list(objs.values()), kube_version="1.37", crd_dir=None)
 
 
 def load_yaml(text: str) -> Any:

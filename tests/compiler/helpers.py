@@ -10,7 +10,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples" / "stacks"
-SHARED_CRDS = REPO / ".." / "shared" / "crds"
 
 MINIMAL: dict[str, Any] = {
     "apiVersion": "aibrix.ai/v1alpha1",

@@ -9,7 +9,7 @@ import yaml
 
 from compiler.pipeline import compile_manifests
 
-from .helpers import SHARED_CRDS, dump
+from .helpers import dump
 
 
 def compiled(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -23,17 +23,13 @@ def of_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any
 
 
 def assert_valid(objects: list[dict[str, Any]]) -> None:
-    """kubernetes-validate strict for core kinds, the shared CRDs for custom resources."""
+    """kubernetes-validate strict for core kinds, the vendored CRDs for custom resources."""
     pytest.importorskip("kubernetes_validate")
     from compiler.output_check import check_objects
 
-    crd_dir = SHARED_CRDS if SHARED_CRDS.is_dir() else None
     # Round-trip through YAML, as the golden tests do, so the objects are plain data.
     plain = [yaml.safe_load(yaml.safe_dump(o)) for o in objects]
-    errors = check_objects(plain, kube_version="1.37", crd_dir=crd_dir)
-    if crd_dir is None and any("--crd-dir" in e for e in errors):
-        pytest.skip("custom resources present but ../shared/crds is absent")
-    assert errors == []
+    assert check_objects(plain, kube_version="1.37", crd_dir=None) == []
 
 
 def containers(pod_template: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -102,9 +102,10 @@ def test_check_passes_when_current_and_fails_with_a_diff(tmp_path: Path, capsys:
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--kube-version", "1.12", "STACK"], "--kube-version 1.12 is not supported; expected 1.25 to 1.37"),
+        (["--kube-version", "1.12", "STACK"], "--kube-version 1.12 is not supported; expected 1.25 or newer"),
         (["--kube-version", "latest", "STACK"], '--kube-version "latest" is not a Kubernetes version'),
         (["missing.yaml"], "cannot read missing.yaml: no such file"),
+        (["--namespace", 'x"}', "NONS"], '--namespace "x\"}" is not a valid namespace; expected a DNS-1123 label'),
         (["STACK", "--frobnicate"], "unrecognized arguments: --frobnicate"),
         (["STACK", "-o", "a", "--check", "b"], "argument --check: not allowed with argument -o/--output"),
         ([], "usage: aibrix-compile"),
@@ -112,8 +113,10 @@ def test_check_passes_when_current_and_fails_with_a_diff(tmp_path: Path, capsys:
         (["validate", "STACK", "--crd-dir", "no-such-dir"], "--crd-dir no-such-dir: not a directory"),
     ],
 )
-def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = [str(QUICKSTART) if a == "STACK" else a for a in argv]
+def test_usage_errors_exit_2(argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    no_namespace = tmp_path / "no-namespace.yaml"
+    no_namespace.write_text(QUICKSTART.read_text().replace("  namespace: llm\n", ""))
+    argv = [str(QUICKSTART) if a == "STACK" else str(no_namespace) if a == "NONS" else a for a in argv]
     code, out, err = run(capsys, *argv)
     assert (code, out) == (2, "")
     assert message in err
@@ -123,6 +126,20 @@ def test_usage_errors_exit_2(argv: list[str], message: str, capsys: pytest.Captu
 @pytest.mark.parametrize("version", ["1.25", "v1.30.4", "1.37.0+k3s1", "1.29.3-gke.100"])
 def test_kube_versions_accepted(version: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(capsys, str(QUICKSTART), "--kube-version", version)[0] == 0
+
+
+@pytest.mark.parametrize("version", ["1.38", "v1.40.1", "2.0"])
+def test_newer_kube_versions_compile_with_the_newest_rules_and_a_warning(
+    version: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, str(QUICKSTART), "--kube-version", version)
+    newest = run(capsys, str(QUICKSTART), "--kube-version", "1.37")[1]
+    assert (code, out) == (0, newest)
+    shown = version.removeprefix("v").rpartition(".")[0] if version.count(".") == 2 else version
+    assert err == (
+        f"warning: --kube-version {shown} is newer than the newest version this aibrix-compile knows (1.37); "
+        "compiling with 1.37's rules. Upgrade aibrix-compile to use what is new.\n"
+    )
 
 
 def test_explain_table(capsys: pytest.CaptureFixture[str]) -> None:
@@ -163,3 +180,48 @@ def test_console_script_separates_streams(tmp_path: Path) -> None:
     ok = subprocess.run([*command, str(QUICKSTART)], capture_output=True, text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
     assert (ok.returncode, ok.stderr) == (0, "")
     assert ok.stdout == to_stream(expected_files())
+
+
+# --- hostile input through the real command (issues 13 and 22): exit 1, a position, a clear message ---
+
+
+def _alias_bomb() -> str:
+    lines = ["apiVersion: aibrix.ai/v1alpha1", "kind: InferenceStack", 'l0: &l0 "lol"']
+    lines += [f"l{k}: &l{k} [" + ", ".join([f"*l{k - 1}"] * 9) + "]" for k in range(1, 10)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("alias-bomb", _alias_bomb().encode(), ":8:20: l5[2]\n  the document builds more than 30000 values\n"),
+        (
+            "ten-megabytes",
+            QUICKSTART.read_bytes() + b"# padding padding padding padding padding padding padding\n" * 180_000,
+            "  the file is larger than 1 MiB\n",
+        ),
+        ("deep-flow", b"spec: " + b"[" * 200_000 + b"]" * 200_000 + b"\n", ":1:38: spec[0][0][0]"),
+        ("deep-block", b"spec:\n" + b"".join(b" " * i + b"k:\n" for i in range(1, 200)), "  the document nests deeper than 32 levels\n"),
+        ("latin-1", QUICKSTART.read_bytes().replace(b"quickstart", b"caf\xe9"), "  the file is not UTF-8 text (byte 0xe9 at offset "),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 20 else "",
+)
+def test_hostile_input_exits_1_with_a_positioned_message(tmp_path: Path, name: str, content: bytes, message: str) -> None:
+    stack = tmp_path / f"{name}.yaml"
+    stack.write_bytes(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "compiler.cli", str(stack)], capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr.startswith(f"error: {stack}:"), result.stderr[:300]
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
+    assert len(result.stderr) < 2_000  # an excerpt of the line, not the line
+
+
+def test_stdin_is_read_under_the_same_limits(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "compiler.cli", "-"], input=b"a: b\n\xff\n", capture_output=True, timeout=60, cwd=REPO
+    )
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith("error: <stdin>:2:1: (document)\n  the file is not UTF-8 text")

@@ -8,9 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from compiler.crds import CrdRegistry, load_crds, to_json_schema, validate_custom_resources
-
-from .helpers import SHARED_CRDS
+from compiler.crds import VENDORED_CRDS, CrdRegistry, load_crds, to_json_schema, validate_custom_resources
 
 WIDGET_CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -108,7 +106,7 @@ def test_translation_keeps_combinators_open() -> None:
     assert out["pattern"] == "(?i)^x$"
 
 
-SHARED_CASES = [
+VENDORED_CASES = [
     (
         {
             "apiVersion": "keda.sh/v1alpha1",
@@ -144,12 +142,10 @@ SHARED_CASES = [
 ]
 
 
-@pytest.mark.parametrize("obj, errors", SHARED_CASES, ids=lambda v: v["kind"] if isinstance(v, dict) else str(len(v)))
-def test_against_the_shared_crds(obj: dict[str, Any], errors: list[str]) -> None:
-    if not SHARED_CRDS.is_dir():
-        pytest.skip("../shared/crds is absent")
+@pytest.mark.parametrize("obj, errors", VENDORED_CASES, ids=lambda v: v["kind"] if isinstance(v, dict) else str(len(v)))
+def test_against_the_vendored_crds(obj: dict[str, Any], errors: list[str]) -> None:
     groups = {obj["apiVersion"].rpartition("/")[0]}
-    assert validate_custom_resources([obj], load_crds(SHARED_CRDS, groups=groups)) == errors
+    assert validate_custom_resources([obj], load_crds(VENDORED_CRDS, groups=groups)) == errors
 
 
 @pytest.mark.parametrize(
@@ -186,6 +182,40 @@ def test_custom_resource_without_crd_dir_is_reported(tmp_path: Path) -> None:
 
     obj = widget({"size": 1})
     assert check_objects([obj], kube_version="1.37", crd_dir=None) == [
-        "Widget w: a custom resource (example.com/v1); pass --crd-dir DIR with its CRD to validate it"
+        "Widget w: no CRD for example.com/v1 among the vendored CRDs; pass --crd-dir DIR with its CRD to validate it"
     ]
     assert check_objects([obj], kube_version="1.37", crd_dir=tmp_path) == ["Widget w: no CRD for example.com/v1 in --crd-dir"]
+
+
+def _git_blob_sha1(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def test_vendored_crds_are_the_pinned_upstream_files() -> None:
+    # SOURCES.md names each file's upstream release and git blob; the copies must be unedited.
+    rows = [line.split("|") for line in (VENDORED_CRDS / "SOURCES.md").read_text().splitlines() if line.startswith("| `")]
+    listed = {cells[1].strip().strip("`"): cells[8].strip().strip("`") for cells in rows}
+    files = {p.name for p in VENDORED_CRDS.glob("*.yaml")}
+    assert set(listed) == files
+    for name, blob in listed.items():
+        assert _git_blob_sha1((VENDORED_CRDS / name).read_bytes()) == blob, name
+
+
+def test_every_custom_resource_kind_the_examples_emit_has_a_vendored_crd() -> None:
+    from compiler import compile_stack
+    from compiler.serialize import KUSTOMIZATION
+
+    from .helpers import EXAMPLES
+
+    built_in = {"", "apps", "policy", "autoscaling", "batch", "networking.k8s.io", "rbac.authorization.k8s.io",
+                "admissionregistration.k8s.io", "scheduling.k8s.io", "coordination.k8s.io", "node.k8s.io"}
+    emitted = set()
+    for example in sorted(EXAMPLES.glob("*.yaml")):
+        for rel, text in compile_stack(example.read_text(), source_name=example.name).items():
+            doc = yaml.safe_load(text)
+            group = str(doc["apiVersion"]).rpartition("/")[0]
+            if rel != KUSTOMIZATION and group not in built_in:
+                emitted.add((group, doc["kind"]))
+    assert emitted and emitted <= set(load_crds(VENDORED_CRDS).kinds)

@@ -112,3 +112,72 @@ def test_format_path(path: tuple[Any, ...], text: str) -> None:
 )
 def test_did_you_mean(got: str, choices: list[str], hint: str) -> None:
     assert did_you_mean(got, choices) == hint
+
+
+# --- no secrets, strict values (issue 22): refused at the spec, with a position ---
+
+
+@pytest.mark.parametrize(
+    "value, what",
+    [
+        ("redis://:hunter2@redis:6379/0", "a password inside a URL"),
+        ("rediss://default:pw@redis:6380", "a password inside a URL"),
+        ("s3://bucket/m?X-Amz-Signature=abc123", "a credential in a URL query"),
+        ("https://host/m?x-amz-security-token=abc", "a credential in a URL query"),
+        ("gs://bucket/m?X-Goog-Credential=abc", "a credential in a URL query"),
+        ("https://acct.blob.core.windows.net/c/m?sv=2024&sig=abc", "a credential in a URL query"),
+        ("https://host/m?key=AIzaSyExample", "a credential in a URL query"),
+        ("text with ftp://user:pw@host inside", "a password inside a URL"),
+        ("redis://redis:6379/0", None),
+        ("redis://user@redis:6379/0", None),
+        ("hf://org/model?revision=main", None),
+        ("x" * 100_000, None),  # and linear: a long value is scanned in milliseconds
+    ],
+)
+def test_credentials_in_every_url_form_are_found(value: str, what: str | None) -> None:
+    from aibrix_spec import find_literal_secret
+
+    assert find_literal_secret(value) == what
+
+
+@pytest.mark.parametrize(
+    "name, credential",
+    [
+        ("AWS_SECRET_ACCESS_KEY", True),
+        ("AWS_ACCESS_KEY_ID", True),
+        ("HF_TOKEN", True),
+        ("HUGGING_FACE_HUB_TOKEN", True),
+        ("OPENAI_API_KEY", True),
+        ("REDIS_PASSWORD", True),
+        ("GOOGLE_APPLICATION_CREDENTIALS", True),
+        ("my_secret", True),
+        ("TOKENIZERS_PARALLELISM", False),
+        ("VLLM_MAX_TOKENS", False),
+        ("VLLM_LOGGING_LEVEL", False),
+        ("NCCL_DEBUG", False),
+    ],
+)
+def test_credential_like_env_names(name: str, credential: bool) -> None:
+    from aibrix_spec import credential_like_name
+
+    assert credential_like_name(name) is credential
+    error = errors_of(with_model(engine={"env": {name: "value"}})) if credential else None
+    if credential:
+        assert error is not None and "looks like a credential" in error.diagnostics[0].message
+
+
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("pvc://model-store/../../etc", "the URI's path holds a . or .. segment"),
+        ("hf://org/../other", "the URI's path holds a . or .. segment"),
+        ("s3://bucket/./m", "the URI's path holds a . or .. segment"),
+        ("hf://org/model name", "the URI holds a space, quote, backslash or control character"),
+        ('hf://org/mo"del', "the URI holds a space, quote, backslash or control character"),
+    ],
+)
+def test_source_uris_stay_inside_their_source(uri: str, message: str) -> None:
+    error = errors_of(with_model(source={"uri": uri}))
+    assert error is not None
+    assert [d.message for d in error.diagnostics] == [message]
+    assert error.diagnostics[0].line > 0

@@ -7,7 +7,7 @@ case renders exactly its pinned message.
   comment, the stack, a ``# expected-error`` line, then the exact stderr text.
 - Invariants, as black checks them: compiling twice gives identical bytes; the defaults
   pass's output compiles to the same files; every object validates (kubernetes-validate
-  strict for the target version; custom resources against ../shared/crds when present).
+  strict for the target version; custom resources against the vendored CRDs).
 
 Rewrite expectations with ``python -m pytest tests/golden --update-golden`` and review the
 git diff.
@@ -32,7 +32,6 @@ REPO = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent
 EXAMPLES = sorted((REPO / "examples" / "stacks").glob("*.yaml"))
 ERROR_CASES = sorted((GOLDEN / "errors").glob("*.yaml"))
-SHARED_CRDS = REPO / ".." / "shared" / "crds"
 MARKER = "# expected-error\n"
 UPDATE = "python -m pytest tests/golden --update-golden"
 
@@ -103,11 +102,7 @@ def test_every_object_passes_strict_validation(example: Path, kube_version: str)
 
     files = compile_stack(example.read_text(encoding="utf-8"), source_name=example.name, kube_version=kube_version)
     objects = [yaml.safe_load(text) for rel, text in files.items() if rel != KUSTOMIZATION]
-    crd_dir = SHARED_CRDS if SHARED_CRDS.is_dir() else None
-    errors = check_objects(objects, kube_version=kube_version, crd_dir=crd_dir)
-    if crd_dir is None and any("--crd-dir" in e for e in errors):
-        pytest.skip("custom resources present but ../shared/crds is absent")
-    assert errors == []
+    assert check_objects(objects, kube_version=kube_version, crd_dir=None) == []
 
 
 def _split_case(path: Path) -> tuple[str, str]:

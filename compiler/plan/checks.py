@@ -6,6 +6,8 @@ runs every check and raises them together, so renderers never raise a spec error
 
 from __future__ import annotations
 
+import re
+
 from aibrix_spec import AUTOSCALING_METRICS
 from aibrix_spec.catalog import MODEL_ARCHS
 
@@ -14,7 +16,14 @@ from ..errors import Diagnostic
 from .models import model_arch_of
 from .types import ModelPlan
 
-__all__ = ["MAX_RAY_CLUSTER_NAME", "RAY_HEAD_SERVICE_SUFFIX", "check_multi_node", "check_names", "check_optimizer"]
+__all__ = [
+    "MAX_RAY_CLUSTER_NAME",
+    "RAY_HEAD_SERVICE_SUFFIX",
+    "check_hpa_selectors",
+    "check_multi_node",
+    "check_names",
+    "check_optimizer",
+]
 
 #: KubeRay names a cluster's head Service <cluster>-head-svc, which must be a DNS label (<= 63).
 RAY_HEAD_SERVICE_SUFFIX = "-head-svc"
@@ -49,6 +58,31 @@ def check_multi_node(stack: ResolvedStack) -> list[Diagnostic]:
                     f"multi-node models run on vLLM's Ray executor; engine {m.spec.engine.type} is not supported there",
                     expected=f"engine.type: vllm, since {where}",
                     hint="use vllm, or lower parallelism.pipeline so a replica fits on one node",
+                )
+            )
+    return problems
+
+
+_LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+
+
+def check_hpa_selectors(stack: ResolvedStack) -> list[Diagnostic]:
+    """A bare HPA selects its Pods metric by the label ``model_name: <servedModelName>``, and a
+    label value cannot hold every OpenAI name (``meta-llama/Llama-3-8B`` has a ``/``)."""
+    problems = []
+    for m in stack.models:
+        spec = m.spec.autoscaling
+        if spec.policy != "hpa" or spec.use_keda or AUTOSCALING_METRICS[spec.metric].source != "engine":
+            continue
+        if not _LABEL_VALUE.match(m.served_name):
+            field = "servedModelName" if m.spec.served_model_name else "name"
+            problems.append(
+                Diagnostic(
+                    ("spec", "models", m.index, "autoscaling", "policy"),
+                    f'a bare HPA selects the metric by the label model_name="{m.served_name}", '
+                    f"which is not a valid label value (from {field})",
+                    expected="at most 63 letters, digits, -, _ and ., alphanumeric at both ends",
+                    hint="set autoscaling.useKeda: true (a PromQL query takes any name), or use policy kpa or apa",
                 )
             )
     return problems

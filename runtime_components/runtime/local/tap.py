@@ -45,9 +45,11 @@ class Tap:
         return f"http://127.0.0.1:{self.port}"
 
     def reset(self) -> None:
+        """Forget what passed (and restart the rate budget)."""
         with self._lock:
             self.body_bytes = 0
             self.requests = []
+            self._started = time.monotonic()
 
     def __enter__(self) -> "Tap":
         self._thread.start()

@@ -96,7 +96,7 @@ def _fetch_and_publish(req: DownloadRequest, dest: Path) -> TransferStats:
         work = cache.partial_path(dest)
         work.mkdir(exist_ok=True)
         stats = fetch_files(source, files, work, parallel=req.options.parallel, chunk_bytes=req.chunk_bytes,
-                            progress_interval_s=req.progress_interval_s)
+                            progress_interval_s=req.progress_interval_s, durable=req.cache_root is not None)
     finally:
         source.close()
     model = work / "model"
@@ -104,13 +104,13 @@ def _fetch_and_publish(req: DownloadRequest, dest: Path) -> TransferStats:
     for f in files:
         if f.unpack is not None:
             unpack(work / f.path, f.unpack, model, strip_top=getattr(source, "strip_top", False), where=f.key)
-    _write_marker(model, req.uri, files)
+    _write_marker(model, req.uri, files, durable=req.cache_root is not None)
     _replace(dest, model)
     shutil.rmtree(work, ignore_errors=True)
     return stats
 
 
-def _write_marker(model: Path, uri: str, files: list[RemoteFile]) -> None:
+def _write_marker(model: Path, uri: str, files: list[RemoteFile], *, durable: bool) -> None:
     published = sorted(
         (str(p.relative_to(model)), p.stat().st_size) for p in model.rglob("*") if p.is_file() and p.name != cache.MARKER
     )
@@ -128,9 +128,11 @@ def _write_marker(model: Path, uri: str, files: list[RemoteFile]) -> None:
     with open(path, "w", encoding="utf-8") as out:
         json.dump(marker, out, indent=1, sort_keys=True)
         out.write("\n")
-        out.flush()
-        os.fsync(out.fileno())
-    _fsync_dir(model)
+        if durable:
+            out.flush()
+            os.fsync(out.fileno())
+    if durable:
+        _fsync_dir(model)
 
 
 def _replace(dest: Path, model: Path) -> None:

@@ -3,8 +3,8 @@
 Where it sits: ``download`` hands it a source, its file list and the working directory (the
 temporary sibling of the destination). Every file is cut into byte ranges of ``chunk_bytes``;
 one thread pool of ``parallel`` workers reads ranges of all files at once (large files by range,
-small files side by side) and writes each at its offset (``os.pwrite``), then records the range
-in the journal. What an earlier run recorded for the same object version is not fetched again.
+small files side by side) and writes each piece at its offset (``os.pwrite``), then records
+that piece in the journal (so a kill loses at most one piece per worker). What an earlier run recorded for the same object version is not fetched again.
 A range that fails with a ``NetworkError`` is retried from the byte it reached, with backoff.
 When a file's last range lands it is verified on a second small pool while the others keep
 downloading: size always, then MD5 or SHA-256 when the source gave one; then fsynced. A file
@@ -49,8 +49,10 @@ def fetch_files(
     retries: int = 4,
     backoff_s: float = 0.5,
     progress_interval_s: float = 3.0,
+    durable: bool = True,
 ) -> TransferStats:
-    """Fetch every file into ``workdir`` (resuming from its journal) and verify it."""
+    """Fetch every file into ``workdir`` (resuming from its journal) and verify it; ``durable``
+    fsyncs each verified file (a shared cache outlives the pod; an emptyDir does not)."""
     journal = Journal(workdir / "journal.jsonl", source.uri)
     try:
         plan: dict[str, list[tuple[int, int | None]]] = {}
@@ -60,7 +62,7 @@ def fetch_files(
             reused += kept
         total = sum(f.size or 0 for f in files)
         with Progress(total, reused, interval_s=progress_interval_s) as progress:
-            _run(source, files, plan, workdir, journal, progress, parallel, retries, backoff_s)
+            _run(source, files, plan, workdir, journal, progress, parallel, retries, backoff_s, durable)
             return TransferStats(total, progress.fetched, reused, len(files), progress.elapsed_s())
     finally:
         journal.close()
@@ -82,7 +84,7 @@ def _prepare(target: Path, f: RemoteFile, journal: Journal, chunk: int) -> tuple
 
 
 def _run(source: Source, files: list[RemoteFile], plan: dict[str, list[tuple[int, int | None]]], workdir: Path,
-         journal: Journal, progress: Progress, parallel: int, retries: int, backoff_s: float) -> None:
+         journal: Journal, progress: Progress, parallel: int, retries: int, backoff_s: float, durable: bool) -> None:
     by_path = {f.path: f for f in files}
     remaining = {path: len(ranges) for path, ranges in plan.items()}
     readers = cf.ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="range")
@@ -96,7 +98,7 @@ def _run(source: Source, files: list[RemoteFile], plan: dict[str, list[tuple[int
                 pending[fut] = path
         for path, count in remaining.items():
             if count == 0:  # complete from an earlier run: verify only
-                pending[checkers.submit(_verify, source, by_path[path], workdir / path, journal)] = ""
+                pending[checkers.submit(_verify, source, by_path[path], workdir / path, journal, durable)] = ""
         while pending:
             finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             for fut in finished:
@@ -105,7 +107,7 @@ def _run(source: Source, files: list[RemoteFile], plan: dict[str, list[tuple[int
                 if path:
                     remaining[path] -= 1
                     if remaining[path] == 0:
-                        pending[checkers.submit(_verify, source, by_path[path], workdir / path, journal)] = ""
+                        pending[checkers.submit(_verify, source, by_path[path], workdir / path, journal, durable)] = ""
     finally:
         readers.shutdown(wait=True, cancel_futures=True)
         checkers.shutdown(wait=True, cancel_futures=True)
@@ -123,6 +125,8 @@ def _fetch_range(source: Source, f: RemoteFile, target: Path, start: int, end: i
                         raise ChecksumError(f"the source sent more bytes than the range {start}-{end} asked for",
                                             where=f.key, expected=f"{f.size} bytes in all")
                     os.pwrite(fd, piece, offset)
+                    if end is not None:
+                        journal.record(f.path, f.version, offset, offset + len(piece))
                     offset += len(piece)
                     progress.add(len(piece))
                 if end is not None and offset < end:
@@ -138,11 +142,9 @@ def _fetch_range(source: Source, f: RemoteFile, target: Path, start: int, end: i
                     offset = 0
     finally:
         os.close(fd)
-    if end is not None:
-        journal.record(f.path, f.version, start, end)
 
 
-def _verify(source: Source, f: RemoteFile, target: Path, journal: Journal) -> None:
+def _verify(source: Source, f: RemoteFile, target: Path, journal: Journal, durable: bool) -> None:
     try:
         size = target.stat().st_size
         if f.size is not None and size != f.size:
@@ -162,7 +164,8 @@ def _verify(source: Source, f: RemoteFile, target: Path, journal: Journal) -> No
                         hint="the bytes were corrupted on the way or the stored object is damaged; "
                              "the file was discarded, so running again downloads it afresh",
                     )
-            os.fsync(fd)  # a published model must survive a node restart intact
+            if durable:
+                os.fsync(fd)  # a cached model must survive a node restart intact
         finally:
             os.close(fd)
     except DownloadError:

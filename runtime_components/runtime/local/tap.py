@@ -4,8 +4,13 @@ Where it sits: tests and the benchmark point the downloader's endpoint at the ta
 forwards every request unchanged (the Host header too, so S3 signatures still verify) to the
 real server and streams the answer back. It counts the response body bytes (what the
 downloader really transferred), can cap the rate (so a transfer can be killed at its midpoint
-reliably) and can flip the first body byte of every answer for one path: bit rot in transit,
-which the downloader's checksum must catch.
+reliably), or cap each response stream on its own (``stream_bytes_per_s``: a remote object
+store serves one connection well below its link, which is why parallel reads pay off there),
+and can flip the first body byte of every answer for one path: bit rot in transit, which the
+downloader's checksum must catch.
+
+``python -m runtime_components.runtime.local.tap --upstream-port P [--stream-mb-s R]`` runs one
+in its own process (so it does not share a client's interpreter) and prints its port.
 """
 
 from __future__ import annotations
@@ -22,17 +27,24 @@ PIECE = 256 << 10
 _HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te", "upgrade"}
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client killed mid-transfer (the resume test does that) is expected, not news
+
+
 class Tap:
     """``Tap(upstream_port)``; ``url`` is where clients connect; ``body_bytes`` what passed."""
 
-    def __init__(self, upstream_port: int, *, rate_bytes_per_s: float | None = None) -> None:
+    def __init__(self, upstream_port: int, *, rate_bytes_per_s: float | None = None,
+                 stream_bytes_per_s: float | None = None) -> None:
         self.upstream_port = upstream_port
         self.rate_bytes_per_s = rate_bytes_per_s
+        self.stream_bytes_per_s = stream_bytes_per_s
         self.corrupt_path: str | None = None
         self.body_bytes = 0
         self.requests: list[tuple[str, str]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="tap", daemon=True)
 
@@ -105,6 +117,7 @@ class Tap:
                         return
                     corrupt = tap.corrupt_path is not None and tap.corrupt_path in self.path
                     first = True
+                    sent, began = 0, time.monotonic()
                     while True:
                         piece = payload if chunked else resp.read(PIECE)
                         if not piece:
@@ -114,6 +127,11 @@ class Tap:
                         first = False
                         tap._account(len(piece))
                         self.wfile.write(piece)
+                        sent += len(piece)
+                        if tap.stream_bytes_per_s:
+                            ahead = sent / tap.stream_bytes_per_s - (time.monotonic() - began)
+                            if ahead > 0:
+                                time.sleep(ahead)
                         if chunked:
                             break
                 finally:
@@ -122,3 +140,19 @@ class Tap:
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
 
         return Handler
+
+
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m runtime_components.runtime.local.tap")
+    ap.add_argument("--upstream-port", type=int, required=True)
+    ap.add_argument("--stream-mb-s", type=float, help="cap each response stream at this many MB/s")
+    args = ap.parse_args()
+    with Tap(args.upstream_port, stream_bytes_per_s=args.stream_mb_s * 1e6 if args.stream_mb_s else None) as tap:
+        print(tap.port, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["cache_key", "CACHE_KEY_NAME_CHARS", "CACHE_KEY_HASH_CHARS"]
+__all__ = ["CACHE_KEY_HASH_CHARS", "CACHE_KEY_NAME_CHARS", "cache_key"]
 
 CACHE_KEY_NAME_CHARS = 40
 CACHE_KEY_HASH_CHARS = 12

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Evicted", "MARKER", "evict", "lock_path", "model_lock", "partial_path", "touch", "tree_bytes"]
+__all__ = ["MARKER", "Evicted", "evict", "lock_path", "model_lock", "partial_path", "touch", "tree_bytes"]
 
 MARKER = ".aibrix-model.json"
 
@@ -107,6 +107,8 @@ def _entries(root: Path) -> list[Entry]:
 
 def evict(root: Path, max_bytes: int, keep: Path) -> list[Evicted]:
     """Remove least-recently-used models under ``root`` until it holds at most ``max_bytes``."""
+    for leftover in root.glob(".*.evicting-*"):  # a victim whose deleter died: garbage by construction
+        shutil.rmtree(leftover, ignore_errors=True)
     entries = _entries(root)
     total = sum(e.size for e in entries)
     evicted: list[Evicted] = []

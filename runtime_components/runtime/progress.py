@@ -26,7 +26,7 @@ class Progress:
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         self._started = time.monotonic()
         if self.interval_s > 0:
             self._thread.start()

@@ -9,9 +9,10 @@ import os
 import random
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -88,4 +89,4 @@ def cli(*args: str, env: dict[str, str]) -> list[str]:
 
 
 def run(*args: str, env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cli(*args, env=env), env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cli(*args, env=env), env=env, capture_output=True, text=True, timeout=timeout, check=False)

@@ -33,7 +33,7 @@ class Handler(SimpleHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         path = self.path.split("?")[0]
         if path.startswith("/private/") and self.headers.get("Authorization") != f"Bearer {TOKEN}":
             self.send_error(401)

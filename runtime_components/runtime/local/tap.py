@@ -63,7 +63,7 @@ class Tap:
             self.requests = []
             self._started = time.monotonic()
 
-    def __enter__(self) -> "Tap":
+    def __enter__(self) -> Tap:
         self._thread.start()
         return self
 

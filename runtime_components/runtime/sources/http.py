@@ -19,7 +19,14 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import unquote, urldefrag, urlsplit
 
-from ..errors import AccessDeniedError, ChecksumError, DownloadError, NetworkError, NotFoundError, UsageError
+from ..errors import (
+    AccessDeniedError,
+    ChecksumError,
+    DownloadError,
+    NetworkError,
+    NotFoundError,
+    UsageError,
+)
 from .base import Checksum, RemoteFile, SourceOptions, UnpackKind, safe_relative_path
 
 __all__ = ["HttpSource", "archive_kind", "http_error", "make_pool"]

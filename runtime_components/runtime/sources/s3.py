@@ -21,7 +21,14 @@ import os
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
-from ..errors import AccessDeniedError, ChecksumError, DownloadError, NetworkError, NotFoundError, UsageError
+from ..errors import (
+    AccessDeniedError,
+    ChecksumError,
+    DownloadError,
+    NetworkError,
+    NotFoundError,
+    UsageError,
+)
 from .base import Checksum, RemoteFile, SourceOptions, safe_relative_path
 
 __all__ = ["S3Source"]
@@ -139,12 +146,15 @@ class S3Source:
         response = self._call(self.client.get_object, where=f"s3://{self.bucket}/{file.key}", **args)
         if response.get("ServerSideEncryption") == "aws:kms" or "SSECustomerAlgorithm" in response:
             self._encrypted.add(file.key)
+        from botocore.exceptions import BotoCoreError
+        from urllib3.exceptions import HTTPError
+
         body = response["Body"]
         try:
             while True:
                 try:
                     piece = body.read(READ_BYTES)
-                except Exception as exc:  # urllib3/botocore read errors mid-body: retryable
+                except (BotoCoreError, HTTPError, OSError) as exc:  # broken mid-body: retryable
                     raise NetworkError(f"reading the body failed: {exc}", where=f"s3://{self.bucket}/{file.key}") from None
                 if not piece:
                     return

@@ -13,6 +13,7 @@ the hit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -65,6 +66,12 @@ def download(req: DownloadRequest) -> Outcome:
         if marker is not None and marker.get("uri") == req.uri:
             cache.touch(dest)
             return Outcome(hit=True, dest=dest)
+        if marker is None and dest.is_dir() and any(dest.iterdir()):
+            raise UsageError(
+                "the destination holds files that aibrix-runtime did not publish",
+                where=str(dest),
+                hint="choose an empty or new folder (a published model there would be replaced whole)",
+            )
         stats = _fetch_and_publish(req, dest)
     evicted = cache.evict(dest.parent, req.cache_max_bytes, keep=dest) if req.cache_max_bytes is not None else []
     return Outcome(hit=False, dest=dest, stats=stats, evicted=evicted)
@@ -95,6 +102,7 @@ def _fetch_and_publish(req: DownloadRequest, dest: Path) -> TransferStats:
         files = source.list_files()
         work = cache.partial_path(dest)
         work.mkdir(exist_ok=True)
+        _prune(work, files)
         stats = fetch_files(source, files, work, parallel=req.options.parallel, chunk_bytes=req.chunk_bytes,
                             progress_interval_s=req.progress_interval_s, durable=req.cache_root is not None)
     finally:
@@ -108,6 +116,21 @@ def _fetch_and_publish(req: DownloadRequest, dest: Path) -> TransferStats:
     _replace(dest, model)
     shutil.rmtree(work, ignore_errors=True)
     return stats
+
+
+def _prune(work: Path, files: list[RemoteFile]) -> None:
+    """Delete what an earlier run left that is not a file of this listing (an object removed
+    upstream since, a half-done unpack), so only this version's files can be published."""
+    wanted = {f.path for f in files}
+    for top in ("model", "archives"):
+        for root, dirs, names in os.walk(work / top, topdown=False):
+            for name in names:
+                path = Path(root) / name
+                if str(path.relative_to(work)) not in wanted:
+                    path.unlink()
+            for name in dirs:
+                with contextlib.suppress(OSError):  # not empty: it holds wanted files
+                    (Path(root) / name).rmdir()
 
 
 def _write_marker(model: Path, uri: str, files: list[RemoteFile], *, durable: bool) -> None:

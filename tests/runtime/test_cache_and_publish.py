@@ -4,6 +4,7 @@ fetching once, and least-recently-used eviction under a byte budget (respecting 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import threading
 from pathlib import Path
@@ -42,13 +43,16 @@ def test_a_reader_never_sees_a_partial_model(s3: SeaweedS3, tmp_path: Path) -> N
         thread = threading.Thread(target=reader)
         thread.start()
         try:
-            r = subprocess.run(cli(model.uri, "--dest", str(dest), "--chunk-bytes", str(CHUNK), env=env), env=env,
+            r = subprocess.run(cli(model.uri, "--dest", str(dest), "--chunk-bytes", str(CHUNK),
+                                   "--progress-interval", "0.2", env=env), env=env,
                                capture_output=True, text=True, timeout=120, check=False)
         finally:
             stop.set()
             thread.join()
     assert r.returncode == 0, r.stderr
     assert seen["partial"] == 0
+    # progress lines while it ran: bytes so far / total, percentage, rate
+    assert re.search(r"^aibrix-runtime: [\d.]+/[\d.]+ MB \(\d+%\) [\d.]+ MB/s$", r.stderr, re.M), r.stderr
     assert seen["absent"] > 0  # the loop really ran while the download did
     assert_model(dest, model)
 
@@ -120,3 +124,31 @@ def test_the_model_just_published_is_kept_even_over_budget(s3: SeaweedS3, tmp_pa
     assert _fetch(big.uri, root, "big", 20_000) == ["small"]
     assert (root / "big" / "w.bin").stat().st_size == 50_000
     assert "over its budget" in capfd.readouterr().err
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_leftovers_of_an_earlier_run_are_not_published(s3: SeaweedS3, tmp_path: Path) -> None:
+    model = store_model(s3, {"w.bin": 1000}, seed=30)
+    stale = tmp_path / ".m.partial" / "model" / "removed-upstream.bin"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"old")
+    download(DownloadRequest(uri=model.uri, dest=tmp_path / "m", progress_interval_s=0))
+    assert_model(tmp_path / "m", model)
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_a_folder_not_published_by_the_downloader_is_never_replaced(s3: SeaweedS3, tmp_path: Path) -> None:
+    from runtime_components.runtime.errors import UsageError
+
+    model = store_model(s3, {"w.bin": 1000}, seed=31)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="holds files that aibrix-runtime did not publish"):
+        download(DownloadRequest(uri=model.uri, dest=tmp_path / "home", progress_interval_s=0))
+    assert (tmp_path / "home" / "notes.txt").read_text() == "mine"
+
+    # a model this downloader published for another URI is replaced whole
+    other = store_model(s3, {"x.bin": 10}, seed=32)
+    download(DownloadRequest(uri=other.uri, dest=tmp_path / "m", progress_interval_s=0))
+    download(DownloadRequest(uri=model.uri, dest=tmp_path / "m", progress_interval_s=0))
+    assert_model(tmp_path / "m", model)

@@ -43,6 +43,7 @@ class Tap:
         self.corrupt_path: str | None = None
         self.body_bytes = 0
         self.requests: list[tuple[str, str]] = []
+        self._started: float | None = None
         self._lock = threading.Lock()
         self._server = _QuietServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -61,7 +62,7 @@ class Tap:
         with self._lock:
             self.body_bytes = 0
             self.requests = []
-            self._started = time.monotonic()
+            self._started = None
 
     def __enter__(self) -> Tap:
         self._thread.start()
@@ -73,17 +74,18 @@ class Tap:
 
     def _account(self, n: int) -> None:
         with self._lock:
+            if self._started is None:  # the budget starts with the first byte: no credit for idle time
+                self._started = time.monotonic()
             self.body_bytes += n
-            total = self.body_bytes
+            total, started = self.body_bytes, self._started
         if self.rate_bytes_per_s:
-            # a shared budget: every byte so far must not arrive before total/rate seconds
-            ahead = total / self.rate_bytes_per_s - (time.monotonic() - self._started)
+            # a shared budget: the bytes so far must not arrive before total/rate seconds
+            ahead = (total - n) / self.rate_bytes_per_s - (time.monotonic() - started)
             if ahead > 0:
                 time.sleep(ahead)
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         tap = self
-        tap._started = time.monotonic()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from runtime_components.runtime.local.seaweed import SeaweedS3, free_ports
 from runtime_components.runtime.local.tap import Tap
 
@@ -101,3 +103,19 @@ def test_usage_errors_exit_1(s3: SeaweedS3, tmp_path: Path) -> None:
         r = run(*args, env=env)
         assert r.returncode == 1, (args, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_gs_uses_the_s3_protocol_at_gcs_unless_an_endpoint_is_given(s3: SeaweedS3, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime_components.runtime.sources import SourceOptions
+    from runtime_components.runtime.sources.s3 import S3Source
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://s3-only.example")  # meant for s3://, not gs://
+    assert S3Source("gs://bucket/model", SourceOptions()).endpoint == "https://storage.googleapis.com"
+    assert S3Source("s3://bucket/model", SourceOptions()).endpoint == "http://s3-only.example"
+    # HMAC keys in the AWS_* variables, the XML API's S3 dialect: SeaweedFS stands in for GCS here
+    model = store_model(s3, {"config.json": 20, "w.bin": 3000}, seed=40)
+    r = run("gs://" + model.uri.removeprefix("s3://"), "--dest", str(tmp_path / "m"), "--endpoint", s3.endpoint,
+            env=env_for(s3))
+    assert r.returncode == 0, r.stderr
+    assert_model(tmp_path / "m", model)

@@ -106,7 +106,9 @@ class HttpSource:
         try:
             if resp.status not in (200, 206):
                 raise http_error(resp.status, self.url)
-            version = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
+            etag = resp.headers.get("ETag") or ""
+            # If-Range takes only a strong ETag or a date; a weak one would make every range come back whole
+            version = (etag if etag and not etag.startswith("W/") else "") or resp.headers.get("Last-Modified") or ""
             if resp.status == 206 and "/" in resp.headers.get("Content-Range", ""):
                 total = resp.headers["Content-Range"].rsplit("/", 1)[1]
                 size: int | None = int(total) if total.isdigit() else None

@@ -97,7 +97,8 @@ def plan_weights(stack: ResolvedStack, m: ResolvedModel) -> WeightsPlan:
         dest=f"{cache.mount}/{cache_key(uri)}",
         cache=cache,
         downloader_image=stack.images.runtime,
-        token_secret=source.secret_ref if uri.startswith(("https://", "oci://")) else None,
+        token_secret=source.secret_ref if uri.startswith("https://") else None,
+        registry_secret=source.secret_ref if uri.startswith("oci://") else None,
     )
 
 

@@ -122,7 +122,8 @@ class WeightsPlan:
     dest: str | None = None  #: download destination (under the cache mount)
     cache: ModelCachePlan | None = None  #: download only
     downloader_image: str = ""
-    token_secret: str | None = None  #: Secret with key ``token`` (https://, oci://)
+    token_secret: str | None = None  #: Secret with key ``token``: a bearer token (https://)
+    registry_secret: str | None = None  #: a dockerconfigjson Secret: registry credentials (oci://)
 
     def describe(self) -> str:
         """One line for ``explain``."""

@@ -21,8 +21,10 @@ engine pod the plan holds (Deployment pods and RayCluster heads and workers alik
 ``MODEL_DOWNLOAD`` (weights the plan downloads: s3://, gs://, https://, oci://; every engine
 pod, since each Ray pod loads its own shard): an init container runs ``aibrix-runtime download
 <uri> --dest <cache>/<key>`` (the runtime image) before the engine starts, with the source's
-Secret as its environment (AWS_* keys) or, for https:// and oci://, its key ``token`` mounted
-as a file; with a shared cache (``spec.modelCache``) also ``--cache-root`` and
+Secret as its environment (AWS_* keys), or for https:// its key ``token`` mounted as a file
+(a bearer token), or for oci:// a ``kubernetes.io/dockerconfigjson`` Secret mounted as
+``$DOCKER_CONFIG/config.json`` (registry credentials, as a pull secret holds them); with a
+shared cache (``spec.modelCache``) also ``--cache-root`` and
 ``--cache-max-bytes``, so pods of a node (hostPath) or of the cluster (a ReadWriteMany claim)
 download a model once and the least recently used models are evicted past the bound. The
 engine mounts the cache read-only.
@@ -210,6 +212,7 @@ def _add_connector(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
 
 
 _TOKEN_MOUNT = "/var/run/secrets/aibrix-source"
+_REGISTRY_MOUNT = "/var/run/secrets/aibrix-registry"
 
 
 def _add_download(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
@@ -234,6 +237,11 @@ def _add_download(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
         pod["volumes"].append(
             {"name": "source-token", "secret": {"secretName": weights.token_secret, "items": [{"key": "token", "path": "token"}]}}
         )
+    elif weights.registry_secret is not None:  # a kubernetes.io/dockerconfigjson Secret
+        container["env"] = [{"name": "DOCKER_CONFIG", "value": _REGISTRY_MOUNT}]
+        mounts.append({"name": "registry-auth", "mountPath": _REGISTRY_MOUNT, "readOnly": True})
+        items = [{"key": ".dockerconfigjson", "path": "config.json"}]
+        pod["volumes"].append({"name": "registry-auth", "secret": {"secretName": weights.registry_secret, "items": items}})
     elif model.secret_ref is not None:
         container["envFrom"] = [{"secretRef": {"name": model.secret_ref}}]
     container |= {

@@ -78,7 +78,9 @@ def test_downloaded_sources_get_the_init_container_on_every_pod(source: dict[str
         (init,) = [c for c in pod["initContainers"] if c["name"] == "model-download"]
         assert init["command"] == ["aibrix-runtime", "download"]
         assert init["args"][:3] == [source["uri"], "--dest", dest]
-        assert ("--token-file" in init["args"]) == token
+        oci = source["uri"].startswith("oci://")
+        assert ("--token-file" in init["args"]) == (token and not oci)
+        assert (init.get("env") == [{"name": "DOCKER_CONFIG", "value": "/var/run/secrets/aibrix-registry"}]) == oci
         assert ("envFrom" in init) == (not token and "secretRef" in source)
         assert {"name": "model-cache", "emptyDir": {}} in pod["volumes"]
         assert {"name": "model-cache", "mountPath": "/var/cache/aibrix-models", "readOnly": True} in pod["containers"][0]["volumeMounts"]

@@ -54,7 +54,7 @@ def _quantity(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{round(value * 1000)}m"
 
 
-def _metric_block(t: ScaleTarget) -> dict[str, Any]:
+def _metric_block(t: ScaleTarget, engine: str) -> dict[str, Any]:
     if t.source == "optimizer":
         return {
             "name": t.metric,
@@ -69,19 +69,20 @@ def _metric_block(t: ScaleTarget) -> dict[str, Any]:
         **block,
         "source": "engine",
         "aggregation": "per-pod",
-        "engine": {"port": t.engine_port, "path": "/metrics", "labels": {"model_name": t.served_name}},
+        "engine": {"port": t.engine_port, "path": "/metrics", "labels": {"model_name": t.served_name}, "engine": engine},
     }
 
 
 def scaler_config(plan: Plan, scaler: ScalerPlan) -> ScalerConfig:
     """The scaler's config document, validated by the scaler's own model."""
     targets = []
+    engines = {m.name: m.engine for m in plan.models}  # the metric dialect the scaler reads
     for t in scaler.targets:
         target: dict[str, Any] = {
             "name": t.workload,
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": t.workload, "namespace": plan.namespace},
             "podSelector": dict(t.pod_selector),
-            "metric": _metric_block(t),
+            "metric": _metric_block(t, engines[t.model]),
             "target": t.target,
             "minReplicas": t.low,
             "maxReplicas": t.high,

@@ -84,7 +84,7 @@ async def _live_readings() -> tuple[dict[str | None, list[EngineSample]], dict[t
 
             await asyncio.gather(*(ask(i) for i in range(4)))  # short ones: TTFT, ITL and prefix hits recorded
             long_ones = [asyncio.create_task(ask(i)) for i in range(4, 23)]  # then a queue that stays
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.3)  # ~6 simulated seconds: 4 running, the rest queued, on each engine
             for server in cluster.servers:  # freeze: the next step lasts minutes
                 async with session.post(f"http://127.0.0.1:{server.port}/admin/faults",
                                         data=json.dumps({"slowdown": 1e6})) as resp:  # fmt: skip

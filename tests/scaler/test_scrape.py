@@ -79,8 +79,9 @@ def test_a_page_of_the_other_dialect_has_no_sample():
 def test_sglang_progress_includes_the_inter_token_count():
     sample = parse_pod_sample(SGLANG_TEXT, ("vllm:num_requests_running",), {}, "sglang")
     assert sample is not None and sorted(sample.progress) == [300.0, 500.0]
-    vllm = parse_pod_sample(TEXT, ("vllm:num_requests_running",), {}, "vllm")
-    assert vllm is not None and vllm.progress == (128.0,)
+    vllm_page = TEXT + "# TYPE vllm:generation_tokens_total counter\nvllm:generation_tokens_total{engine=\"0\"} 64.0\n"
+    vllm = parse_pod_sample(vllm_page, ("vllm:num_requests_running",), {}, "vllm")
+    assert vllm is not None and vllm.progress == (64.0,)  # no extra series for vLLM: its counters move per token
 
 
 def test_an_sglang_pod_with_running_requests_and_no_finished_one_is_not_frozen():

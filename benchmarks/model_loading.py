@@ -69,10 +69,17 @@ def s3_client(server: SeaweedS3, *, endpoint: str | None = None, pool: int = 16)
     from botocore.config import Config
 
     return boto3.client(
-        "s3", endpoint_url=endpoint or server.endpoint, aws_access_key_id=server.access_key,
-        aws_secret_access_key=server.secret_key, region_name="us-east-1",
-        config=Config(max_pool_connections=pool, s3={"addressing_style": "path"},
-                      request_checksum_calculation="when_required", response_checksum_validation="when_required"),
+        "s3",
+        endpoint_url=endpoint or server.endpoint,
+        aws_access_key_id=server.access_key,
+        aws_secret_access_key=server.secret_key,
+        region_name="us-east-1",
+        config=Config(
+            max_pool_connections=pool,
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
     )
 
 
@@ -110,8 +117,15 @@ def boto3_managed(client: Any, prefix: str, into: Path) -> None:
 
 
 def ours(endpoint: str, prefix: str, into: Path, parallel: int, chunk: int) -> None:
-    download(DownloadRequest(uri=f"s3://{BUCKET}/{prefix}", dest=into / "model", chunk_bytes=chunk,
-                             options=SourceOptions(endpoint=endpoint, parallel=parallel), progress_interval_s=0))
+    download(
+        DownloadRequest(
+            uri=f"s3://{BUCKET}/{prefix}",
+            dest=into / "model",
+            chunk_bytes=chunk,
+            options=SourceOptions(endpoint=endpoint, parallel=parallel),
+            progress_interval_s=0,
+        )
+    )
 
 
 def contenders(server: SeaweedS3, endpoint: str, scratch: Path, reps: int, parallel: int, chunk: int) -> dict[str, list[float]]:
@@ -123,15 +137,28 @@ def contenders(server: SeaweedS3, endpoint: str, scratch: Path, reps: int, paral
     return {
         "single stream (GET per object)": timed(lambda d: single_stream(client, "bench", d), scratch, reps),
         "boto3 download_file (default config)": timed(lambda d: boto3_managed(client, "bench", d), scratch, reps),
-        f"aibrix-runtime ({parallel} x {chunk // MiB} MiB ranges)":
-            timed(lambda d: ours(endpoint, "bench", d, parallel, chunk), scratch, reps),
+        f"aibrix-runtime ({parallel} x {chunk // MiB} MiB ranges)": timed(
+            lambda d: ours(endpoint, "bench", d, parallel, chunk), scratch, reps
+        ),
     }
 
 
 def capped_tap(upstream_port: int, mb_s: float, env: dict[str, str]) -> tuple[subprocess.Popen[str], str]:
     """A tap in its own process that caps every response stream at ``mb_s`` MB/s."""
-    proc = subprocess.Popen([sys.executable, "-m", "runtime_components.runtime.local.tap", "--upstream-port",
-                             str(upstream_port), "--stream-mb-s", str(mb_s)], env=env, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runtime_components.runtime.local.tap",
+            "--upstream-port",
+            str(upstream_port),
+            "--stream-mb-s",
+            str(mb_s),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     return proc, f"http://127.0.0.1:{proc.stdout.readline().strip()}"
 
@@ -149,8 +176,18 @@ def timed(fn: Any, scratch: Path, reps: int) -> list[float]:
 
 
 def cli(uri: str, dest: Path, env: dict[str, str], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "runtime_components.runtime.cli", "download", uri, "--dest", str(dest),
-            "--progress-interval", "0", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "runtime_components.runtime.cli",
+        "download",
+        uri,
+        "--dest",
+        str(dest),
+        "--progress-interval",
+        "0",
+        *extra,
+    ]
 
 
 def ready_time(args: list[str], env: dict[str, str]) -> float:
@@ -167,8 +204,12 @@ def resume_fraction(server: SeaweedS3, uri: str, total: int, work: Path, env: di
     dest.parent.mkdir(parents=True)
     with Tap(server.port) as tap:
         tap_env = {**env, "AWS_ENDPOINT_URL": tap.url}
-        proc = subprocess.Popen(cli(uri, dest, tap_env, "--chunk-bytes", str(chunk)), env=tap_env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cli(uri, dest, tap_env, "--chunk-bytes", str(chunk)),
+            env=tap_env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         while tap.body_bytes < total // 2 and proc.poll() is None:
             time.sleep(0.005)
         killed_at = tap.body_bytes
@@ -193,11 +234,16 @@ def corruption_detected(server: SeaweedS3, work: Path, env: dict[str, str]) -> b
     return r.returncode == 4 and "md5 of the downloaded bytes" in r.stderr and not dest.exists()
 
 
-def dialect_decisions_identical() -> dict[str, Any]:
-    """The metric-dialect part of issue 15 (the same seeded trace through the gateway and the
-    scaler with vLLM and SGLang metric names): added with the engine-neutral metrics table.
-    Returns the RESULT keys it measures (``dialect_decisions_identical``); nothing until then."""
-    return {}
+def dialect_decisions_identical(quick: bool) -> dict[str, Any]:
+    """The metric-dialect part: the same seeded trace through the gateway's router and the
+    scaler with vLLM and with SGLang metric names (:mod:`benchmarks.metric_dialects`)."""
+    from benchmarks import metric_dialects
+
+    found = metric_dialects.run(quick)
+    return {
+        "dialect_decisions_identical": found["dialect_decisions_identical"],
+        "dialect_blind_baseline_differs": found["blind_baseline_differs"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,11 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"model: {len(sizes)} files, {total / MiB:.0f} MiB on SeaweedFS (loopback), median of {reps}, "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"model: {len(sizes)} files, {total / MiB:.0f} MiB on SeaweedFS (loopback), median of {reps}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     speedups = {}
-    for label, rows in (("direct to the store (loopback)", direct),
-                        (f"every GET stream capped at {STREAM_CAP_MB_S:.0f} MB/s (a remote store)", capped)):
+    for label, rows in (
+        ("direct to the store (loopback)", direct),
+        (f"every GET stream capped at {STREAM_CAP_MB_S:.0f} MB/s (a remote store)", capped),
+    ):
         medians = {name: statistics.median(t) for name, t in rows.items()}
         single, managed, mine = medians.values()
         speedups[label] = (single / mine, managed / mine)
@@ -263,14 +313,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'time until weights are ready':44} {'median s':>9}")
     print(f"{'cache miss (download, verify, publish)':44} {miss:9.2f}")
     print(f"{'cache hit (process start, lock, marker)':44} {hit:9.3f}")
-    print(f"\nresume: killed at {resume['killed_at_fraction']:.0%} of the bytes; the rerun fetched "
-          f"{resume['rerun_fraction']:.0%}; saved {resume['saved']:.0%}")
+    print(
+        f"\nresume: killed at {resume['killed_at_fraction']:.0%} of the bytes; the rerun fetched "
+        f"{resume['rerun_fraction']:.0%}; saved {resume['saved']:.0%}"
+    )
     print(f"corruption in transit detected (exit 4, nothing published): {corrupt}")
     if direct_single < 1.5:
-        print("\nnote: straight to the loopback store, parallel ranged reads fall short of 1.5x a single stream "
-              "(our approach loses here): the store and the client share this machine's cores, a single stream "
-              "already uses what is free, and the downloader also checks every MD5 that the baselines skip. "
-              "They win where each stream is capped, as against a remote store.")
+        print(
+            "\nnote: straight to the loopback store, parallel ranged reads fall short of 1.5x a single stream "
+            "(our approach loses here): the store and the client share this machine's cores, a single stream "
+            "already uses what is free, and the downloader also checks every MD5 that the baselines skip. "
+            "They win where each stream is capped, as against a remote store."
+        )
     result = {
         "parallel_speedup_vs_single_stream": round(direct_single, 3),
         "speedup_vs_boto3_download_file": round(direct_managed, 3),
@@ -280,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "corrupt_object_detected": corrupt,
         "resume_saved_fraction": round(resume["saved"], 3),
     }
-    result |= dialect_decisions_identical()
+    result |= dialect_decisions_identical(args.quick)
     print("RESULT " + json.dumps(result, sort_keys=True))
     return 0
 

@@ -14,6 +14,7 @@ Example (YAML, camelCase)::
         port: 8000
         routing: {policy: "prefix-cache-aware:2,least-request"}
         adapters: [sql-lora]
+        engine: vllm
     rateLimits:
       usersFile: /etc/aibrix/users/users.yaml
       tiers: {free: {rpm: 60, tpm: 20000}, gold: {rpm: 600, tpm: 200000}}
@@ -28,6 +29,7 @@ from typing import Annotated, Literal
 from pydantic import Field, model_validator
 
 from .._base import SpecModel
+from ..engine_metrics import EngineName
 from ..routing import RoutingSpec
 from ..sections import TierSpec  # the stack's tier model: the compiler copies tiers across unchanged
 
@@ -87,6 +89,11 @@ class GatewayModelSpec(SpecModel):
     adapters: list[str] = Field(
         default_factory=list,
         description="LoRA adapter names served on top of this model; requests may name them as the model.",
+    )
+    engine: EngineName | None = Field(
+        None,
+        description="The engine behind the pods (vllm or sglang): which metric dialect the scraper reads "
+        "(aibrix_spec.engine_metrics). Absent: detected from each page's metric-name prefix, vllm when none is known.",
     )
 
 

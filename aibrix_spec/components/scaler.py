@@ -22,6 +22,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from aibrix_spec._base import SpecModel
+from aibrix_spec.engine_metrics import EngineName
 
 __all__ = [
     "ApaParams",
@@ -63,6 +64,11 @@ class EngineMetricSource(SpecModel):
     labels: dict[str, str] = Field(
         default_factory=dict,
         description="Only samples carrying all these labels count (e.g. {model_name: llama-3-8b}).",
+    )
+    engine: EngineName | None = Field(
+        None,
+        description="The pods' engine (vllm or sglang): metric names are translated into its dialect "
+        "(vllm:num_requests_running -> sglang:num_running_reqs). Absent: detected from each page's name prefix.",
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from aibrix_spec import AUTOSCALING_METRICS, PeerSpec
 from aibrix_spec.catalog import ACCELERATORS
+from aibrix_spec.engine_metrics import translate_name
 
 from ..defaults import ResolvedStack
 from .checks import optimized_models
@@ -148,6 +149,13 @@ def plan_scale_targets(stack: ResolvedStack, models: tuple[ModelPlan, ...]) -> t
         if spec.policy == "none":
             continue
         metric = AUTOSCALING_METRICS[spec.metric]
+        # Engine metrics in the engine's own names (SGLang: sglang:num_running_reqs ...), so the
+        # compiled HPA and KEDA queries read what its pods export.
+        names = (
+            metric.names
+            if metric.source != "engine"
+            else tuple(n for name in metric.names for n in translate_name(name, model.engine))
+        )
         n = len(model.workloads)
         lows, highs = split(model.replicas_min, n), split(model.replicas_max, n)
         for k, workload in enumerate(model.workloads):
@@ -164,8 +172,9 @@ def plan_scale_targets(stack: ResolvedStack, models: tuple[ModelPlan, ...]) -> t
                     high=max(low, high, 1),
                     policy=spec.policy,
                     use_keda=spec.use_keda,
-                    metric=metric.prometheus_name,
-                    metric_names=tuple(metric.names),
+                    metric=names[0],
+                    metric_names=names,
+                    engine=model.engine,
                     source=metric.source,
                     target=spec.target,
                     engine_port=model.port,

@@ -161,8 +161,9 @@ class ScaleTarget:
     high: int
     policy: Literal["hpa", "kpa", "apa"]
     use_keda: bool
-    metric: str  #: Prometheus name of the (first) metric
+    metric: str  #: Prometheus name of the (first) metric, in the engine's dialect
     metric_names: tuple[str, ...]  #: every summed name (concurrency = running + waiting)
+    engine: str  #: the engine whose metric dialect the names are in
     source: Literal["engine", "optimizer"]
     target: float
     engine_port: int

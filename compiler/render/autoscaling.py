@@ -69,7 +69,7 @@ def _metric_block(t: ScaleTarget) -> dict[str, Any]:
         **block,
         "source": "engine",
         "aggregation": "per-pod",
-        "engine": {"port": t.engine_port, "path": "/metrics", "labels": {"model_name": t.served_name}},
+        "engine": {"port": t.engine_port, "path": "/metrics", "labels": {"model_name": t.served_name}, "engine": t.engine},
     }
 
 

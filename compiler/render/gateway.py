@@ -70,6 +70,7 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
             "port": model.port,
             "routing": model.routing,
             "adapters": [a.name for a in model.adapters.adapters] if model.adapters is not None else [],
+            "engine": model.engine,  # the metric dialect the scraper reads
         }
         for model in plan.models
     ]

@@ -20,14 +20,18 @@ the labels it will carry (its own plus component and instance), scrapes every
 ``scrapeInterval`` and copies the pod's node into a ``node`` label (GPU checks are per node).
 
 ``prometheusRules: true`` adds one PrometheusRule ``aibrix-alerts`` with, per model:
-TTFT and TPOT p99 over 5 minutes above ``slo.ttftP99Ms``/``slo.tpotP99Ms`` (when set), KV cache
-above 95% while requests wait, and no scrapable engine (when ServiceMonitors exist); and, with
-diagnostics, a failing GPU check (status 2), a warning that lasts 30 minutes, and NVML missing.
+in the metric names of the model's engine (vLLM or SGLang, through
+:mod:`aibrix_spec.engine_metrics`), TTFT and TPOT p99 over 5 minutes above
+``slo.ttftP99Ms``/``slo.tpotP99Ms`` (when set), KV cache above 95% while requests wait, and
+no scrapable engine (when ServiceMonitors exist); and, with diagnostics, a failing GPU check
+(status 2), a warning that lasts 30 minutes, and NVML missing.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from aibrix_spec.engine_metrics import translate_name
 
 from ..manifest import Manifest
 from ..plan import ModelPlan, ObservabilityPlan, Plan
@@ -136,23 +140,33 @@ def _quantile_above(metric: str, match: str, seconds: str) -> str:
     return f"histogram_quantile(0.99, sum by (le) (rate({metric}{{{match}}}[5m]))) > {seconds}"
 
 
+def _names(model: ModelPlan, *vllm_names: str) -> list[str] | None:
+    """The names the model's engine exports for these vLLM metrics (None: one it lacks)."""
+    out = [next(iter(translate_name(name, model.engine)), "") for name in vllm_names]
+    return out if all(out) else None
+
+
 def _model_rules(plan: Plan, model: ModelPlan, *, monitored: bool) -> list[dict[str, Any]]:
     slo = model.slo
     match = f'namespace="{plan.namespace}",model_name="{model.served_name}"'
     rules: list[dict[str, Any]] = []
-    if slo.ttft_p99_ms is not None:
+    ttft = _names(model, "vllm:time_to_first_token_seconds_bucket")
+    if slo.ttft_p99_ms is not None and ttft is not None:
         seconds = f"{slo.ttft_p99_ms / 1000:g}"
-        expr = _quantile_above("vllm:time_to_first_token_seconds_bucket", match, seconds)
+        expr = _quantile_above(ttft[0], match, seconds)
         summary = f"{model.name}: TTFT p99 above {seconds}s"
         rules.append(_rule("AIBrixTTFTAboveSLO", expr, "10m", "warning", summary, model=model.name))
-    if slo.tpot_p99_ms is not None:
+    tpot = _names(model, "vllm:request_time_per_output_token_seconds_bucket")
+    if slo.tpot_p99_ms is not None and tpot is not None:
         seconds = f"{slo.tpot_p99_ms / 1000:g}"
-        expr = _quantile_above("vllm:request_time_per_output_token_seconds_bucket", match, seconds)
+        expr = _quantile_above(tpot[0], match, seconds)
         summary = f"{model.name}: TPOT p99 above {seconds}s"
         rules.append(_rule("AIBrixTPOTAboveSLO", expr, "10m", "warning", summary, model=model.name))
-    expr = f"max(vllm:kv_cache_usage_perc{{{match}}}) > {_KV_FULL:g} and sum(vllm:num_requests_waiting{{{match}}}) > 0"
-    summary = f"{model.name}: KV cache full while requests wait"
-    rules.append(_rule("AIBrixKVCacheFull", expr, "10m", "warning", summary, model=model.name))
+    full = _names(model, "vllm:kv_cache_usage_perc", "vllm:num_requests_waiting")
+    if full is not None:
+        expr = f"max({full[0]}{{{match}}}) > {_KV_FULL:g} and sum({full[1]}{{{match}}}) > 0"
+        summary = f"{model.name}: KV cache full while requests wait"
+        rules.append(_rule("AIBrixKVCacheFull", expr, "10m", "warning", summary, model=model.name))
     if monitored:  # `up` exists only for targets a monitor scrapes
         up = f'up{{namespace="{plan.namespace}",service="{model.name}"}}'
         summary = f"{model.name}: no engine answers /metrics"

@@ -1,13 +1,17 @@
 """``aibrix-engine-sim``: start N simulated vLLM engines in one process.
 
 Prints one JSON object per engine on stdout (``{"index", "url", "host", "port", "model",
-"accelerator"}``), then a line ``READY``; with ``--endpoints-file PATH`` it also writes the
+"accelerator", "engine"}``), then a line ``READY``; with ``--endpoints-file PATH`` it also writes the
 list there as JSON. Runs until SIGINT/SIGTERM or ``--duration`` seconds.
 
 Example::
 
     aibrix-engine-sim --engines 8 --base-port 0 --accelerator nvidia-l20 --speedup 1 \\
         --fault 3:slowdown=4 --endpoints-file endpoints.json
+
+``--metrics-dialect sglang`` shows the same engines as SGLang pods (``/metrics`` under SGLang's
+names, SGLang's ``/v1/models`` and ``/get_model_info``), so one seeded trace can be run
+against both dialects.
 
 ``--gpu-faults FILE`` (or ``AIBRIX_DIAG_MOCK=FILE``, the diag fault file) places engine ``i``
 on GPU ``--gpu-index + i * --tensor-parallel`` and applies what that GPU's state does to an
@@ -32,12 +36,15 @@ from .cluster import EngineCluster
 from .config import EngineConfig
 from .faults import Faults, parse_fault_spec
 from .gpu_faults import MOCK_ENV, engine_faults, load_fault_file, place_engines
+from .metrics import METRIC_DIALECTS
 
 __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="aibrix-engine-sim", description="simulated vLLM engines (OpenAI API + /metrics)")
+    p = argparse.ArgumentParser(
+        prog="aibrix-engine-sim", description="simulated vLLM (or SGLang-dialect) engines (OpenAI API + /metrics)"
+    )
     p.add_argument("--engines", type=int, default=1, help="how many engines (one port each)")
     p.add_argument("--base-port", type=int, default=0, help="first port; 0 binds ephemeral ports (default)")
     p.add_argument("--host", default="127.0.0.1")
@@ -61,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(default: ${MOCK_ENV} when set)")
     p.add_argument("--gpu-index", type=int, default=0, metavar="N",
                    help="the GPU of engine 0 in --gpu-faults; engine i uses GPU N + i * --tensor-parallel")
+    p.add_argument("--metrics-dialect", choices=METRIC_DIALECTS, default="vllm",
+                   help="whose /metrics names the engines expose: vllm (default) or sglang")
     p.add_argument("--seed", type=int, default=0, help="seeds the error-rate fault")
     p.add_argument("--endpoints-file", default=None, help="also write the endpoints as a JSON list here")
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
@@ -92,7 +101,8 @@ def _configs(args: argparse.Namespace) -> list[EngineConfig]:
 
 
 async def _serve(args: argparse.Namespace, configs: list[EngineConfig], faults: dict[int, Faults]) -> None:
-    cluster = EngineCluster(configs, speedup=args.speedup, faults=faults, seed=args.seed, host=args.host)
+    cluster = EngineCluster(configs, speedup=args.speedup, faults=faults, seed=args.seed, host=args.host,
+                            metrics_dialect=args.metrics_dialect)
     stop = stop_event(args.duration)
     try:
         endpoints = await cluster.start(args.base_port)

@@ -3,7 +3,8 @@
 Where it sits: ``aibrix-engine-sim`` (``cli.py``) and tests start an ``EngineCluster``;
 gateways, scalers and load clients then talk to each engine's port as they would to a vLLM
 pod. ``endpoints()`` describes every engine as a JSON-able dict (``index``, ``url``,
-``host``, ``port``, ``model``, ``accelerator``) — the CLI prints one per line.
+``host``, ``port``, ``model``, ``accelerator``, ``engine``: the metric dialect) — the CLI
+prints one per line.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class EngineCluster:
         seed: int = 0,
         host: str = "127.0.0.1",
         external_kv_store: ExternalKVStore | None = None,
+        metrics_dialect: str = "vllm",
     ) -> None:
         if not configs:
             raise ValueError("an engine cluster needs at least one engine")
@@ -42,12 +44,13 @@ class EngineCluster:
         self.host = host
         self._faults = dict(faults or {})
         self._store = external_kv_store
+        self.metrics_dialect = metrics_dialect
         self.servers: list[EngineServer] = []
 
     def _server(self, index: int) -> EngineServer:
         return EngineServer(
             self.configs[index], index=index, speedup=self.speedup, faults=self._faults.get(index),
-            seed=self.seed, external_kv_store=self._store,
+            seed=self.seed, external_kv_store=self._store, metrics_dialect=self.metrics_dialect,
         )  # fmt: skip
 
     async def start(self, base_port: int = 0) -> list[dict[str, Any]]:
@@ -86,6 +89,7 @@ class EngineCluster:
                 "port": s.port,
                 "model": s.config.served_model_name,
                 "accelerator": s.config.accelerator,
+                "engine": s.metrics_dialect,
             }
             for s in self.servers
         ]

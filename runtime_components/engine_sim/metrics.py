@@ -1,6 +1,10 @@
-"""Render an ``EngineStats`` snapshot as vLLM's Prometheus ``/metrics`` text.
+"""Render an ``EngineStats`` snapshot as an engine's Prometheus ``/metrics`` text.
 
-Where it sits: the HTTP server calls ``render_metrics`` for every scrape. Names, types and
+Where it sits: the HTTP server calls ``render_metrics`` for every scrape, in the engine's
+metric dialect (``--metrics-dialect``): ``vllm`` (the default) or ``sglang``, so the same
+simulated state can be read both ways (``aibrix_spec.engine_metrics`` maps the two).
+
+vLLM dialect. Names, types and
 labels are vLLM 0.32's (checked against ``vllm/v1/metrics/loggers.py`` and a recorded real
 scrape, ``tests/contracts/vllm_0_32/metrics.txt``): gauges and counters carry
 ``model_name`` and ``engine``; ``request_success`` adds ``finished_reason``;
@@ -8,6 +12,21 @@ scrape, ``tests/contracts/vllm_0_32/metrics.txt``): gauges and counters carry
 ``waiting_lora_adapters`` and its value is a timestamp, as in vLLM. The legacy
 ``vllm:time_per_output_token_seconds`` (renamed ``inter_token_latency_seconds`` in newer
 vLLM) is also exposed for dashboards and gateways that still read it.
+
+SGLang dialect (names and labels from SGLang's ``python/sglang/srt/metrics/collector.py``
+and its Production Metrics page). Scheduler gauges (``sglang:num_running_reqs``,
+``num_queue_reqs``, ``token_usage``, ``num_used_tokens``, ``max_total_num_tokens``,
+``cache_hit_rate``, and ``lora_pool_slots_total``/``_used`` when adapters are enabled) carry
+``model_name``, ``engine_type="unified"``, ``tp_rank`` and ``pp_rank``; tokenizer counters
+(``prompt_tokens_total``, ``generation_tokens_total``, ``cached_tokens_total``,
+``num_requests_total``, ``num_aborted_requests_total``) and histograms
+(``time_to_first_token_seconds``, ``inter_token_latency_seconds``,
+``e2e_request_latency_seconds``) carry ``model_name``. The same counters are shown as in
+the vLLM dialect (so one state reads the same either way); where real SGLang differs, the
+readers already cope: it counts tokens when a request finishes, creates tokenizer series
+at their first observation (``cached_tokens_total`` at the first hit), and buckets its
+histograms differently (readers use only ``_sum``/``_count``). ``cache_hit_rate`` here is
+the lifetime ratio, not SGLang's last-prefill-batch value (readers do not use it).
 """
 
 from __future__ import annotations
@@ -21,7 +40,9 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from .histograms import HistogramSnapshot
 from .stats import EngineStats
 
-__all__ = ["render_metrics", "FINISH_REASONS"]
+__all__ = ["render_metrics", "FINISH_REASONS", "METRIC_DIALECTS"]
+
+METRIC_DIALECTS = ("vllm", "sglang")
 
 FINISH_REASONS = ("stop", "length", "abort", "error", "repetition")
 _LABELS = ["engine", "model_name"]
@@ -40,8 +61,10 @@ _HISTOGRAM_HELP = {
 }
 
 
-def _histogram(name: str, help_text: str, snap: HistogramSnapshot, labels: list[str]) -> HistogramMetricFamily:
-    family = HistogramMetricFamily(f"vllm:{name}", help_text, labels=_LABELS)
+def _histogram(
+    name: str, help_text: str, snap: HistogramSnapshot, labels: list[str], names: list[str] = _LABELS
+) -> HistogramMetricFamily:  # fmt: skip
+    family = HistogramMetricFamily(name if ":" in name else f"vllm:{name}", help_text, labels=names)
     family.add_metric(labels, [(le, float(n)) for le, n in snap.cumulative()], sum_value=snap.total)
     return family
 
@@ -130,13 +153,73 @@ class _StatsCollector(Collector):
         yield info
 
 
+_SGL_SCHEDULER = ["model_name", "engine_type", "tp_rank", "pp_rank"]
+_SGL_TOKENIZER = ["model_name"]
+_SGL_HISTOGRAMS = (
+    ("time_to_first_token_seconds", "Histogram of time to first token in seconds."),
+    ("inter_token_latency_seconds", "Histogram of inter-token latency in seconds."),
+    ("e2e_request_latency_seconds", "Histogram of End-to-end request latency in seconds"),
+)
+
+
+class _SglangCollector(Collector):
+    """The same snapshot under SGLang's names and label sets."""
+
+    def __init__(self, stats: EngineStats, model_name: str, max_loras: int, block_size: int) -> None:
+        self.stats, self.model_name, self.max_loras, self.block_size = stats, model_name, max_loras, block_size
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.stats
+        sched, tok = [self.model_name, "unified", "0", "0"], [self.model_name]
+        capacity = s.num_gpu_blocks * self.block_size
+        gauges = [
+            ("num_running_reqs", "The number of running requests.", s.num_running),
+            ("num_queue_reqs", "The number of requests in the waiting queue.", s.num_waiting),
+            ("token_usage", "The token usage.", s.kv_cache_usage),
+            ("num_used_tokens", "The number of used tokens.", round(s.kv_cache_usage * capacity)),
+            ("max_total_num_tokens", "Maximum total number of tokens in the KV cache pool.", capacity),
+            ("cache_hit_rate", "The prefix cache hit rate.", s.prefix_cache_hit_rate),
+        ]
+        if self.max_loras > 0:  # SGLang creates these only with --enable-lora
+            gauges += [
+                ("lora_pool_slots_used", "Number of LoRA adapter slots currently occupied in GPU memory.",
+                 len(s.loaded_adapters)),
+                ("lora_pool_slots_total", "Total number of LoRA adapter slots available (max_loras_per_batch).",
+                 self.max_loras),
+            ]  # fmt: skip
+        for name, help_text, value in gauges:
+            g = GaugeMetricFamily(f"sglang:{name}", help_text, labels=_SGL_SCHEDULER)
+            g.add_metric(sched, float(value))
+            yield g
+        counters = (
+            ("prompt_tokens", "Number of prefill tokens processed.", s.prompt_tokens),
+            ("generation_tokens", "Number of generation tokens processed.", s.generation_tokens),
+            ("cached_tokens", "Number of cached prompt tokens.", s.prefix_cache_hits),
+            ("num_requests", "Number of requests processed.", s.request_success),
+            ("num_aborted_requests", "Number of requests aborted.", s.num_aborted),
+        )
+        for name, help_text, value in counters:
+            c = CounterMetricFamily(f"sglang:{name}", help_text, labels=_SGL_TOKENIZER)
+            c.add_metric(tok, float(value))
+            yield c
+        for key, help_text in _SGL_HISTOGRAMS:
+            snap = s.histograms.get(key)
+            if snap is not None:
+                yield _histogram(f"sglang:{key}", help_text, snap, tok, _SGL_TOKENIZER)
+
+
 def render_metrics(
     stats: EngineStats, *, model_name: str, engine: str = "0", max_loras: int = 0, now_unix: float = 0.0,
-    block_size: int = 16, enable_prefix_caching: bool = True,
+    block_size: int = 16, enable_prefix_caching: bool = True, dialect: str = "vllm",
 ) -> bytes:  # fmt: skip
-    """Prometheus text exposition (format 0.0.4) of one engine's snapshot."""
+    """Prometheus text exposition (format 0.0.4) of one engine's snapshot, in ``dialect``."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(
-        _StatsCollector(stats, model_name, engine, max_loras, now_unix, block_size, enable_prefix_caching)
-    )
+    if dialect == "sglang":
+        registry.register(_SglangCollector(stats, model_name, max_loras, block_size))
+    elif dialect == "vllm":
+        registry.register(
+            _StatsCollector(stats, model_name, engine, max_loras, now_unix, block_size, enable_prefix_caching)
+        )
+    else:
+        raise ValueError(f"unknown metrics dialect {dialect!r}; expected one of: {', '.join(METRIC_DIALECTS)}")
     return generate_latest(registry)

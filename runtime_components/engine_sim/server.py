@@ -10,7 +10,11 @@ Routes (vLLM's): ``POST /v1/completions``, ``POST /v1/chat/completions`` (JSON, 
 ``"stream": true``; a usage chunk when ``stream_options.include_usage``), ``GET /v1/models``,
 ``GET /health``, ``GET /metrics``, ``GET /version``, ``POST /v1/load_lora_adapter``,
 ``POST /v1/unload_lora_adapter``, ``POST /reset_prefix_cache``; and the simulator's own
-``GET|POST /admin/faults`` (see ``faults.py``). A crash drops the connections of in-flight
+``GET|POST /admin/faults`` (see ``faults.py``). With ``metrics_dialect="sglang"`` the engine
+shows itself as SGLang where the stack reads it: ``/metrics`` under SGLang's names,
+``/v1/models`` as SGLang lists it (the base model only, ``owned_by: sglang``; SGLang does
+not list adapters there), and SGLang's ``GET /get_model_info``, ``GET /health_generate`` and
+``POST /flush_cache``; generation and the LoRA API stay the same. A crash drops the connections of in-flight
 requests without a status line (``_drop_on_crash``), so clients see what a dead process gives.
 """
 
@@ -27,7 +31,7 @@ from aiohttp import web
 from .config import EngineConfig, ExternalKVStore, RequestRejected, SimRequest, TokenEvent, UnknownAdapterError
 from .core import EngineCore
 from .faults import Faults
-from .metrics import render_metrics
+from .metrics import METRIC_DIALECTS, render_metrics
 from .openai_format import (
     BadRequest,
     GenerationRequest,
@@ -84,9 +88,13 @@ class EngineServer:
         faults: Faults | None = None,
         seed: int = 0,
         external_kv_store: ExternalKVStore | None = None,
+        metrics_dialect: str = "vllm",
     ) -> None:
         if speedup <= 0:
             raise ValueError(f"speedup must be > 0, got {speedup}")
+        if metrics_dialect not in METRIC_DIALECTS:
+            raise ValueError(f"unknown metrics dialect {metrics_dialect!r}; expected one of: {', '.join(METRIC_DIALECTS)}")
+        self.metrics_dialect = metrics_dialect
         self.config = config
         self.index = index
         self.speedup = speedup
@@ -132,6 +140,14 @@ class EngineServer:
                 web.post("/admin/faults", self._post_faults),
             ]
         )
+        if self.metrics_dialect == "sglang":
+            app.add_routes(
+                [
+                    web.get("/get_model_info", self._model_info),
+                    web.get("/health_generate", self._health),
+                    web.post("/flush_cache", self._flush_cache),
+                ]
+            )
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
@@ -316,6 +332,11 @@ class EngineServer:
         await self._gate()
         created = int(time.time())
 
+        if self.metrics_dialect == "sglang":  # SGLang's ModelCard: the base model only
+            card = {"id": self.config.served_model_name, "object": "model", "created": created, "owned_by": "sglang",
+                    "root": self.config.served_model_name, "max_model_len": self.config.max_model_len}
+            return web.json_response({"object": "list", "data": [card]})
+
         def card(model_id: str, parent: str | None) -> dict[str, Any]:
             return {
                 "id": model_id,
@@ -336,6 +357,17 @@ class EngineServer:
         await self._gate()
         return web.Response(status=200)
 
+    async def _model_info(self, request: web.Request) -> web.Response:
+        await self._gate()
+        name = self.config.served_model_name
+        return web.json_response({"model_path": name, "tokenizer_path": name, "is_generation": True,
+                                  "preferred_sampling_params": None, "weight_version": "default"})
+
+    async def _flush_cache(self, request: web.Request) -> web.Response:
+        await self._gate()
+        self.core.reset_prefix_cache()
+        return web.Response(text="Cache flushed.\n")
+
     async def _version(self, request: web.Request) -> web.Response:
         await self._gate()
         return web.json_response({"version": "0.32.0+engine-sim"})
@@ -345,6 +377,7 @@ class EngineServer:
         return render_metrics(
             self.core.stats(), model_name=cfg.served_model_name, engine="0", max_loras=cfg.max_loras,
             now_unix=time.time(), block_size=cfg.block_size, enable_prefix_caching=cfg.enable_prefix_caching,
+            dialect=self.metrics_dialect,
         )  # fmt: skip
 
     async def _metrics(self, request: web.Request) -> web.Response:

@@ -89,7 +89,8 @@ class GatewayApp:
         self._store = store
         self.limiter = RateLimiter(dict(limits.tiers), store, limits.window_s)
         self.core = GatewayCore(config, self.table, self.users, self.limiter, self.metrics)
-        self.scraper = MetricScraper(self.table, config.scrape.interval_s, config.scrape.timeout_s)
+        self.scraper = MetricScraper(self.table, config.scrape.interval_s, config.scrape.timeout_s,
+                                     engines={m.name: m.engine for m in config.models})
         models = {m.name for m in config.models}
         self.discovery: Any
         if config.discovery.mode == "static":

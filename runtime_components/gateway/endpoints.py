@@ -37,8 +37,10 @@ class EngineSample:
     ttft_s: float | None = None
     tpot_s: float | None = None
     throughput_tps: float | None = None
+    prefix_hit_ratio: float | None = None
     max_loras: int | None = None
     adapters: frozenset[str] = frozenset()
+    engine: str = ""  #: the metric dialect the sample was read in (vllm, sglang)
 
 
 @dataclass
@@ -76,6 +78,10 @@ class EndpointTable:
 
     def addresses(self) -> list[str]:
         return list(self._entries)
+
+    def endpoint(self, address: str) -> DiscoveredEndpoint | None:
+        entry = self._entries.get(address)
+        return entry.info if entry is not None else None
 
     def discovered(self) -> list[DiscoveredEndpoint]:
         return [e.info for e in self._entries.values()]
@@ -128,6 +134,7 @@ class EndpointTable:
                     ttft_s=fresh.ttft_s if fresh else None,
                     tpot_s=fresh.tpot_s if fresh else None,
                     throughput_tps=fresh.throughput_tps if fresh else None,
+                    prefix_hit_ratio=fresh.prefix_hit_ratio if fresh else None,
                     inflight=entry.inflight,
                     max_loras=entry.sample.max_loras if entry.sample is not None else None,
                 )

@@ -97,6 +97,7 @@ class Controller:
             reading = await read_engine_pods(
                 session, pods, names=metric.names, labels=engine.labels, default_port=engine.port,
                 path=engine.path, timeout_s=self.scrape_timeout_s, frozen=state.frozen, now=self.clock(),
+                engine=engine.engine,
             )
         else:
             assert metric.optimizer is not None  # guaranteed by MetricSpec's validator

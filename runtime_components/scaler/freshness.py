@@ -5,11 +5,13 @@ the same numbers: "5 requests running" forever. Read as fresh, that keeps replic
 load that is not being served, and hides the failure. A pod is frozen when, for at least
 ``frozen_after_seconds``,
 
-- its progress counters (every counter sample of the scaled metric's namespace, e.g. all
-  ``vllm:*_total``) have not moved while its metric says work is in flight (value > 0): a live
-  engine with running requests produces tokens, so some counter moves; an idle engine (value
-  0) legitimately repeats itself and stays fresh; a page without such counters is not judged
-  this way; or
+- its progress counters (every counter sample of the pod's metric dialect, all ``vllm:*_total``
+  or all ``sglang:*_total``, plus the dialect's extra progress series from
+  ``aibrix_spec.engine_metrics``: SGLang counts tokens only when a request finishes, so its
+  inter-token-latency count, which moves with every output chunk, is watched too) have not
+  moved while its metric says work is in flight (value > 0): a live engine with running
+  requests produces tokens, so some counter moves; an idle engine (value 0) legitimately
+  repeats itself and stays fresh; a page without such counters is not judged this way; or
 - the exposition carries sample timestamps and the newest one has not advanced (an exporter
   re-serving a cached page).
 
@@ -28,7 +30,7 @@ class PodSample:
     """What one scrape of one pod showed."""
 
     value: float
-    progress: tuple[float, ...]  # the namespace's counter values, in exposition order
+    progress: tuple[float, ...]  # the dialect's progress values (counters ...), in exposition order
     timestamp: float | None  # newest sample timestamp in the page, if the page has any
 
 

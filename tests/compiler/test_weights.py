@@ -140,3 +140,14 @@ def test_an_unknown_arch_is_refused_with_a_suggestion() -> None:
         compile_stack(dump(_optimized({"name": "c", "arch": "qwen2.5-7", "source": {"uri": "hf://o/m"}})), source_name="t.yaml")
     (d,) = [d for d in info.value.diagnostics if d.path[-1] == "arch"]
     assert d.message == 'unknown architecture "qwen2.5-7"' and d.hint == 'did you mean "qwen2.5-7b"?'
+
+
+def test_sglang_models_are_scaled_and_alerted_on_sglang_names() -> None:
+    model = {"name": "m", "source": {"uri": "hf://o/m"}, "engine": {"type": "sglang"}, "placement": {"pools": ["l4"]},
+             "slo": {"ttftP99Ms": 500}, "replicas": {"min": 1, "max": 4},
+             "autoscaling": {"policy": "hpa", "useKeda": True, "metric": "concurrency", "target": 8}}
+    files = compile_stack(dump(minimal(models=[model], observability={"prometheusRules": True})), source_name="t.yaml")
+    query = files["autoscaler/scaledobject-m.yaml"]
+    assert "sum(sglang:num_running_reqs{" in query and "sum(sglang:num_queue_reqs{" in query and "vllm:" not in query
+    rules = files["observability/prometheusrule-aibrix-alerts.yaml"]
+    assert "sglang:time_to_first_token_seconds_bucket" in rules and "sglang:token_usage" in rules and "vllm:" not in rules

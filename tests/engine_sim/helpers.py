@@ -23,9 +23,10 @@ def with_cluster(
     speedup: float = 1.0,
     faults: dict[int, Faults] | None = None,
     timeout_s: float = 30.0,
+    metrics_dialect: str = "vllm",
 ) -> None:
     async def main() -> None:
-        cluster = EngineCluster(configs, speedup=speedup, faults=faults)
+        cluster = EngineCluster(configs, speedup=speedup, faults=faults, metrics_dialect=metrics_dialect)
         await cluster.start()
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:

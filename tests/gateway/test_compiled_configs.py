@@ -59,3 +59,22 @@ def test_body_limit_out_of_range_is_a_spec_error(value):
     with pytest.raises(SpecError) as err:
         compile_stack(text, source_name="stack.yaml")
     assert "maxRequestBodyBytes" in str(err.value)
+
+
+def test_an_sglang_model_is_scraped_and_scaled_in_sglangs_dialect():
+    """The compiler writes each model's engine into the gateway's and the scaler's configs,
+    so they read SGLang pods through the engine metric table (aibrix_spec.engine_metrics)."""
+    from aibrix_spec.components.scaler import ScalerConfig
+    from compiler.pipeline import compile_stack
+
+    text = STANDALONE.read_text().replace(
+        "    - name: qwen2-5-7b\n      source:\n        uri: hf://Qwen/Qwen2.5-7B-Instruct\n",
+        "    - name: qwen2-5-7b\n      source:\n        uri: hf://Qwen/Qwen2.5-7B-Instruct\n      engine:\n        type: sglang\n", 1)
+    files = compile_stack(text, source_name="stack.yaml")
+    gateway = parse_config(yaml.safe_load(files["gateway/configmap-aibrix-gateway.yaml"])["data"]["gateway.yaml"], "gw")
+    assert {m.name: m.engine for m in gateway.models} == {"llama-3-8b": "vllm", "qwen2-5-7b": "sglang", "qwen2-5-0-5b": "vllm"}
+    scaler = ScalerConfig.model_validate(yaml.safe_load(yaml.safe_load(files["autoscaler/configmap-aibrix-scaler.yaml"])["data"]["scaler.yaml"]))
+    engines = {t.name: t.metric.engine.engine for t in scaler.targets if t.metric.source == "engine"}
+    assert engines == {"qwen2-5-7b": "sglang"}
+    deployment = yaml.safe_load(files["engine/deployment-qwen2-5-7b.yaml"])
+    assert deployment["spec"]["template"]["metadata"]["labels"]["model.aibrix.ai/engine"] == "sglang"

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from runtime_components.gateway.endpoints import DiscoveredEndpoint, EndpointTable, EngineSample
-from runtime_components.gateway.scraper import MetricScraper, adapters_from_models, parse_metrics_text, sample_from_metrics
+from runtime_components.gateway.scraper import MetricScraper, adapters_from_models, parse_exposition, sample_from_metrics
 
 from .fake_engine import FakeEngine
 
@@ -24,25 +24,25 @@ vllm:lora_requests_info{max_lora="4",running_lora_adapters="sql,chat",waiting_lo
 """
 
 
-def test_parse_metrics_text_sums_and_keeps_info_labels():
-    values, info = parse_metrics_text(VLLM_TEXT + 'vllm:num_requests_running{engine="1",model_name="m"} 1\n')
-    assert values["vllm:num_requests_running"] == 4.0
-    assert info["vllm:lora_requests_info"] == {"max_lora": "4", "running_lora_adapters": "sql,chat", "waiting_lora_adapters": ""}
+def test_parse_exposition_sums_counts_series_and_keeps_info_labels():
+    exposition = parse_exposition(VLLM_TEXT + 'vllm:num_requests_running{engine="1",model_name="m"} 1\n')
+    assert exposition.sums["vllm:num_requests_running"] == 4.0 and exposition.series["vllm:num_requests_running"] == 2
+    assert exposition.info["vllm:lora_requests_info"] == {"max_lora": "4", "running_lora_adapters": "sql,chat", "waiting_lora_adapters": ""}
 
 
 def test_sample_uses_deltas_between_scrapes():
-    before, _ = parse_metrics_text(VLLM_TEXT)
+    before = parse_exposition(VLLM_TEXT)
     later = (VLLM_TEXT.replace("seconds_sum{engine=\"0\",model_name=\"m\"} 12.0", "seconds_sum{engine=\"0\",model_name=\"m\"} 14.0")
              .replace("seconds_count{engine=\"0\",model_name=\"m\"} 10.0", "seconds_count{engine=\"0\",model_name=\"m\"} 14.0")
              .replace("generation_tokens_total{engine=\"0\",model_name=\"m\"} 500.0", "generation_tokens_total{engine=\"0\",model_name=\"m\"} 700.0"))
-    values, info = parse_metrics_text(later)
-    sample = sample_from_metrics(values, info, before, 2.0, frozenset({"extra"}))
+    now = parse_exposition(later)
+    sample = sample_from_metrics(now, before, 2.0, frozenset({"extra"}))
     assert (sample.running, sample.waiting, sample.kv_cache_usage) == (3.0, 2.0, 0.25)
     assert sample.ttft_s == pytest.approx(0.5)  # 2 s over 4 new requests
     assert sample.tpot_s is None  # no new tokens timed
     assert sample.throughput_tps == pytest.approx(100.0)  # 200 tokens in 2 s
     assert sample.max_loras == 4 and sample.adapters == {"sql", "chat", "extra"}
-    first = sample_from_metrics(values, info, None, 0.0, frozenset())
+    first = sample_from_metrics(now, None, 0.0, frozenset())
     assert first.ttft_s is None and first.throughput_tps is None
 
 

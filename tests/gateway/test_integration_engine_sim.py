@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from runtime_components.common.processes import stop_process
-from runtime_components.gateway.scraper import parse_metrics_text
+from runtime_components.gateway.scraper import parse_exposition
 
 from .harness import REPO, EnvoyProcess, GatewayProcess, envoy_binary, wait_for
 
@@ -73,7 +73,7 @@ def rig(tmp_path_factory):
 def prefix_queries(engine: dict) -> float:
     status, body = http(engine["url"] + "/metrics")
     assert status == 200
-    return parse_metrics_text(body.decode())[0].get("vllm:prefix_cache_queries_total", 0.0)
+    return parse_exposition(body.decode()).sums.get("vllm:prefix_cache_queries_total", 0.0)
 
 
 def test_a_shared_prefix_goes_to_one_engine_and_hits_its_cache(rig):

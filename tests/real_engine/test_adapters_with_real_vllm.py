@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from aibrix_spec.components.sidecar import SidecarConfig
-from runtime_components.gateway.scraper import adapters_from_models, parse_metrics_text, sample_from_metrics
+from runtime_components.gateway.scraper import adapters_from_models, parse_exposition, sample_from_metrics
 from runtime_components.sidecar.daemon import Sidecar
 from runtime_components.sidecar.engine_client import EngineClient
 from runtime_components.sidecar.pods import StaticPods
@@ -155,8 +155,7 @@ def test_the_gateway_scraper_forgets_an_unloaded_adapter(adapter_stack, vllm_pai
     newest = max(series, key=lambda line: float(line.rsplit(" ", 1)[1]))
     assert stale and 'running_lora_adapters=""' in newest, series
     for order in _lora_info_orders(text):
-        values, info = parse_metrics_text(order)
-        sample = sample_from_metrics(values, info, None, 0.0, adapters_from_models(models))
+        sample = sample_from_metrics(parse_exposition(order), None, 0.0, adapters_from_models(models))
         if "sql" in sample.adapters:
             raise StaleHolding(f"scraped adapters {set(sample.adapters)} from series order {series}")
 

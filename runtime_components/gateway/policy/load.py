@@ -75,7 +75,7 @@ class LeastRequestScorer:
 
 
 class LeastKvCacheScorer:
-    """Prefers the endpoint with the most free KV cache: ``1 - vllm:kv_cache_usage_perc``."""
+    """Prefers the endpoint with the most free KV cache: ``1 - kv_cache_usage`` (canonical, any engine)."""
 
     name = "least-kv-cache"
 

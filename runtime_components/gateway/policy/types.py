@@ -29,10 +29,13 @@ __all__ = [
 class EndpointState:
     """A read-only snapshot of one serving pod as the gateway sees it at routing time.
 
-    ``running``/``waiting`` are the engine's ``vllm:num_requests_running``/``_waiting``;
-    ``kv_cache_usage`` is ``vllm:kv_cache_usage_perc`` (0..1); ``ttft_s``/``tpot_s`` recent
-    mean time to first token / per output token; ``throughput_tps`` recent prompt+generation
-    tokens per second. ``inflight`` is the gateway's own count of requests it sent there
+    The engine numbers are canonical (``aibrix_spec.engine_metrics``), whatever the engine:
+    ``running``/``waiting`` requests (vLLM's ``vllm:num_requests_running``/``_waiting``,
+    SGLang's ``sglang:num_running_reqs``/``num_queue_reqs``); ``kv_cache_usage`` (0..1);
+    ``ttft_s``/``tpot_s`` recent mean time to first token / between output tokens;
+    ``throughput_tps`` recent prompt+generation tokens per second; ``prefix_hit_ratio`` the
+    engine's own prefix-cache hit ratio since the previous scrape (no built-in scorer reads
+    it yet). ``inflight`` is the gateway's own count of requests it sent there
     that have not finished (always fresh). ``max_loras`` is the engine's adapter-slot limit
     (``None``: unknown, so the pod is not a loading target).
     """
@@ -47,6 +50,7 @@ class EndpointState:
     ttft_s: float | None = None
     tpot_s: float | None = None
     throughput_tps: float | None = None
+    prefix_hit_ratio: float | None = None
     inflight: int = 0
     max_loras: int | None = None
 

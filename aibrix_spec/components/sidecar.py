@@ -86,7 +86,8 @@ class SidecarConfig(SpecModel):
     resync_seconds: Annotated[float, Field(gt=0)] = Field(10.0, description="Seconds between reconcile passes.")
     retry: RetrySettings = Field(default_factory=RetrySettings, description="Backoff for failed loads.")
     artifact_dir: str = Field(
-        "/adapters", description="Where s3://, gs://, https:// and oci:// adapters are downloaded (a volume shared with the engine)."
+        "/adapters",
+        description="Where s3://, gs://, https:// and oci:// adapters are downloaded (a volume shared with the engine).",
     )
     download_timeout_seconds: Annotated[float, Field(gt=0)] = Field(
         3600.0, description="Longest one adapter download may run; a stopped one resumes on the next pass."

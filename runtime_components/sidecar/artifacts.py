@@ -100,8 +100,10 @@ def _env(uri: str, options: FetchOptions) -> dict[str, str]:
     """The downloader's environment: only the credentials of this adapter's source kind."""
     env = {k: v for k, v in os.environ.items() if k not in _GS_KEYS and k != "DOCKER_CONFIG"}
     if uri.startswith("gs://"):
+        # Nothing of the AWS identity (keys, IRSA, region, endpoint) is sent to Cloud Storage.
         env = {k: v for k, v in env.items() if not k.startswith("AWS_")}
         env |= {aws: os.environ[gs] for gs, aws in _GS_KEYS.items() if os.environ.get(gs)}
+        env["AWS_EC2_METADATA_DISABLED"] = "true"
     if uri.startswith("oci://") and options.docker_config:
         env["DOCKER_CONFIG"] = options.docker_config
     return env

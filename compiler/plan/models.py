@@ -27,6 +27,7 @@ from aibrix_spec.catalog import MODEL_ARCHS, arch_from_source
 from aibrix_spec.components.kv import parse_quantity
 from aibrix_spec.components.sidecar import SidecarAdapter
 from aibrix_spec.model_cache import cache_key
+from aibrix_spec.models import AdapterSpec
 
 from ..defaults import ResolvedModel, ResolvedStack
 from ..engine_args import engine_command, weights_location
@@ -36,6 +37,8 @@ from .types import AdapterPlan, Labels, ModelCachePlan, ModelPlan, PoolPlan, Wei
 
 __all__ = [
     "ADAPTER_PVC_ROOT",
+    "ADAPTER_REGISTRY_DIR",
+    "ADAPTER_TOKEN_DIR",
     "GCS_ENDPOINT",
     "MODEL_CACHE_MOUNT",
     "engine_requests",
@@ -48,6 +51,10 @@ __all__ = [
 
 #: Where pvc:// adapters are mounted in the engine and the sidecar.
 ADAPTER_PVC_ROOT = "/adapter-volumes"
+#: Where the sidecar finds the https:// adapters' bearer token (key ``token`` of their Secret).
+ADAPTER_TOKEN_DIR = "/var/run/secrets/aibrix-adapter-token"
+#: Where the sidecar finds oci:// adapters' registry credentials ($DOCKER_CONFIG/config.json).
+ADAPTER_REGISTRY_DIR = "/var/run/secrets/aibrix-adapter-registry"
 #: Where engine pods mount the model cache (downloaded weights live at <mount>/<cache key>).
 MODEL_CACHE_MOUNT = "/var/cache/aibrix-models"
 #: gs:// through Cloud Storage's S3-compatible XML API (HMAC keys as AWS_* variables).
@@ -207,26 +214,55 @@ def _one_secret(m: ResolvedModel, scheme: str, what: str, problems: list[Diagnos
     return names[0] if names else None
 
 
+def _sidecar_adapter(adapter: AdapterSpec, replicas: int, secrets: dict[str, str | None]) -> SidecarAdapter:
+    """One sidecar entry; only the settings its source needs are set (the config lists set fields)."""
+    uri = adapter.source.uri
+    extra: dict[str, str] = {}
+    endpoint = adapter.source.endpoint or (GCS_ENDPOINT if uri.startswith("gs://") else None)
+    if endpoint is not None and uri.startswith(("s3://", "gs://")):
+        extra["endpoint"] = endpoint.rstrip("/")
+    if uri.startswith("https://") and secrets["https://"] is not None:
+        extra["token_file"] = f"{ADAPTER_TOKEN_DIR}/token"
+    if uri.startswith("oci://") and secrets["oci://"] is not None:
+        extra["docker_config"] = ADAPTER_REGISTRY_DIR
+    return SidecarAdapter(name=adapter.name, uri=_sidecar_uri(uri), replicas=replicas, **extra)
+
+
+#: What each source kind's Secret holds, for the one-Secret-per-kind diagnostic.
+_SECRET_KEYS = {
+    "hf://": "HF_TOKEN",
+    "s3://": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+    "gs://": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (Cloud Storage HMAC keys)",
+    "https://": "token (a bearer token)",
+    "oci://": ".dockerconfigjson (a kubernetes.io/dockerconfigjson Secret)",
+}
+
+
 def _adapters(m: ResolvedModel, images: ImagesSpec, problems: list[Diagnostic]) -> AdapterPlan | None:
     """The sidecar's adapters (an adapter without replicas is wanted on every pod, written as
     replicas.max: placement never uses more pods than are ready); one Secret per source kind,
-    since one process reads one variable."""
+    since the sidecar holds one set of variables (or one mounted file) per kind."""
     if not m.spec.adapters:
         return None
     every_pod = max(1, m.replicas_max)
+    secrets = {scheme: _one_secret(m, scheme, what, problems) for scheme, what in _SECRET_KEYS.items()}
     entries = []
     for j, adapter in enumerate(m.spec.adapters):
         try:
-            entries.append(
-                SidecarAdapter(name=adapter.name, uri=_sidecar_uri(adapter.source.uri), replicas=adapter.replicas or every_pod)
-            )
+            entries.append(_sidecar_adapter(adapter, adapter.replicas or every_pod, secrets))
         except ValidationError:
             problems.append(
                 Diagnostic(
                     ("spec", "models", m.index, "adapters", j, "source", "uri"),
                     f'adapter "{adapter.name}": the sidecar cannot fetch "{adapter.source.uri}"',
-                    expected="hf://org/repo[@revision], s3://bucket/prefix or pvc://claim/path",
-                    hint="hf:// takes exactly org/repo (no sub-folder); s3:// a lowercase bucket name",
+                    expected=(
+                        "hf://org/repo[@revision], s3://bucket/prefix, gs://bucket/prefix, https://host/path, "
+                        "oci://registry/repo:tag or pvc://claim/path"
+                    ),
+                    hint=(
+                        "hf:// takes exactly org/repo (no sub-folder); s3:// a lowercase bucket name; https:// a path "
+                        "to a file or archive; oci:// registry/repository:tag"
+                    ),
                 )
             )
     uris = [a.source.uri for a in m.spec.adapters if a.source.uri.startswith("pvc://")]
@@ -236,8 +272,11 @@ def _adapters(m: ResolvedModel, images: ImagesSpec, problems: list[Diagnostic]) 
         rbac_name=f"{m.name}-sidecar",
         adapters=tuple(entries),
         max_loras=m.max_loras,
-        hf_secret=_one_secret(m, "hf://", "HF_TOKEN", problems),
-        s3_secret=_one_secret(m, "s3://", "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", problems),
+        hf_secret=secrets["hf://"],
+        s3_secret=secrets["s3://"],
+        gs_secret=secrets["gs://"],
+        token_secret=secrets["https://"],
+        registry_secret=secrets["oci://"],
         pvc_claims=tuple(sorted({uri.removeprefix("pvc://").partition("/")[0] for uri in uris})),
     )
 

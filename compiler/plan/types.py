@@ -145,7 +145,10 @@ class AdapterPlan:
     adapters: tuple[SidecarAdapter, ...]  #: validated entries (sidecar-fetchable URIs)
     max_loras: int
     hf_secret: str | None  #: Secret with HF_TOKEN for the engine (None: none, or the model's own)
-    s3_secret: str | None  #: Secret with AWS_* keys for the sidecar
+    s3_secret: str | None  #: Secret with AWS_* keys for the sidecar (s3://)
+    gs_secret: str | None  #: Secret with HMAC keys as AWS_* for the sidecar (gs://)
+    token_secret: str | None  #: Secret with key ``token`` mounted for the sidecar (https://)
+    registry_secret: str | None  #: dockerconfigjson Secret mounted as the sidecar's DOCKER_CONFIG (oci://)
     pvc_claims: tuple[str, ...]  #: claims mounted at /adapter-volumes/<claim>
 
 

@@ -66,17 +66,8 @@ RENDERERS: tuple[RendererFamily, ...] = (
 )
 
 
-def _adapters_needing_download(stack: ResolvedStack) -> Iterator[Path]:
-    for m in stack.models:
-        for j, a in enumerate(m.spec.adapters):
-            if a.source.uri.startswith(("gs://", "oci://", "https://")):
-                yield ("spec", "models", m.index, "adapters", j, "source", "uri")
-
-
 #: Spec features that validate but are not compiled yet (delete an entry when its renderer lands).
-NOT_COMPILED_YET: tuple[PendingFeature, ...] = (
-    PendingFeature("models[].adapters[].source.uri (gs://, oci://, https://)", "adapter download", _adapters_needing_download),
-)
+NOT_COMPILED_YET: tuple[PendingFeature, ...] = ()
 
 
 def check_compilable(stack: ResolvedStack) -> None:

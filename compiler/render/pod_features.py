@@ -10,13 +10,19 @@ engine pod the plan holds (Deployment pods and RayCluster heads and workers alik
   on older versions it is an ordinary second container;
 - least privilege for the API token: the ServiceAccount token is NOT automounted (the engine
   runs model code); a projected token volume is mounted into the sidecar container only;
-- emptyDir ``/adapters`` in both containers (s3:// downloads land there, the engine loads them
-  from there); ``pvc://claim/path`` adapters are mounted read-only at ``/adapter-volumes/claim``
+- emptyDir ``/adapters`` in both containers (the sidecar runs ``aibrix-runtime download`` for
+  s3://, gs://, https:// and oci:// adapters into it, the engine loads them from there);
+  ``pvc://claim/path`` adapters are mounted read-only at ``/adapter-volumes/claim``
   in both and declared to the sidecar as ``file:///adapter-volumes/claim/path``;
 - engine env ``VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`` (enables load/unload endpoints); hub
   adapters whose Secret differs from the model's give the engine ``HF_TOKEN``; s3:// adapters
   give the sidecar ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` (required) and
-  ``AWS_SESSION_TOKEN``/``AWS_REGION``/``AWS_ENDPOINT_URL`` (optional keys).
+  ``AWS_SESSION_TOKEN``/``AWS_REGION``/``AWS_ENDPOINT_URL`` (optional keys); gs:// adapters the
+  same two keys of their own Secret as ``AIBRIX_GS_ACCESS_KEY_ID``/``AIBRIX_GS_SECRET_ACCESS_KEY``
+  (HMAC keys; the endpoint is in the sidecar config); https:// adapters their Secret's key
+  ``token`` as the file ``/var/run/secrets/aibrix-adapter-token/token``; oci:// adapters a
+  ``kubernetes.io/dockerconfigjson`` Secret as ``/var/run/secrets/aibrix-adapter-registry/config.json``
+  (the sidecar config names both paths). Each kind has one Secret per model.
 
 ``MODEL_DOWNLOAD`` (weights the plan downloads: s3://, gs://, https://, oci://; every engine
 pod, since each Ray pod loads its own shard): an init container runs ``aibrix-runtime download
@@ -48,7 +54,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..plan import AdapterPlan, ModelPlan, Plan
-from ..plan.models import ADAPTER_PVC_ROOT
+from ..plan.models import ADAPTER_PVC_ROOT, ADAPTER_REGISTRY_DIR, ADAPTER_TOKEN_DIR
 from .component_parts import NONROOT_UID, container_security
 
 __all__ = [
@@ -115,6 +121,11 @@ def _sidecar_container(plan: Plan, model: ModelPlan, sidecar: AdapterPlan, pvc_m
     if sidecar.s3_secret is not None:
         env += [_secret_env(k, sidecar.s3_secret, optional=False) for k in _AWS_REQUIRED]
         env += [_secret_env(k, sidecar.s3_secret, optional=True) for k in _AWS_OPTIONAL]
+    if sidecar.gs_secret is not None:  # its own names: the sidecar hands them to gs:// downloads only
+        env += [
+            {"name": f"AIBRIX_GS_{k.removeprefix('AWS_')}", "valueFrom": {"secretKeyRef": {"name": sidecar.gs_secret, "key": k}}}
+            for k in _AWS_REQUIRED
+        ]
     command = ["aibrix-sidecar", "--config", f"{SIDECAR_CONFIG_DIR}/config.yaml", "--engine", f"http://127.0.0.1:{model.port}"]
     command += ["--pod-name", "$(POD_NAME)", "--namespace", "$(POD_NAMESPACE)", "--port", str(SIDECAR_PORT)]
     container: dict[str, Any] = {
@@ -130,6 +141,7 @@ def _sidecar_container(plan: Plan, model: ModelPlan, sidecar: AdapterPlan, pvc_m
             {"name": "sidecar-config", "mountPath": SIDECAR_CONFIG_DIR, "readOnly": True},
             {"name": "adapters", "mountPath": ADAPTER_DIR},
             {"name": "sidecar-token", "mountPath": _TOKEN_DIR, "readOnly": True},
+            *_credential_mounts(sidecar),
             *pvc_mounts,
         ],
         "securityContext": {**container_security(), "runAsNonRoot": True, "runAsUser": NONROOT_UID},
@@ -137,6 +149,28 @@ def _sidecar_container(plan: Plan, model: ModelPlan, sidecar: AdapterPlan, pvc_m
     if plan.features.native_sidecars:
         container["restartPolicy"] = "Always"
     return container
+
+
+def _credential_mounts(sidecar: AdapterPlan) -> list[dict[str, Any]]:
+    mounts = []
+    if sidecar.token_secret is not None:
+        mounts.append({"name": "adapter-source-token", "mountPath": ADAPTER_TOKEN_DIR, "readOnly": True})
+    if sidecar.registry_secret is not None:
+        mounts.append({"name": "adapter-registry-auth", "mountPath": ADAPTER_REGISTRY_DIR, "readOnly": True})
+    return mounts
+
+
+def _credential_volumes(sidecar: AdapterPlan) -> list[dict[str, Any]]:
+    """https:// adapters' bearer token and oci:// adapters' registry credentials, as files in
+    the sidecar only (the engine never sees them)."""
+    volumes = []
+    if sidecar.token_secret is not None:
+        items = [{"key": "token", "path": "token"}]
+        volumes.append({"name": "adapter-source-token", "secret": {"secretName": sidecar.token_secret, "items": items}})
+    if sidecar.registry_secret is not None:
+        items = [{"key": ".dockerconfigjson", "path": "config.json"}]
+        volumes.append({"name": "adapter-registry-auth", "secret": {"secretName": sidecar.registry_secret, "items": items}})
+    return volumes
 
 
 def _token_volume() -> dict[str, Any]:
@@ -178,6 +212,7 @@ def _add_sidecar(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
         {"name": "adapters", "emptyDir": {}},
         {"name": "sidecar-config", "configMap": {"name": sidecar.config_map}},
         _token_volume(),
+        *_credential_volumes(sidecar),
         *pvc_volumes,
     ]
     return pod

@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 from aibrix_spec.components.sidecar import SidecarConfig
 
-from .artifacts import ArtifactError, resolve_lora_path
+from .artifacts import ArtifactError, Downloader, FetchOptions, resolve_lora_path
 from .engine_client import EngineClient
 from .placement import AdapterDemand, place_adapters
 from .pods import PodLister
@@ -35,8 +35,10 @@ class Sidecar:
         engine: EngineClient,
         pods: PodLister,
         clock: Callable[[], float] = time.monotonic,
+        downloader: Downloader | None = None,
     ) -> None:
         self.config = config
+        self.downloader = downloader or Downloader(config.artifact_dir)
         self.pod_name = pod_name
         self.pods = pods
         retry = RetryPolicy(config.retry.base_delay_seconds, config.retry.max_delay_seconds, config.retry.max_attempts)
@@ -56,12 +58,14 @@ class Sidecar:
     async def run_once(self) -> ReconcileReport:
         ready = self.pods.ready_pods()
         share = self.my_share(ready)
-        uris = {a.name: a.uri for a in self.config.adapters}
+        adapters = {a.name: a for a in self.config.adapters}
         desired: dict[str, str] = {}
         self.artifact_errors = {}
         for name in share:
+            a = adapters[name]
+            options = FetchOptions(a.endpoint, a.token_file, a.docker_config, self.config.download_timeout_seconds)
             try:
-                desired[name] = await asyncio.to_thread(resolve_lora_path, name, uris[name], self.config.artifact_dir)
+                desired[name] = await asyncio.to_thread(resolve_lora_path, name, a.uri, self.downloader, options)
             except ArtifactError as exc:
                 self.artifact_errors[name] = str(exc)
         report = await self.reconciler.reconcile(desired)

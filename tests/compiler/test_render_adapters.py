@@ -116,6 +116,61 @@ def test_credentials_only_by_reference(
     assert all("value" not in e for e in pod["sidecar"]["env"] + pod["engine"]["env"] if e["name"].startswith(("AWS_", "HF_TOKEN")))
 
 
+def _template(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(next(iter(of_kind(objects, "Deployment").values()))["spec"]["template"])
+
+
+def test_adapters_from_every_downloaded_source_compile_with_credentials_by_reference() -> None:
+    s3 = adapter("from-s3", "s3://loras/sql", "aws")
+    s3["source"]["endpoint"] = "http://minio.storage:9000/"
+    objects = compiled(
+        lora_stack(
+            s3,
+            adapter("from-gs", "gs://gcs-loras/chat", "gcs-hmac"),
+            adapter("from-https", "https://models.example.com/loras/summarize.tar.gz", "web-token"),
+            adapter("from-oci", "oci://registry.example.com/loras/de:v1", "registry-pull"),
+            adapter("public-gs", "gs://public-loras/x"),
+        )
+    )
+    assert_valid(objects)
+    entries = {a.name: a for a in sidecar_config(objects).adapters}
+    assert (entries["from-s3"].uri, entries["from-s3"].endpoint) == ("s3://loras/sql", "http://minio.storage:9000")
+    assert entries["from-gs"].endpoint == entries["public-gs"].endpoint == "https://storage.googleapis.com"
+    assert entries["from-https"].token_file == "/var/run/secrets/aibrix-adapter-token/token"
+    assert entries["from-oci"].docker_config == "/var/run/secrets/aibrix-adapter-registry"
+    assert entries["from-s3"].token_file is None and entries["from-oci"].endpoint is None
+
+    template = _template(objects)
+    pod = containers(template)
+    env = env_of(pod["sidecar"])
+    assert env["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "aws", "key": "AWS_ACCESS_KEY_ID"}}
+    assert env["AIBRIX_GS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "gcs-hmac", "key": "AWS_ACCESS_KEY_ID"}}
+    assert env["AIBRIX_GS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "gcs-hmac", "key": "AWS_SECRET_ACCESS_KEY"}}
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    assert volumes["adapter-source-token"]["secret"] == {
+        "secretName": "web-token", "items": [{"key": "token", "path": "token"}]
+    }  # fmt: skip
+    assert volumes["adapter-registry-auth"]["secret"] == {
+        "secretName": "registry-pull", "items": [{"key": ".dockerconfigjson", "path": "config.json"}]
+    }  # fmt: skip
+    sidecar_mounts = {m["name"]: m for m in pod["sidecar"]["volumeMounts"]}
+    assert sidecar_mounts["adapter-source-token"]["mountPath"] == "/var/run/secrets/aibrix-adapter-token"
+    assert sidecar_mounts["adapter-registry-auth"]["readOnly"] is True
+    # Credentials reach the sidecar only: the engine has no such mounts or variables.
+    engine_mounts = {m["name"] for m in pod["engine"]["volumeMounts"]}
+    assert not engine_mounts & {"adapter-source-token", "adapter-registry-auth"}
+    assert not any(k.startswith(("AWS_", "AIBRIX_GS_")) for k in env_of(pod["engine"]))
+
+
+def test_adapters_without_secrets_get_no_credential_mounts() -> None:
+    objects = compiled(lora_stack(adapter("a", "https://models.example.com/a.tar"), adapter("b", "oci://ghcr.io/o/b:1")))
+    assert_valid(objects)
+    entries = sidecar_config(objects).adapters
+    assert [(a.token_file, a.docker_config) for a in entries] == [(None, None), (None, None)]
+    names = {v["name"] for v in _template(objects)["spec"]["volumes"]}
+    assert not names & {"adapter-source-token", "adapter-registry-auth"}
+
+
 def test_pvc_adapters_are_mounted_in_both_containers() -> None:
     objects = compiled(lora_stack(adapter("local", "pvc://lora-store/team/sql")))
     assert sidecar_config(objects).adapters[0].uri == "file:///adapter-volumes/lora-store/team/sql"
@@ -157,9 +212,29 @@ def test_changing_an_adapter_rolls_the_pods() -> None:
             "s3:// adapters of one model must share one Secret; found one, two",
         ),
         (
+            [adapter("a", "https://h.example/a", "one"), adapter("b", "https://h.example/b", "two")],
+            ("spec", "models", 0, "adapters", 1, "source", "secretRef"),
+            "https:// adapters of one model must share one Secret; found one, two",
+        ),
+        (
+            [adapter("a", "oci://r.example/a:1", "one"), adapter("b", "oci://r.example/b:1", "two")],
+            ("spec", "models", 0, "adapters", 1, "source", "secretRef"),
+            "oci:// adapters of one model must share one Secret; found one, two",
+        ),
+        (
+            [adapter("a", "gs://b/a", "one"), adapter("b", "gs://b/b", "two")],
+            ("spec", "models", 0, "adapters", 1, "source", "secretRef"),
+            "gs:// adapters of one model must share one Secret; found one, two",
+        ),
+        (
             [adapter("a", "hf://o/a"), adapter("deep", "hf://org/repo/sub")],
             ("spec", "models", 0, "adapters", 1, "source", "uri"),
             'adapter "deep": the sidecar cannot fetch "hf://org/repo/sub"',
+        ),
+        (
+            [adapter("site", "https://models.example.com")],
+            ("spec", "models", 0, "adapters", 0, "source", "uri"),
+            'adapter "site": the sidecar cannot fetch "https://models.example.com"',
         ),
     ],
 )

@@ -15,6 +15,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["VllmServer", "free_port"]
 
@@ -36,6 +37,7 @@ class VllmServer:
     extra_env: dict[str, str] = field(default_factory=dict)
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    _log: Any = None
 
     @property
     def url(self) -> str:
@@ -73,8 +75,8 @@ class VllmServer:
             "--max-loras", str(self.max_loras), "--max-model-len", "512",
             *self.extra_args,
         ]  # fmt: skip
-        log = open(self.work_dir / "vllm.log", "wb")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._log = open(self.work_dir / "vllm.log", "wb")  # noqa: SIM115 - closed by stop()
+        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -96,6 +98,14 @@ class VllmServer:
             return "(no log)"
 
     def stop(self) -> None:
+        try:
+            self._terminate()
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def _terminate(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         try:

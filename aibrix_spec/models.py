@@ -98,7 +98,7 @@ class SourceSpec(SpecModel):
         description=(
             "Name of a Secret whose keys become the engine's (and the downloader's) environment: HF_TOKEN for hf://, "
             "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for s3:// and gs:// (HMAC keys), key token (a bearer token) "
-            "for https:// and oci://; never put a token in the URI."
+            "for https://, a kubernetes.io/dockerconfigjson Secret (a pull secret) for oci://; never put a token in the URI."
         ),
     )
     endpoint: Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?/?$")] | None = Field(

@@ -137,7 +137,7 @@ class Image:
 
     @contextmanager
     def rootfs(self) -> Iterator[tuple[str, Path]]:
-        container = _sh([*self.buildah, "from", "--quiet", "--pull-never", self.ref]).strip()
+        container = _sh([*self.buildah, "from", "--quiet", "--pull=never", self.ref]).strip()
         try:
             yield container, Path(_sh([*self.buildah, "mount", container]).strip())
         finally:
@@ -325,6 +325,8 @@ def check_config(image: Image, target: str, version: str) -> str:
     expected_entry = [ENTRYPOINTS[target]] if target in ENTRYPOINTS else None
     if (config.get("Entrypoint") or None) != expected_entry:
         raise SmokeFailure(f"{image.ref}: entrypoint {config.get('Entrypoint')}, expected {expected_entry}")
+    if expected_entry and config.get("Cmd"):
+        raise SmokeFailure(f"{image.ref}: CMD {config['Cmd']} would be passed to the entrypoint as arguments")
     return f"config: user {user}, entrypoint {expected_entry}, labels version={version} revision={labels[LABELS[2]]}"
 
 

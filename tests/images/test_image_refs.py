@@ -74,3 +74,19 @@ def test_the_containerfile_keeps_the_runtime_contract() -> None:
     for label in ("source", "version", "revision"):
         assert f"org.opencontainers.image.{label}=" in text
     assert "PYTHONDONTWRITEBYTECODE=1" in text and "HOME=/tmp" in text
+
+
+def test_component_stages_derive_an_entrypoint_and_labels_each() -> None:
+    spec = importlib.util.spec_from_file_location("containerfile_stages", REPO / "scripts" / "containerfile_stages.py")
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    stages = module.component_stages((REPO / "Containerfile").read_text())
+    assert sorted(stages) == ["diag", "gateway", "kv-server", "optimizer", "scaler", "sidecar"]
+    assert stages["gateway"] == [
+        "--label", "org.opencontainers.image.title=aibrix-gateway",
+        "--label", "org.opencontainers.image.description=LLM-aware Envoy ext_proc gateway",
+        "--entrypoint", '["aibrix-gateway"]',
+    ]
+    with pytest.raises(SystemExit, match="only LABEL and ENTRYPOINT can be derived"):
+        module.component_stages("FROM runtime AS x\nRUN true\n")

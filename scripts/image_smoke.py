@@ -310,7 +310,7 @@ def check_argocd(image: Image, root: Path, work: Path) -> str:
     return f"plugin generate (UID 999, read-only root) on {EXAMPLE.name}: {kinds} objects, identical to aibrix-compile"
 
 
-def check_config(image: Image, target: str, version: str) -> str:
+def check_config(image: Image, target: str, version: str, revision: str | None) -> str:
     config = image.config["config"]
     labels = config.get("Labels") or {}
     missing = [label for label in LABELS if not labels.get(label)]
@@ -319,6 +319,8 @@ def check_config(image: Image, target: str, version: str) -> str:
     if labels["org.opencontainers.image.version"] != version or not image.ref.endswith(f":{version}"):
         raise SmokeFailure(f"{image.ref}: version label {labels['org.opencontainers.image.version']!r} "
                            f"and tag must both be the package version {version}")
+    if revision is not None and labels[LABELS[2]] != revision:
+        raise SmokeFailure(f"{image.ref}: revision label {labels[LABELS[2]]!r}, expected {revision}")
     user = ARGOCD_USER if target == "argocd-cmp" else RUNTIME_USER
     if config.get("User") != user:
         raise SmokeFailure(f"{image.ref}: runs as {config.get('User')!r}, expected {user}")
@@ -341,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("images", nargs="+", metavar="TARGET=REF")
     parser.add_argument("--storage-driver", default="vfs")
     parser.add_argument("--version", required=True, help="the package version every tag must carry")
+    parser.add_argument("--revision", help="the git revision the revision label must name")
     args = parser.parse_args(argv)
     buildah = ["buildah", "--storage-driver", args.storage_driver]
     failures = 0
@@ -353,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {ref}", flush=True)
             try:
                 image = Image(buildah, ref)
-                results = [check_config(image, target, args.version)]
+                results = [check_config(image, target, args.version, args.revision)]
                 layers = tuple(image.config["rootfs"]["diff_ids"])
                 with image.rootfs() as (container, root):
                     if target == "argocd-cmp":

@@ -47,7 +47,7 @@ DEFAULT_IMAGES: dict[str, str] = {
     "optimizer": "ghcr.io/aibrix-stack/optimizer:0.1.0",
     "diagnostics": "ghcr.io/aibrix-stack/diag:0.1.0",
     "sidecar": "ghcr.io/aibrix-stack/sidecar:0.1.0",
-    "runtime": "ghcr.io/aibrix-stack/runtime:0.1.0",
+    "downloader": "ghcr.io/aibrix-stack/downloader:0.1.0",
 }
 
 # Kubernetes quantity suffixes -> factor; the KV-cache server reads the binary ones up to Ti.
@@ -280,6 +280,9 @@ class ImagesSpec(SpecModel):
     optimizer: _Image = Field(DEFAULT_IMAGES["optimizer"], description="GPU optimizer image.")
     diagnostics: _Image = Field(DEFAULT_IMAGES["diagnostics"], description="GPU diagnostics image.")
     sidecar: _Image = Field(DEFAULT_IMAGES["sidecar"], description="Engine sidecar image.")
-    runtime: _Image = Field(DEFAULT_IMAGES["runtime"], description="Model downloader image (aibrix-runtime).")
+    downloader: _Image = Field(
+        DEFAULT_IMAGES["downloader"],
+        description="The project's runtime image for engine pods' init containers (aibrix-runtime download, the Ray launcher).",
+    )
     pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field("IfNotPresent", description="imagePullPolicy.")
     pull_secret_ref: SecretName | None = Field(None, description="imagePullSecret for private registries.")

@@ -5,6 +5,8 @@
     aibrix-compile validate STACK.yaml... [--kube-version V] [--namespace NS] [--crd-dir DIR] [--spec-only]
     aibrix-compile explain STACK.yaml [--namespace NS]
     aibrix-compile schema
+    aibrix-compile prerequisites STACK.yaml [--namespace NS] [--argocd-namespace NS]
+    aibrix-compile preflight STACK.yaml [--kubeconfig FILE] [--context NAME] [--namespace NS]
 
 stdout carries manifests (or the schema, table or diff) only; diagnostics go to stderr.
 Exit codes: 0 ok, 1 invalid input, invalid output or stale --check, 2 usage.
@@ -26,7 +28,7 @@ __all__ = ["main"]
 
 EXIT_OK, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 _SOURCE_TEXT: dict[str, str] = {}  # what was read, to quote offending lines in errors
-_COMMANDS = ("compile", "validate", "explain", "schema")
+_COMMANDS = ("compile", "validate", "explain", "schema", "prerequisites", "preflight")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -58,7 +60,9 @@ def _add_stack_options(parser: argparse.ArgumentParser, *, kube: bool = True, se
 
 def _parser() -> argparse.ArgumentParser:
     root = _Parser(prog="aibrix-compile", description="Compile an InferenceStack into Kubernetes manifests.")
-    sub = root.add_subparsers(dest="command", metavar="{compile,validate,explain,schema}", parser_class=_Parser)
+    sub = root.add_subparsers(
+        dest="command", metavar="{compile,validate,explain,schema,prerequisites,preflight}", parser_class=_Parser
+    )
     comp = sub.add_parser("compile", help="print the manifests (the default command)")
     _add_stack_options(comp)
     target = comp.add_mutually_exclusive_group()
@@ -71,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("explain", help="a table of models, pools, GPUs, replicas and cost per hour")
     _add_stack_options(exp, kube=False)
     sub.add_parser("schema", help="print the InferenceStack JSON Schema")
+    pre = sub.add_parser("prerequisites", help="the operators the stack needs, as ArgoCD Applications")
+    _add_stack_options(pre)
+    pre.add_argument("--argocd-namespace", default="argocd", help="namespace of the Applications (default: argocd)")
+    fly = sub.add_parser("preflight", help="read-only checks that a cluster can run the stack (exit 1 on a failure)")
+    _add_stack_options(fly)
+    fly.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, else ~/.kube/config, else in-cluster)")
+    fly.add_argument("--context", help="kubeconfig context (default: the current one)")
     return root
 
 
@@ -155,9 +166,7 @@ def _compile(args: argparse.Namespace) -> int:
         diff = diff_tree(args.check, files)
         if diff:
             sys.stdout.write(diff)
-            sys.stderr.write(
-                f"error: {args.check} is stale; regenerate it with: aibrix-compile {args.stack} -o {args.check}\n"
-            )
+            sys.stderr.write(f"error: {args.check} is stale; regenerate it with: aibrix-compile {args.stack} -o {args.check}\n")
             return EXIT_INVALID
         return EXIT_OK
     sys.stdout.write(to_stream(files))
@@ -218,6 +227,28 @@ def _schema(_args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _prerequisites(args: argparse.Namespace) -> int:
+    from .cluster_needs import cluster_needs
+    from .pipeline import compile_manifests
+    from .prerequisites import prerequisites_stream
+
+    text, name = _read(args.stack)
+    _plan, manifests = compile_manifests(text, source_name=name, kube_version=args.kube_version, namespace=args.namespace)
+    stream = prerequisites_stream(cluster_needs(manifests), argocd_namespace=args.argocd_namespace)
+    sys.stdout.write(stream)
+    return EXIT_OK
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    from .cluster_needs import cluster_needs
+    from .pipeline import compile_manifests
+    from .preflight import run_preflight
+
+    text, name = _read(args.stack)
+    _plan, manifests = compile_manifests(text, source_name=name, kube_version=args.kube_version, namespace=args.namespace)
+    return run_preflight(cluster_needs(manifests), kubeconfig=args.kubeconfig, context=args.context, out=sys.stdout)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aibrix-compile`` console script; returns the exit code."""
     arguments = list(sys.argv[1:] if argv is None else argv)
@@ -232,7 +263,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     from .errors import AibrixError, CompilerBug, SpecError, UsageError, render_diagnostics
 
-    handlers = {"compile": _compile, "validate": _validate, "explain": _explain, "schema": _schema}
+    handlers = {
+        "compile": _compile,
+        "validate": _validate,
+        "explain": _explain,
+        "schema": _schema,
+        "prerequisites": _prerequisites,
+        "preflight": _preflight,
+    }
     try:
         return handlers[args.command](args)
     except SpecError as exc:

@@ -124,6 +124,7 @@ def plan(stack: ResolvedStack, *, kube_version: tuple[int, int]) -> Plan:
         features=kube_features(kube_version),
         pull_policy=stack.images.pull_policy,
         pull_secret=stack.images.pull_secret_ref,
+        runtime_image=stack.images.downloader,
         prometheus_url=stack.prometheus_url,
         pools=tuple(pools.values()),
         models=models,

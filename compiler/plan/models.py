@@ -103,7 +103,7 @@ def plan_weights(stack: ResolvedStack, m: ResolvedModel) -> WeightsPlan:
         endpoint=endpoint,
         dest=f"{cache.mount}/{cache_key(uri)}",
         cache=cache,
-        downloader_image=stack.images.runtime,
+        downloader_image=stack.images.downloader,
         token_secret=source.secret_ref if uri.startswith("https://") else None,
         registry_secret=source.secret_ref if uri.startswith("oci://") else None,
     )

@@ -342,6 +342,7 @@ class Plan:
     features: KubeFeatures
     pull_policy: str
     pull_secret: str | None
+    runtime_image: str  #: our runtime image for engine pods' init containers (images.downloader)
     prometheus_url: str
     pools: tuple[PoolPlan, ...]
     models: tuple[ModelPlan, ...]

@@ -107,7 +107,11 @@ def head_script(model: ModelPlan, workload: WorkloadPlan) -> str:
     """The head container's shell line: Ray head, then the launcher that execs vLLM."""
     engine = [*model.command.command, *model.command.args, "--distributed-executor-backend", "ray"]
     ray = f"ray start --head --port={RAY_PORT} --dashboard-host=0.0.0.0 --num-gpus={workload.pool.gpus_per_node}"
-    launcher = f"aibrix-ray-launcher --expected-gpus {workload.gpus_per_replica} --timeout {LAUNCH_TIMEOUT_S}"
+    # The launcher comes from our packages on PYTHONPATH (pod_features.RAY_LAUNCHER): the vLLM
+    # image has no aibrix-ray-launcher console script.
+    launcher = (
+        f"python3 -m runtime_components.ray_launcher.cli --expected-gpus {workload.gpus_per_replica} --timeout {LAUNCH_TIMEOUT_S}"
+    )
     return f"ulimit -n 65536; {ray} --disable-usage-stats && exec {launcher} -- {shlex.join(engine)}"
 
 

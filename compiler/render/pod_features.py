@@ -40,6 +40,10 @@ the object store itself (``--load-format runai_streamer``); for an S3-compatible
 (``source.endpoint``; gs:// uses Cloud Storage's XML API) it gets ``AWS_ENDPOINT_URL``,
 path-style addressing and no EC2 metadata lookups.
 
+``RAY_LAUNCHER`` (every Ray head): the head runs ``python3 -m runtime_components.ray_launcher.cli``
+(vLLM starts once every worker's GPUs joined), from the same copy of our packages as below,
+made by the runtime image (``images.downloader``), since the vLLM image does not contain it.
+
 ``KV_CONNECTOR`` (models using the KV pool; every engine pod, since Ray workers run vLLM
 workers that load the connector too): stock vLLM images do not contain the connector, so an
 init container (the pool's image) copies the pure-Python packages ``runtime_components`` and
@@ -64,6 +68,8 @@ __all__ = [
     "LORA_SIDECAR",
     "MODEL_DOWNLOAD",
     "MUTATORS",
+    "PACKAGES_VOLUME",
+    "RAY_LAUNCHER",
     "WEIGHTS_STREAM",
     "SIDECAR_CONFIG_DIR",
     "SIDECAR_PORT",
@@ -78,8 +84,9 @@ PodSpec = dict[str, Any]
 SIDECAR_PORT = 9090
 SIDECAR_CONFIG_DIR = "/etc/aibrix-sidecar"
 ADAPTER_DIR = "/adapters"
-#: Where engine pods find the connector's packages (an emptyDir filled by the init container).
+#: Where engine pods find our packages (an emptyDir filled by the init container).
 CONNECTOR_DIR = "/opt/aibrix"
+PACKAGES_VOLUME = "aibrix-packages"
 _TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where the Kubernetes client looks
 _AWS_REQUIRED = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 _AWS_OPTIONAL = ("AWS_SESSION_TOKEN", "AWS_REGION", "AWS_ENDPOINT_URL")
@@ -218,19 +225,21 @@ def _add_sidecar(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
     return pod
 
 
-def _add_connector(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
-    pool = plan.kv_pool
-    assert pool is not None  # the plan sets kv_connector only with the pool on
-    pod.setdefault("volumes", []).append({"name": "kv-connector", "emptyDir": {"sizeLimit": "256Mi"}})
+def _add_packages(plan: Plan, pod: PodSpec, image: str) -> PodSpec:
+    """Our pure-Python packages in an emptyDir on the engine's PYTHONPATH (once per pod): stock
+    engine images have neither the KV connector nor the Ray launcher."""
+    if any(v["name"] == PACKAGES_VOLUME for v in pod.get("volumes", [])):
+        return pod
+    pod.setdefault("volumes", []).append({"name": PACKAGES_VOLUME, "emptyDir": {"sizeLimit": "256Mi"}})
     pod.setdefault("initContainers", []).append(
         {
-            "name": "kv-connector",
-            "image": pool.component.image,
+            "name": PACKAGES_VOLUME,
+            "image": image,
             "imagePullPolicy": plan.pull_policy,
             "command": ["python3", "-c", _COPY_PACKAGES],
             "env": [{"name": "TARGET", "value": CONNECTOR_DIR}],
             "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-            "volumeMounts": [{"name": "kv-connector", "mountPath": CONNECTOR_DIR}],
+            "volumeMounts": [{"name": PACKAGES_VOLUME, "mountPath": CONNECTOR_DIR}],
             "securityContext": container_security(),
         }
     )
@@ -242,8 +251,18 @@ def _add_connector(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
     else:
         env.append({"name": "PYTHONPATH", "value": CONNECTOR_DIR})
         env.sort(key=lambda e: e["name"])
-    engine.setdefault("volumeMounts", []).append({"name": "kv-connector", "mountPath": CONNECTOR_DIR, "readOnly": True})
+    engine.setdefault("volumeMounts", []).append({"name": PACKAGES_VOLUME, "mountPath": CONNECTOR_DIR, "readOnly": True})
     return pod
+
+
+def _add_connector(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
+    pool = plan.kv_pool
+    assert pool is not None  # the plan sets kv_connector only with the pool on
+    return _add_packages(plan, pod, pool.component.image)
+
+
+def _add_launcher(plan: Plan, model: ModelPlan, pod: PodSpec) -> PodSpec:
+    return _add_packages(plan, pod, plan.runtime_image)
 
 
 _TOKEN_MOUNT = "/var/run/secrets/aibrix-source"
@@ -322,7 +341,8 @@ LORA_SIDECAR = PodMutator(
     "lora-sidecar", applies=lambda model, role: model.adapters is not None and role != "ray-worker", apply=_add_sidecar
 )
 KV_CONNECTOR = PodMutator("kv-connector", applies=lambda model, role: model.kv_connector, apply=_add_connector)
+RAY_LAUNCHER = PodMutator("ray-launcher", applies=lambda model, role: role == "ray-head", apply=_add_launcher)
 
 #: Applied in this order to every engine pod: the weights first (the download is the first
-#: init container), then the sidecar, then the connector's copy.
-MUTATORS: tuple[PodMutator, ...] = (MODEL_DOWNLOAD, WEIGHTS_STREAM, LORA_SIDECAR, KV_CONNECTOR)
+#: init container), then the sidecar, then the packages' copy (for the connector or the launcher).
+MUTATORS: tuple[PodMutator, ...] = (MODEL_DOWNLOAD, WEIGHTS_STREAM, LORA_SIDECAR, KV_CONNECTOR, RAY_LAUNCHER)

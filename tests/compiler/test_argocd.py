@@ -112,8 +112,9 @@ def test_application_and_patch_are_well_formed() -> None:
     assert sidecar["securityContext"]["runAsUser"] == 999
     mounts = {m["name"]: m["mountPath"] for m in sidecar["volumeMounts"]}
     assert mounts == {"var-files": "/var/run/argocd", "plugins": "/home/argocd/cmp-server/plugins", "aibrix-compile-tmp": "/tmp"}
-    dockerfile = (ARGOCD / "Dockerfile").read_text()
-    assert "/home/argocd/cmp-server/config/plugin.yaml" in dockerfile and "USER 999" in dockerfile
+    # The sidecar image is the argocd-cmp target of the Containerfile (built by scripts/build-images).
+    stage = (REPO / "Containerfile").read_text().split("AS argocd-cmp", 1)[1]
+    assert "/home/argocd/cmp-server/config/plugin.yaml" in stage and "USER 999:999" in stage
 
 
 def test_ignored_manager_is_the_one_the_scaler_writes_with() -> None:

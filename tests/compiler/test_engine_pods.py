@@ -57,11 +57,11 @@ def test_every_engine_pod_loads_the_kv_connector(multi_node: bool) -> None:
     assert {role for role, _ in pods} == ({"head", "worker"} if multi_node else {"server"})
     for role, pod in pods:
         spec = pod["spec"]
-        assert [c["name"] for c in spec["initContainers"]] == ["kv-connector"], role
+        assert [c["name"] for c in spec["initContainers"]] == ["aibrix-packages"], role
         engine = spec["containers"][0]
         assert env_of(engine)["PYTHONPATH"] == "/opt/aibrix", role
-        assert {"name": "kv-connector", "mountPath": "/opt/aibrix", "readOnly": True} in engine["volumeMounts"], role
-        assert {"name": "kv-connector", "emptyDir": {"sizeLimit": "256Mi"}} in spec["volumes"], role
+        assert {"name": "aibrix-packages", "mountPath": "/opt/aibrix", "readOnly": True} in engine["volumeMounts"], role
+        assert {"name": "aibrix-packages", "emptyDir": {"sizeLimit": "256Mi"}} in spec["volumes"], role
     assert_valid(_objects(_stack(multi_node=multi_node, kv=True)))
 
 
@@ -74,7 +74,7 @@ def test_ray_head_runs_the_engine_with_the_connector_flags() -> None:
 def test_multi_node_adapters_put_the_sidecar_on_serving_heads_only() -> None:
     pods = dict(_engine_pods(_stack(multi_node=True, adapters=True)))
     head, worker = pods["head"]["spec"], pods["worker"]["spec"]
-    assert [c["name"] for c in head["initContainers"]] == ["sidecar"]
+    assert [c["name"] for c in head["initContainers"]] == ["sidecar", "aibrix-packages"]
     assert head["initContainers"][0]["restartPolicy"] == "Always"
     assert env_of(head["containers"][0])["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] == "True"
     assert "initContainers" not in worker and [c["name"] for c in worker["containers"]] == ["ray-worker"]
@@ -112,3 +112,14 @@ def test_component_budgets_keep_the_default_policy() -> None:
     budgets = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "PodDisruptionBudget"}
     assert budgets["small"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
     assert "unhealthyPodEvictionPolicy" not in budgets["aibrix-gateway"]
+
+
+def test_ray_heads_get_the_launcher_from_our_packages() -> None:
+    """The vLLM image has no aibrix-ray-launcher: heads run it from the copied packages."""
+    pods = dict(_engine_pods(_stack(multi_node=True)))
+    head, worker = pods["head"]["spec"], pods["worker"]["spec"]
+    (init,) = head["initContainers"]
+    assert init["name"] == "aibrix-packages" and init["image"] == "ghcr.io/aibrix-stack/downloader:0.1.0"
+    assert env_of(head["containers"][0])["PYTHONPATH"] == "/opt/aibrix"
+    assert "exec python3 -m runtime_components.ray_launcher.cli --expected-gpus 8" in head["containers"][0]["args"][0]
+    assert "initContainers" not in worker

@@ -75,7 +75,7 @@ def test_engine_pods_get_the_connector_packages_from_the_init_container(tmp_path
     assert init["image"] == "ghcr.io/aibrix-stack/kv-server:0.1.0"
     engine = pod["containers"][0]
     assert {"name": "PYTHONPATH", "value": "/opt/aibrix"} in engine["env"]
-    assert {"name": "kv-connector", "mountPath": "/opt/aibrix", "readOnly": True} in engine["volumeMounts"]
+    assert {"name": "aibrix-packages", "mountPath": "/opt/aibrix", "readOnly": True} in engine["volumeMounts"]
     assert "initContainers" not in objs[("Deployment", "qwen")]["spec"]["template"]["spec"]
     # Run the init container's script here, then import the connector from the copy alone.
     target = tmp_path / "opt"

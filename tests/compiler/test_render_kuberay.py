@@ -59,7 +59,7 @@ def test_head_starts_ray_then_the_launcher_then_vllm_on_ray() -> None:
     ray_part, launcher_part = head["args"][0].split(" && exec ")
     assert "ray start --head --port=6379" in ray_part and "--num-gpus=4" in ray_part
     words = shlex.split(launcher_part)
-    assert words[: words.index("--")] == ["aibrix-ray-launcher", "--expected-gpus", "8", "--timeout", "900"]
+    assert words[: words.index("--")] == ["python3", "-m", "runtime_components.ray_launcher.cli", "--expected-gpus", "8", "--timeout", "900"]
     engine = words[words.index("--") + 1 :]
     assert engine[:3] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
     assert engine[-2:] == ["--distributed-executor-backend", "ray"]

@@ -54,6 +54,18 @@ ENGINE_HOME = "/var/cache/engine-home"  # an emptyDir; HOME of the non-root engi
 ENGINE_UID = 1000
 _SHM_GIB_PER_GPU = 2
 _RAY_ENV = {"NCCL_SOCKET_IFNAME": "eth0", "GLOO_SOCKET_IFNAME": "eth0", "NCCL_DEBUG": "WARN"}
+_RAY_KEYS = (
+    "name",
+    "image",
+    "imagePullPolicy",
+    "command",
+    "args",
+    "env",
+    "envFrom",
+    "resources",
+    "volumeMounts",
+    "securityContext",
+)
 #: Key order of the engine container per role (the order of the golden files).
 _KEYS: dict[EngineRole, tuple[str, ...]] = {
     "server": (
@@ -72,34 +84,8 @@ _KEYS: dict[EngineRole, tuple[str, ...]] = {
         "volumeMounts",
         "securityContext",
     ),
-    "ray-head": (
-        "name",
-        "image",
-        "imagePullPolicy",
-        "command",
-        "args",
-        "env",
-        "envFrom",
-        "resources",
-        "volumeMounts",
-        "securityContext",
-        "ports",
-        "startupProbe",
-        "readinessProbe",
-        "livenessProbe",
-    ),
-    "ray-worker": (
-        "name",
-        "image",
-        "imagePullPolicy",
-        "command",
-        "args",
-        "env",
-        "envFrom",
-        "resources",
-        "volumeMounts",
-        "securityContext",
-    ),
+    "ray-head": (*_RAY_KEYS, "ports", "startupProbe", "readinessProbe", "livenessProbe"),
+    "ray-worker": _RAY_KEYS,
 }
 
 

@@ -261,14 +261,15 @@ def compiled_production(namespace: str, kube_version: str) -> str:
 
 
 def check_kv_connector(image: Image, root: Path, work: Path) -> str:
-    """The compiled KV-connector init container copies the connector into an emptyDir."""
+    """The compiled packages init container (KV connector, Ray launcher) copies our packages
+    into an emptyDir."""
     init = None
     for doc in yaml.safe_load_all(compiled_production("llm-prod", "1.31")):
         for container in (doc or {}).get("spec", {}).get("template", {}).get("spec", {}).get("initContainers", []):
-            if container["name"] == "kv-connector":
+            if container["name"] == "aibrix-packages":
                 init = container
     if init is None:
-        raise SmokeFailure("the compiled production example has no kv-connector init container to run")
+        raise SmokeFailure("the compiled production example has no aibrix-packages init container to run")
     target = work / "kv-connector"
     target.mkdir()
     target.chmod(0o777)  # an emptyDir is world-writable
@@ -277,10 +278,10 @@ def check_kv_connector(image: Image, root: Path, work: Path) -> str:
     running = start(root, [*init["command"], *init.get("args", [])], user=RUNTIME_USER, env=env,
                     log=work / "kv-connector.log", binds={mount: (target, False)})
     if running.process.wait(timeout=60) != 0:
-        raise SmokeFailure(f"kv-connector init container failed:\n{running.output()}")
+        raise SmokeFailure(f"aibrix-packages init container failed:\n{running.output()}")
     if not (target / "runtime_components" / "kv" / "vllm_connector.py").is_file():
-        raise SmokeFailure(f"kv-connector init container did not copy runtime_components/kv into {mount}")
-    return f"kv-connector init container (compiled command): copied the connector into the emptyDir at {mount}"
+        raise SmokeFailure(f"aibrix-packages init container did not copy runtime_components/kv into {mount}")
+    return f"aibrix-packages init container (compiled command): copied the connector into the emptyDir at {mount}"
 
 
 def check_argocd(image: Image, root: Path, work: Path) -> str:

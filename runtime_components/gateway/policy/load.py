@@ -25,7 +25,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
+from typing import TYPE_CHECKING, Literal
+
 from .types import EndpointState, RouteRequest
+
+if TYPE_CHECKING:
+    from .pool import EndpointPool
 
 __all__ = [
     "LeastKvCacheScorer",
@@ -67,6 +72,11 @@ class LeastRequestScorer:
     """Prefers the endpoint with the fewest queued + running requests (``endpoint_load``)."""
 
     name = "least-request"
+    shortlist_kind: Literal["dense"] = "dense"
+
+    def shortlist(self, req: RouteRequest, pool: EndpointPool, k: int) -> list[EndpointState]:
+        """The ``k`` least-loaded endpoints, from the pool's load index."""
+        return pool.least_loaded(k)
 
     def score(self, req: RouteRequest, endpoints: Sequence[EndpointState]) -> Mapping[str, float]:
         loads = {e.address: endpoint_load(e) for e in endpoints}

@@ -96,7 +96,7 @@ def profile_config(policy: str) -> ProfileConfig:
     return ProfileConfig(filters=filters, scorers=scorers, picker=pickers[0] if pickers else "max-score")
 
 
-def build_router(spec: RoutingSpec, *, rng: random.Random) -> Router:
+def build_router(spec: RoutingSpec, *, rng: random.Random, shortlist_size: int = 4) -> Router:
     """Build the router for ``spec``; plugins draw randomness only from ``rng``.
 
     >>> import random
@@ -116,7 +116,7 @@ def build_router(spec: RoutingSpec, *, rng: random.Random) -> Router:
     filters = tuple(cast(Filter, _in_role(instance(n), Filter, n)) for n in filter_names)
     scorers = tuple((cast(Scorer, _in_role(instance(n), Scorer, n)), w) for n, w in config.scorers)
     picker = cast(Picker, _in_role(instance(config.picker), Picker, config.picker))
-    return Router(Profile(name=spec.policy, filters=filters, scorers=scorers, picker=picker))
+    return Router(Profile(name=spec.policy, filters=filters, scorers=scorers, picker=picker), shortlist_size=shortlist_size)
 
 
 def _in_role(plugin: Plugin, role: type, name: str) -> Plugin:

@@ -17,7 +17,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
+from typing import TYPE_CHECKING, Literal
+
 from .types import EndpointState, RequestOutcome, RouteRequest
+
+if TYPE_CHECKING:
+    from .pool import EndpointPool
 
 __all__ = ["SessionAffinityScorer"]
 
@@ -26,6 +31,7 @@ class SessionAffinityScorer:
     """Scores 1 for the endpoint that served the request's session last."""
 
     name = "session-affinity"
+    shortlist_kind: Literal["sparse"] = "sparse"
 
     def __init__(self, header: str, max_sessions: int) -> None:
         if max_sessions < 1:
@@ -42,6 +48,13 @@ class SessionAffinityScorer:
         session = self.session_of(req)
         bound = self._table.get(session) if session else None
         return {e.address: 1.0 if e.address == bound else 0.0 for e in endpoints}
+
+    def shortlist(self, req: RouteRequest, pool: EndpointPool, k: int) -> list[EndpointState]:
+        """The session's endpoint, when it is still in the pool."""
+        session = self.session_of(req)
+        bound = self._table.get(session) if session else None
+        state = pool.get(bound) if bound is not None else None
+        return [state] if state is not None else []
 
     def on_routed(self, req: RouteRequest, endpoint: EndpointState) -> None:
         session = self.session_of(req)

@@ -27,6 +27,7 @@ from .metrics import GatewayMetrics
 from .openai_request import ParsedRequest, parse_request
 from .policy import EndpointState, NoEndpointError, RequestOutcome, Router, RouteRequest, build_router
 from .policy.pool import EndpointPool
+from .policy.state import RoutingState
 from .ratelimit import RateLimiter
 from .ratelimit.breaker import StoreUnavailable
 from .usage import Usage
@@ -64,7 +65,7 @@ class GatewayCore:
     """Config, endpoint table, routers, users and limits of one gateway process."""
 
     def __init__(self, config: GatewayConfig, table: EndpointTable, users: UserDirectory,
-                 limiter: RateLimiter, metrics: GatewayMetrics) -> None:
+                 limiter: RateLimiter, metrics: GatewayMetrics, state: RoutingState | None = None) -> None:
         self.config = config
         self.table = table
         self.users = users
@@ -72,13 +73,17 @@ class GatewayCore:
         self.metrics = metrics
         self._models: dict[str, GatewayModelSpec] = {m.name: m for m in config.models}
         self._adapters: dict[str, str] = {a: m.name for m in config.models for a in m.adapters}
+        # One prefix index / session table per model, shared by its routers (and, with a
+        # RoutingSync's state, by the other gateway processes).
+        self.state = state if state is not None else RoutingState()
         self._routers: dict[tuple[str, str], Router] = {}
         for i, model in enumerate(config.models):
-            self._routers[(model.name, model.routing.policy)] = self._build(model.routing, config.seed * 1009 + i)
+            self._routers[(model.name, model.routing.policy)] = self._build(model.name, model.routing, config.seed * 1009 + i)
 
-    def _build(self, routing: RoutingSpec, seed: int) -> Router:
+    def _build(self, model: str, routing: RoutingSpec, seed: int) -> Router:
         # The shortlist covers the chosen endpoint plus the fallbacks Envoy may retry on.
-        return build_router(routing, rng=random.Random(seed), shortlist_size=self.config.fallbacks + 1)
+        return build_router(routing, rng=random.Random(seed), shortlist_size=self.config.fallbacks + 1,
+                            state=self.state, scope=model)
 
     # -- lookups -------------------------------------------------------------------------
     def served_names(self) -> list[str]:
@@ -118,7 +123,7 @@ class GatewayCore:
             overrides = [k for k in self._routers if k[1] != self._models[k[0]].routing.policy]
             if len(overrides) >= MAX_OVERRIDE_ROUTERS:  # clients choose the strings: keep the cache bounded
                 del self._routers[overrides[0]]
-            self._routers[key] = self._build(routing, self.config.seed * 1009 + len(self._routers))
+            self._routers[key] = self._build(model, routing, self.config.seed * 1009 + len(self._routers))
         return self._routers[key]
 
     def endpoint_removed(self, address: str) -> None:

@@ -17,6 +17,7 @@ from .base import Filter, PassThroughFilter, Picker, Plugin, Scorer, ShortlistSc
 from .pool import EndpointPool
 from .registry import PRESETS, REGISTRY, build_router
 from .runner import Router
+from .state import RoutingState
 from .types import Decision, EndpointState, NoEndpointError, PluginContractError, RequestOutcome, RouteRequest
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "RequestOutcome",
     "RouteRequest",
     "Router",
+    "RoutingState",
     "Scorer",
     "ShortlistScorer",
     "Stateful",

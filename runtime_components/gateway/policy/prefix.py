@@ -123,12 +123,14 @@ class PrefixCacheAwareScorer:
     name = "prefix-cache-aware"
     shortlist_kind: Literal["sparse"] = "sparse"
 
-    def __init__(self, block_size_tokens: int, max_index_blocks: int, imbalance_threshold: int) -> None:
+    def __init__(self, block_size_tokens: int, max_index_blocks: int, imbalance_threshold: int,
+                 index: PrefixIndex | None = None) -> None:
         if block_size_tokens < 1:
             raise ValueError(f"block_size_tokens must be >= 1, got {block_size_tokens}")
         self._block = block_size_tokens
         self._threshold = imbalance_threshold
-        self.index = PrefixIndex(max_index_blocks)
+        #: shared with other routers (and, through routing_sync, other gateway processes) when given
+        self.index = index if index is not None else PrefixIndex(max_index_blocks)
 
     def hashes_of(self, req: RouteRequest) -> list[int]:
         """The prompt's chained block hashes, computed once per request (memoised in ``req.scratch``)."""

@@ -49,12 +49,6 @@ from pathlib import Path
 
 from aibrix_spec.catalog import ACCELERATORS
 from aibrix_spec.routing import POLICY_NAMES, RoutingSpec
-from benchmarks.workloads.arrivals import poisson
-from benchmarks.workloads.generators import bird_sql, chat_sessions, unique_prompts
-from benchmarks.workloads.trace import TraceRequest, to_sim_requests
-from runtime_components.engine_sim.config import EngineConfig, SimRequest
-from runtime_components.engine_sim.des import EngineView, RequestRecord, Simulation, Summary, summarize
-from runtime_components.engine_sim.stats import EngineStats
 from benchmarks.routing_scale import (
     ASSUMED_REDIS_RTT_S,
     decision_costs,
@@ -62,6 +56,12 @@ from benchmarks.routing_scale import (
     multi_replica,
     sim_endpoint_state,
 )
+from benchmarks.workloads.arrivals import poisson
+from benchmarks.workloads.generators import bird_sql, chat_sessions, unique_prompts
+from benchmarks.workloads.trace import TraceRequest, to_sim_requests
+from runtime_components.engine_sim.config import EngineConfig, SimRequest
+from runtime_components.engine_sim.des import EngineView, RequestRecord, Simulation, Summary, summarize
+from runtime_components.engine_sim.stats import EngineStats
 from runtime_components.gateway.policy import EndpointState, RequestOutcome, Router, RouteRequest, build_router
 
 MODEL = "llama-3-8b"

@@ -14,7 +14,6 @@ routing a request to a pod that cannot serve it is an error, not a preference.
 from __future__ import annotations
 
 from collections.abc import Sequence
-
 from typing import TYPE_CHECKING
 
 from .types import EndpointState, RouteRequest

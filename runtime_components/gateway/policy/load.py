@@ -24,7 +24,6 @@ started pod is neither shunned nor flooded. Latency is the exception (optimistic
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-
 from typing import TYPE_CHECKING, Literal
 
 from .types import EndpointState, RouteRequest

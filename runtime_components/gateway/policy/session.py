@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-
 from typing import TYPE_CHECKING, Literal
 
 from .types import EndpointState, RequestOutcome, RouteRequest

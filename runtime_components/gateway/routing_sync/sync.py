@@ -16,7 +16,6 @@ import asyncio
 import logging
 import os
 import socket
-
 from dataclasses import dataclass
 from typing import Any
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
-from .types import EndpointState, RouteRequest
+from .types import EndpointState, RouteRequest, endpoint_load
 
 if TYPE_CHECKING:
     from .pool import EndpointPool
@@ -38,13 +38,6 @@ __all__ = [
     "ThroughputScorer",
     "endpoint_load",
 ]
-
-
-def endpoint_load(e: EndpointState) -> float:
-    """Requests queued or running at ``e``: ``max(inflight, running + waiting)``."""
-    if e.running is None and e.waiting is None:
-        return float(e.inflight)
-    return max(float(e.inflight), (e.running or 0.0) + (e.waiting or 0.0))
 
 
 def score_known(

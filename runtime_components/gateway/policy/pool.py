@@ -20,8 +20,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator
 
-from .load import endpoint_load
-from .types import EndpointState
+from .types import EndpointState, endpoint_load
 
 __all__ = ["EndpointPool"]
 

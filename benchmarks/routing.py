@@ -49,6 +49,13 @@ from pathlib import Path
 
 from aibrix_spec.catalog import ACCELERATORS
 from aibrix_spec.routing import POLICY_NAMES, RoutingSpec
+from benchmarks.routing_scale import (
+    ASSUMED_REDIS_RTT_S,
+    decision_costs,
+    measure_redis_batch_rtt,
+    multi_replica,
+    sim_endpoint_state,
+)
 from benchmarks.workloads.arrivals import poisson
 from benchmarks.workloads.generators import bird_sql, chat_sessions, unique_prompts
 from benchmarks.workloads.trace import TraceRequest, to_sim_requests
@@ -317,6 +324,54 @@ def _first_error(exc: ValueError) -> str:
     return str(errors()[0]["msg"]) if callable(errors) else str(exc)
 
 
+def run_scale(args: argparse.Namespace, config: EngineConfig,
+              shared: tuple[list[SimRequest], float]) -> dict[str, object]:
+    """The gateway-at-scale scenarios (``benchmarks.routing_scale``): decision cost per fleet
+    size, then 1 vs 3 replicas with local or shared routing state."""
+    costs = decision_costs(args.quick, args.seed)
+    head = f"{'policy':<36} {'endpoints':>9} {'pool us/req':>11} {'decide us':>9} {'full-scan us':>12}"
+    print("== routing work per request as the fleet grows (this machine, wall time) ==")
+    print(head)
+    print("-" * len(head))
+    for c in costs:
+        print(f"{c.policy:<36} {c.endpoints:>9} {c.pool_us:>11.1f} {c.decide_us:>9.1f} {c.full_us:>12.1f}")
+    by = {(c.policy, c.endpoints): c for c in costs}
+
+    def ratio(policy: str, field: str) -> float:
+        return round(getattr(by[(policy, 512)], field) / getattr(by[(policy, 8)], field), 3)
+
+    batch_bytes = 600  # one routed request's PREFIX_ADD (about 35 blocks of 8 bytes plus framing) in a batch
+    rtt = measure_redis_batch_rtt(batch_bytes)
+    rtt_source = "measured (real redis-server, XADD -> XREAD)" if rtt is not None else "ASSUMED (no redis-server)"
+    rtt = rtt if rtt is not None else ASSUMED_REDIS_RTT_S
+    delay = 0.005 + rtt  # the flush interval, then the trip through Redis
+    requests, warmup_s = shared
+    modes = {"1 replica": (1, False), "3 replicas, local state": (3, False), "3 replicas, shared state": (3, True)}
+    summaries = {
+        name: multi_replica(requests, config, policy="prefix-cache-aware", engines=args.engines, replicas=n, shared=s,
+                            sync_delay_s=delay, scrape_interval_s=args.scrape_interval, warmup_s=warmup_s,
+                            seed=args.seed, endpoint_state=sim_endpoint_state)
+        for name, (n, s) in modes.items()
+    }
+    print(f"\n== shared-prefix, prefix-cache-aware behind several gateway replicas (sync delay {delay * 1000:.2f} ms: "
+          f"5 ms flush + {rtt * 1000:.2f} ms Redis, {rtt_source}) ==")
+    print(format_table("replicas", summaries))
+    one = summaries["1 replica"].prefix_hit_fraction
+    return {
+        "decide_ratio_least_request": ratio("least-request", "decide_us"),
+        "decide_ratio_prefix_least_request": ratio("prefix-cache-aware:2,least-request", "decide_us"),
+        "per_request_ratio_least_request": ratio("least-request", "pool_us"),
+        "per_request_ratio_prefix_least_request": ratio("prefix-cache-aware:2,least-request", "pool_us"),
+        "full_scan_ratio_least_request": ratio("least-request", "full_us"),
+        "decide_us": {f"{c.policy}@{c.endpoints}": round(c.decide_us, 1) for c in costs},
+        "shared_index_hit_rate_ratio_vs_one_replica": round(summaries["3 replicas, shared state"].prefix_hit_fraction / one, 4),
+        "local_index_hit_rate_ratio_vs_one_replica": round(summaries["3 replicas, local state"].prefix_hit_fraction / one, 4),
+        "replica_mean_ttft_s": {k: round(v.ttft.mean, 4) for k, v in summaries.items()},
+        "redis_batch_rtt_ms": round(rtt * 1000, 3),
+        "redis_rtt_source": rtt_source,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     config = EngineConfig(accelerator=args.accelerator, model_arch=MODEL)
@@ -326,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         n = workload.n_quick if args.quick else workload.n_full
         requests = make_requests(workload, n, args.seed, args.databases)
         warmup_s = sorted(r.arrival_s for r in requests)[int(len(requests) * args.warmup)] if args.warmup > 0 else 0.0
+        if workload.name == "shared-prefix":
+            shared_requests = (requests, warmup_s)
         results[workload.name] = {
             policy: run_policy(
                 policy,
@@ -343,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
     if args.plot:
         print(save_plot(results, Path(args.plot)))
+    scale = run_scale(args, config, shared_requests)
     shared, unique, chat = results["shared-prefix"], results["unique"], results["chat"]
     result = {
         "prefix_vs_random_mean_ttft_reduction": _reduction(shared["prefix-cache-aware"].ttft.mean, shared["random"].ttft.mean),
@@ -355,6 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "shared_prefix_hit_fraction": {p: round(s.prefix_hit_fraction, 4) for p, s in shared.items()},
         "chat_mean_ttft_s": {p: round(s.ttft.mean, 4) for p, s in chat.items()},
+        **scale,
         "engines": args.engines,
         "accelerator": args.accelerator,
         "quick": args.quick,

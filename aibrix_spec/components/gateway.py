@@ -39,6 +39,7 @@ __all__ = [
     "GatewayModelSpec",
     "ListenSpec",
     "RateLimitSpec",
+    "RoutingStateSpec",
     "ScrapeSpec",
     "TierSpec",
 ]
@@ -147,6 +148,33 @@ class ScrapeSpec(SpecModel):
     )
 
 
+class RoutingStateSpec(SpecModel):
+    """Where the prefix indexes and session tables are shared with other gateway processes."""
+
+    redis_url: str | None = Field(
+        None, description="Redis shared by every replica (a bounded stream of batched changes); absent: not shared "
+        "across pods.", pattern=r"^rediss?://",
+    )
+    redis_password_file: str | None = Field(None, description="File holding the Redis password (a mounted Secret).")
+    hub_socket: str | None = Field(
+        None, description="Unix socket of the pod's hub shared by its workers (set by aibrix-gateway --workers; "
+        "used when redisUrl is absent).",
+    )
+    stream_key: str = Field("aibrix:routing-state", min_length=1, description="Redis stream of this stack's batches.")
+    stream_max_len: Annotated[int, Field(ge=10, le=1_000_000)] = Field(
+        2000, description="Batches the stream keeps (Redis trims older ones): bounds Redis memory and the warm start."
+    )
+    flush_interval_ms: Annotated[float, Field(ge=0, le=1000)] = Field(
+        5.0, description="Changes gather this long into one batch (one write per interval while busy)."
+    )
+    max_blocks_per_event: Annotated[int, Field(ge=1, le=100_000)] = Field(
+        256, description="Leading prefix blocks sent per routed request (deeper matches stay local)."
+    )
+    warm_start_batches: Annotated[int, Field(ge=0, le=1_000_000)] = Field(
+        500, description="Newest batches a starting process replays from Redis."
+    )
+
+
 class GatewayConfig(SpecModel):
     """The whole gateway configuration file."""
 
@@ -155,6 +183,9 @@ class GatewayConfig(SpecModel):
     models: list[GatewayModelSpec] = Field(..., min_length=1, description="Models served.")
     rate_limits: RateLimitSpec = Field(default_factory=RateLimitSpec, description="Auth and rate limits.")
     scrape: ScrapeSpec = Field(default_factory=ScrapeSpec, description="Engine metric scraping.")
+    routing_state: RoutingStateSpec = Field(
+        default_factory=RoutingStateSpec, description="Sharing of prefix indexes and session tables between processes."
+    )
     fallbacks: Annotated[int, Field(ge=0, le=10)] = Field(
         2,
         description=(

@@ -128,6 +128,8 @@ def plan_gateway(stack: ResolvedStack) -> GatewayPlan | None:
         users_secret=spec.users.secret_ref if spec.users is not None else None,
         redis_url=spec.redis.url if spec.redis is not None else None,
         redis_password_secret=spec.redis.password_secret_ref if spec.redis is not None else None,
+        # Stacks sharing one Redis must not share routing state: the key names the stack.
+        routing_stream_key=f"aibrix:{stack.namespace}:{stack.name}:routing-state",
         tiers=tuple((name, t.rpm, t.tpm) for name, t in sorted(spec.rate_limits.tiers.items())),
         default_tier=spec.rate_limits.default_tier,
         proxy_peers=proxies,

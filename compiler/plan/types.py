@@ -224,6 +224,7 @@ class GatewayPlan:
     users_secret: str | None
     redis_url: str | None
     redis_password_secret: str | None
+    routing_stream_key: str  #: the Redis stream every replica shares routing state on (one per stack)
     tiers: tuple[tuple[str, int, int], ...]  #: (name, rpm, tpm)
     default_tier: str
     proxy_peers: tuple[Peer, ...]  #: the proxies that carry client traffic

@@ -80,16 +80,21 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
     }
     if gw.users_secret is not None:
         limits["usersFile"] = f"{_USERS_DIR}/{_USERS_KEY}"
+    routing_state: dict[str, Any] = {}
     if gw.redis_url is not None:
         limits["redisUrl"] = gw.redis_url
+        # The same Redis carries the prefix indexes and session tables between replicas.
+        routing_state = {"redisUrl": gw.redis_url, "streamKey": gw.routing_stream_key}
         if gw.redis_password_secret is not None:
             limits["redisPasswordFile"] = f"{_REDIS_DIR}/{_REDIS_PASSWORD_KEY}"
+            routing_state["redisPasswordFile"] = limits["redisPasswordFile"]
     return GatewayConfig.model_validate(
         {
             "listen": {"host": "0.0.0.0", "grpcPort": gw.grpc_port, "httpPort": gw.http_port},
             "discovery": {"mode": "kubernetes", "namespace": plan.namespace},
             "models": models,
             "rateLimits": limits,
+            "routingState": routing_state,
             "fallbacks": gw.num_retries,
             # Equal to Envoy's buffer, so a body Envoy passes on always fits the gRPC limit.
             "maxRequestBodyBytes": gw.max_request_body_bytes,

@@ -29,6 +29,7 @@ from .metrics import GatewayMetrics
 from .ratelimit import MemoryWindowStore, RateLimiter, RedisWindowStore
 from .ratelimit.breaker import BreakerStore
 from .ratelimit.stores import WindowStore
+from .routing_sync import HubTransport, RedisStreamTransport, RoutingSync, Transport
 from .scraper import MetricScraper
 from .users import UserDirectory
 
@@ -56,7 +57,7 @@ class StartupError(ValueError):
     """A file the config names cannot be used; the message says which and why."""
 
 
-def _read_secret(path: str | None) -> str | None:
+def _read_secret(path: str | None, field: str = "rateLimits.redisPasswordFile") -> str | None:
     """A secret mounted as a file (trailing newline dropped)."""
     if path is None:
         return None
@@ -64,7 +65,23 @@ def _read_secret(path: str | None) -> str | None:
         with open(path, encoding="utf-8") as handle:
             return handle.read().rstrip("\n")
     except OSError as exc:
-        raise StartupError(f"rateLimits.redisPasswordFile {path}: cannot read it ({exc.strerror})") from None
+        raise StartupError(f"{field} {path}: cannot read it ({exc.strerror})") from None
+
+
+def _routing_sync(config: GatewayConfig) -> RoutingSync | None:
+    """The routing-state sync the config asks for: Redis (every replica), the pod's hub (its
+    workers), or none (this process alone)."""
+    spec = config.routing_state
+    transport: Transport
+    if spec.redis_url:
+        transport = RedisStreamTransport(spec.redis_url, key=spec.stream_key, maxlen=spec.stream_max_len,
+                                         password=_read_secret(spec.redis_password_file, "routingState.redisPasswordFile"))
+    elif spec.hub_socket:
+        transport = HubTransport(spec.hub_socket)
+    else:
+        return None
+    return RoutingSync(transport, flush_interval_s=spec.flush_interval_ms / 1000, max_blocks=spec.max_blocks_per_event,
+                       warm_start_batches=spec.warm_start_batches)
 
 
 class GatewayApp:
@@ -88,7 +105,9 @@ class GatewayApp:
             store = MemoryWindowStore(limits.window_s)
         self._store = store
         self.limiter = RateLimiter(dict(limits.tiers), store, limits.window_s)
-        self.core = GatewayCore(config, self.table, self.users, self.limiter, self.metrics)
+        self.sync = _routing_sync(config)
+        self.core = GatewayCore(config, self.table, self.users, self.limiter, self.metrics,
+                                state=self.sync.state if self.sync is not None else None)
         self.scraper = MetricScraper(self.table, config.scrape.interval_s, config.scrape.timeout_s,
                                      engines={m.name: m.engine for m in config.models})
         models = {m.name for m in config.models}
@@ -128,6 +147,8 @@ class GatewayApp:
     # -- HTTP ------------------------------------------------------------------------------
     async def _metrics(self, request: web.Request) -> web.Response:
         self._update_endpoint_gauges()
+        if self.sync is not None:
+            self.metrics.observe_sync(self.sync.stats)
         return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
 
     async def _healthz(self, request: web.Request) -> web.Response:
@@ -176,6 +197,8 @@ class GatewayApp:
             asyncio.create_task(self.scraper.run(self._stop), name="scraper"),
             asyncio.create_task(self._reload_users(), name="users"),
         ]
+        if self.sync is not None:
+            self._tasks.append(asyncio.create_task(self.sync.run(self._stop), name="routing-sync"))
 
     async def _reload_users(self) -> None:
         while not self._stop.is_set():

@@ -26,6 +26,8 @@ from .errors import GatewayError, bad_request, model_not_found, no_endpoint
 from .metrics import GatewayMetrics
 from .openai_request import ParsedRequest, parse_request
 from .policy import EndpointState, NoEndpointError, RequestOutcome, Router, RouteRequest, build_router
+from .policy.pool import EndpointPool
+from .policy.state import RoutingState
 from .ratelimit import RateLimiter
 from .ratelimit.breaker import StoreUnavailable
 from .usage import Usage
@@ -63,7 +65,7 @@ class GatewayCore:
     """Config, endpoint table, routers, users and limits of one gateway process."""
 
     def __init__(self, config: GatewayConfig, table: EndpointTable, users: UserDirectory,
-                 limiter: RateLimiter, metrics: GatewayMetrics) -> None:
+                 limiter: RateLimiter, metrics: GatewayMetrics, state: RoutingState | None = None) -> None:
         self.config = config
         self.table = table
         self.users = users
@@ -71,11 +73,17 @@ class GatewayCore:
         self.metrics = metrics
         self._models: dict[str, GatewayModelSpec] = {m.name: m for m in config.models}
         self._adapters: dict[str, str] = {a: m.name for m in config.models for a in m.adapters}
+        # One prefix index / session table per model, shared by its routers (and, with a
+        # RoutingSync's state, by the other gateway processes).
+        self.state = state if state is not None else RoutingState()
         self._routers: dict[tuple[str, str], Router] = {}
         for i, model in enumerate(config.models):
-            self._routers[(model.name, model.routing.policy)] = build_router(
-                model.routing, rng=random.Random(config.seed * 1009 + i)
-            )
+            self._routers[(model.name, model.routing.policy)] = self._build(model.name, model.routing, config.seed * 1009 + i)
+
+    def _build(self, model: str, routing: RoutingSpec, seed: int) -> Router:
+        # The shortlist covers the chosen endpoint plus the fallbacks Envoy may retry on.
+        return build_router(routing, rng=random.Random(seed), shortlist_size=self.config.fallbacks + 1,
+                            state=self.state, scope=model)
 
     # -- lookups -------------------------------------------------------------------------
     def served_names(self) -> list[str]:
@@ -115,7 +123,7 @@ class GatewayCore:
             overrides = [k for k in self._routers if k[1] != self._models[k[0]].routing.policy]
             if len(overrides) >= MAX_OVERRIDE_ROUTERS:  # clients choose the strings: keep the cache bounded
                 del self._routers[overrides[0]]
-            self._routers[key] = build_router(routing, rng=random.Random(self.config.seed * 1009 + len(self._routers)))
+            self._routers[key] = self._build(model, routing, self.config.seed * 1009 + len(self._routers))
         return self._routers[key]
 
     def endpoint_removed(self, address: str) -> None:
@@ -143,8 +151,8 @@ class GatewayCore:
             log.warning("rate limits not applied (fail open): %s: %s", exc.__class__.__name__, exc)
         router = self.router_for(model, headers)
         now = time.monotonic()
-        endpoints, down = self.table.states(model, now)
-        if not endpoints:
+        pool, down = self.table.pool(model, now)
+        if not len(pool):
             reason = f"{down} endpoint(s) are failing" if down else "discovery found no ready pod"
             raise no_endpoint(model, reason)
         request = RouteRequest(
@@ -153,7 +161,7 @@ class GatewayCore:
         )
         started = time.perf_counter()
         try:
-            decision = router.decide(request, endpoints)
+            decision = router.decide(request, pool)
         except NoEndpointError as exc:
             raise no_endpoint(parsed.model, exc.reason) from None
         self.metrics.decision_seconds.labels(router.policy).observe(time.perf_counter() - started)
@@ -161,18 +169,20 @@ class GatewayCore:
             self.metrics.prefix_match.labels(model).observe(decision.prefix_match)
         router.on_routed(request, decision.endpoint)
         self.table.inflight_add(decision.endpoint.address, 1)
-        fallbacks = self._fallbacks(decision.endpoint.address, decision.scores, endpoints)
+        fallbacks = self._fallbacks(decision.endpoint.address, decision.scores, pool)
         return Admission(model, adapter, user, parsed, request, router, decision.endpoint,
                          started=time.monotonic(), fallbacks=fallbacks)
 
-    def _fallbacks(self, chosen: str, scores: Mapping[str, float], endpoints: list[EndpointState]) -> tuple[str, ...]:
-        """The next-best eligible endpoints (by the router's total score, then least loaded)."""
+    def _fallbacks(self, chosen: str, scores: Mapping[str, float], pool: EndpointPool) -> tuple[str, ...]:
+        """The next-best eligible endpoints (by the router's total score, then least loaded).
+
+        ``scores`` holds every eligible endpoint, or the router's shortlist when it decided on
+        one (sized to the fallback count: ``Router.shortlist_size``)."""
         if self.config.fallbacks == 0:
             return ()
-        by_address = {e.address: e for e in endpoints}
-        eligible = [a for a in scores if a != chosen and a in by_address]
-        eligible.sort(key=lambda a: (-scores[a], by_address[a].inflight, a))
-        return tuple(eligible[: self.config.fallbacks])
+        eligible = [(a, s) for a, s in scores.items() if a != chosen and a in pool]
+        eligible.sort(key=lambda pair: (-pair[1], pool.get(pair[0]).inflight, pair[0]))  # type: ignore[union-attr]
+        return tuple(a for a, _ in eligible[: self.config.fallbacks])
 
     def attempts_failed(self, admission: Admission, attempts: int) -> None:
         """Envoy needed ``attempts`` tries: the first ``attempts - 1`` endpoints failed to connect

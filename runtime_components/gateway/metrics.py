@@ -15,15 +15,32 @@
 - ``aibrix_gateway_tokens_total{model, kind}``: prompt and completion tokens counted from usage.
 - ``aibrix_gateway_endpoints{model, state}``: endpoints up / down per model.
 - ``aibrix_gateway_upstream_failures_total{model}``: routed requests whose endpoint failed.
+- ``aibrix_gateway_routing_sync_connected``: 1 while routing state is shared with the other
+  gateway processes (Redis or the pod's hub), 0 while this one routes on local state only.
+- ``aibrix_gateway_routing_sync_events_total{direction}``: routing-state changes sent,
+  applied (from other processes) and dropped (the store was unreachable).
+- ``aibrix_gateway_routing_sync_bytes_total``: bytes of batches sent.
 """
 
 from __future__ import annotations
+
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from aibrix_spec.token_buckets import bucket_of
 
-__all__ = ["GatewayMetrics"]
+__all__ = ["GatewayMetrics", "SyncCounters"]
+
+
+class SyncCounters(Protocol):
+    """What ``observe_sync`` reads (``routing_sync.SyncStats``)."""
+
+    connected: bool
+    events_sent: int
+    events_applied: int
+    events_dropped: int
+    bytes_sent: int
 
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
 _RATIO_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
@@ -52,6 +69,27 @@ class GatewayMetrics:
         self.endpoints = Gauge("aibrix_gateway_endpoints", "Endpoints per model and state.", ["model", "state"], registry=r)
         self.upstream_failures = Counter("aibrix_gateway_upstream_failures", "Routed requests whose endpoint failed.",
                                          ["model"], registry=r)
+        self._sync: tuple[Gauge, Counter, Counter] | None = None  # created when a RoutingSync runs
+        self._sync_seen: dict[str, int] = {}
+
+    def observe_sync(self, stats: SyncCounters) -> None:
+        """Bring the routing-sync metrics up to ``stats`` (counters advance by the difference)."""
+        if self._sync is None:
+            self._sync = (
+                Gauge("aibrix_gateway_routing_sync_connected", "Routing state shared with other processes (1/0).",
+                      registry=self.registry),
+                Counter("aibrix_gateway_routing_sync_events", "Routing-state changes by direction.", ["direction"],
+                        registry=self.registry),
+                Counter("aibrix_gateway_routing_sync_bytes", "Bytes of routing-state batches sent.", registry=self.registry),
+            )
+        connected, events, sent_bytes = self._sync
+        connected.set(1 if stats.connected else 0)
+        now = {"sent": stats.events_sent, "applied": stats.events_applied, "dropped": stats.events_dropped,
+               "bytes": stats.bytes_sent}
+        for direction in ("sent", "applied", "dropped"):
+            events.labels(direction).inc(now[direction] - self._sync_seen.get(direction, 0))
+        sent_bytes.inc(now["bytes"] - self._sync_seen.get("bytes", 0))
+        self._sync_seen = now
 
     def observe_usage(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
         self.tokens.labels(model, "prompt").inc(prompt_tokens)

@@ -19,11 +19,14 @@ the ``random.Random`` their factory was given.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from .types import EndpointState, RequestOutcome, RouteRequest
 
-__all__ = ["Filter", "Picker", "Plugin", "Scorer", "Stateful"]
+if TYPE_CHECKING:
+    from .pool import EndpointPool
+
+__all__ = ["Filter", "PassThroughFilter", "Picker", "Plugin", "Scorer", "ShortlistScorer", "Stateful"]
 
 
 @runtime_checkable
@@ -49,6 +52,25 @@ class Scorer(Plugin, Protocol):
     """Rates endpoints for the request; higher is better, nominally in [0, 1]."""
 
     def score(self, req: RouteRequest, endpoints: Sequence[EndpointState]) -> Mapping[str, float]: ...
+
+
+@runtime_checkable
+class PassThroughFilter(Filter, Protocol):
+    """A filter that can tell, without a scan, that it keeps every endpoint of a pool."""
+
+    def passes_all(self, req: RouteRequest, pool: EndpointPool) -> bool: ...
+
+
+@runtime_checkable
+class ShortlistScorer(Scorer, Protocol):
+    """A scorer that can name the endpoints worth scoring (see ``runner``: bounded decisions).
+
+    ``dense``: the ``k`` endpoints it rates best, best first (its score elsewhere is no higher);
+    ``sparse``: every endpoint it rates above 0."""
+
+    shortlist_kind: Literal["dense", "sparse"]
+
+    def shortlist(self, req: RouteRequest, pool: EndpointPool, k: int) -> list[EndpointState]: ...
 
 
 @runtime_checkable

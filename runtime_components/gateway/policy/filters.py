@@ -14,8 +14,12 @@ routing a request to a pod that cannot serve it is an error, not a preference.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .types import EndpointState, RouteRequest
+
+if TYPE_CHECKING:
+    from .pool import EndpointPool
 
 __all__ = ["LoraAffinityFilter", "ModelMatchFilter"]
 
@@ -30,6 +34,9 @@ class ModelMatchFilter:
 
     def why_empty(self, req: RouteRequest) -> str:
         return f'no endpoint serves model "{req.model}"'
+
+    def passes_all(self, req: RouteRequest, pool: EndpointPool) -> bool:
+        return pool.serves_only(req.model)
 
 
 class LoraAffinityFilter:
@@ -47,6 +54,9 @@ class LoraAffinityFilter:
         if holders or not self._fallback:
             return holders
         return [e for e in endpoints if e.max_loras is not None and len(e.adapters) < e.max_loras]
+
+    def passes_all(self, req: RouteRequest, pool: EndpointPool) -> bool:
+        return req.adapter is None
 
     def why_empty(self, req: RouteRequest) -> str:
         if self._fallback:

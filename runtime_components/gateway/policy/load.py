@@ -24,8 +24,12 @@ started pod is neither shunned nor flooded. Latency is the exception (optimistic
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
-from .types import EndpointState, RouteRequest
+from .types import EndpointState, RouteRequest, endpoint_load
+
+if TYPE_CHECKING:
+    from .pool import EndpointPool
 
 __all__ = [
     "LeastKvCacheScorer",
@@ -34,13 +38,6 @@ __all__ = [
     "ThroughputScorer",
     "endpoint_load",
 ]
-
-
-def endpoint_load(e: EndpointState) -> float:
-    """Requests queued or running at ``e``: ``max(inflight, running + waiting)``."""
-    if e.running is None and e.waiting is None:
-        return float(e.inflight)
-    return max(float(e.inflight), (e.running or 0.0) + (e.waiting or 0.0))
 
 
 def score_known(
@@ -67,6 +64,11 @@ class LeastRequestScorer:
     """Prefers the endpoint with the fewest queued + running requests (``endpoint_load``)."""
 
     name = "least-request"
+    shortlist_kind: Literal["dense"] = "dense"
+
+    def shortlist(self, req: RouteRequest, pool: EndpointPool, k: int) -> list[EndpointState]:
+        """The ``k`` least-loaded endpoints, from the pool's load index."""
+        return pool.least_loaded(k)
 
     def score(self, req: RouteRequest, endpoints: Sequence[EndpointState]) -> Mapping[str, float]:
         loads = {e.address: endpoint_load(e) for e in endpoints}

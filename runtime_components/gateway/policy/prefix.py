@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from runtime_components.common.hashing import block_hashes
 
@@ -31,7 +32,14 @@ from .load import endpoint_load
 from .runner import PREFIX_MATCH_KEY
 from .types import EndpointState, RequestOutcome, RouteRequest
 
-__all__ = ["PrefixCacheAwareScorer", "PrefixIndex"]
+if TYPE_CHECKING:
+    from .pool import EndpointPool
+
+__all__ = ["MAX_PREFIX_CANDIDATES", "PrefixCacheAwareScorer", "PrefixIndex"]
+
+#: At most this many prefix holders are scored per request (deepest matches first), so a prefix
+#: every engine holds (a fleet-wide system prompt) does not make a decision scan the fleet.
+MAX_PREFIX_CANDIDATES = 32
 
 
 class PrefixIndex:
@@ -73,6 +81,20 @@ class PrefixIndex:
                 matched[address] = depth + 1
         return matched
 
+    def holders_deepest_first(self, hashes: Sequence[int], limit: int) -> list[str]:
+        """Up to ``limit`` addresses holding some leading block of ``hashes``, deepest holders first."""
+        found: dict[str, None] = {}
+        for h in reversed(hashes):
+            holders = self._holders.get(h)
+            if not holders:
+                continue
+            for address in holders:
+                if address not in found:
+                    found[address] = None
+                    if len(found) >= limit:
+                        return list(found)
+        return list(found)
+
     def remove(self, hashes: Sequence[int], address: str) -> None:
         """Forget that ``address`` holds ``hashes``."""
         for h in hashes:
@@ -99,13 +121,16 @@ class PrefixCacheAwareScorer:
     """Scores endpoints by the fraction of the prompt's leading blocks they were sent before."""
 
     name = "prefix-cache-aware"
+    shortlist_kind: Literal["sparse"] = "sparse"
 
-    def __init__(self, block_size_tokens: int, max_index_blocks: int, imbalance_threshold: int) -> None:
+    def __init__(self, block_size_tokens: int, max_index_blocks: int, imbalance_threshold: int,
+                 index: PrefixIndex | None = None) -> None:
         if block_size_tokens < 1:
             raise ValueError(f"block_size_tokens must be >= 1, got {block_size_tokens}")
         self._block = block_size_tokens
         self._threshold = imbalance_threshold
-        self.index = PrefixIndex(max_index_blocks)
+        #: shared with other routers (and, through routing_sync, other gateway processes) when given
+        self.index = index if index is not None else PrefixIndex(max_index_blocks)
 
     def hashes_of(self, req: RouteRequest) -> list[int]:
         """The prompt's chained block hashes, computed once per request (memoised in ``req.scratch``)."""
@@ -116,6 +141,18 @@ class PrefixCacheAwareScorer:
             cached = block_hashes(req.token_ids, self._block, salt)
             req.scratch[key] = cached
         return cached
+
+    def shortlist(self, req: RouteRequest, pool: EndpointPool, k: int) -> list[EndpointState]:
+        """The endpoints holding the prompt's prefix (bounded, deepest first) plus the least
+        loaded one, whose load the imbalance guard compares against."""
+        hashes = self.hashes_of(req)
+        out = pool.least_loaded(1)
+        if hashes:
+            for address in self.index.holders_deepest_first(hashes, MAX_PREFIX_CANDIDATES):
+                state = pool.get(address)
+                if state is not None:
+                    out.append(state)
+        return out
 
     def score(self, req: RouteRequest, endpoints: Sequence[EndpointState]) -> Mapping[str, float]:
         hashes = self.hashes_of(req)

@@ -32,30 +32,34 @@ from .pickers import MaxScorePicker, PowerOfTwoPicker, RandomPicker
 from .prefix import PrefixCacheAwareScorer
 from .runner import Profile, Router
 from .session import SessionAffinityScorer
+from .state import RoutingState, StateScope
 
 __all__ = ["ALWAYS_FILTERS", "PRESETS", "REGISTRY", "ProfileConfig", "build_router", "profile_config"]
 
-PluginFactory = Callable[[PolicyParameters, random.Random], Plugin]
+PluginFactory = Callable[[PolicyParameters, random.Random, StateScope], Plugin]
 
 #: Every plugin type, by its kebab-case name, with the factory that builds it from the spec's parameters.
 REGISTRY: dict[str, PluginFactory] = {
-    "model-match": lambda p, rng: ModelMatchFilter(),
-    "lora-affinity": lambda p, rng: LoraAffinityFilter(p.lora_affinity.allow_loading_fallback),
-    "least-request": lambda p, rng: LeastRequestScorer(),
-    "least-kv-cache": lambda p, rng: LeastKvCacheScorer(),
-    "least-latency": lambda p, rng: LeastLatencyScorer(p.least_latency.expected_output_tokens),
-    "throughput": lambda p, rng: ThroughputScorer(),
-    "prefix-cache-aware": lambda p, rng: PrefixCacheAwareScorer(
+    "model-match": lambda p, rng, st: ModelMatchFilter(),
+    "lora-affinity": lambda p, rng, st: LoraAffinityFilter(p.lora_affinity.allow_loading_fallback),
+    "least-request": lambda p, rng, st: LeastRequestScorer(),
+    "least-kv-cache": lambda p, rng, st: LeastKvCacheScorer(),
+    "least-latency": lambda p, rng, st: LeastLatencyScorer(p.least_latency.expected_output_tokens),
+    "throughput": lambda p, rng, st: ThroughputScorer(),
+    "prefix-cache-aware": lambda p, rng, st: PrefixCacheAwareScorer(
         p.prefix_cache_aware.block_size_tokens,
         p.prefix_cache_aware.max_index_blocks,
         p.prefix_cache_aware.imbalance_threshold,
+        index=st.prefix_index(p.prefix_cache_aware.block_size_tokens, p.prefix_cache_aware.max_index_blocks),
     ),
-    "session-affinity": lambda p, rng: SessionAffinityScorer(
-        p.session_affinity.header, p.session_affinity.max_sessions
+    "session-affinity": lambda p, rng, st: SessionAffinityScorer(
+        p.session_affinity.header,
+        p.session_affinity.max_sessions,
+        table=st.session_table(p.session_affinity.header, p.session_affinity.max_sessions),
     ),
-    "max-score": lambda p, rng: MaxScorePicker(rng),
-    "random": lambda p, rng: RandomPicker(rng),
-    "power-of-two": lambda p, rng: PowerOfTwoPicker(rng, p.power_of_two.choices),
+    "max-score": lambda p, rng, st: MaxScorePicker(rng),
+    "random": lambda p, rng, st: RandomPicker(rng),
+    "power-of-two": lambda p, rng, st: PowerOfTwoPicker(rng, p.power_of_two.choices),
 }
 
 
@@ -96,8 +100,19 @@ def profile_config(policy: str) -> ProfileConfig:
     return ProfileConfig(filters=filters, scorers=scorers, picker=pickers[0] if pickers else "max-score")
 
 
-def build_router(spec: RoutingSpec, *, rng: random.Random) -> Router:
+def build_router(
+    spec: RoutingSpec,
+    *,
+    rng: random.Random,
+    shortlist_size: int = 4,
+    state: RoutingState | None = None,
+    scope: str = "",
+) -> Router:
     """Build the router for ``spec``; plugins draw randomness only from ``rng``.
+
+    ``state`` (with ``scope``, the model's name) supplies the prefix index and session table,
+    shared by every router built from the same state for the same model; without it each
+    router keeps private state. ``shortlist_size``: see ``Router``.
 
     >>> import random
     >>> router = build_router(RoutingSpec(policy="prefix-cache-aware:2,least-request"), rng=random.Random(0))
@@ -106,17 +121,18 @@ def build_router(spec: RoutingSpec, *, rng: random.Random) -> Router:
     """
     config = profile_config(spec.policy)
     built: dict[str, Plugin] = {}
+    scoped = StateScope(state, scope)
 
     def instance(name: str) -> Plugin:
         if name not in built:
-            built[name] = REGISTRY[name](spec.parameters, rng)
+            built[name] = REGISTRY[name](spec.parameters, rng, scoped)
         return built[name]
 
     filter_names = list(dict.fromkeys((*ALWAYS_FILTERS, *config.filters)))
     filters = tuple(cast(Filter, _in_role(instance(n), Filter, n)) for n in filter_names)
     scorers = tuple((cast(Scorer, _in_role(instance(n), Scorer, n)), w) for n, w in config.scorers)
     picker = cast(Picker, _in_role(instance(config.picker), Picker, config.picker))
-    return Router(Profile(name=spec.policy, filters=filters, scorers=scorers, picker=picker))
+    return Router(Profile(name=spec.policy, filters=filters, scorers=scorers, picker=picker), shortlist_size=shortlist_size)
 
 
 def _in_role(plugin: Plugin, role: type, name: str) -> Plugin:

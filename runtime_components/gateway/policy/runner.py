@@ -13,6 +13,17 @@ The runner, not the plugins, enforces the invariants:
   ``total(e) = sum_i weight_i * clamp(score_i(e))``;
 - the picker must return one of the scored endpoints.
 
+Bounded decisions: given the gateway's ``EndpointPool`` the router does not score every
+endpoint when it can prove the best one is among a few. Each scorer may offer a shortlist:
+*dense* scorers (least-request) their ``k`` best endpoints from the pool's load index, *sparse*
+scorers (prefix-cache-aware, session-affinity) the endpoints where they score above 0 (the
+prefix index's holders, the session's endpoint). With exactly one dense scorer, sparse ones
+for the rest, filters that let every pool endpoint through for this request (model-match on
+a one-model pool, lora-affinity without an adapter) and the max-score picker, only the union
+of the shortlists is scored: the dense scorer's best totals at least as much as any endpoint
+left out, so the choice is the full scoring's (up to ties). Otherwise every endpoint is scored.
+A decision then costs nearly the same at 512 endpoints as at 8 (``benchmarks.routing``).
+
 Hooks: call ``on_routed(req, endpoint)`` once the request has been sent to the endpoint
 the router chose, ``on_finished(req, endpoint, outcome)`` when it ends (success or not),
 and ``on_endpoint_removed(address)`` when discovery drops a pod. They reach every plugin
@@ -24,8 +35,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from .base import Filter, Picker, Scorer, Stateful
+from .base import Filter, PassThroughFilter, Picker, Scorer, ShortlistScorer, Stateful
+from .pickers import MaxScorePicker
+from .pool import EndpointPool
 from .types import Decision, EndpointState, NoEndpointError, PluginContractError, RequestOutcome, RouteRequest
 
 __all__ = ["PREFIX_MATCH_KEY", "Profile", "Router", "clamp_score"]
@@ -62,9 +76,21 @@ class Profile:
 class Router:
     """Picks an endpoint per request by running a ``Profile``; holds the plugins' long-lived state."""
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, *, shortlist_size: int = 4) -> None:
         self._profile = profile
         self._stateful: tuple[Stateful, ...] = tuple(p for p in profile.plugins() if isinstance(p, Stateful))
+        #: endpoints a dense scorer puts forward (the best plus alternates for the gateway's fallbacks)
+        self.shortlist_size = max(1, shortlist_size)
+        kinds = [s.shortlist_kind if isinstance(s, ShortlistScorer) else None for s, _ in profile.scorers]
+        # Exact when one dense scorer puts forward its best and every other scorer is sparse (0
+        # off its shortlist): the dense scorer's best then totals at least as much as any
+        # endpoint left out. Other profiles are scored in full.
+        self._bounded = (
+            isinstance(profile.picker, MaxScorePicker)
+            and kinds.count("dense") == 1
+            and all(k in ("dense", "sparse") for k in kinds)
+            and all(isinstance(f, PassThroughFilter) for f in profile.filters)
+        )
 
     @property
     def policy(self) -> str:
@@ -76,14 +102,22 @@ class Router:
         """The plugins this router runs (for logs and tests; do not mutate their state)."""
         return self._profile
 
-    def pick(self, req: RouteRequest, endpoints: Sequence[EndpointState]) -> EndpointState:
+    def pick(self, req: RouteRequest, endpoints: Sequence[EndpointState] | EndpointPool) -> EndpointState:
         """Return the endpoint for ``req``; raise ``NoEndpointError`` when none is eligible."""
         return self.decide(req, endpoints).endpoint
 
-    def decide(self, req: RouteRequest, endpoints: Sequence[EndpointState]) -> Decision:
-        """Like ``pick``, and also return the scores and prefix match for logs and metrics."""
-        if not endpoints:
+    def decide(self, req: RouteRequest, endpoints: Sequence[EndpointState] | EndpointPool) -> Decision:
+        """Like ``pick``, and also return the scores and prefix match for logs and metrics.
+
+        Given an ``EndpointPool`` (the gateway's live pool) the router first tries the bounded
+        path (see the module docstring); a plain sequence is always scored in full."""
+        if not len(endpoints):
             raise NoEndpointError(f'no ready endpoint serves model "{req.model}"')
+        if isinstance(endpoints, EndpointPool):
+            shortlisted = self._shortlist(req, endpoints)
+            if shortlisted is not None:
+                return self._score_and_pick(req, shortlisted, len(endpoints))
+            endpoints = endpoints.values()
         candidates: list[EndpointState] = list(endpoints)
         for flt in self._profile.filters:
             kept = flt.filter(req, candidates)
@@ -93,7 +127,22 @@ class Router:
                     f'filter "{flt.name}" left none of {len(candidates)} endpoint(s): {flt.why_empty(req)}'
                 )
             candidates = list(kept)
+        return self._score_and_pick(req, candidates, len(candidates))
 
+    def _shortlist(self, req: RouteRequest, pool: EndpointPool) -> list[EndpointState] | None:
+        """The union of the scorers' shortlists when it provably holds the best endpoint; else None."""
+        if not self._bounded:
+            return None
+        for flt in self._profile.filters:
+            if not cast(PassThroughFilter, flt).passes_all(req, pool):
+                return None
+        chosen: dict[str, EndpointState] = {}
+        for scorer, _ in self._profile.scorers:
+            for endpoint in cast(ShortlistScorer, scorer).shortlist(req, pool, self.shortlist_size):
+                chosen[endpoint.address] = endpoint
+        return list(chosen.values())
+
+    def _score_and_pick(self, req: RouteRequest, candidates: list[EndpointState], eligible: int) -> Decision:
         totals = {e.address: 0.0 for e in candidates}
         for scorer, weight in self._profile.scorers:
             raw = scorer.score(req, candidates)
@@ -109,7 +158,7 @@ class Router:
         return Decision(
             endpoint=chosen,
             policy=self._profile.name,
-            candidates=len(candidates),
+            candidates=eligible,
             scores=totals,
             prefix_match=prefix_match,
         )

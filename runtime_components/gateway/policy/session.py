@@ -16,23 +16,59 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Literal
 
 from .types import EndpointState, RequestOutcome, RouteRequest
 
-__all__ = ["SessionAffinityScorer"]
+if TYPE_CHECKING:
+    from .pool import EndpointPool
+
+__all__ = ["SessionAffinityScorer", "SessionTable"]
+
+
+class SessionTable:
+    """session -> address, LRU-bounded to ``max_sessions`` entries."""
+
+    def __init__(self, max_sessions: int) -> None:
+        if max_sessions < 1:
+            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+        self._max = max_sessions
+        self._table: OrderedDict[str, str] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+    def get(self, session: str) -> str | None:
+        return self._table.get(session)
+
+    def bind(self, session: str, address: str) -> None:
+        """``session`` now lives on ``address`` (the most recent entry)."""
+        self._table[session] = address
+        self._table.move_to_end(session)
+        while len(self._table) > self._max:
+            self._table.popitem(last=False)
+
+    def unbind(self, session: str, address: str) -> None:
+        """Forget ``session`` if it is bound to ``address``."""
+        if self._table.get(session) == address:
+            del self._table[session]
+
+    def forget(self, address: str) -> None:
+        """Forget every session bound to ``address``."""
+        for session in [s for s, a in self._table.items() if a == address]:
+            del self._table[session]
 
 
 class SessionAffinityScorer:
     """Scores 1 for the endpoint that served the request's session last."""
 
     name = "session-affinity"
+    shortlist_kind: Literal["sparse"] = "sparse"
 
-    def __init__(self, header: str, max_sessions: int) -> None:
-        if max_sessions < 1:
-            raise ValueError(f"max_sessions must be >= 1, got {max_sessions}")
+    def __init__(self, header: str, max_sessions: int, table: SessionTable | None = None) -> None:
         self._header = header.lower()
-        self._max = max_sessions
-        self._table: OrderedDict[str, str] = OrderedDict()
+        #: shared with other routers (and, through routing_sync, other gateway processes) when given
+        self.table = table if table is not None else SessionTable(max_sessions)
 
     def session_of(self, req: RouteRequest) -> str | None:
         """The request's session key, or None."""
@@ -40,26 +76,28 @@ class SessionAffinityScorer:
 
     def score(self, req: RouteRequest, endpoints: Sequence[EndpointState]) -> Mapping[str, float]:
         session = self.session_of(req)
-        bound = self._table.get(session) if session else None
+        bound = self.table.get(session) if session else None
         return {e.address: 1.0 if e.address == bound else 0.0 for e in endpoints}
+
+    def shortlist(self, req: RouteRequest, pool: EndpointPool, k: int) -> list[EndpointState]:
+        """The session's endpoint, when it is still in the pool."""
+        session = self.session_of(req)
+        bound = self.table.get(session) if session else None
+        state = pool.get(bound) if bound is not None else None
+        return [state] if state is not None else []
 
     def on_routed(self, req: RouteRequest, endpoint: EndpointState) -> None:
         session = self.session_of(req)
-        if session is None:
-            return
-        self._table[session] = endpoint.address
-        self._table.move_to_end(session)
-        while len(self._table) > self._max:
-            self._table.popitem(last=False)
+        if session is not None:
+            self.table.bind(session, endpoint.address)
 
     def on_finished(self, req: RouteRequest, endpoint: EndpointState, outcome: RequestOutcome) -> None:
         session = self.session_of(req)
-        if not outcome.success and session is not None and self._table.get(session) == endpoint.address:
-            del self._table[session]
+        if not outcome.success and session is not None:
+            self.table.unbind(session, endpoint.address)
 
     def on_endpoint_removed(self, address: str) -> None:
-        for session in [s for s, a in self._table.items() if a == address]:
-            del self._table[session]
+        self.table.forget(address)
 
     def __len__(self) -> int:
-        return len(self._table)
+        return len(self.table)

@@ -22,6 +22,7 @@ __all__ = [
     "PluginContractError",
     "RequestOutcome",
     "RouteRequest",
+    "endpoint_load",
 ]
 
 
@@ -60,6 +61,13 @@ class EndpointState:
             raise ValueError(f'endpoint address "{self.address}" is not of the form ip:port (e.g. 10.0.0.7:8000)')
         if self.inflight < 0:
             raise ValueError(f"endpoint {self.address}: inflight must be >= 0, got {self.inflight}")
+
+
+def endpoint_load(e: EndpointState) -> float:
+    """Requests queued or running at ``e``: ``max(inflight, running + waiting)``."""
+    if e.running is None and e.waiting is None:
+        return float(e.inflight)
+    return max(float(e.inflight), (e.running or 0.0) + (e.waiting or 0.0))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,6 +20,7 @@ from runtime_components.gateway.policy import (
 from runtime_components.gateway.policy.pickers import MaxScorePicker
 from runtime_components.gateway.policy.registry import ProfileConfig, profile_config
 from runtime_components.gateway.policy.runner import Profile, Router
+from runtime_components.gateway.policy.state import StateScope
 
 from .builders import random_endpoints, random_request
 
@@ -27,7 +28,7 @@ SEEDS = range(6)
 
 
 def build(name: str, seed: int = 0):
-    return REGISTRY[name](PolicyParameters(), random.Random(seed))
+    return REGISTRY[name](PolicyParameters(), random.Random(seed), StateScope())
 
 
 def router_around(name: str, seed: int) -> Router:

@@ -30,6 +30,7 @@ from .policy.pool import EndpointPool
 from .policy.state import RoutingState
 from .ratelimit import RateLimiter
 from .ratelimit.breaker import StoreUnavailable
+from .routes import RouteTable
 from .usage import Usage
 from .users import User, UserDirectory
 
@@ -76,6 +77,7 @@ class GatewayCore:
         # One prefix index / session table per model, shared by its routers (and, with a
         # RoutingSync's state, by the other gateway processes).
         self.state = state if state is not None else RoutingState()
+        self.routes = RouteTable(self.state)
         self._routers: dict[tuple[str, str], Router] = {}
         for i, model in enumerate(config.models):
             self._routers[(model.name, model.routing.policy)] = self._build(model.name, model.routing, config.seed * 1009 + i)
@@ -87,7 +89,7 @@ class GatewayCore:
 
     # -- lookups -------------------------------------------------------------------------
     def served_names(self) -> list[str]:
-        return sorted([*self._models, *self._adapters])
+        return sorted({*self._models, *self._adapters, *self.routes.names()})
 
     def models_listing(self) -> dict[str, object]:
         """The OpenAI /v1/models answer: models, then adapters with their parent."""
@@ -97,6 +99,10 @@ class GatewayCore:
         data += [
             {"id": a, "object": "model", "owned_by": "aibrix", "root": base, "parent": base}
             for a, base in sorted(self._adapters.items())
+        ]
+        data += [  # a route that shares a model's name is listed once, as the model
+            {"id": r, "object": "model", "owned_by": "aibrix", "root": r, "parent": None}
+            for r in self.routes.names() if r not in self._models
         ]
         return {"object": "list", "data": data}
 
@@ -138,7 +144,10 @@ class GatewayCore:
     async def admit(self, user: User, path: str, headers: Mapping[str, str], body: bytes) -> Admission:
         """Parse, resolve, rate-limit and route one request; raise GatewayError to refuse it."""
         parsed = parse_request(path, body)
-        model, adapter = self.resolve(parsed.model)
+        target = self.routes.pick(parsed.model, user, headers)
+        if target is not None:
+            self.metrics.route_requests.labels(parsed.model, target).inc()
+        model, adapter = self.resolve(target if target is not None else parsed.model)
         try:
             await self.limiter.admit(user)
         except GatewayError as exc:

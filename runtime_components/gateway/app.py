@@ -168,7 +168,7 @@ class GatewayApp:
             "discoveryError": getattr(self.discovery, "last_error", None),
             "usersFileError": self.users.last_error,
             "routesFileError": self.routes_error,
-            "routes": {name: self.core.routes.targets(name) for name in self.core.routes.names()},
+            "routes": {name: self.core.routes.weights(name) for name in self.core.routes.names()},
             "scrapeRounds": self.scraper.rounds,
         }
         return web.json_response(report)

@@ -12,6 +12,7 @@ Envoy's messages into these calls; tests can drive the core directly.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -60,6 +61,15 @@ class Admission:
     finished: bool = False
     status: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    #: the body to send instead of the client's (a weighted route names its target model in it)
+    body: bytes | None = None
+
+
+def _with_model(body: bytes, model: str) -> bytes:
+    """``body`` (a parsed-valid JSON object) with its "model" replaced, other keys in order."""
+    document = json.loads(body)
+    document["model"] = model
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class GatewayCore:
@@ -148,6 +158,8 @@ class GatewayCore:
         if target is not None:
             self.metrics.route_requests.labels(parsed.model, target).inc()
         model, adapter = self.resolve(target if target is not None else parsed.model)
+        # The engine knows only its own name: a routed request carries its target's.
+        rewritten = _with_model(body, target) if target is not None and target != parsed.model else None
         try:
             await self.limiter.admit(user)
         except GatewayError as exc:
@@ -180,7 +192,7 @@ class GatewayCore:
         self.table.inflight_add(decision.endpoint.address, 1)
         fallbacks = self._fallbacks(decision.endpoint.address, decision.scores, pool)
         return Admission(model, adapter, user, parsed, request, router, decision.endpoint,
-                         started=time.monotonic(), fallbacks=fallbacks)
+                         started=time.monotonic(), fallbacks=fallbacks, body=rewritten)
 
     def _fallbacks(self, chosen: str, scores: Mapping[str, float], pool: EndpointPool) -> tuple[str, ...]:
         """The next-best eligible endpoints (by the router's total score, then least loaded).

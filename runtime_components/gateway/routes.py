@@ -10,9 +10,13 @@ How a request gets its target:
   every request, the largest credit is chosen and pays the total), so any window of requests
   is within one request of the weights: no sampling noise, even at 5%.
 - ``sticky: user`` (the API key's user) / ``session`` (the session header): a new client goes
-  to the target furthest below its share of requests so far, then keeps it. When the weights
-  change, each client is looked at once more on its next request: it moves only if its
-  target is now over its share and another is under (so 90/10 -> 50/50 moves about 4 in 9 of
+  to the target furthest below its share of the clients placed so far, then keeps it. Clients,
+  not requests, are balanced: a client's future volume is unknown, and counting requests so
+  far would over-fill the target that late-coming clients land on (measured: 12.0% instead of
+  10%). The split in requests is then exact when clients send alike, and off by the spread
+  of their volumes otherwise. When the weights change, each client is placed once more on
+  its next request: it moves only if its target now holds more than its share of the clients
+  placed under the new weights and another holds less (so 90/10 -> 50/50 moves about 4 in 9 of
   the first target's clients, and none of the second's). A client without an identity
   (anonymous traffic, no session header) is split per request. The client table is a
   ``SessionTable`` from the gateway's ``RoutingState``, so replicas and workers that share
@@ -78,8 +82,8 @@ class _Route:
     clients: SessionTable
     shares: list[tuple[str, float]]  # (target, weight / total)
     credit: dict[str, float] = field(default_factory=dict)  # smooth weighted round robin
-    served: dict[str, int] = field(default_factory=dict)  # requests per target since the weights changed
-    total: int = 0
+    placed: dict[str, int] = field(default_factory=dict)  # sticky clients placed per target under these weights
+    placed_total: int = 0
 
     def _round_robin(self) -> str:
         best, best_credit = "", float("-inf")
@@ -92,28 +96,28 @@ class _Route:
         return best
 
     def _deficit(self, target: str, share: float) -> float:
-        return share * (self.total + 1) - self.served.get(target, 0)
+        return share * (self.placed_total + 1) - self.placed.get(target, 0)
 
     def _most_behind(self) -> str:
         return max(self.shares, key=lambda ts: self._deficit(*ts))[0]
 
     def pick(self, client: str | None) -> str:
         if client is None:
-            target = self._round_robin()
-        else:
-            entry = self.clients.get(client)
-            target, _, print_ = entry.partition("|") if entry else ("", "", "")
-            shares = dict(self.shares)
-            if target not in shares:
-                target = self._most_behind()  # a new client, or its target left the route
-            elif print_ != self.fingerprint and self._deficit(target, shares[target]) < 0:
-                behind = self._most_behind()
-                if self._deficit(behind, shares[behind]) > 0:
-                    target = behind  # the weights changed and this target now has more than its share
-            if entry != f"{target}|{self.fingerprint}":
-                self.clients.bind(client, f"{target}|{self.fingerprint}")
-        self.served[target] = self.served.get(target, 0) + 1
-        self.total += 1
+            return self._round_robin()
+        entry = self.clients.get(client)
+        target, _, print_ = entry.partition("|") if entry else ("", "", "")
+        if print_ == self.fingerprint:
+            return target  # placed under the weights in force: it stays
+        shares = dict(self.shares)
+        if target not in shares:
+            target = self._most_behind()  # a new client, or its target left the route
+        elif self._deficit(target, shares[target]) < 0:
+            behind = self._most_behind()
+            if self._deficit(behind, shares[behind]) > 0:
+                target = behind  # the weights changed and its target now holds more than its share
+        self.clients.bind(client, f"{target}|{self.fingerprint}")
+        self.placed[target] = self.placed.get(target, 0) + 1
+        self.placed_total += 1
         return target
 
 
@@ -130,6 +134,11 @@ class RouteTable:
     def targets(self, name: str) -> list[str]:
         route = self._routes.get(name)
         return [t.model for t in route.spec.targets] if route is not None else []
+
+    def weights(self, name: str) -> dict[str, float]:
+        """The route's targets and weights in force (for /healthz)."""
+        route = self._routes.get(name)
+        return {t.model: t.weight for t in route.spec.targets} if route is not None else {}
 
     def replace(self, routes: list[RouteSpec]) -> None:
         """Put ``routes`` in force; routes whose weights did not change keep their counts."""

@@ -10,7 +10,7 @@ import pytest
 from aibrix_spec.traffic import RouteSpec
 from compiler.pipeline import compile_stack
 from runtime_components.gateway.policy.state import RoutingState
-from runtime_components.gateway.routes import RouteTable, RoutesFileError, load_routes
+from runtime_components.gateway.routes import RoutesFileError, RouteTable, load_routes
 from runtime_components.gateway.users import ANONYMOUS, User
 
 REPO = Path(__file__).resolve().parents[2]

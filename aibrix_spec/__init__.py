@@ -30,6 +30,7 @@ from .models import (
 )
 from .pools import GpuPool, Toleration
 from .routing import RoutingSpec
+from .traffic import RouteSpec, RouteTarget
 from .sections import (
     DEFAULT_IMAGES,
     DiagnosticsSpec,
@@ -80,6 +81,8 @@ __all__ = [
     "RateLimitsSpec",
     "RedisSpec",
     "ReplicasSpec",
+    "RouteSpec",
+    "RouteTarget",
     "RoutingSpec",
     "SloSpec",
     "SourceSpec",

@@ -25,6 +25,7 @@ from .sections import (
     ObservabilitySpec,
     OptimizerSpec,
 )
+from .traffic import RouteSpec
 
 __all__ = ["API_VERSION", "DEFAULT_PROMETHEUS_URL", "KIND", "InferenceStack", "InferenceStackSpec", "StackMetadata"]
 
@@ -54,6 +55,11 @@ class InferenceStackSpec(SpecModel):
     gpu_pools: Annotated[list[GpuPool], Field(min_length=1)] = Field(description="GPU node pools.")
     models: Annotated[list[ModelSpec], Field(min_length=1)] = Field(description="Served models.")
     gateway: GatewaySpec | None = Field(None, description="The LLM gateway; absent = none.")
+    routes: list[RouteSpec] = Field(
+        default_factory=list,
+        description="Weighted traffic splits: an OpenAI model name served by several models (needs the gateway; "
+        "weight changes take effect without restarting it).",
+    )
     kv_cache: KvCachePoolSpec | None = Field(None, description="The shared KV-cache pool; absent = none.")
     optimizer: OptimizerSpec | None = Field(None, description="The GPU-mix optimizer; absent = none.")
     diagnostics: DiagnosticsSpec | None = Field(None, description="GPU diagnostics; absent = none.")

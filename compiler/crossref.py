@@ -300,6 +300,36 @@ def labels(stack: InferenceStack) -> Iterator[Diagnostic]:
                 )
 
 
+def routes(stack: InferenceStack) -> Iterator[Diagnostic]:
+    """Weighted routes: a gateway to run them, existing targets, names that do not hide a model."""
+    spec = stack.spec
+    if not spec.routes:
+        return
+    if spec.gateway is None or not spec.gateway.enabled:
+        yield Diagnostic(("spec", "routes"), "routes are resolved by the gateway, which is not enabled",
+                         expected="spec.gateway present and enabled", hint="add `gateway: {}` under spec, or remove routes")
+    yield from _unique([(("spec", "routes", i, "name"), r.name) for i, r in enumerate(spec.routes)], "route name")
+    models = [m.name for m in spec.models]
+    served = {m.served_model_name or m.name: m.name for m in spec.models}
+    adapters = {a.name: m.name for m in spec.models for a in m.adapters}
+    for i, route in enumerate(spec.routes):
+        targets = [t.model for t in route.targets]
+        if route.name in adapters:
+            yield Diagnostic(("spec", "routes", i, "name"), f'route "{route.name}" has the name of an adapter of '
+                             f'model "{adapters[route.name]}"', expected="a route name no adapter uses",
+                             hint="rename the route")
+        elif route.name in served and served[route.name] not in targets:
+            yield Diagnostic(("spec", "routes", i, "name"), f'route "{route.name}" would hide model '
+                             f'"{served[route.name]}", which is not among its targets',
+                             expected="a new OpenAI name, or the name of a model the route splits",
+                             hint=f'add a target {{model: {served[route.name]}, weight: ...}} or rename the route')
+        for j, target in enumerate(route.targets):
+            if target.model not in models:
+                yield Diagnostic(("spec", "routes", i, "targets", j, "model"), f'unknown model "{target.model}"',
+                                 expected="a name under spec.models: " + ", ".join(models),
+                                 hint=did_you_mean(target.model, models))
+
+
 #: Every cross-reference rule, in the order they run.
 RULES: tuple[Rule, ...] = (
     unique_names,
@@ -310,6 +340,7 @@ RULES: tuple[Rule, ...] = (
     engine_settings,
     sources,
     labels,
+    routes,
 )
 
 

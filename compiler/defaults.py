@@ -31,6 +31,7 @@ from aibrix_spec import (
     Toleration,
 )
 from aibrix_spec.catalog import accelerator
+from aibrix_spec.traffic import RouteSpec
 
 from .errors import CompilerBug, Diagnostic, SpecReferenceError
 
@@ -92,6 +93,7 @@ class ResolvedStack:
     observability: ObservabilitySpec
     network: NetworkSpec
     model_cache: ModelCacheSpec | None  #: None = downloads land in a pod-local emptyDir
+    routes: tuple[RouteSpec, ...]  #: weighted traffic splits (targets are stack model names)
     filled: InferenceStack  #: the input with every default written in (round-trip invariant)
 
 
@@ -219,5 +221,6 @@ def apply_defaults(stack: InferenceStack, *, namespace: str | None = None) -> Re
         observability=observability,
         network=spec.network,
         model_cache=spec.model_cache,
+        routes=tuple(spec.routes),
         filled=stack.model_copy(update={"metadata": metadata, "spec": resolved_spec}),
     )

@@ -11,7 +11,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CLUSTER_SCOPED_KINDS", "KIND_ORDER", "Manifest", "kind_priority", "pod_templates"]
+__all__ = ["HOT_RELOADED", "CLUSTER_SCOPED_KINDS", "KIND_ORDER", "Manifest", "kind_priority", "pod_templates"]
+
+#: Annotation of a ConfigMap its component re-reads while running: changing it does not roll
+#: pods (the config-checksum transform leaves it out).
+HOT_RELOADED = "aibrix.ai/hot-reloaded"
 
 #: Kinds without a namespace (the namespace transformer leaves them alone).
 CLUSTER_SCOPED_KINDS: frozenset[str] = frozenset(

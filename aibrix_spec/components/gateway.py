@@ -183,6 +183,10 @@ class GatewayConfig(SpecModel):
     models: list[GatewayModelSpec] = Field(..., min_length=1, description="Models served.")
     rate_limits: RateLimitSpec = Field(default_factory=RateLimitSpec, description="Auth and rate limits.")
     scrape: ScrapeSpec = Field(default_factory=ScrapeSpec, description="Engine metric scraping.")
+    routes_file: str | None = Field(
+        None, description="YAML file of weighted routes ({routes: [...]}, aibrix_spec.traffic.RoutesFile), re-read "
+        "while the gateway runs: a weight change takes effect without a restart.",
+    )
     routing_state: RoutingStateSpec = Field(
         default_factory=RoutingStateSpec, description="Sharing of prefix indexes and session tables between processes."
     )

@@ -12,6 +12,7 @@ from typing import Any
 from aibrix_spec import AUTOSCALING_METRICS, PeerSpec
 from aibrix_spec.catalog import ACCELERATORS
 from aibrix_spec.engine_metrics import translate_name
+from aibrix_spec.traffic import RouteSpec
 
 from ..defaults import ResolvedStack
 from .checks import optimized_models
@@ -130,9 +131,19 @@ def plan_gateway(stack: ResolvedStack) -> GatewayPlan | None:
         redis_password_secret=spec.redis.password_secret_ref if spec.redis is not None else None,
         # Stacks sharing one Redis must not share routing state: the key names the stack.
         routing_stream_key=f"aibrix:{stack.namespace}:{stack.name}:routing-state",
+        routes=_routes(stack),
         tiers=tuple((name, t.rpm, t.tpm) for name, t in sorted(spec.rate_limits.tiers.items())),
         default_tier=spec.rate_limits.default_tier,
         proxy_peers=proxies,
+    )
+
+
+def _routes(stack: ResolvedStack) -> tuple[RouteSpec, ...]:
+    """The stack's routes as the gateway reads them: targets by served model name."""
+    served = {m.name: m.served_name for m in stack.models}
+    return tuple(
+        route.model_copy(update={"targets": [t.model_copy(update={"model": served[t.model]}) for t in route.targets]})
+        for route in stack.routes
     )
 
 

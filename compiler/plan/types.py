@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from aibrix_spec import SloSpec
 from aibrix_spec.components.sidecar import SidecarAdapter
+from aibrix_spec.traffic import RouteSpec
 
 from ..engine_args import EngineCommand
 
@@ -225,6 +226,7 @@ class GatewayPlan:
     redis_url: str | None
     redis_password_secret: str | None
     routing_stream_key: str  #: the Redis stream every replica shares routing state on (one per stack)
+    routes: tuple[RouteSpec, ...]  #: weighted routes, targets translated to served model names
     tiers: tuple[tuple[str, int, int], ...]  #: (name, rpm, tpm)
     default_tier: str
     proxy_peers: tuple[Peer, ...]  #: the proxies that carry client traffic

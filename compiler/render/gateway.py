@@ -32,8 +32,9 @@ from __future__ import annotations
 from typing import Any
 
 from aibrix_spec.components.gateway import GatewayConfig
+from aibrix_spec.traffic import RoutesFile
 
-from ..manifest import Manifest
+from ..manifest import HOT_RELOADED, Manifest
 from ..plan import GatewayPlan, Plan
 from ..serialize import dump_yaml
 from .component_parts import (
@@ -56,6 +57,8 @@ __all__ = ["COMPONENT", "gateway_config", "render"]
 COMPONENT = "gateway"
 _CONFIG_DIR = "/etc/aibrix/gateway"
 _USERS_DIR = "/etc/aibrix/users"
+_ROUTES_DIR = "/etc/aibrix/routes"
+_ROUTES_KEY = "routes.yaml"
 _USERS_KEY = "users.yaml"
 _REDIS_DIR = "/etc/aibrix/redis"
 _REDIS_PASSWORD_KEY = "password"  # the key RedisSpec.passwordSecretRef documents
@@ -94,12 +97,22 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
             "discovery": {"mode": "kubernetes", "namespace": plan.namespace},
             "models": models,
             "rateLimits": limits,
-            "routingState": routing_state,
+            **({"routingState": routing_state} if routing_state else {}),
+            **({"routesFile": f"{_ROUTES_DIR}/{_ROUTES_KEY}"} if gw.routes else {}),
             "fallbacks": gw.num_retries,
             # Equal to Envoy's buffer, so a body Envoy passes on always fits the gRPC limit.
             "maxRequestBodyBytes": gw.max_request_body_bytes,
         }
     )
+
+
+def _routes_config_map(name: str, gw: GatewayPlan) -> dict[str, Any]:
+    """The routes file, hot-reloaded by the gateway: a weight change reaches running pods
+    through the kubelet's ConfigMap refresh (about a minute) without rolling them, so it is
+    left out of the pods' config checksum."""
+    body = config_map(f"{name}-routes", {_ROUTES_KEY: dump_config(RoutesFile(routes=list(gw.routes)))})
+    body["metadata"]["annotations"] = {HOT_RELOADED: "true"}
+    return body
 
 
 def _probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
@@ -118,6 +131,9 @@ def _gateway_workload(plan: Plan, gw: GatewayPlan) -> dict[str, Any]:
     if gw.users_secret is not None:
         mounts.append({"name": "users", "mountPath": _USERS_DIR, "readOnly": True})
         volumes.append({"name": "users", "secret": {"secretName": gw.users_secret}})
+    if gw.routes:
+        mounts.append({"name": "routes", "mountPath": _ROUTES_DIR, "readOnly": True})
+        volumes.append({"name": "routes", "configMap": {"name": f"{name}-routes"}})
     if gw.redis_password_secret is not None:
         mounts.append({"name": "redis-password", "mountPath": _REDIS_DIR, "readOnly": True})
         secret = {"secretName": gw.redis_password_secret, "items": [{"key": _REDIS_PASSWORD_KEY, "path": _REDIS_PASSWORD_KEY}]}
@@ -254,6 +270,7 @@ def render(plan: Plan) -> list[Manifest]:
     name = gw.router.name
     bodies: list[dict[str, Any]] = [
         config_map(name, {"gateway.yaml": dump_config(gateway_config(plan, gw))}),
+        *([_routes_config_map(name, gw)] if gw.routes else []),
         service_account(name, api_access=True),
         *rbac(plan, name, [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}]),
         _gateway_service(gw),

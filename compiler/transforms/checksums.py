@@ -4,7 +4,9 @@ For every pod template (:func:`compiler.manifest.pod_templates`), the ConfigMaps
 (volumes, ``envFrom``, ``env[].valueFrom``) are hashed into the annotation
 ``aibrix.ai/config-checksum``: sha256 over canonical JSON (sorted keys) of
 ``[[kind, name, data], ...]`` sorted by (kind, name). Objects the pod references but this
-output does not contain (user-managed Secrets) are not hashed: we cannot see them.
+output does not contain (user-managed Secrets) are not hashed: we cannot see them, and nor
+are ConfigMaps annotated ``aibrix.ai/hot-reloaded`` (the component re-reads them itself, as
+the gateway does its routes: a weight change must not roll the gateway).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from ..manifest import Manifest, pod_templates
+from ..manifest import HOT_RELOADED, Manifest, pod_templates
 from ..plan import Plan
 
 __all__ = ["ANNOTATION", "add_config_checksums", "referenced_configs"]
@@ -54,6 +56,7 @@ def add_config_checksums(plan: Plan, manifests: list[Manifest]) -> list[Manifest
         (m.kind, m.namespace, m.name): {k: m.body.get(k) for k in ("data", "binaryData", "stringData") if k in m.body}
         for m in manifests
         if m.kind in ("ConfigMap", "Secret")
+        and m.body.get("metadata", {}).get("annotations", {}).get(HOT_RELOADED) != "true"
     }
     out = []
     for m in manifests:

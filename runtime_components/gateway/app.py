@@ -19,6 +19,7 @@ from aiohttp import web
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 
 from aibrix_spec.components.gateway import GatewayConfig
+from runtime_components.common.file_stamp import FileStamp, file_stamp
 
 from .core import GatewayCore
 from .discovery.static import StaticDiscovery
@@ -29,6 +30,7 @@ from .metrics import GatewayMetrics
 from .ratelimit import MemoryWindowStore, RateLimiter, RedisWindowStore
 from .ratelimit.breaker import BreakerStore
 from .ratelimit.stores import WindowStore
+from .routes import RoutesFileError, load_routes
 from .routing_sync import HubTransport, RedisStreamTransport, RoutingSync, Transport
 from .scraper import MetricScraper
 from .users import UserDirectory
@@ -108,6 +110,13 @@ class GatewayApp:
         self.sync = _routing_sync(config)
         self.core = GatewayCore(config, self.table, self.users, self.limiter, self.metrics,
                                 state=self.sync.state if self.sync is not None else None)
+        self.routes_error: str | None = None
+        self._routes_stamp: FileStamp | None = None
+        if config.routes_file is not None:
+            try:
+                self._load_routes(config.routes_file)
+            except (OSError, RoutesFileError) as exc:
+                raise StartupError(f"routesFile: {exc}") from None
         self.scraper = MetricScraper(self.table, config.scrape.interval_s, config.scrape.timeout_s,
                                      engines={m.name: m.engine for m in config.models})
         models = {m.name for m in config.models}
@@ -158,6 +167,8 @@ class GatewayApp:
             "endpoints": {m.name: len(self.table.states(m.name, now)[0]) for m in self.config.models},
             "discoveryError": getattr(self.discovery, "last_error", None),
             "usersFileError": self.users.last_error,
+            "routesFileError": self.routes_error,
+            "routes": {name: self.core.routes.weights(name) for name in self.core.routes.names()},
             "scrapeRounds": self.scraper.rounds,
         }
         return web.json_response(report)
@@ -200,12 +211,36 @@ class GatewayApp:
         if self.sync is not None:
             self._tasks.append(asyncio.create_task(self.sync.run(self._stop), name="routing-sync"))
 
+    def _load_routes(self, path: str) -> None:
+        stamp = file_stamp(path)
+        routes = load_routes(path, {m.name for m in self.config.models})
+        self.core.routes.replace(routes)
+        self._routes_stamp = stamp
+
+    def _reload_routes(self) -> None:
+        """Re-read the routes file if it changed; a broken one keeps the routes in force."""
+        path = self.config.routes_file
+        if path is None:
+            return
+        try:
+            if file_stamp(path) == self._routes_stamp:
+                return
+            self._load_routes(path)
+            self.routes_error = None
+            log.info("routes reloaded from %s: %s", path, ", ".join(self.core.routes.names()) or "none")
+        except (OSError, RoutesFileError) as exc:
+            if str(exc) != self.routes_error:
+                log.warning("routes file not reloaded, the previous routes stay in force: %s", exc)
+            self.routes_error = str(exc)
+
     async def _reload_users(self) -> None:
+        # Users and routes files are re-read when their stamps move (a stat per second each).
         while not self._stop.is_set():
             try:
-                await asyncio.wait_for(self._stop.wait(), 2.0)
+                await asyncio.wait_for(self._stop.wait(), 1.0)
             except TimeoutError:
                 self.users.reload_if_changed()
+                self._reload_routes()
 
     async def stop(self) -> None:
         self._stop.set()

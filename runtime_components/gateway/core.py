@@ -12,6 +12,7 @@ Envoy's messages into these calls; tests can drive the core directly.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
@@ -30,6 +31,7 @@ from .policy.pool import EndpointPool
 from .policy.state import RoutingState
 from .ratelimit import RateLimiter
 from .ratelimit.breaker import StoreUnavailable
+from .routes import RouteTable
 from .usage import Usage
 from .users import User, UserDirectory
 
@@ -59,6 +61,15 @@ class Admission:
     finished: bool = False
     status: int = 0
     extra: dict[str, str] = field(default_factory=dict)
+    #: the body to send instead of the client's (a weighted route names its target model in it)
+    body: bytes | None = None
+
+
+def _with_model(body: bytes, model: str) -> bytes:
+    """``body`` (a parsed-valid JSON object) with its "model" replaced, other keys in order."""
+    document = json.loads(body)
+    document["model"] = model
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class GatewayCore:
@@ -76,6 +87,7 @@ class GatewayCore:
         # One prefix index / session table per model, shared by its routers (and, with a
         # RoutingSync's state, by the other gateway processes).
         self.state = state if state is not None else RoutingState()
+        self.routes = RouteTable(self.state)
         self._routers: dict[tuple[str, str], Router] = {}
         for i, model in enumerate(config.models):
             self._routers[(model.name, model.routing.policy)] = self._build(model.name, model.routing, config.seed * 1009 + i)
@@ -87,7 +99,7 @@ class GatewayCore:
 
     # -- lookups -------------------------------------------------------------------------
     def served_names(self) -> list[str]:
-        return sorted([*self._models, *self._adapters])
+        return sorted({*self._models, *self._adapters, *self.routes.names()})
 
     def models_listing(self) -> dict[str, object]:
         """The OpenAI /v1/models answer: models, then adapters with their parent."""
@@ -97,6 +109,10 @@ class GatewayCore:
         data += [
             {"id": a, "object": "model", "owned_by": "aibrix", "root": base, "parent": base}
             for a, base in sorted(self._adapters.items())
+        ]
+        data += [  # a route that shares a model's name is listed once, as the model
+            {"id": r, "object": "model", "owned_by": "aibrix", "root": r, "parent": None}
+            for r in self.routes.names() if r not in self._models
         ]
         return {"object": "list", "data": data}
 
@@ -138,7 +154,12 @@ class GatewayCore:
     async def admit(self, user: User, path: str, headers: Mapping[str, str], body: bytes) -> Admission:
         """Parse, resolve, rate-limit and route one request; raise GatewayError to refuse it."""
         parsed = parse_request(path, body)
-        model, adapter = self.resolve(parsed.model)
+        target = self.routes.pick(parsed.model, user, headers)
+        if target is not None:
+            self.metrics.route_requests.labels(parsed.model, target).inc()
+        model, adapter = self.resolve(target if target is not None else parsed.model)
+        # The engine knows only its own name: a routed request carries its target's.
+        rewritten = _with_model(body, target) if target is not None and target != parsed.model else None
         try:
             await self.limiter.admit(user)
         except GatewayError as exc:
@@ -171,7 +192,7 @@ class GatewayCore:
         self.table.inflight_add(decision.endpoint.address, 1)
         fallbacks = self._fallbacks(decision.endpoint.address, decision.scores, pool)
         return Admission(model, adapter, user, parsed, request, router, decision.endpoint,
-                         started=time.monotonic(), fallbacks=fallbacks)
+                         started=time.monotonic(), fallbacks=fallbacks, body=rewritten)
 
     def _fallbacks(self, chosen: str, scores: Mapping[str, float], pool: EndpointPool) -> tuple[str, ...]:
         """The next-best eligible endpoints (by the router's total score, then least loaded).

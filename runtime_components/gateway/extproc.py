@@ -114,8 +114,13 @@ def route_response(admission: Admission) -> pb.ProcessingResponse:
     address = admission.endpoint.address
     set_headers = [_header(DESTINATION_HEADER, address), _header(TARGET_POD_HEADER, address)]
     set_headers += [_header(f"{FALLBACK_HEADER_PREFIX}{k}", a) for k, a in enumerate(chosen, start=1)]
+    body = None
+    if admission.body is not None:
+        # BUFFERED body with headers SENT: Envoy keeps content-length, so it must match the new body.
+        set_headers.append(_header("content-length", str(len(admission.body))))
+        body = pb.BodyMutation(body=admission.body)
     mutation = pb.HeaderMutation(set_headers=set_headers, remove_headers=_UNUSED_FALLBACKS[len(chosen)])
-    common = pb.CommonResponse(header_mutation=mutation, clear_route_cache=True)
+    common = pb.CommonResponse(header_mutation=mutation, body_mutation=body, clear_route_cache=True)
     return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
 
 

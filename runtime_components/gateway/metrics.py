@@ -15,6 +15,8 @@
 - ``aibrix_gateway_tokens_total{model, kind}``: prompt and completion tokens counted from usage.
 - ``aibrix_gateway_endpoints{model, state}``: endpoints up / down per model.
 - ``aibrix_gateway_upstream_failures_total{model}``: routed requests whose endpoint failed.
+- ``aibrix_gateway_route_requests_total{route, target}``: requests naming a weighted route, by
+  the model they were sent to (the split as it happened).
 - ``aibrix_gateway_routing_sync_connected``: 1 while routing state is shared with the other
   gateway processes (Redis or the pod's hub), 0 while this one routes on local state only.
 - ``aibrix_gateway_routing_sync_events_total{direction}``: routing-state changes sent,
@@ -69,6 +71,8 @@ class GatewayMetrics:
         self.endpoints = Gauge("aibrix_gateway_endpoints", "Endpoints per model and state.", ["model", "state"], registry=r)
         self.upstream_failures = Counter("aibrix_gateway_upstream_failures", "Routed requests whose endpoint failed.",
                                          ["model"], registry=r)
+        self.route_requests = Counter("aibrix_gateway_route_requests", "Requests of weighted routes by target.",
+                                      ["route", "target"], registry=r)
         self._sync: tuple[Gauge, Counter, Counter] | None = None  # created when a RoutingSync runs
         self._sync_seen: dict[str, int] = {}
 

@@ -30,7 +30,6 @@ from .models import (
 )
 from .pools import GpuPool, Toleration
 from .routing import RoutingSpec
-from .traffic import RouteSpec, RouteTarget
 from .sections import (
     DEFAULT_IMAGES,
     DiagnosticsSpec,
@@ -46,9 +45,11 @@ from .sections import (
     RateLimitsSpec,
     RedisSpec,
     TierSpec,
+    TracingSpec,
     UsersSpec,
 )
 from .stack import API_VERSION, KIND, InferenceStack, InferenceStackSpec, StackMetadata
+from .traffic import RouteSpec, RouteTarget
 
 __all__ = [
     "API_VERSION",
@@ -84,6 +85,7 @@ __all__ = [
     "RouteSpec",
     "RouteTarget",
     "RoutingSpec",
+    "TracingSpec",
     "SloSpec",
     "SourceSpec",
     "SpecModel",

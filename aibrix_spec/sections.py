@@ -19,6 +19,7 @@ from ._base import SpecModel
 from ._types import DnsLabel, Duration, NoSecretStr, Quantity, SecretName, spec_error
 
 __all__ = [
+    "TracingSpec",
     "DEFAULT_IMAGES",
     "DiagnosticsSpec",
     "GatewaySpec",
@@ -209,13 +210,27 @@ class DiagnosticsSpec(SpecModel):
     )
 
 
+class TracingSpec(SpecModel):
+    """OpenTelemetry traces: one span per request at the gateway, continued by the engines."""
+
+    otlp_endpoint: Annotated[str, Field(pattern=r"^https?://[^\s/@]+(:[0-9]{1,5})?/?$")] = Field(
+        description="The OTLP/gRPC collector, e.g. http://otel-collector.monitoring.svc:4317 (https for TLS)."
+    )
+    sampling_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.01, description="Share of new traces kept; a client's sampled traceparent is always followed."
+    )
+
+
 class ObservabilitySpec(SpecModel):
-    """Prometheus Operator objects for what the stack deploys."""
+    """Prometheus Operator objects for what the stack deploys, and traces."""
 
     enabled: bool = Field(True, description="Emit observability objects.")
     service_monitors: bool = Field(True, description="Emit ServiceMonitors for engines and components.")
     prometheus_rules: bool = Field(False, description="Emit PrometheusRules (SLO alerts).")
     scrape_interval: Duration = Field("30s", description="Scrape interval.")
+    tracing: TracingSpec | None = Field(
+        None, description="Request traces over OTLP (gateway spans, engines continuing them); independent of enabled."
+    )
 
 
 class ModelCacheSpec(SpecModel):

@@ -40,6 +40,7 @@ __all__ = [
     "ListenSpec",
     "RateLimitSpec",
     "RoutingStateSpec",
+    "TracingSpec",
     "ScrapeSpec",
     "TierSpec",
 ]
@@ -148,6 +149,16 @@ class ScrapeSpec(SpecModel):
     )
 
 
+class TracingSpec(SpecModel):
+    """OpenTelemetry spans of routed requests."""
+
+    otlp_endpoint: str = Field(..., pattern=r"^https?://", description="OTLP/gRPC collector, e.g. http://otel-collector:4317.")
+    sampling_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.01, description="Share of new traces kept (a client's sampled traceparent is always followed)."
+    )
+    service_name: str = Field("aibrix-gateway", min_length=1, description="service.name of the spans.")
+
+
 class RoutingStateSpec(SpecModel):
     """Where the prefix indexes and session tables are shared with other gateway processes."""
 
@@ -183,6 +194,7 @@ class GatewayConfig(SpecModel):
     models: list[GatewayModelSpec] = Field(..., min_length=1, description="Models served.")
     rate_limits: RateLimitSpec = Field(default_factory=RateLimitSpec, description="Auth and rate limits.")
     scrape: ScrapeSpec = Field(default_factory=ScrapeSpec, description="Engine metric scraping.")
+    tracing: TracingSpec | None = Field(None, description="Request spans over OTLP; absent: none.")
     routes_file: str | None = Field(
         None, description="YAML file of weighted routes ({routes: [...]}, aibrix_spec.traffic.RoutesFile), re-read "
         "while the gateway runs: a weight change takes effect without a restart.",

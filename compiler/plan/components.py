@@ -132,6 +132,7 @@ def plan_gateway(stack: ResolvedStack) -> GatewayPlan | None:
         # Stacks sharing one Redis must not share routing state: the key names the stack.
         routing_stream_key=f"aibrix:{stack.namespace}:{stack.name}:routing-state",
         routes=_routes(stack),
+        tracing=(tracing.otlp_endpoint, tracing.sampling_ratio) if (tracing := stack.observability.tracing) else None,
         tiers=tuple((name, t.rpm, t.tpm) for name, t in sorted(spec.rate_limits.tiers.items())),
         default_tier=spec.rate_limits.default_tier,
         proxy_peers=proxies,

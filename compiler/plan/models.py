@@ -184,6 +184,17 @@ def _kv_connector_args(stack: ResolvedStack, m: ResolvedModel) -> dict[str, str 
     }
 
 
+def _tracing_args(stack: ResolvedStack, m: ResolvedModel) -> dict[str, str | int | bool]:
+    """The engine's OpenTelemetry flags: it continues the gateway's spans (the W3C traceparent
+    the gateway sends) and exports its own to the same collector."""
+    tracing = stack.observability.tracing
+    if tracing is None:
+        return {}
+    if m.spec.engine.type == "sglang":  # SGLang takes host:port and a switch
+        return {"enableTrace": True, "otlpTracesEndpoint": tracing.otlp_endpoint.split("://", 1)[1].rstrip("/")}
+    return {"otlpTracesEndpoint": tracing.otlp_endpoint}
+
+
 def uses_kv_pool(stack: ResolvedStack, m: ResolvedModel) -> bool:
     return stack.kv_cache.enabled and m.spec.kv_cache.enabled and m.spec.engine.type == "vllm"
 
@@ -341,7 +352,7 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,
         dtype=spec.engine.dtype,
         lora=(m.max_loras, int(spec.lora.max_rank)) if spec.adapters else None,
-        extra={**spec.engine.args, **(_kv_connector_args(stack, m) if kv else {})},
+        extra={**spec.engine.args, **(_kv_connector_args(stack, m) if kv else {}), **_tracing_args(stack, m)},
     )
     uri = spec.source.uri
     return ModelPlan(

@@ -227,6 +227,7 @@ class GatewayPlan:
     redis_password_secret: str | None
     routing_stream_key: str  #: the Redis stream every replica shares routing state on (one per stack)
     routes: tuple[RouteSpec, ...]  #: weighted routes, targets translated to served model names
+    tracing: tuple[str, float] | None  #: (OTLP endpoint, sampling ratio) of request spans
     tiers: tuple[tuple[str, int, int], ...]  #: (name, rpm, tpm)
     default_tier: str
     proxy_peers: tuple[Peer, ...]  #: the proxies that carry client traffic

@@ -99,6 +99,7 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
             "rateLimits": limits,
             **({"routingState": routing_state} if routing_state else {}),
             **({"routesFile": f"{_ROUTES_DIR}/{_ROUTES_KEY}"} if gw.routes else {}),
+            **({"tracing": {"otlpEndpoint": gw.tracing[0], "samplingRatio": gw.tracing[1]}} if gw.tracing else {}),
             "fallbacks": gw.num_retries,
             # Equal to Envoy's buffer, so a body Envoy passes on always fits the gRPC limit.
             "maxRequestBodyBytes": gw.max_request_body_bytes,

@@ -108,8 +108,14 @@ class GatewayApp:
         self._store = store
         self.limiter = RateLimiter(dict(limits.tiers), store, limits.window_s)
         self.sync = _routing_sync(config)
+        self.tracer = None
+        if config.tracing is not None:
+            from .tracing import RequestTracer  # opentelemetry-sdk: loaded only when tracing is on
+
+            self.tracer = RequestTracer(config.tracing.otlp_endpoint, config.tracing.sampling_ratio,
+                                        service_name=config.tracing.service_name)
         self.core = GatewayCore(config, self.table, self.users, self.limiter, self.metrics,
-                                state=self.sync.state if self.sync is not None else None)
+                                state=self.sync.state if self.sync is not None else None, tracer=self.tracer)
         self.routes_error: str | None = None
         self._routes_stamp: FileStamp | None = None
         if config.routes_file is not None:
@@ -258,6 +264,8 @@ class GatewayApp:
         if self._http is not None:
             await self._http.cleanup()
         await self.limiter.close()
+        if self.tracer is not None:
+            await asyncio.to_thread(self.tracer.shutdown)  # flushes the last batch
 
     def ready_line(self) -> str:
         return json.dumps({"event": "ready", "grpcPort": self.grpc_port, "httpPort": self.http_port})

@@ -18,6 +18,7 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from aibrix_spec.components.gateway import GatewayConfig, GatewayModelSpec
 from aibrix_spec.routing import RoutingSpec
@@ -32,6 +33,7 @@ from .policy.state import RoutingState
 from .ratelimit import RateLimiter
 from .ratelimit.breaker import StoreUnavailable
 from .routes import RouteTable
+from .tracing import RequestTracer
 from .usage import Usage
 from .users import User, UserDirectory
 
@@ -63,6 +65,10 @@ class Admission:
     extra: dict[str, str] = field(default_factory=dict)
     #: the body to send instead of the client's (a weighted route names its target model in it)
     body: bytes | None = None
+    span: Any = None  #: the request's tracing span (tracing on)
+    traceparent: str | None = None  #: its W3C context, sent to the engine
+    attempts: int = 1  #: Envoy's tries (more than 1: retried to a fallback)
+    queued_s: float = 0.0  #: time held before routing (flow control)
 
 
 def _with_model(body: bytes, model: str) -> bytes:
@@ -76,7 +82,8 @@ class GatewayCore:
     """Config, endpoint table, routers, users and limits of one gateway process."""
 
     def __init__(self, config: GatewayConfig, table: EndpointTable, users: UserDirectory,
-                 limiter: RateLimiter, metrics: GatewayMetrics, state: RoutingState | None = None) -> None:
+                 limiter: RateLimiter, metrics: GatewayMetrics, state: RoutingState | None = None,
+                 tracer: RequestTracer | None = None) -> None:
         self.config = config
         self.table = table
         self.users = users
@@ -88,6 +95,7 @@ class GatewayCore:
         # RoutingSync's state, by the other gateway processes).
         self.state = state if state is not None else RoutingState()
         self.routes = RouteTable(self.state)
+        self.tracer = tracer
         self._routers: dict[tuple[str, str], Router] = {}
         for i, model in enumerate(config.models):
             self._routers[(model.name, model.routing.policy)] = self._build(model.name, model.routing, config.seed * 1009 + i)
@@ -191,8 +199,17 @@ class GatewayCore:
         router.on_routed(request, decision.endpoint)
         self.table.inflight_add(decision.endpoint.address, 1)
         fallbacks = self._fallbacks(decision.endpoint.address, decision.scores, pool)
-        return Admission(model, adapter, user, parsed, request, router, decision.endpoint,
-                         started=time.monotonic(), fallbacks=fallbacks, body=rewritten)
+        admission = Admission(model, adapter, user, parsed, request, router, decision.endpoint,
+                              started=time.monotonic(), fallbacks=fallbacks, body=rewritten)
+        if self.tracer is not None:
+            admission.span = self.tracer.start(f"gateway {parsed.kind}", headers, {
+                "gen_ai.operation.name": parsed.kind, "gen_ai.request.model": parsed.model, "aibrix.model": model,
+                "aibrix.adapter": adapter, "aibrix.route.target": target, "aibrix.user.tier": user.tier,
+                "aibrix.routing.policy": router.policy, "aibrix.routing.endpoint": decision.endpoint.address,
+                "aibrix.routing.prefix_match": decision.prefix_match, "aibrix.queue.seconds": admission.queued_s,
+            })
+            admission.traceparent = self.tracer.traceparent(admission.span)
+        return admission
 
     def _fallbacks(self, chosen: str, scores: Mapping[str, float], pool: EndpointPool) -> tuple[str, ...]:
         """The next-best eligible endpoints (by the router's total score, then least loaded).
@@ -209,6 +226,7 @@ class GatewayCore:
         """Envoy needed ``attempts`` tries: the first ``attempts - 1`` endpoints failed to connect
         or reset. They leave the candidates; the request now belongs to the one that answered."""
         chain = (admission.endpoint.address, *admission.fallbacks)
+        admission.attempts = attempts
         failed = chain[: max(0, min(attempts, len(chain)) - 1)]
         for address in failed:
             self.table.mark_down(address, f"Envoy retried a request away from {address}")
@@ -253,6 +271,13 @@ class GatewayCore:
         if admission.served_by is None:  # a retried request already reported its failed first choice
             admission.router.on_finished(admission.route_request, admission.endpoint, outcome)
         status = str(admission.status) if admission.status else ("200" if success else "aborted")
+        if admission.span is not None and self.tracer is not None:
+            self.tracer.end(admission.span, {
+                "http.response.status_code": admission.status or None, "aibrix.retries": admission.attempts - 1,
+                "aibrix.routing.served_by": self.served_address(admission),
+                "gen_ai.usage.input_tokens": usage.prompt_tokens if usage else None,
+                "gen_ai.usage.output_tokens": usage.completion_tokens if usage else None,
+            }, error=None if success else f"status {status}")
         self.metrics.requests.labels(admission.model, admission.router.policy, status).inc()
         if usage is not None and success:
             self.metrics.observe_usage(admission.model, usage.prompt_tokens, usage.completion_tokens)

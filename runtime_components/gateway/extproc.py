@@ -114,6 +114,8 @@ def route_response(admission: Admission) -> pb.ProcessingResponse:
     address = admission.endpoint.address
     set_headers = [_header(DESTINATION_HEADER, address), _header(TARGET_POD_HEADER, address)]
     set_headers += [_header(f"{FALLBACK_HEADER_PREFIX}{k}", a) for k, a in enumerate(chosen, start=1)]
+    if admission.traceparent is not None:  # the engine's spans continue the gateway's trace
+        set_headers.append(_header("traceparent", admission.traceparent))
     body = None
     if admission.body is not None:
         # BUFFERED body with headers SENT: Envoy keeps content-length, so it must match the new body.

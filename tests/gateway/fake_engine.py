@@ -24,6 +24,7 @@ class EngineStats:
     served: int = 0
     models: list[str] = field(default_factory=list)
     target_pods: list[str] = field(default_factory=list)  # the gateway's choice, as the engine received it
+    traceparents: list[str] = field(default_factory=list)  # W3C trace context as received ("" when none)
 
 
 class FakeEngine:
@@ -80,6 +81,7 @@ class FakeEngine:
         self.stats.served += 1
         self.stats.models.append(body.get("model", ""))
         self.stats.target_pods.append(request.headers.get("target-pod", ""))
+        self.stats.traceparents.append(request.headers.get("traceparent", ""))
         prompt = body.get("prompt") or " ".join(str(m.get("content", "")) for m in body.get("messages", []))
         prompt_tokens = count_tokens(str(prompt))
         n = min(int(body.get("max_tokens") or self.tokens_out), self.tokens_out)

@@ -6,7 +6,8 @@ read fails loudly instead of passing a check unread.
 
 - ``name{label op "value", ...}`` and a bare ``name`` are selectors (``name`` may hold
   colons, as ``vllm:num_requests_running`` does);
-- an identifier followed by ``(`` is a function or an aggregation (``sum``, ``rate``);
+- an identifier followed by ``(``, ``by`` or ``without`` is a function or an aggregation
+  (``rate(``, ``sum by (le) (``);
 - ``by``/``without``/``on``/``ignoring``/``group_left``/``group_right`` followed by ``( ... )``
   name grouping (or join) labels;
 - ``and``/``or``/``unless``/``bool``/``offset`` are keywords; ``[5m]`` ranges, numbers and
@@ -118,7 +119,7 @@ def read_query(expr: str) -> Query:
             else:  # group_left without labels
                 i += 1
             continue
-        if kind == "ident" and following == "(":  # a function or an aggregation
+        if kind == "ident" and (following == "(" or following in ("by", "without")):  # function, aggregation
             i += 1
             continue
         if kind == "ident" and text.lower() in _KEYWORDS:

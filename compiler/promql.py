@@ -126,11 +126,11 @@ def read_query(expr: str) -> Query:
             i += 1
             continue
         if kind == "ident":
-            labels: list[str] = []
             i += 1
+            matched: list[str] = []
             if following == "{":
-                labels, i = _matchers(tokens, i, expr)
-            selectors.append(Selector(text, tuple(labels)))
+                matched, i = _matchers(tokens, i, expr)
+            selectors.append(Selector(text, tuple(matched)))
             continue
         if text == "{":
             raise PromQLError(f"a selector without a metric name at {pos} in {expr!r} (not supported)")

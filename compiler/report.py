@@ -28,11 +28,11 @@ DEFAULT_REASONS: dict[str, str] = {
     "routing.policy": "least-request spreads load on live engine counters alone; it needs no prefix or LoRA state",
     "autoscaling.policy": "no autoscaling asked for: replicas.min engines, a fixed count",
     "autoscaling.metric": "requests in flight follow engine load whatever the prompt lengths, and every engine exports them",
-    "autoscaling.target": "8 requests in flight per replica: a start that keeps TTFT low on common GPUs; tune it from the dashboards",
+    "autoscaling.target": "8 requests in flight per replica: a starting point, not a measurement; tune it from the dashboards",
     "engine.type": "vLLM: the engine every runtime component reads natively",
     "kvCache.enabled": "engines keep their own prefix cache only, unless the model opts into the shared pool",
     "kvCache.replicas": "3 servers: losing one loses a third of the cached blocks, never the whole pool",
-    "kvCache.eviction": "adaptive runs LRU and S3-FIFO ghosts and follows whichever hits more on the live traffic",
+    "kvCache.eviction": "adaptive follows LRU or S3-FIFO, whichever its sampled miniature caches show hitting more",
     "kvCache.blockSizeTokens": "16 tokens: vLLM's default block size, so pool keys line up with the engines' blocks",
     "gateway.mode": "standalone: the stack brings its own Envoy, so nothing has to be installed in the cluster first",
 }

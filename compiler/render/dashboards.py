@@ -82,7 +82,7 @@ def _uid(plan: Plan, key: str) -> str:
 
 def _dashboard(plan: Plan, key: str, title: str, panels: list[dict[str, Any]]) -> dict[str, Any]:
     """A dashboard with panels laid out two per row, ids from 1."""
-    placed = []
+    placed: list[dict[str, Any]] = []
     for i, panel in enumerate(p for p in panels if p["targets"]):
         x = (i % (_COLUMNS // _WIDTH)) * _WIDTH
         y = (i // (_COLUMNS // _WIDTH)) * _HEIGHT

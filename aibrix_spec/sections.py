@@ -228,6 +228,13 @@ class ObservabilitySpec(SpecModel):
     service_monitors: bool = Field(True, description="Emit ServiceMonitors for engines and components.")
     prometheus_rules: bool = Field(False, description="Emit PrometheusRules (SLO alerts).")
     scrape_interval: Duration = Field("30s", description="Scrape interval.")
+    dashboards: bool = Field(
+        False,
+        description=(
+            "Emit Grafana dashboards (overview, gateway, engines, autoscaler, KV pool, diagnostics) as ConfigMaps "
+            "labelled grafana_dashboard: \"1\" for the Grafana sidecar."
+        ),
+    )
     tracing: TracingSpec | None = Field(
         None, description="Request traces over OTLP (gateway spans, engines continuing them); independent of enabled."
     )

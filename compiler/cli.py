@@ -3,7 +3,7 @@
     aibrix-compile STACK.yaml [-o DIR | --check DIR] [--kube-version V] [--namespace NS]
                               [--validate] [--crd-dir DIR]
     aibrix-compile validate STACK.yaml... [--kube-version V] [--namespace NS] [--crd-dir DIR] [--spec-only]
-    aibrix-compile explain STACK.yaml [--namespace NS]
+    aibrix-compile explain STACK.yaml [--namespace NS] [--format text|html]
     aibrix-compile schema
     aibrix-compile prerequisites STACK.yaml [--namespace NS] [--argocd-namespace NS]
     aibrix-compile preflight STACK.yaml [--kubeconfig FILE] [--context NAME] [--namespace NS]
@@ -74,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     val.add_argument("--spec-only", action="store_true", help="check the stack only (also stacks with features not compiled yet)")
     exp = sub.add_parser("explain", help="a table of models, pools, GPUs, replicas and cost per hour")
     _add_stack_options(exp, kube=False)
+    exp.add_argument("--format", choices=("text", "html"), default="text",
+                     help="text: the table (default); html: a self-contained report page")
     sub.add_parser("schema", help="print the InferenceStack JSON Schema")
     pre = sub.add_parser("prerequisites", help="the operators the stack needs, as ArgoCD Applications")
     _add_stack_options(pre)
@@ -215,8 +217,14 @@ def _explain(args: argparse.Namespace) -> int:
     from .plan import plan
 
     text, name = _read(args.stack)
-    _doc, resolved = resolve_stack(text, source_name=name, namespace=args.namespace)
-    sys.stdout.write(explain_table(plan(resolved, kube_version=parse_kube_version(DEFAULT_KUBE_VERSION))))
+    doc, resolved = resolve_stack(text, source_name=name, namespace=args.namespace)
+    planned = plan(resolved, kube_version=parse_kube_version(DEFAULT_KUBE_VERSION))
+    if args.format == "html":
+        from .report import render_html, report_context
+
+        sys.stdout.write(render_html(report_context(planned, doc.data)))
+    else:
+        sys.stdout.write(explain_table(planned))
     return EXIT_OK
 
 

@@ -292,6 +292,7 @@ def plan_observability(stack: ResolvedStack) -> ObservabilityPlan | None:
         prometheus_rules=spec.prometheus_rules,
         scrape_interval=spec.scrape_interval,
         http_metrics=frozenset({GATEWAY, OPTIMIZER}),
+        dashboards=spec.dashboards,
     )
 
 

@@ -307,6 +307,7 @@ class ObservabilityPlan:
     prometheus_rules: bool
     scrape_interval: str
     http_metrics: frozenset[str]  #: components whose /metrics shares the http port (by name)
+    dashboards: bool = False  #: Grafana dashboards as sidecar-labelled ConfigMaps
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from ..defaults import ResolvedStack
 from ..errors import Diagnostic, NotCompiledYetError
 from ..manifest import Manifest
 from ..plan import Plan
-from . import adapters, autoscaling, core, diagnostics, gateway, kuberay, kvcache, observability, optimizer
+from . import adapters, autoscaling, core, dashboards, diagnostics, gateway, kuberay, kvcache, observability, optimizer
 
 __all__ = ["NOT_COMPILED_YET", "RENDERERS", "PendingFeature", "RendererFamily", "check_compilable", "render"]
 
@@ -62,6 +62,7 @@ RENDERERS: tuple[RendererFamily, ...] = (
     RendererFamily("autoscaling", autoscaling.render),
     RendererFamily("optimizer", optimizer.render),
     RendererFamily("diagnostics", diagnostics.render),
+    RendererFamily("dashboards", dashboards.render),
     RendererFamily("observability", observability.render, observability.amend),  # last: sees every Service
 )
 

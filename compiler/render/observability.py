@@ -17,7 +17,9 @@ keep in sync; the convention it relies on:
 
 Each monitor (``serviceMonitors: true``) is named after its Service or workload, selects it by
 the labels it will carry (its own plus component and instance), scrapes every
-``scrapeInterval`` and copies the pod's node into a ``node`` label (GPU checks are per node).
+``scrapeInterval`` and copies the pod's node into a ``node`` label (GPU checks are per node);
+an engine monitor also copies the pod's ``aibrix.ai/gpu-pool`` into ``pool`` (dashboards count
+engine pods and their cost per pool).
 
 ``prometheusRules: true`` adds one PrometheusRule ``aibrix-alerts`` with, per model:
 in the metric names of the model's engine (vLLM or SGLang, through
@@ -44,6 +46,9 @@ _API = "monitoring.coreos.com/v1"
 _KV_FULL = 0.95
 _WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
 _NODE_LABEL = {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"}
+#: Engine series carry their pod's GPU pool (dashboards count engine pods and cost per pool).
+_POOL_LABEL = {"sourceLabels": ["__meta_kubernetes_pod_label_aibrix_ai_gpu_pool"], "targetLabel": "pool",
+               "action": "replace"}
 
 
 def render(plan: Plan) -> list[Manifest]:
@@ -70,7 +75,8 @@ def _final_labels(plan: Plan, m: Manifest, labels: dict[str, str]) -> dict[str, 
 def service_monitor(plan: Plan, service: Manifest, port: str, interval: str) -> Manifest:
     """A ServiceMonitor selecting exactly ``service`` (by the labels it will carry)."""
     selector = _final_labels(plan, service, service.body["metadata"].get("labels", {}))
-    endpoint = {"port": port, "path": "/metrics", "interval": interval, "relabelings": [dict(_NODE_LABEL)]}
+    relabelings = [dict(_NODE_LABEL)] + ([dict(_POOL_LABEL)] if service.component == ENGINE else [])
+    endpoint = {"port": port, "path": "/metrics", "interval": interval, "relabelings": relabelings}
     body = {
         "apiVersion": _API,
         "kind": "ServiceMonitor",

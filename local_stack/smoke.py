@@ -95,19 +95,22 @@ def run_smoke(run: LocalRun) -> list[Check]:
     gateway_url = f"{run.gateway_http}/metrics"
     checks.append(_models_listed(run, set(models) | set(adapters)))
     for model, addresses in sorted(models.items()):
-        gw_before = total(fetch(gateway_url), "aibrix_gateway_requests_total", model=model, status="200")
-        eng_before = sum(engine_generation_tokens(a, dialects[model]) for a in addresses)
+        def answered(model: str = model) -> float:
+            return total(fetch(gateway_url), "aibrix_gateway_requests_total", model=model, status="200")
+
+        def generated(model: str = model, addresses: list[str] = addresses) -> float:
+            return sum(engine_generation_tokens(a, dialects[model]) for a in addresses)
+
+        gw_before, eng_before = answered(), generated()
         status, body = _post(run, "/chat/completions", {"model": model, "max_tokens": 8,
                                                         "messages": [{"role": "user", "content": "Say hello."}]})
         checks.append(Check("chat completion", model, *_answer(status, body, "message")))
         status, body = _post(run, "/completions", {"model": model, "prompt": "The capital of France is", "max_tokens": 8})
         checks.append(Check("completion", model, *_answer(status, body, "text")))
-        gw_after = _eventually(lambda m=model: total(fetch(gateway_url), "aibrix_gateway_requests_total",  # type: ignore[misc]
-                                                     model=m, status="200"), gw_before + 1)
+        gw_after = _eventually(answered, gw_before + 1)
         checks.append(Check("gateway metrics moved", model, gw_after >= gw_before + 2,
                             f"aibrix_gateway_requests_total{{status=200}} +{gw_after - gw_before:g}"))
-        eng_after = _eventually(lambda m=model, a=addresses: sum(engine_generation_tokens(x, dialects[m]) for x in a),  # type: ignore[misc]
-                                eng_before)
+        eng_after = _eventually(generated, eng_before)
         checks.append(Check("engine metrics moved", model, eng_after > eng_before,
                             f"generation tokens +{eng_after - eng_before:g} over {len(addresses)} engine(s)"))
     for adapter, model in sorted(adapters.items()):

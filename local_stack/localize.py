@@ -27,7 +27,7 @@ from compiler.plan import Plan
 from compiler.render.envoy_bootstrap import envoy_bootstrap
 
 __all__ = ["DEV_API_KEY", "EngineGroup", "LocalStack", "envoy_config", "gateway_config", "kv_pool_config", "users_file",
-           "localize", "optimizer_config"]
+           "localize", "optimizer_config", "scaler_config"]
 
 #: The development API key written to the local users file (loopback only, never a real secret).
 DEV_API_KEY = "sk-aibrix-local-dev"
@@ -54,6 +54,7 @@ class EngineGroup:
     adapters: tuple[str, ...]
     max_loras: int
     multi_node: bool  #: a KubeRay group in the cluster; one simulated endpoint per replica here
+    scaled: bool = False  #: the stack's scaler owns its replicas: one engine process per pod, started on demand
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,12 @@ def _with_front_door(text: str) -> str:
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def _engine_groups(plan: Plan, notes: list[str]) -> tuple[EngineGroup, ...]:
+def _scaled_workloads(scaler: dict[str, Any] | None) -> set[str]:
+    return {t["scaleTargetRef"]["name"] for t in (scaler or {}).get("targets", [])
+            if t["scaleTargetRef"].get("kind") == "Deployment"}
+
+
+def _engine_groups(plan: Plan, notes: list[str], scaled: set[str]) -> tuple[EngineGroup, ...]:
     groups = []
     for model in plan.models:
         arch = model.arch if model.arch in MODEL_ARCHS else _FALLBACK_ARCH
@@ -121,6 +127,7 @@ def _engine_groups(plan: Plan, notes: list[str]) -> tuple[EngineGroup, ...]:
                 name=workload.name, model=model.served_name, arch=arch, accelerator=accelerator, replicas=replicas,
                 tensor_parallel=model.gpus_per_replica, max_model_len=max_len, dialect=model.engine,
                 adapters=adapters, max_loras=max(max_loras, len(adapters)), multi_node=workload.multi_node,
+                scaled=workload.name in scaled,
             ))
     return tuple(groups)
 
@@ -152,12 +159,14 @@ def localize(text: str, *, source_name: str) -> LocalStack:
         optimizer = _config_data(manifests, plan.optimizer.component.name, "optimizer.yaml")
     if plan.scaler is not None:
         scaler = _config_data(manifests, plan.scaler.component.name, "scaler.yaml")
-        notes.append("autoscaler: not run locally; engines keep their starting replicas (see docs/local.md)")
+        notes.append("autoscaler: runs against a local stand-in for the Kubernetes API; each replica of a workload "
+                     f"it scales is one engine process (at most {MAX_LOCAL_REPLICAS} per workload)")
     if any(m.adapters is not None for m in plan.models):
         notes.append("LoRA adapters: loaded into every simulated engine at start (the sidecar needs the Kubernetes API)")
     limits = gateway.get("rateLimits", {})
     return LocalStack(
-        name=plan.stack_name, plan=plan, engines=_engine_groups(plan, notes), gateway=gateway, envoy=envoy,
+        name=plan.stack_name, plan=plan, engines=_engine_groups(plan, notes, _scaled_workloads(scaler)),
+        gateway=gateway, envoy=envoy,
         kv_pool=kv_pool, optimizer=optimizer, scaler=scaler, uses_keys=bool(limits.get("usersFile")),
         names_redis=bool(limits.get("redisUrl")), notes=tuple(dict.fromkeys(notes)),
     )
@@ -248,4 +257,24 @@ def optimizer_config(stack: LocalStack, *, gateway_metrics_url: str) -> dict[str
     # Profiles come from a ConfigMap in the cluster; locally they are derived from the roofline model.
     config.pop("profilesDir", None)
     config["deriveMissingProfiles"] = True
+    return config
+
+
+def scaler_config(stack: LocalStack, *, optimizer_url: str | None) -> dict[str, Any]:
+    """The compiled scaler.yaml against the local stand-in API: targets of local workloads only,
+    the optimizer's gauge read from the local optimizer, replicas capped for a laptop."""
+    assert stack.scaler is not None
+    config = copy.deepcopy(stack.scaler)
+    local = {g.name for g in stack.engines if g.scaled}
+    targets = []
+    for target in config.get("targets", []):
+        if target["scaleTargetRef"]["name"] not in local:
+            continue
+        target["maxReplicas"] = min(int(target.get("maxReplicas", MAX_LOCAL_REPLICAS)), MAX_LOCAL_REPLICAS)
+        target["minReplicas"] = min(int(target.get("minReplicas", 1)), target["maxReplicas"])
+        optimizer = target.get("metric", {}).get("optimizer")
+        if optimizer is not None and optimizer_url is not None:
+            optimizer["url"] = optimizer_url
+        targets.append(target)
+    config["targets"] = targets
     return config

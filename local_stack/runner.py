@@ -15,7 +15,9 @@ import os
 import re
 import shutil
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,11 @@ from .localize import (
     gateway_config,
     kv_pool_config,
     optimizer_config,
+    scaler_config,
     users_file,
 )
 from .ports import free_port, port_busy
+from .scaled import EnginePods, LocalKubeApi
 from .supervisor import ComponentFailed, Process, Supervisor, http_ok
 
 __all__ = ["LocalRun", "RunError", "engine_name"]
@@ -108,10 +112,13 @@ class LocalRun:
     envoy_admin: str = ""
     optimizer_url: str | None = None
     kv_metrics_url: str | None = None
+    scaler_metrics_url: str | None = None
     ready_s: float = 0.0
     engines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  #: engine process -> endpoints
     supervisor: Supervisor = field(init=False)
     _reported: set[str] = field(default_factory=set, init=False)
+    _kube: LocalKubeApi | None = field(default=None, init=False)
+    _endpoints_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.log_dir)
@@ -127,7 +134,7 @@ class LocalRun:
         try:
             self._start(envoy)
         except BaseException:
-            self.supervisor.stop_all()
+            self.stop()
             raise
         self.ready_s = time.monotonic() - started
         return self
@@ -136,47 +143,62 @@ class LocalRun:
         self.stop()
 
     def stop(self) -> None:
+        # The scaler first (no scaling while stopping), then the stand-in API (no new pods),
+        # then everything else.
+        self.supervisor.stop("scaler")
+        if self._kube is not None:
+            self._kube.close()
         self.supervisor.stop_all()
 
     def _start(self, envoy: str) -> None:
+        # Spawn what does not wait on anything at once and wait for each only where its
+        # address is needed: on a small machine the interpreters' start-up dominates.
         redis_url = self._start_redis()
-        self._start_engines()
+        engine_waits = self._spawn_engines()
+        self.write_endpoints()  # empty until the engines answer: the gateway polls it
         users = None
         if self.stack.uses_keys:
             users = _write(self.log_dir / "users.yaml", users_file(self.stack))
             self.api_key = DEV_API_KEY
-        gateway = gateway_config(self.stack, endpoints_file=str(self.log_dir / "endpoints.json"), users_file=users,
-                                 redis_url=redis_url)
-        _write(self.log_dir / "gateway.yaml", gateway)
+        _write(self.log_dir / "gateway.yaml", gateway_config(self.stack, endpoints_file=str(self.log_dir / "endpoints.json"),
+                                                             users_file=users, redis_url=redis_url))
         gw = self.supervisor.start("gateway", [_console_script("aibrix-gateway"), "--config",
                                                str(self.log_dir / "gateway.yaml")], ready=_GATEWAY_READY,
                                    timeout_s=self.ready_timeout_s)
         self.gateway_http = f"http://127.0.0.1:{gw.info['http']}"
+        waits: list[tuple[Process, re.Pattern[str] | None, Callable[[], bool] | None]] = []
         if self.stack.kv_pool is not None:
             _write(self.log_dir / "pool.yaml", kv_pool_config(self.stack))
-            kv = self.supervisor.start("kv-pool", [_console_script("aibrix-kv-server"), "--config",
-                                                   str(self.log_dir / "pool.yaml"), "--no-shm"], ready=_KV_READY,
-                                       timeout_s=self.ready_timeout_s)
-            self.kv_metrics_url = f"http://127.0.0.1:{kv.info['metrics']}/metrics"
+            kv = self.supervisor.spawn("kv-pool", [_console_script("aibrix-kv-server"), "--config",
+                                                   str(self.log_dir / "pool.yaml"), "--no-shm"])
+            waits.append((kv, _KV_READY, None))
         if self.stack.optimizer is not None:
             _write(self.log_dir / "optimizer.yaml",
                    optimizer_config(self.stack, gateway_metrics_url=f"{self.gateway_http}/metrics"))
             port = free_port()
-            self.optimizer_url = f"http://127.0.0.1:{port}/metrics"
-            url = self.optimizer_url
-            self.supervisor.start("optimizer", [_console_script("aibrix-optimize"), "serve", "--config",
-                                                str(self.log_dir / "optimizer.yaml"), "--host", "127.0.0.1",
-                                                "--port", str(port)],
-                                  probe=lambda: http_ok(url), timeout_s=self.ready_timeout_s)
+            optimizer_url = self.optimizer_url = f"http://127.0.0.1:{port}/metrics"
+            waits.append((self.supervisor.spawn("optimizer", [
+                _console_script("aibrix-optimize"), "serve", "--config", str(self.log_dir / "optimizer.yaml"),
+                "--host", "127.0.0.1", "--port", str(port)]), None, lambda: http_ok(optimizer_url)))
         listener = self.port or free_port()
         admin = free_port()
         _write(self.log_dir / "envoy.yaml", envoy_config(self.stack, grpc_port=int(gw.info["grpc"]),
                                                          listener_port=listener, admin_port=admin))
         self.envoy_admin = f"http://127.0.0.1:{admin}"
         ready_url = f"{self.envoy_admin}/ready"
-        self.supervisor.start("envoy", [envoy, "-c", str(self.log_dir / "envoy.yaml"), "--concurrency", "1",
-                                        "--disable-hot-restart", "-l", "warning"],
-                              probe=lambda: http_ok(ready_url), timeout_s=self.ready_timeout_s)
+        waits.append((self.supervisor.spawn("envoy", [envoy, "-c", str(self.log_dir / "envoy.yaml"), "--concurrency",
+                                                      "1", "--disable-hot-restart", "-l", "warning"]),
+                      None, lambda: http_ok(ready_url)))
+        self._wait_engines(engine_waits)
+        scaled = [g for g in self.stack.engines if g.scaled]
+        if scaled:
+            self._start_scaled_engines(scaled)
+            waits.append(self._spawn_scaler())
+        for process, ready, probe in waits:
+            self.supervisor.wait_ready(process, ready=ready, probe=probe, timeout_s=self.ready_timeout_s)
+        if self.kv_metrics_url is None and self.stack.kv_pool is not None:
+            kv_info = next(p.info for p, _, _ in waits if p.name == "kv-pool")
+            self.kv_metrics_url = f"http://127.0.0.1:{kv_info['metrics']}/metrics"
         self.base_url = f"http://127.0.0.1:{listener}/v1"
         self._wait_for_discovery()
 
@@ -193,34 +215,82 @@ class LocalRun:
                                         "--appendonly", "no"], ready=_REDIS_READY, timeout_s=self.ready_timeout_s)
         return f"redis://127.0.0.1:{port}/0"
 
-    def _start_engines(self) -> None:
-        # Spawn every engine process first, then wait: they start in parallel.
-        script = _console_script("aibrix-engine-sim")
-        waits: list[tuple[EngineGroup, Process, Path]] = []
+    def _spawn_engines(self) -> list[tuple[EngineGroup, Process, Path]]:
+        """One engine process per fixed-size workload, all spawned at once."""
+        waits = []
         for group in self.stack.engines:
-            eps = self.log_dir / f"{engine_name(group)}.endpoints.json"
-            argv = [script, "--engines", str(group.replicas), "--base-port", "0", "--served-model-name", group.model,
-                    "--model", group.arch, "--accelerator", group.accelerator, "--tensor-parallel",
-                    str(group.tensor_parallel), "--max-model-len", str(group.max_model_len), "--metrics-dialect",
-                    group.dialect, "--max-loras", str(group.max_loras), "--endpoints-file", str(eps),
-                    "--speedup", str(self.engine_speedup)]
-            if group.adapters:
-                argv += ["--adapters", ",".join(group.adapters)]
-            waits.append((group, self.supervisor.spawn(engine_name(group), argv), eps))
+            if not group.scaled:
+                eps = self.log_dir / f"{engine_name(group)}.endpoints.json"
+                waits.append((group, self.supervisor.spawn(engine_name(group), self._engine_argv(group, group.replicas, eps)),
+                              eps))
+        return waits
+
+    def _wait_engines(self, waits: list[tuple[EngineGroup, Process, Path]]) -> None:
         for group, process, eps in waits:
             self.supervisor.wait_ready(process, ready=_ENGINE_READY, timeout_s=self.ready_timeout_s)
-            self.engines[process.name] = [
-                {"address": f"{e['host']}:{e['port']}", "model": group.model, "pod": f"{group.name}-{i}",
-                 **({"adapters": list(group.adapters)} if group.adapters else {})}
-                for i, e in enumerate(json.loads(eps.read_text(encoding="utf-8")))
-            ]
+            with self._endpoints_lock:
+                self.engines[process.name] = [
+                    {"address": f"{e['host']}:{e['port']}", "model": group.model, "pod": f"{group.name}-{i}",
+                     **({"adapters": list(group.adapters)} if group.adapters else {})}
+                    for i, e in enumerate(json.loads(eps.read_text(encoding="utf-8")))
+                ]
         self.write_endpoints()
+
+    def _engine_argv(self, group: EngineGroup, replicas: int, endpoints_file: Path) -> list[str]:
+        argv = [_console_script("aibrix-engine-sim"), "--engines", str(replicas), "--base-port", "0",
+                "--served-model-name", group.model, "--model", group.arch, "--accelerator", group.accelerator,
+                "--tensor-parallel", str(group.tensor_parallel), "--max-model-len", str(group.max_model_len),
+                "--metrics-dialect", group.dialect, "--max-loras", str(group.max_loras),
+                "--endpoints-file", str(endpoints_file), "--speedup", str(self.engine_speedup)]
+        return argv + (["--adapters", ",".join(group.adapters)] if group.adapters else [])
+
+    def _start_scaled_engines(self, groups: list[EngineGroup]) -> None:
+        """Workloads the scaler owns: Deployments in the local stand-in API, one engine per pod."""
+        assert self.stack.scaler is not None
+        selectors = {t["scaleTargetRef"]["name"]: t["podSelector"] for t in self.stack.scaler.get("targets", [])}
+        self._kube = LocalKubeApi(self.stack.plan.namespace)
+        for group in groups:
+            self._kube.add(group, selectors[group.name], EnginePods(group, self._start_pod, self._stop_pod))
+        self._kube.start()
+        for group in groups:
+            self._kube.scale(group.name, group.replicas)
+
+    def _start_pod(self, group: EngineGroup, pod: str) -> int:
+        name = f"engine-{pod}"
+        eps = self.log_dir / f"{name}.endpoints.json"
+        process = self.supervisor.start(name, self._engine_argv(group, 1, eps), ready=_ENGINE_READY,
+                                        timeout_s=self.ready_timeout_s)
+        (endpoint,) = json.loads(eps.read_text(encoding="utf-8"))
+        with self._endpoints_lock:
+            self.engines[process.name] = [
+                {"address": f"{endpoint['host']}:{endpoint['port']}", "model": group.model, "pod": pod,
+                 **({"adapters": list(group.adapters)} if group.adapters else {})}]
+        self.write_endpoints()
+        return int(endpoint["port"])
+
+    def _stop_pod(self, pod: str) -> None:
+        name = f"engine-{pod}"
+        with self._endpoints_lock:
+            self.engines.pop(name, None)
+        self.write_endpoints()  # out of discovery first, so no new request goes there
+        self.supervisor.stop(name)
+
+    def _spawn_scaler(self) -> tuple[Process, None, Callable[[], bool]]:
+        _write(self.log_dir / "scaler.yaml", scaler_config(self.stack, optimizer_url=self.optimizer_url))
+        assert self._kube is not None and self._kube.server is not None
+        port = free_port()
+        url = self.scaler_metrics_url = f"http://127.0.0.1:{port}/metrics"
+        process = self.supervisor.spawn("scaler", [_console_script("aibrix-scaler"), "run", "--config",
+                                                   str(self.log_dir / "scaler.yaml"), "--api-url", self._kube.server.url,
+                                                   "--metrics-port", str(port), "--identity", "aibrix-local"])
+        return process, None, lambda: http_ok(url)
 
     def write_endpoints(self) -> None:
         """The gateway's static discovery: every endpoint of every engine process still running."""
-        alive = {p.name for p in self.supervisor.processes if p.proc.poll() is None}
-        endpoints = [e for name, eps in sorted(self.engines.items()) if name in alive for e in eps]
-        _write(self.log_dir / "endpoints.json", {"endpoints": endpoints})
+        alive = self.supervisor.alive()
+        with self._endpoints_lock:
+            endpoints = [e for name, eps in sorted(self.engines.items()) if name in alive for e in eps]
+            _write(self.log_dir / "endpoints.json", {"endpoints": endpoints})
 
     def _wait_for_discovery(self) -> None:
         want: dict[str, int] = {}

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .metrics import engine_generation_tokens, fetch, total
-from .runner import LocalRun, engine_name
+from .runner import LocalRun
 from .supervisor import http_ok
 
 __all__ = ["Check", "format_checks", "run_smoke"]
@@ -81,6 +81,20 @@ def _models_listed(run: LocalRun, names: set[str]) -> Check:
     return Check("GET /v1/models", "envoy", not missing, f"missing {', '.join(missing)}" if missing else f"{len(listed)} listed")
 
 
+def _scaler_check(run: LocalRun) -> Check:
+    """The scaler reads the stand-in API: it reports current replicas for every local target."""
+    assert run.scaler_metrics_url is not None
+    targets = {g.name for g in run.stack.engines if g.scaled}
+
+    def seen() -> float:
+        samples = fetch(run.scaler_metrics_url or "")
+        return float(len({ls.get("target") for n, ls, _ in samples if n == "aibrix_scaler_current_replicas"} & targets))
+
+    count = _eventually(seen, len(targets) - 1, timeout_s=10.0)
+    return Check("scaler sees its workloads", "scaler", count == len(targets),
+                 f"current replicas reported for {count:g}/{len(targets)} targets")
+
+
 def run_smoke(run: LocalRun) -> list[Check]:
     """Send requests to every model and adapter through Envoy and check what moved."""
     checks: list[Check] = []
@@ -88,10 +102,13 @@ def run_smoke(run: LocalRun) -> list[Check]:
     adapters: dict[str, str] = {}  # adapter -> its model
     dialects: dict[str, str] = {}
     for group in run.stack.engines:
-        models.setdefault(group.model, []).extend(e["address"] for e in run.engines[engine_name(group)])
+        models.setdefault(group.model, [])
         dialects[group.model] = group.dialect
         for adapter in group.adapters:
             adapters[adapter] = group.model
+    for endpoints in run.engines.values():
+        for endpoint in endpoints:
+            models[endpoint["model"]].append(endpoint["address"])
     gateway_url = f"{run.gateway_http}/metrics"
     checks.append(_models_listed(run, set(models) | set(adapters)))
     for model, addresses in sorted(models.items()):
@@ -119,6 +136,8 @@ def run_smoke(run: LocalRun) -> list[Check]:
         checks.append(Check("adapter completion", f"{adapter} ({model})", ok, detail))
     if run.optimizer_url is not None:
         checks.append(Check("optimizer /metrics", "optimizer", http_ok(run.optimizer_url), run.optimizer_url))
+    if run.scaler_metrics_url is not None:
+        checks.append(_scaler_check(run))
     if run.kv_metrics_url is not None:
         checks.append(Check("kv pool /metrics", "kv-pool", http_ok(run.kv_metrics_url), run.kv_metrics_url))
     for line in run.check_components():

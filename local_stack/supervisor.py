@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -67,6 +68,8 @@ class Supervisor:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.processes: list[Process] = []
+        self._lock = threading.Lock()  # engines behind the scaler start and stop from another thread
+        self._closed = False
 
     def start(self, name: str, argv: list[str], *, ready: re.Pattern[str] | None = None,
               probe: Callable[[], bool] | None = None, timeout_s: float = 60.0) -> Process:
@@ -76,17 +79,20 @@ class Supervisor:
     def spawn(self, name: str, argv: list[str]) -> Process:
         """Start ``argv`` as its own process group, output to ``<log_dir>/<name>.log``."""
         log = self.log_dir / f"{name}.log"
-        handle = open(log, "wb")
-        try:
-            proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    start_new_session=True,
-                                    preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-        except OSError as exc:
-            raise ComponentFailed(f"{name}: cannot start {argv[0]}: {exc.strerror or exc}") from None
-        finally:
-            handle.close()
-        process = Process(name, proc, log)
-        self.processes.append(process)
+        with self._lock:  # never start after stop_all: a late scale-up must not leave an orphan
+            if self._closed:
+                raise ComponentFailed(f"{name}: not started, the run is stopping")
+            handle = open(log, "wb")
+            try:
+                proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        start_new_session=True,
+                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+            except OSError as exc:
+                raise ComponentFailed(f"{name}: cannot start {argv[0]}: {exc.strerror or exc}") from None
+            finally:
+                handle.close()
+            process = Process(name, proc, log)
+            self.processes.append(process)
         return process
 
     def wait_ready(self, process: Process, *, ready: re.Pattern[str] | None = None,
@@ -113,27 +119,44 @@ class Supervisor:
 
     def exited(self) -> list[Process]:
         """Components that stopped on their own."""
-        return [p for p in self.processes if p.proc.poll() is not None]
+        with self._lock:
+            return [p for p in self.processes if p.proc.poll() is not None]
+
+    def alive(self) -> set[str]:
+        with self._lock:
+            return {p.name for p in self.processes if p.proc.poll() is None}
+
+    def stop(self, name: str, grace_s: float = 5.0) -> None:
+        """Stop one component (an engine the scaler scaled away); unknown names are ignored."""
+        with self._lock:
+            chosen = [p for p in self.processes if p.name == name]
+            self.processes = [p for p in self.processes if p.name != name]
+        self._stop(chosen, grace_s)
 
     def stop_all(self, grace_s: float = 5.0) -> None:
         """SIGTERM every process group (newest first: the front door before what it calls),
         SIGKILL what is left after ``grace_s``, and reap them all."""
-        for process in reversed(self.processes):
+        with self._lock:
+            chosen, self.processes, self._closed = self.processes, [], True
+        self._stop(chosen, grace_s)
+
+    @staticmethod
+    def _stop(processes: list[Process], grace_s: float) -> None:
+        for process in reversed(processes):
             _signal_group(process.proc, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
-        for process in reversed(self.processes):
+        for process in reversed(processes):
             try:
                 process.proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 pass
-        for process in self.processes:
+        for process in processes:
             # The group may hold children even when its leader exited (a launcher's binary).
             _signal_group(process.proc, signal.SIGKILL)
             try:
                 process.proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
-        self.processes.clear()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:

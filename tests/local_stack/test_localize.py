@@ -103,3 +103,19 @@ def test_the_optimizer_reads_the_local_gateway_and_derives_its_profiles() -> Non
     assert config["workload"]["gatewayMetricsUrls"] == ["http://127.0.0.1:9/metrics"]
     assert "profilesDir" not in config and config["deriveMissingProfiles"] is True
     assert config["models"] == local.optimizer["models"]
+
+
+def test_the_scaler_runs_its_compiled_targets_against_the_local_optimizer() -> None:
+    from local_stack.localize import scaler_config
+
+    local = _stack("gateway-standalone")
+    compiled = _compiled("gateway-standalone", "autoscaler/configmap-aibrix-scaler.yaml")
+    assert {g.name for g in local.engines if g.scaled} == {t["scaleTargetRef"]["name"] for t in compiled["targets"]}
+    config = scaler_config(local, optimizer_url="http://127.0.0.1:9/metrics")
+    assert [t["name"] for t in config["targets"]] == [t["name"] for t in compiled["targets"]]
+    for target, original in zip(config["targets"], compiled["targets"]):
+        assert target["maxReplicas"] == min(original["maxReplicas"], 4)
+        assert target["policy"] == original["policy"] and target["metric"]["name"] == original["metric"]["name"]
+        if original["metric"]["source"] == "optimizer":
+            assert target["metric"]["optimizer"]["url"] == "http://127.0.0.1:9/metrics"
+    assert config["leaderElection"] == compiled["leaderElection"]

@@ -68,7 +68,7 @@ class LocalStack:
     envoy: dict[str, Any] | None  #: the compiled Envoy bootstrap; None = built from the plan (no compiled one)
     kv_pool: dict[str, Any] | None  #: the compiled pool.yaml
     optimizer: dict[str, Any] | None  #: the compiled optimizer.yaml
-    scaler: dict[str, Any] | None  #: the compiled scaler.yaml (reported, not run: see docs/local.md)
+    scaler: dict[str, Any] | None  #: the compiled scaler.yaml (rewritten per run by :func:`scaler_config`)
     uses_keys: bool  #: the stack names API keys: a development key is written locally
     names_redis: bool  #: the stack's gateway shares counters through Redis
     notes: tuple[str, ...]  #: what differs from the cluster, said once at start
@@ -162,7 +162,8 @@ def localize(text: str, *, source_name: str) -> LocalStack:
         notes.append("autoscaler: runs against a local stand-in for the Kubernetes API; each replica of a workload "
                      f"it scales is one engine process (at most {MAX_LOCAL_REPLICAS} per workload)")
     if any(m.adapters is not None for m in plan.models):
-        notes.append("LoRA adapters: loaded into every simulated engine at start (the sidecar needs the Kubernetes API)")
+        notes.append("LoRA adapters: loaded into every simulated engine at start (the sidecar, which fetches them "
+                     "from their sources, does not run locally)")
     limits = gateway.get("rateLimits", {})
     return LocalStack(
         name=plan.stack_name, plan=plan, engines=_engine_groups(plan, notes, _scaled_workloads(scaler)),

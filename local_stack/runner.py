@@ -1,11 +1,12 @@
-"""Bring a localized stack up on loopback, in dependency order, and take it down again.
+"""Bring a localized stack up on loopback and take it down again.
 
 Where it sits: between :mod:`local_stack.localize` (what to run) and the commands ``up`` and
 ``smoke``. :class:`LocalRun` is a context manager: entering starts Redis (when the stack names
-it and ``redis-server`` is installed), the simulated engines, the KV pool member, the gateway
-(static discovery over an endpoints file this runner writes), the optimizer service and real
-Envoy, and waits until the gateway sees every engine; leaving, or any failure while
-starting, stops every process group it started.
+it and ``redis-server`` is installed), the simulated engines, the gateway (static discovery
+over an endpoints file this runner writes), the KV pool member, the optimizer service, real
+Envoy and the scaler (its engines behind :mod:`local_stack.scaled`), and waits until the
+gateway sees every engine; leaving, or any failure while starting, stops every process group
+it started.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``aibrix-local``: run a stack on this machine (``up``) or check it end to end (``smoke``).
 
-    aibrix-local up STACK.yaml [--port 8080] [--log-dir DIR]
-    aibrix-local smoke STACK.yaml [--port 0] [--log-dir DIR]
+    aibrix-local up STACK.yaml [--port 8080] [--log-dir DIR] [--engines sim|vllm-cpu] [--model-dir NAME=PATH ...]
+    aibrix-local smoke STACK.yaml [--port 0] [--log-dir DIR] [--engines sim|vllm-cpu] [--model-dir NAME=PATH ...]
 
 Exit status: 0 ok (``up``: stopped by Ctrl-C or SIGTERM); 1 an invalid stack, a component
 that failed, or a failed smoke check; 2 bad local input (a busy port, no Envoy binary, a
@@ -12,6 +12,7 @@ invalid stack), and nothing is left running.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import tempfile
@@ -21,7 +22,7 @@ from types import FrameType
 
 from compiler.errors import AibrixError, SpecError, render_diagnostics
 
-from .localize import LocalStack, localize
+from .localize import LocalInputError, LocalStack, localize
 from .metrics import fetch
 from .runner import LocalRun, RunError
 from .smoke import format_checks, run_smoke
@@ -44,6 +45,14 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"Envoy's listener: the OpenAI endpoint (default {port}; 0 = a free port)")
         cmd.add_argument("--log-dir", type=Path, help="folder for every component's log and config (default: a new temp folder)")
         cmd.add_argument("--ready-timeout", type=float, default=60.0, help="seconds each component may take to start")
+        cmd.add_argument("--engines", choices=["sim", "vllm-cpu"], default="sim",
+                         help="sim: simulated engines (default; models given with --model-dir still run real vLLM); "
+                              "vllm-cpu: real vLLM for every model (each needs --model-dir)")
+        cmd.add_argument("--model-dir", action="append", default=[], metavar="NAME=PATH",
+                         help="run model NAME as real vLLM (CPU build) from the weights in PATH (repeatable)")
+        cmd.add_argument("--vllm-python", default=os.environ.get("AIBRIX_REAL_ENGINE_PYTHON"),
+                         help="interpreter of the environment with vLLM's CPU build (default: $AIBRIX_REAL_ENGINE_PYTHON, "
+                              "else this one)")
     return parser
 
 
@@ -55,7 +64,20 @@ def _on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise _Stopped
 
 
-def _load(path: str) -> LocalStack:
+def _model_dirs(items: list[str]) -> dict[str, str]:
+    dirs = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise RunError(f"--model-dir {item}: expected NAME=PATH, e.g. --model-dir qwen2-5-0-5b=./models/qwen")
+        if not Path(path).is_dir():
+            raise RunError(f"--model-dir {item}: {path} is not a folder; expected a folder with the model's "
+                           "config.json, tokenizer and weights")
+        dirs[name] = str(Path(path).resolve())
+    return dirs
+
+
+def _load(path: str, model_dirs: dict[str, str], engines: str) -> LocalStack:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -63,11 +85,18 @@ def _load(path: str) -> LocalStack:
     except (OSError, UnicodeDecodeError) as exc:
         raise RunError(f"cannot read {path}: {exc}") from None
     try:
-        return localize(text, source_name=path)
+        stack = localize(text, source_name=path, model_dirs=model_dirs)
+    except LocalInputError as exc:
+        raise RunError(str(exc)) from None
     except SpecError as exc:
         raise _Invalid(render_diagnostics(exc.diagnostics, source_name=exc.source_name, text=text)) from None
     except AibrixError as exc:
         raise _Invalid(f"error: {exc}\n") from None
+    simulated = sorted({g.model for g in stack.engines if g.model_dir is None})
+    if engines == "vllm-cpu" and simulated:
+        raise RunError(f"--engines vllm-cpu: no --model-dir for {', '.join(simulated)}; expected NAME=PATH for every "
+                       "model (or --engines sim to simulate the others)")
+    return stack
 
 
 class _Invalid(Exception):
@@ -102,11 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        stack = _load(args.stack)
+        stack = _load(args.stack, _model_dirs(args.model_dir), args.engines)
         for note in stack.notes:
             _say(f"note: {note}")
         log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix=f"aibrix-local-{stack.name}-"))
-        run = LocalRun(stack, log_dir=log_dir, port=args.port, ready_timeout_s=args.ready_timeout)
+        run = LocalRun(stack, log_dir=log_dir, port=args.port, ready_timeout_s=args.ready_timeout,
+                       vllm_python=args.vllm_python)
         try:
             with run:
                 for warning in run.warnings:

@@ -26,8 +26,8 @@ from compiler.pipeline import compile_manifests
 from compiler.plan import Plan
 from compiler.render.envoy_bootstrap import envoy_bootstrap
 
-__all__ = ["DEV_API_KEY", "EngineGroup", "LocalStack", "envoy_config", "gateway_config", "kv_pool_config", "users_file",
-           "localize", "optimizer_config", "scaler_config"]
+__all__ = ["DEV_API_KEY", "EngineGroup", "LocalInputError", "LocalStack", "envoy_config", "gateway_config",
+           "kv_pool_config", "localize", "optimizer_config", "scaler_config", "users_file"]
 
 #: The development API key written to the local users file (loopback only, never a real secret).
 DEV_API_KEY = "sk-aibrix-local-dev"
@@ -55,6 +55,13 @@ class EngineGroup:
     max_loras: int
     multi_node: bool  #: a KubeRay group in the cluster; one simulated endpoint per replica here
     scaled: bool = False  #: the stack's scaler owns its replicas: one engine process per pod, started on demand
+    model_dir: str | None = None  #: real vLLM on the CPU from these weights (``--model-dir``); None = simulated
+    command_args: tuple[str, ...] = ()  #: the compiled engine arguments (real engines start from them)
+    env: tuple[tuple[str, str], ...] = ()  #: the compiled engine environment
+
+
+class LocalInputError(ValueError):
+    """A local option does not fit the stack (``--model-dir`` naming no model, ...): one line."""
 
 
 @dataclass(frozen=True)
@@ -101,11 +108,28 @@ def _scaled_workloads(scaler: dict[str, Any] | None) -> set[str]:
             if t["scaleTargetRef"].get("kind") == "Deployment"}
 
 
-def _engine_groups(plan: Plan, notes: list[str], scaled: set[str]) -> tuple[EngineGroup, ...]:
+def _check_model_dirs(plan: Plan, model_dirs: dict[str, str]) -> dict[str, str]:
+    """``--model-dir`` keys (a model's name or served name) -> model name; every key must name a vLLM model."""
+    by_name = {m.name: m for m in plan.models} | {m.served_name: m for m in plan.models}
+    out = {}
+    for key, path in model_dirs.items():
+        model = by_name.get(key)
+        if model is None:
+            raise LocalInputError(f'--model-dir {key}={path}: no model "{key}" in the stack; expected one of '
+                                  f"{', '.join(sorted(m.name for m in plan.models))}")
+        if model.engine != "vllm":
+            raise LocalInputError(f"--model-dir {key}={path}: model {model.name} runs {model.engine}; "
+                                  "real local engines are vLLM's CPU build only")
+        out[model.name] = path
+    return out
+
+
+def _engine_groups(plan: Plan, notes: list[str], scaled: set[str], model_dirs: dict[str, str]) -> tuple[EngineGroup, ...]:
     groups = []
     for model in plan.models:
+        model_dir = model_dirs.get(model.name)
         arch = model.arch if model.arch in MODEL_ARCHS else _FALLBACK_ARCH
-        if arch != model.arch:
+        if arch != model.arch and model_dir is None:
             notes.append(f"model {model.name}: architecture not in the catalogue; simulated as {arch}")
         adapters = tuple(a.name for a in model.adapters.adapters) if model.adapters is not None else ()
         max_loras = model.adapters.max_loras if model.adapters is not None else 4
@@ -114,10 +138,12 @@ def _engine_groups(plan: Plan, notes: list[str], scaled: set[str]) -> tuple[Engi
         for workload in model.workloads:
             accelerator = workload.pool.accelerator or ""
             if accelerator not in ACCELERATORS:
-                notes.append(f"pool {workload.pool.name}: accelerator not in the catalogue; simulated as {_FALLBACK_ACCELERATOR}")
+                if model_dir is None:
+                    notes.append(f"pool {workload.pool.name}: accelerator not in the catalogue; "
+                                 f"simulated as {_FALLBACK_ACCELERATOR}")
                 accelerator = _FALLBACK_ACCELERATOR
             planned = workload.replicas if workload.replicas is not None else 1
-            replicas = max(1, min(planned, MAX_LOCAL_REPLICAS))
+            replicas = max(1, min(planned, 1 if model_dir else MAX_LOCAL_REPLICAS))
             if replicas != planned:
                 notes.append(f"{workload.name}: {replicas} simulated replicas locally (the plan has {planned})")
             if workload.multi_node:
@@ -126,14 +152,19 @@ def _engine_groups(plan: Plan, notes: list[str], scaled: set[str]) -> tuple[Engi
             groups.append(EngineGroup(
                 name=workload.name, model=model.served_name, arch=arch, accelerator=accelerator, replicas=replicas,
                 tensor_parallel=model.gpus_per_replica, max_model_len=max_len, dialect=model.engine,
-                adapters=adapters, max_loras=max(max_loras, len(adapters)), multi_node=workload.multi_node,
-                scaled=workload.name in scaled,
+                adapters=() if model_dir else adapters, max_loras=max(max_loras, len(adapters)),
+                multi_node=workload.multi_node, scaled=workload.name in scaled and model_dir is None,
+                model_dir=model_dir, command_args=model.command.args, env=model.env,
             ))
+        if model_dir is not None:
+            notes.append(f"model {model.name}: real vLLM on the CPU from {model_dir}, one replica per workload, "
+                         "no autoscaling" + (", adapters not loaded" if adapters else ""))
     return tuple(groups)
 
 
-def localize(text: str, *, source_name: str) -> LocalStack:
-    """Compile ``text`` and collect what runs locally; raises the compiler's errors unchanged."""
+def localize(text: str, *, source_name: str, model_dirs: dict[str, str] | None = None) -> LocalStack:
+    """Compile ``text`` and collect what runs locally; raises the compiler's errors unchanged,
+    and :class:`LocalInputError` for a ``model_dirs`` key naming no vLLM model."""
     plan, manifests = compile_manifests(text, source_name=source_name)
     notes: list[str] = []
     if plan.gateway is None:
@@ -166,7 +197,8 @@ def localize(text: str, *, source_name: str) -> LocalStack:
                      "from their sources, does not run locally)")
     limits = gateway.get("rateLimits", {})
     return LocalStack(
-        name=plan.stack_name, plan=plan, engines=_engine_groups(plan, notes, _scaled_workloads(scaler)),
+        name=plan.stack_name, plan=plan,
+        engines=_engine_groups(plan, notes, _scaled_workloads(scaler), _check_model_dirs(plan, model_dirs or {})),
         gateway=gateway, envoy=envoy,
         kv_pool=kv_pool, optimizer=optimizer, scaler=scaler, uses_keys=bool(limits.get("usersFile")),
         names_redis=bool(limits.get("redisUrl")), notes=tuple(dict.fromkeys(notes)),

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -37,6 +38,7 @@ from .localize import (
     users_file,
 )
 from .ports import free_port, port_busy
+from .real_engine import vllm_argv, vllm_env
 from .scaled import EnginePods, LocalKubeApi
 from .supervisor import ComponentFailed, Process, Supervisor, http_ok
 
@@ -46,6 +48,10 @@ _ENGINE_READY = re.compile(r"^READY$", re.M)
 _GATEWAY_READY = re.compile(r'"event": "ready", "grpcPort": (?P<grpc>\d+), "httpPort": (?P<http>\d+)')
 _KV_READY = re.compile(r"listening port=(?P<port>\d+) metrics_port=(?P<metrics>\d+)")
 _REDIS_READY = re.compile(r"[Rr]eady to accept connections")
+
+
+#: Seconds a real vLLM instance may take to load and compile its model on the CPU.
+REAL_ENGINE_READY_S = 600.0
 
 
 class RunError(Exception):
@@ -106,6 +112,7 @@ class LocalRun:
     port: int = 8080  #: Envoy's listener (the OpenAI base URL); 0 = a free port
     ready_timeout_s: float = 60.0
     engine_speedup: float = 1.0
+    vllm_python: str | None = None  #: interpreter with vLLM's CPU build, for ``--model-dir`` models
     warnings: list[str] = field(default_factory=list)
     base_url: str = ""
     api_key: str | None = None
@@ -216,24 +223,48 @@ class LocalRun:
                                         "--appendonly", "no"], ready=_REDIS_READY, timeout_s=self.ready_timeout_s)
         return f"redis://127.0.0.1:{port}/0"
 
-    def _spawn_engines(self) -> list[tuple[EngineGroup, Process, Path]]:
-        """One engine process per fixed-size workload, all spawned at once."""
+    def _spawn_engines(self) -> list[tuple[EngineGroup, Process, Path, int]]:
+        """One engine process per fixed-size workload, all spawned at once (port 0: simulated,
+        the port is read from its endpoints file; real vLLM gets a free port)."""
         waits = []
         for group in self.stack.engines:
-            if not group.scaled:
-                eps = self.log_dir / f"{engine_name(group)}.endpoints.json"
-                waits.append((group, self.supervisor.spawn(engine_name(group), self._engine_argv(group, group.replicas, eps)),
-                              eps))
+            if group.scaled:
+                continue
+            name = engine_name(group)
+            eps = self.log_dir / f"{name}.endpoints.json"
+            if group.model_dir is None:
+                waits.append((group, self.supervisor.spawn(name, self._engine_argv(group, group.replicas, eps)), eps, 0))
+                continue
+            port = free_port()
+            argv = vllm_argv(self._vllm_python(), group.command_args, model_dir=group.model_dir, port=port)
+            env = vllm_env(self.log_dir / name, dict(group.env))
+            waits.append((group, self.supervisor.spawn(name, argv, env=env), eps, port))
         return waits
 
-    def _wait_engines(self, waits: list[tuple[EngineGroup, Process, Path]]) -> None:
-        for group, process, eps in waits:
-            self.supervisor.wait_ready(process, ready=_ENGINE_READY, timeout_s=self.ready_timeout_s)
+    def _vllm_python(self) -> str:
+        python = self.vllm_python or sys.executable
+        probe = subprocess.run([python, "-c", "import importlib.util, sys; sys.exit(importlib.util.find_spec('vllm') is None)"],
+                               capture_output=True)
+        if probe.returncode != 0:
+            raise RunError(f"{python} cannot import vllm; expected the interpreter of an environment with vLLM's CPU "
+                           "build: pass --vllm-python PATH (scripts/test-real-engine builds one in .venv-real-engine)")
+        return python
+
+    def _wait_engines(self, waits: list[tuple[EngineGroup, Process, Path, int]]) -> None:
+        for group, process, eps, port in waits:
+            if port:  # real vLLM: its model loads and compiles on the CPU, minutes on a small machine
+                health = f"http://127.0.0.1:{port}/health"
+                self.supervisor.wait_ready(process, probe=lambda url=health: http_ok(url),  # type: ignore[misc]
+                                           timeout_s=max(self.ready_timeout_s, REAL_ENGINE_READY_S))
+                found = [{"host": "127.0.0.1", "port": port}]
+            else:
+                self.supervisor.wait_ready(process, ready=_ENGINE_READY, timeout_s=self.ready_timeout_s)
+                found = json.loads(eps.read_text(encoding="utf-8"))
             with self._endpoints_lock:
                 self.engines[process.name] = [
                     {"address": f"{e['host']}:{e['port']}", "model": group.model, "pod": f"{group.name}-{i}",
                      **({"adapters": list(group.adapters)} if group.adapters else {})}
-                    for i, e in enumerate(json.loads(eps.read_text(encoding="utf-8")))
+                    for i, e in enumerate(found)
                 ]
         self.write_endpoints()
 

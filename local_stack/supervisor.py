@@ -76,7 +76,7 @@ class Supervisor:
         """Start ``argv`` and wait until it is ready (see :meth:`wait_ready`)."""
         return self.wait_ready(self.spawn(name, argv), ready=ready, probe=probe, timeout_s=timeout_s)
 
-    def spawn(self, name: str, argv: list[str]) -> Process:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Process:
         """Start ``argv`` as its own process group, output to ``<log_dir>/<name>.log``."""
         log = self.log_dir / f"{name}.log"
         with self._lock:  # never start after stop_all: a late scale-up must not leave an orphan
@@ -85,7 +85,7 @@ class Supervisor:
             handle = open(log, "wb")
             try:
                 proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        start_new_session=True,
+                                        start_new_session=True, env={**os.environ, **(env or {})},
                                         preexec_fn=_die_with_parent if sys.platform == "linux" else None)
             except OSError as exc:
                 raise ComponentFailed(f"{name}: cannot start {argv[0]}: {exc.strerror or exc}") from None

@@ -70,3 +70,25 @@ def test_a_component_that_fails_to_start_stops_everything_already_started(tmp_pa
     assert (logs / "gateway.log").exists()  # the gateway and engines had started, and were stopped
     assert processes_naming(logs) == []
     assert os.path.exists(logs / "envoy.log")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model-dir", "nope"], "error: --model-dir nope: expected NAME=PATH, e.g. --model-dir qwen2-5-0-5b=./models/qwen"),
+    (["--model-dir", "qwen2-5-0-5b=/no/such/folder"],
+     "error: --model-dir qwen2-5-0-5b=/no/such/folder: /no/such/folder is not a folder; expected a folder with the "
+     "model's config.json, tokenizer and weights"),
+    (["--model-dir", "llama={tmp}"], 'error: --model-dir llama={tmp}: no model "llama" in the stack; expected one of qwen2-5-0-5b'),
+    (["--engines", "vllm-cpu"], "error: --engines vllm-cpu: no --model-dir for Qwen/Qwen2.5-0.5B-Instruct; expected "
+                                "NAME=PATH for every model (or --engines sim to simulate the others)"),
+    (["--model-dir", "qwen2-5-0-5b={tmp}", "--vllm-python", "/bin/false"],  # an interpreter that imports nothing
+     "error: /bin/false cannot import vllm; expected the interpreter of an environment with vLLM's CPU build: "
+     "pass --vllm-python PATH (scripts/test-real-engine builds one in .venv-real-engine)"),
+], ids=["not-name-equals-path", "not-a-folder", "unknown-model", "vllm-cpu-without-dirs", "no-vllm"])
+def test_bad_real_engine_options_are_one_line_and_start_nothing(args: list[str], message: str, tmp_path: Path) -> None:
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    logs = tmp_path / "logs"
+    result = local_cli("up", str(QUICKSTART), "--port", "0", "--log-dir", str(logs), *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == message.replace("{tmp}", str(tmp_path))
+    assert processes_naming(logs) == []
+    assert list(logs.glob("*.log")) == []

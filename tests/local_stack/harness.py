@@ -27,7 +27,7 @@ def processes_naming(folder: Path) -> list[str]:
     found = []
     needle = str(folder).encode()
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or entry.name == str(os.getpid()):
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()

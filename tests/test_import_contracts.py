@@ -11,7 +11,9 @@ dependency from the reader, not from the design. The contracts:
 - runtime_components/<x> import aibrix_spec, runtime_components.common, themselves and third-party
   libraries; another component only where a simulator is the point (`ENGINE_SIM_USES`);
 - nothing but benchmarks imports benchmarks or tests;
-- a render family (compiler/render/<family>.py) imports only shared builders, not another family.
+- a render family (compiler/render/<family>.py) imports only shared builders, not another family;
+- local_stack (`aibrix-local`) imports aibrix_spec, compiler and runtime_components.common of ours:
+  it starts components as processes, never imports them; only benchmarks import local_stack.
 
 Allow-lists are exact: an entry that no longer matches an import fails too, so they only shrink.
 """
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ROOTS = ("aibrix_spec", "compiler", "runtime_components", "benchmarks")
+ROOTS = ("aibrix_spec", "compiler", "runtime_components", "local_stack", "benchmarks")
 OURS = (*ROOTS, "tests")
 
 SPEC_THIRD_PARTY = {"pydantic", "pydantic_core"}
@@ -255,6 +257,12 @@ def _check(rule: str, imp: Import) -> str | None:
             return "runtime_components.common imports no component"
     if rule == "benchmarks" and top in ("benchmarks", "tests") and not _within(importer, "benchmarks"):
         return "only benchmarks import benchmarks or tests"
+    if rule == "local" and _within(importer, "local_stack") and top in OURS:
+        if top not in ("aibrix_spec", "compiler", "local_stack") and not _within(target, "runtime_components.common"):
+            return "local_stack imports aibrix_spec, compiler and runtime_components.common; it starts components as processes"
+    if rule == "local" and top == "local_stack" and not _within(importer, "local_stack") \
+            and not _within(importer, "benchmarks"):
+        return "only benchmarks (and tests) import local_stack"
     return None
 
 
@@ -272,6 +280,10 @@ def test_runtime_components_import_only_spec_common_and_themselves() -> None:
 
 def test_nothing_imports_benchmarks_or_tests() -> None:
     assert _violations("benchmarks") == []
+
+
+def test_local_stack_starts_components_without_importing_them() -> None:
+    assert _violations("local") == []
 
 
 def test_engine_sim_exceptions_are_all_used() -> None:
@@ -304,4 +316,7 @@ def test_the_contract_checks_can_fail() -> None:
     assert _check("components", Import("runtime_components.gateway.core", target + ".des", "x:1"))
     assert _check("spec", Import("aibrix_spec.stack", "yaml", "x:1"))
     assert _check("compiler", Import("compiler.plan", "runtime_components.common.tokens", "x:1"))
+    assert _check("local", Import("local_stack.runner", "runtime_components.gateway.app", "x:1"))
+    assert not _check("local", Import("local_stack.runner", "runtime_components.common.processes", "x:1"))
+    assert _check("local", Import("compiler.cli", "local_stack.runner", "x:1"))
     assert _strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]

@@ -78,6 +78,7 @@ class LocalStack:
     scaler: dict[str, Any] | None  #: the compiled scaler.yaml (rewritten per run by :func:`scaler_config`)
     uses_keys: bool  #: the stack names API keys: a development key is written locally
     names_redis: bool  #: the stack's gateway shares counters through Redis
+    routes: dict[str, Any] | None  #: the compiled routes file (weighted routes), written locally per run
     notes: tuple[str, ...]  #: what differs from the cluster, said once at start
 
 
@@ -195,13 +196,16 @@ def localize(text: str, *, source_name: str, model_dirs: dict[str, str] | None =
     if any(m.adapters is not None for m in plan.models):
         notes.append("LoRA adapters: loaded into every simulated engine at start (the sidecar, which fetches them "
                      "from their sources, does not run locally)")
+    routes = _config_data(manifests, f"{gw.router.name}-routes", "routes.yaml") if gateway.get("routesFile") else None
+    if gateway.get("tracing"):
+        notes.append("tracing: spans are not exported locally (the stack's OTLP collector is a cluster address)")
     limits = gateway.get("rateLimits", {})
     return LocalStack(
         name=plan.stack_name, plan=plan,
         engines=_engine_groups(plan, notes, _scaled_workloads(scaler), _check_model_dirs(plan, model_dirs or {})),
         gateway=gateway, envoy=envoy,
         kv_pool=kv_pool, optimizer=optimizer, scaler=scaler, uses_keys=bool(limits.get("usersFile")),
-        names_redis=bool(limits.get("redisUrl")), notes=tuple(dict.fromkeys(notes)),
+        names_redis=bool(limits.get("redisUrl")), routes=routes, notes=tuple(dict.fromkeys(notes)),
     )
 
 
@@ -220,8 +224,8 @@ def users_file(stack: LocalStack) -> dict[str, Any]:
 
 
 def gateway_config(stack: LocalStack, *, endpoints_file: str, users_file: str | None,
-                   redis_url: str | None) -> dict[str, Any]:
-    """The compiled gateway.yaml on loopback: static discovery, local users file and Redis."""
+                   redis_url: str | None, routes_file: str | None = None) -> dict[str, Any]:
+    """The compiled gateway.yaml on loopback: static discovery, local users, routes file and Redis."""
     config = copy.deepcopy(stack.gateway)
     config["listen"] = {"host": "127.0.0.1", "grpcPort": 0, "httpPort": 0}
     config["discovery"] = {"mode": "static", "endpointsFile": endpoints_file, "pollIntervalS": 0.2}
@@ -237,6 +241,16 @@ def gateway_config(stack: LocalStack, *, endpoints_file: str, users_file: str | 
         limits["redisUrl"] = redis_url
     else:
         limits.pop("redisUrl", None)
+    if redis_url is not None and "routingState" in config:
+        config["routingState"] = {**config["routingState"], "redisUrl": redis_url}
+        config["routingState"].pop("redisPasswordFile", None)
+    else:
+        config.pop("routingState", None)  # one local gateway: nothing to share
+    if routes_file is not None:
+        config["routesFile"] = routes_file
+    else:
+        config.pop("routesFile", None)
+    config.pop("tracing", None)
     # Scrape often: the local stack is small, and fresh metrics make the status table live.
     config["scrape"] = {**config.get("scrape", {}), "intervalS": 0.25}
     return config

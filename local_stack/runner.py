@@ -168,8 +168,9 @@ class LocalRun:
         if self.stack.uses_keys:
             users = _write(self.log_dir / "users.yaml", users_file(self.stack))
             self.api_key = DEV_API_KEY
+        routes = _write(self.log_dir / "routes.yaml", self.stack.routes) if self.stack.routes is not None else None
         _write(self.log_dir / "gateway.yaml", gateway_config(self.stack, endpoints_file=str(self.log_dir / "endpoints.json"),
-                                                             users_file=users, redis_url=redis_url))
+                                                             users_file=users, redis_url=redis_url, routes_file=routes))
         gw = self.supervisor.start("gateway", [_console_script("aibrix-gateway"), "--config",
                                                str(self.log_dir / "gateway.yaml")], ready=_GATEWAY_READY,
                                    timeout_s=self.ready_timeout_s)

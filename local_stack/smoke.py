@@ -112,7 +112,8 @@ def run_smoke(run: LocalRun) -> list[Check]:
         for endpoint in endpoints:
             models[endpoint["model"]].append(endpoint["address"])
     gateway_url = f"{run.gateway_http}/metrics"
-    checks.append(_models_listed(run, set(models) | set(adapters)))
+    routes = {r["name"]: [t["model"] for t in r["targets"]] for r in (run.stack.routes or {}).get("routes", [])}
+    checks.append(_models_listed(run, set(models) | set(adapters) | set(routes)))
     for model, addresses in sorted(models.items()):
         def answered(model: str = model) -> float:
             return total(fetch(gateway_url), "aibrix_gateway_requests_total", model=model, status="200")
@@ -136,6 +137,21 @@ def run_smoke(run: LocalRun) -> list[Check]:
         status, body = _post(run, "/completions", {"model": adapter, "prompt": "SELECT", "max_tokens": 8})
         ok, detail = _answer(status, body, "text")
         checks.append(Check("adapter completion", f"{adapter} ({model})", ok, detail))
+    for route, targets in sorted(routes.items()):
+        # Enough requests that a non-sticky split reaches every target; each answer must come
+        # from one of the route's targets (the gateway rewrites the body's model to it).
+        served: set[str] = set()
+        ok, detail = True, ""
+        for _ in range(4 * len(targets)):
+            status, body = _post(run, "/completions", {"model": route, "prompt": "Hello", "max_tokens": 4})
+            ok, detail = _answer(status, body, "text")
+            if not ok:
+                break
+            served.add(str(body.get("model", "")))
+        if ok and not served <= set(targets):
+            ok, detail = False, f"answered by {sorted(served)}, not the targets {targets}"
+        checks.append(Check("route completion", f"{route} -> {', '.join(targets)}", ok,
+                            detail if not ok else f"served by {', '.join(sorted(served))}"))
     if run.optimizer_url is not None:
         checks.append(Check("optimizer /metrics", "optimizer", http_ok(run.optimizer_url), run.optimizer_url))
     if run.scaler_metrics_url is not None:

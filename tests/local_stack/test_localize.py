@@ -34,7 +34,8 @@ def _stack(name: str):
 @pytest.mark.parametrize("stack", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_no_cluster_address_is_left_in_any_local_config(stack: Path) -> None:
     local = localize(stack.read_text(), source_name=stack.name)
-    configs = [gateway_config(local, endpoints_file="/x/endpoints.json", users_file=None, redis_url=None),
+    configs = [gateway_config(local, endpoints_file="/x/endpoints.json", users_file=None, redis_url=None,
+                              routes_file="/x/routes.yaml" if local.routes is not None else None),
                envoy_config(local, grpc_port=5000, listener_port=5001, admin_port=5002)]
     if local.kv_pool is not None:
         configs.append(kv_pool_config(local))

@@ -26,6 +26,7 @@ from .errors import GatewayError, bad_request, model_not_found, no_endpoint
 from .metrics import GatewayMetrics
 from .openai_request import ParsedRequest, parse_request
 from .policy import EndpointState, NoEndpointError, RequestOutcome, Router, RouteRequest, build_router
+from .policy.prefix import PrefixIndex, use_event_index
 from .ratelimit import RateLimiter
 from .ratelimit.breaker import StoreUnavailable
 from .usage import Usage
@@ -72,10 +73,21 @@ class GatewayCore:
         self._models: dict[str, GatewayModelSpec] = {m.name: m for m in config.models}
         self._adapters: dict[str, str] = {a: m.name for m in config.models for a in m.adapters}
         self._routers: dict[tuple[str, str], Router] = {}
+        # kv-events index mode: one event-fed prefix index per model, shared by its routers
+        self.event_indexes: dict[str, PrefixIndex] = {
+            m.name: PrefixIndex(m.routing.parameters.prefix_cache_aware.max_index_blocks)
+            for m in config.models if m.routing.parameters.prefix_cache_aware.index == "kv-events"
+        }
         for i, model in enumerate(config.models):
-            self._routers[(model.name, model.routing.policy)] = build_router(
-                model.routing, rng=random.Random(config.seed * 1009 + i)
+            self._routers[(model.name, model.routing.policy)] = self._build_router(
+                model.name, model.routing, random.Random(config.seed * 1009 + i)
             )
+
+    def _build_router(self, model: str, routing: RoutingSpec, rng: random.Random) -> Router:
+        router = build_router(routing, rng=rng)
+        if model in self.event_indexes:
+            use_event_index(router.profile.plugins(), self.event_indexes[model])
+        return router
 
     # -- lookups -------------------------------------------------------------------------
     def served_names(self) -> list[str]:
@@ -115,7 +127,8 @@ class GatewayCore:
             overrides = [k for k in self._routers if k[1] != self._models[k[0]].routing.policy]
             if len(overrides) >= MAX_OVERRIDE_ROUTERS:  # clients choose the strings: keep the cache bounded
                 del self._routers[overrides[0]]
-            self._routers[key] = build_router(routing, rng=random.Random(self.config.seed * 1009 + len(self._routers)))
+            self._routers[key] = self._build_router(model, routing,
+                                                    random.Random(self.config.seed * 1009 + len(self._routers)))
         return self._routers[key]
 
     def endpoint_removed(self, address: str) -> None:

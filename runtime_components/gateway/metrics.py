@@ -15,15 +15,49 @@
 - ``aibrix_gateway_tokens_total{model, kind}``: prompt and completion tokens counted from usage.
 - ``aibrix_gateway_endpoints{model, state}``: endpoints up / down per model.
 - ``aibrix_gateway_upstream_failures_total{model}``: routed requests whose endpoint failed.
+- ``aibrix_gateway_kv_event_blocks_total{model, kind}`` (kv-events index mode): blocks applied
+  to the index from engines' KV events (kind stored|removed), and blocks not applied
+  (unknown_parent, unknown_removed, block_size_mismatch); ``aibrix_gateway_kv_event_clears_total``,
+  ``aibrix_gateway_kv_event_gaps_total`` (sequence gaps and engine restarts: that engine's
+  blocks were forgotten), ``aibrix_gateway_kv_event_decode_errors_total``, per model.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from aibrix_spec.token_buckets import bucket_of
 
 __all__ = ["GatewayMetrics"]
+
+_BLOCK_KINDS = ("stored", "removed", "unknown_parent", "unknown_removed", "block_size_mismatch")
+
+
+class _KVEventCollector:
+    """Reads the subscribers' plain counters at scrape time (no lock on the event path)."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, Any] = {}  # model -> kv_events.SubscriberCounters
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        blocks = CounterMetricFamily("aibrix_gateway_kv_event_blocks", "Blocks from engines' KV events, by outcome.",
+                                     labels=["model", "kind"])
+        clears = CounterMetricFamily("aibrix_gateway_kv_event_clears", "AllBlocksCleared events.", labels=["model"])
+        gaps = CounterMetricFamily("aibrix_gateway_kv_event_gaps", "KV event sequence gaps and restarts.",
+                                   labels=["model"])
+        errors = CounterMetricFamily("aibrix_gateway_kv_event_decode_errors", "Undecodable KV event messages.",
+                                     labels=["model"])
+        for model, c in sorted(self.models.items()):
+            for kind in _BLOCK_KINDS:
+                blocks.add_metric([model, kind], getattr(c, kind))
+            clears.add_metric([model], c.cleared)
+            gaps.add_metric([model], c.gaps)
+            errors.add_metric([model], c.decode_errors)
+        yield from (blocks, clears, gaps, errors)
 
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
 _RATIO_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
@@ -52,6 +86,13 @@ class GatewayMetrics:
         self.endpoints = Gauge("aibrix_gateway_endpoints", "Endpoints per model and state.", ["model", "state"], registry=r)
         self.upstream_failures = Counter("aibrix_gateway_upstream_failures", "Routed requests whose endpoint failed.",
                                          ["model"], registry=r)
+
+        self._kv_events = _KVEventCollector()
+        r.register(self._kv_events)  # type: ignore[arg-type]
+
+    def track_kv_events(self, model: str, counters: Any) -> None:
+        """Export ``counters`` (a ``kv_events.SubscriberCounters``) for ``model``."""
+        self._kv_events.models[model] = counters
 
     def observe_usage(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
         self.tokens.labels(model, "prompt").inc(prompt_tokens)

@@ -199,6 +199,7 @@ class ModelPlan:
     slo: SloSpec
     adapters: AdapterPlan | None = None
     kv_connector: bool = False  #: engines load the KV pool's connector
+    kv_events_port: int | None = None  #: engines publish KV-cache events here (prefix index kv-events)
     weights: WeightsPlan | None = None
     arch: str | None = None  #: catalogue architecture (explicit, by name, or from the source URI)
 
@@ -319,6 +320,7 @@ class NetworkPlan:
     to_gateway_http: tuple[Peer, ...]
     to_optimizer: tuple[Peer, ...]
     to_kv_pool: tuple[Peer, ...]
+    to_engine_kv_events: tuple[Peer, ...] = ()  #: the gateway, on the engines' KV-event port (kv-events models)
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,13 @@ class GatewayModelSpec(SpecModel):
         "routing.parameters.prefixCacheAware.index is kv-events.",
     )
 
+    tokenizer_file: str | None = Field(
+        None,
+        description="The model's tokenizer.json: completions prompts are then tokenized exactly as the engine does "
+        "(needs the tokenizers package, extra tokenizer), so prefix hashes match the engines' KV events "
+        "(index kv-events). Unset: the approximate tokenizer, which never matches a real engine's events.",
+    )
+
     @model_validator(mode="after")
     def _events_port_for_kv_events(self) -> GatewayModelSpec:
         if self.routing.parameters.prefix_cache_aware.index == "kv-events" and self.kv_events_port is None:

@@ -23,6 +23,7 @@ from aibrix_spec.routing import RoutingSpec
 
 from .endpoints import EndpointTable
 from .errors import GatewayError, bad_request, model_not_found, no_endpoint
+from .exact_tokens import ExactTokenizer
 from .metrics import GatewayMetrics
 from .openai_request import ParsedRequest, parse_request
 from .policy import EndpointState, NoEndpointError, RequestOutcome, Router, RouteRequest, build_router
@@ -78,6 +79,9 @@ class GatewayCore:
             m.name: PrefixIndex(m.routing.parameters.prefix_cache_aware.max_index_blocks)
             for m in config.models if m.routing.parameters.prefix_cache_aware.index == "kv-events"
         }
+        # the model's own tokenizer (tokenizerFile): prefix hashes that match the engines' KV events
+        self.exact_tokenizers = {m.name: ExactTokenizer(m.tokenizer_file, where=f'model "{m.name}": tokenizerFile')
+                                 for m in config.models if m.tokenizer_file}
         for i, model in enumerate(config.models):
             self._routers[(model.name, model.routing.policy)] = self._build_router(
                 model.name, model.routing, random.Random(config.seed * 1009 + i)
@@ -160,8 +164,10 @@ class GatewayCore:
         if not endpoints:
             reason = f"{down} endpoint(s) are failing" if down else "discovery found no ready pod"
             raise no_endpoint(model, reason)
+        exact = self.exact_tokenizers.get(model) if parsed.kind == "completions" else None
+        token_ids = parsed.prompt_token_ids if exact is None else parsed.prompt_token_ids.with_encoder(exact.ids)
         request = RouteRequest(
-            model=model, adapter=adapter, token_ids=parsed.prompt_token_ids, headers=dict(headers),
+            model=model, adapter=adapter, token_ids=token_ids, headers=dict(headers),
             user=user.name, session_id=None,
         )
         started = time.perf_counter()

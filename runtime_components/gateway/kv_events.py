@@ -166,7 +166,7 @@ class KVEventSubscriber:
         self.counters = translator.counters
         self._topic = topic.encode("utf-8")
         self._on_gap = on_gap
-        self._ctx = zmq.asyncio.Context()
+        self._ctx: zmq.asyncio.Context | None = None  # made on first use, so an unstarted app holds no sockets
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}
         self._streams: dict[str, _Stream] = {}
         self.batches = 0  #: batches applied (tests wait on it)
@@ -189,6 +189,8 @@ class KVEventSubscriber:
                 self._tasks[address] = (url, task)
 
     async def _run(self, address: str, url: str) -> None:
+        if self._ctx is None:
+            self._ctx = zmq.asyncio.Context()
         sock = self._ctx.socket(zmq.SUB)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RCVHWM, 100_000)
@@ -231,4 +233,6 @@ class KVEventSubscriber:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
-        self._ctx.term()
+        if self._ctx is not None:
+            self._ctx.term()
+            self._ctx = None

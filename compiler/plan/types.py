@@ -356,3 +356,4 @@ class Plan:
     kv_pool: KvPoolPlan | None = None
     diagnostics: DiagnosticsPlan | None = None
     observability: ObservabilityPlan | None = None
+    warnings: tuple[str, ...] = ()  #: compiles, but will not work as the user may expect (the CLI prints them)

@@ -69,3 +69,21 @@ def test_the_kv_pools_block_size_must_match_too() -> None:
     data["spec"]["kvCache"]["blockSizeTokens"] = 32
     with pytest.raises(SpecValidationError, match="uses blocks of 32 tokens, its prefix index 16"):
         objects(data)
+
+
+def test_the_cli_warns_that_compiled_gateways_tokenize_approximately(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    import yaml
+
+    stack = tmp_path / "stack.yaml"
+    stack.write_text(yaml.safe_dump(_stack()))
+    run = subprocess.run([sys.executable, "-m", "compiler.cli", str(stack)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    (line,) = run.stderr.splitlines()
+    assert line.startswith("warning: model qwen: prefixCacheAware.index kv-events") and "tokenizerFile" in line
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump(FULL))
+    assert subprocess.run([sys.executable, "-m", "compiler.cli", str(plain)], capture_output=True, text=True,
+                          timeout=120).stderr == ""

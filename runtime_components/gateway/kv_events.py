@@ -189,21 +189,26 @@ class KVEventSubscriber:
                 self._tasks[address] = (url, task)
 
     async def _run(self, address: str, url: str) -> None:
+        """Receive until cancelled; a socket error is logged and the socket made again a second later."""
         if self._ctx is None:
             self._ctx = zmq.asyncio.Context()
-        sock = self._ctx.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.setsockopt(zmq.SUBSCRIBE, self._topic)
-        sock.connect(url)
-        try:
-            while True:
-                frames = await sock.recv_multipart()
-                self.handle(address, frames)
-        except asyncio.CancelledError:
-            pass
-        finally:
-            sock.close(linger=0)
+        while True:
+            sock = self._ctx.socket(zmq.SUB)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, 100_000)
+            sock.setsockopt(zmq.SUBSCRIBE, self._topic)
+            try:
+                sock.connect(url)
+                self._streams[address] = _Stream()  # a new connection starts a new sequence
+                while True:
+                    self.handle(address, await sock.recv_multipart())
+            except asyncio.CancelledError:
+                return
+            except zmq.ZMQError as exc:
+                log.warning("kv events from %s (%s): %s; reconnecting", address, url, exc)
+            finally:
+                sock.close(linger=0)
+            await asyncio.sleep(1.0)
 
     def handle(self, address: str, frames: Sequence[bytes]) -> None:
         """Apply one multipart message ``[topic, seq, payload]`` from ``address``'s publisher."""

@@ -19,7 +19,7 @@ Index: an LRU over (block hash, endpoint) pairs, at most ``max_index_blocks`` of
 routed prompt's blocks are touched deepest first, so a chain's root is the most recent and
 is evicted last, as in vLLM's evictor (a chain without its root matches nothing).
 
-Index modes (``index``): ``decisions`` records routing decisions as above. ``kv-events``
+Index modes (``index_mode``, the spec's ``index``): ``decisions`` records routing decisions as above. ``kv-events``
 leaves ``index`` to the engines' KV events (``gateway.kv_events`` feeds it; the app swaps
 in the model's shared one with ``use_event_index``) and records a decision only as a
 provisional entry that expires ``provisional_ttl_s`` later (``provisional.py``); a
@@ -109,18 +109,18 @@ class PrefixCacheAwareScorer:
     name = "prefix-cache-aware"
 
     def __init__(self, block_size_tokens: int, max_index_blocks: int, imbalance_threshold: int, *,
-                 index: str = "decisions", provisional_ttl_s: float = 2.0,
+                 index_mode: str = "decisions", provisional_ttl_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         if block_size_tokens < 1:
             raise ValueError(f"block_size_tokens must be >= 1, got {block_size_tokens}")
-        if index not in ("decisions", "kv-events"):
-            raise ValueError(f'index must be "decisions" or "kv-events", got {index!r}')
+        if index_mode not in ("decisions", "kv-events"):
+            raise ValueError(f'index_mode must be "decisions" or "kv-events", got {index_mode!r}')
         self._block = block_size_tokens
         self._threshold = imbalance_threshold
-        self.index_mode = index
+        self.index_mode = index_mode
         self.index = PrefixIndex(max_index_blocks)
         self.provisional = (ProvisionalIndex(PrefixIndex(max_index_blocks), provisional_ttl_s, clock)
-                            if index == "kv-events" else None)
+                            if index_mode == "kv-events" else None)
 
     @property
     def block_size_tokens(self) -> int:

@@ -49,7 +49,7 @@ REGISTRY: dict[str, PluginFactory] = {
         p.prefix_cache_aware.block_size_tokens,
         p.prefix_cache_aware.max_index_blocks,
         p.prefix_cache_aware.imbalance_threshold,
-        index=p.prefix_cache_aware.index,
+        index_mode=p.prefix_cache_aware.index,
         provisional_ttl_s=p.prefix_cache_aware.provisional_ttl_s,
     ),
     "session-affinity": lambda p, rng: SessionAffinityScorer(

@@ -26,7 +26,7 @@ def request() -> RouteRequest:
 
 def test_a_decision_counts_until_it_expires():
     clock = Clock()
-    scorer = PrefixCacheAwareScorer(16, 1024, 8, index="kv-events", provisional_ttl_s=2.0, clock=clock)
+    scorer = PrefixCacheAwareScorer(16, 1024, 8, index_mode="kv-events", provisional_ttl_s=2.0, clock=clock)
     scorer.on_routed(request(), A)
     assert scorer.score(request(), [A, B]) == {a: 1.0, b: 0.0}
     assert len(scorer.index) == 0  # the event index is the engines' alone
@@ -36,7 +36,7 @@ def test_a_decision_counts_until_it_expires():
 
 def test_a_renewed_decision_is_not_expired_by_the_older_one():
     clock = Clock()
-    scorer = PrefixCacheAwareScorer(16, 1024, 8, index="kv-events", provisional_ttl_s=2.0, clock=clock)
+    scorer = PrefixCacheAwareScorer(16, 1024, 8, index_mode="kv-events", provisional_ttl_s=2.0, clock=clock)
     scorer.on_routed(request(), A)
     clock.now = 1.5
     scorer.on_routed(request(), A)
@@ -48,7 +48,7 @@ def test_a_renewed_decision_is_not_expired_by_the_older_one():
 
 def test_events_fill_the_shared_index_and_the_match_is_the_larger_of_the_two():
     clock = Clock()
-    scorer = PrefixCacheAwareScorer(16, 1024, 8, index="kv-events", clock=clock)
+    scorer = PrefixCacheAwareScorer(16, 1024, 8, index_mode="kv-events", clock=clock)
     shared = PrefixIndex(1024)
     assert use_event_index([scorer, object()], shared) == 1 and scorer.index is shared
     shared.add(scorer.hashes_of(request())[:2], b)  # the engine reports two of four blocks
@@ -68,5 +68,5 @@ def test_decisions_mode_is_unchanged_and_takes_no_event_index():
 
 
 def test_an_unknown_index_mode_is_refused():
-    with pytest.raises(ValueError, match='index must be "decisions" or "kv-events"'):
-        PrefixCacheAwareScorer(16, 1024, 8, index="events")
+    with pytest.raises(ValueError, match='index_mode must be "decisions" or "kv-events"'):
+        PrefixCacheAwareScorer(16, 1024, 8, index_mode="events")

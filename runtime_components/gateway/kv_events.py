@@ -63,6 +63,7 @@ class BlockSink(Protocol):
 class SubscriberCounters:
     """What the translator and subscriber did (the app exports them as metrics)."""
 
+    batches: int = 0  #: event batches (one per engine step) applied
     stored: int = 0  #: blocks added to the index
     removed: int = 0  #: blocks removed from the index
     cleared: int = 0  #: AllBlocksCleared events
@@ -231,6 +232,7 @@ class KVEventSubscriber:
         stream.last_seq = seq
         self.translator.apply(address, batch)
         self.batches += 1
+        self.counters.batches += 1
 
     async def close(self) -> None:
         tasks = [task for _, task in self._tasks.values()]

@@ -17,7 +17,8 @@
 - ``aibrix_gateway_upstream_failures_total{model}``: routed requests whose endpoint failed.
 - ``aibrix_gateway_kv_event_blocks_total{model, kind}`` (kv-events index mode): blocks applied
   to the index from engines' KV events (kind stored|removed), and blocks not applied
-  (unknown_parent, unknown_removed, block_size_mismatch); ``aibrix_gateway_kv_event_clears_total``,
+  (unknown_parent, unknown_removed, block_size_mismatch); ``aibrix_gateway_kv_event_batches_total``
+  (batches applied, one per engine step), ``aibrix_gateway_kv_event_clears_total``,
   ``aibrix_gateway_kv_event_gaps_total`` (sequence gaps and engine restarts: that engine's
   blocks were forgotten), ``aibrix_gateway_kv_event_decode_errors_total``, per model.
 """
@@ -46,6 +47,8 @@ class _KVEventCollector:
     def collect(self) -> Iterator[CounterMetricFamily]:
         blocks = CounterMetricFamily("aibrix_gateway_kv_event_blocks", "Blocks from engines' KV events, by outcome.",
                                      labels=["model", "kind"])
+        batches = CounterMetricFamily("aibrix_gateway_kv_event_batches", "KV event batches applied (one per engine step).",
+                                      labels=["model"])
         clears = CounterMetricFamily("aibrix_gateway_kv_event_clears", "AllBlocksCleared events.", labels=["model"])
         gaps = CounterMetricFamily("aibrix_gateway_kv_event_gaps", "KV event sequence gaps and restarts.",
                                    labels=["model"])
@@ -54,10 +57,11 @@ class _KVEventCollector:
         for model, c in sorted(self.models.items()):
             for kind in _BLOCK_KINDS:
                 blocks.add_metric([model, kind], getattr(c, kind))
+            batches.add_metric([model], c.batches)
             clears.add_metric([model], c.cleared)
             gaps.add_metric([model], c.gaps)
             errors.add_metric([model], c.decode_errors)
-        yield from (blocks, clears, gaps, errors)
+        yield from (batches, blocks, clears, gaps, errors)
 
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
 _RATIO_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)

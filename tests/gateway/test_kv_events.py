@@ -184,6 +184,7 @@ def test_the_simulated_engine_feeds_the_gateway_index_over_zmq(tmp_path):
                 async with app_metrics(app) as text:
                     assert 'aibrix_gateway_kv_event_gaps_total{model="m"} 1.0' in text
                     assert 'aibrix_gateway_kv_event_blocks_total{kind="stored",model="m"}' in text
+                    assert f'aibrix_gateway_kv_event_batches_total{{model="m"}} {float(subscriber.batches)}' in text
                 # a reset empties the engine's cache: AllBlocksCleared
                 async with session.post(f"http://127.0.0.1:{port}/reset_prefix_cache") as resp:
                     assert resp.status == 200

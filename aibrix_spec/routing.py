@@ -13,7 +13,7 @@ documents them without importing the gateway.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -110,6 +110,22 @@ class PrefixCacheAwareParams(SpecModel):
         description=(
             "When the busiest candidate runs this many more requests than the idlest, "
             "prefix affinity yields to load (the load-imbalance guard)."
+        ),
+    )
+    index: Literal["decisions", "kv-events"] = Field(
+        "decisions",
+        description=(
+            "What the prefix index records. decisions: the gateway's own routing decisions (no engine "
+            "support needed; it cannot see evictions). kv-events: the blocks engines report holding, from "
+            "their KV-cache events (vLLM --kv-events-config, or the simulated engine); a routing decision "
+            "then only counts as a provisional entry until the engine's events arrive."
+        ),
+    )
+    provisional_ttl_s: Annotated[float, Field(gt=0, le=600)] = Field(
+        2.0,
+        description=(
+            "kv-events only: seconds a routing decision counts as the engine holding the prompt's blocks, "
+            "so a burst of one new prefix does not scatter before the engine reports them."
         ),
     )
 

@@ -108,6 +108,11 @@ def make_requests(workload: Workload, n: int, seed: int, databases: int) -> list
     return to_sim_requests(trace)
 
 
+def engine_address(index: int) -> str:
+    """The ip:port the simulated gateway knows engine ``index`` by."""
+    return f"10.0.{index // 256}.{index % 256}:8000"
+
+
 class SimGateway:
     """The gateway's view of the fleet inside the simulation: a router, scraped metrics, in-flight counts."""
 
@@ -157,7 +162,7 @@ class SimGateway:
         """What the gateway knows about one engine now: last scrape plus its own in-flight count."""
         history = self._scrapes.get(view.index, [])
         base = EndpointState(
-            address=f"10.0.{view.index // 256}.{view.index % 256}:8000",
+            address=engine_address(view.index),
             pod=f"engine-{view.index}",
             model=MODEL,
             inflight=self._inflight.get(view.index, 0),

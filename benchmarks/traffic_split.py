@@ -10,9 +10,10 @@ model that served it.
 
 Run: ``--requests`` requests (5,000; 1,000 with ``--quick``) from keys drawn at random
 (seeded), ``--concurrency`` at a time. Half-way the routes file is rewritten to 50/50 (as a
-sync of the ConfigMap would); the gateway re-reads it on its own (no restart). Requests
-sent between the rewrite and the moment the gateway reports the new weights on /healthz
-are the reload window: they count for failures, not for the split.
+sync of the ConfigMap would); the gateway re-reads it on its own (no restart). Requests keep
+flowing meanwhile: those sent between the rewrite and the moment the gateway reports the new
+weights on /healthz are the reload window (extra requests): they count for failures, not for
+the split; then the second half is sent.
 
 Reported (``RESULT``):
 
@@ -150,41 +151,47 @@ class Rig:
 
 
 async def drive(rig: Rig, requests: int, concurrency: int, seed: int) -> list[Sent]:
-    """Send ``requests`` from random keys; rewrite the weights half-way; record every answer."""
+    """Send ``requests`` from random keys: half under the first weights, then rewrite them and
+    keep sending (the reload window, extra requests) until the gateway reports the new weights,
+    then the other half. Record every answer."""
     rng = random.Random(seed)
-    plan = [rng.randrange(len(rig.keys)) for _ in range(requests)]
-    phase = {"now": "before"}
     sent: list[Sent] = []
-    cursor = {"next": 0}
-    half = requests // 2
+    state = {"phase": "before", "left": requests // 2}
+    reloaded = asyncio.Event()
 
     async def watch_reload() -> None:
-        while rig.weights_in_force() != AFTER:
+        while await asyncio.to_thread(rig.weights_in_force) != AFTER:
             await asyncio.sleep(0.05)
-        phase["now"] = "after"
+        reloaded.set()
 
     watcher: asyncio.Task[None] | None = None
-    body_of = {False: b'{"model": "chat", "prompt": "hello there", "max_tokens": 2}'}
+    body = b'{"model": "chat", "prompt": "hello there", "max_tokens": 2}'
+
+    def next_phase() -> str | None:
+        nonlocal watcher
+        if state["phase"] == "before" and state["left"] == 0:
+            rig.write_routes(AFTER)
+            state["phase"] = "reload"
+            watcher = asyncio.create_task(watch_reload())
+        if state["phase"] == "reload" and reloaded.is_set():
+            state["phase"], state["left"] = "after", requests - requests // 2
+        if state["phase"] == "after" and state["left"] == 0:
+            return None
+        if state["phase"] != "reload":
+            state["left"] -= 1
+        return str(state["phase"])
 
     async def client(session: aiohttp.ClientSession) -> None:
-        nonlocal watcher
-        while cursor["next"] < requests:
-            i = cursor["next"]
-            cursor["next"] += 1
-            if i == half:
-                rig.write_routes(AFTER)
-                phase["now"] = "reload"
-                watcher = asyncio.create_task(watch_reload())
-            key = plan[i]
-            at = phase["now"]
+        while (phase := next_phase()) is not None:
+            key = rng.randrange(len(rig.keys))
             headers = {"authorization": f"Bearer {rig.keys[key]}", "content-type": "application/json"}
             try:
-                async with session.post(f"{rig.url}/v1/completions", data=body_of[False], headers=headers) as resp:
+                async with session.post(f"{rig.url}/v1/completions", data=body, headers=headers) as resp:
                     answer = await resp.read()
                     served = json.loads(answer).get("model", "") if resp.status == 200 else ""
-                    sent.append(Sent(key, at, resp.status, served))
+                    sent.append(Sent(key, phase, resp.status, served))
             except (aiohttp.ClientError, TimeoutError, ValueError):
-                sent.append(Sent(key, at, 0, ""))
+                sent.append(Sent(key, phase, 0, ""))
 
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=concurrency)) as session:

@@ -147,12 +147,15 @@ def _target_version(args: argparse.Namespace) -> None:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from .pipeline import compile_stack
-    from .serialize import to_stream
+    from .pipeline import compile_manifests
+    from .serialize import serialize, to_stream
 
     _target_version(args)
     text, name = _read(args.stack)
-    files = compile_stack(text, source_name=name, kube_version=args.kube_version, namespace=args.namespace)
+    plan, manifests = compile_manifests(text, source_name=name, kube_version=args.kube_version, namespace=args.namespace)
+    for warning in plan.warnings:
+        sys.stderr.write(warning + "\n")
+    files = serialize(manifests)
     if args.validate or args.crd_dir is not None:
         if _check_output(files, args) != EXIT_OK:
             return EXIT_INVALID

@@ -97,6 +97,25 @@ class GatewayModelSpec(SpecModel):
         description="The engine behind the pods (vllm or sglang): which metric dialect the scraper reads "
         "(aibrix_spec.engine_metrics). Absent: detected from each page's metric-name prefix, vllm when none is known.",
     )
+    kv_events_port: _Port | None = Field(
+        None,
+        description="Port of each engine pod's KV-event publisher (ZMQ PUB); the gateway subscribes to it when "
+        "routing.parameters.prefixCacheAware.index is kv-events.",
+    )
+
+    tokenizer_file: str | None = Field(
+        None,
+        description="The model's tokenizer.json: completions prompts are then tokenized exactly as the engine does "
+        "(needs the tokenizers package, extra tokenizer), so prefix hashes match the engines' KV events "
+        "(index kv-events). Unset: the approximate tokenizer, which never matches a real engine's events.",
+    )
+
+    @model_validator(mode="after")
+    def _events_port_for_kv_events(self) -> GatewayModelSpec:
+        if self.routing.parameters.prefix_cache_aware.index == "kv-events" and self.kv_events_port is None:
+            raise ValueError(f'model "{self.name}": routing.parameters.prefixCacheAware.index is kv-events but '
+                             "kvEventsPort is not set; set the port of the engines' KV-event publisher")
+        return self
 
 
 class RateLimitSpec(SpecModel):

@@ -98,6 +98,18 @@ def _pool(p: ResolvedPool) -> PoolPlan:
     )
 
 
+def kv_events_warnings(models: tuple[ModelPlan, ...]) -> tuple[str, ...]:
+    """kv-events with a real engine: its events carry the model tokenizer's ids, the compiled gateway
+    tokenizes approximately (it has no tokenizerFile), so prompts will not match the events."""
+    return tuple(
+        f"warning: model {m.name}: prefixCacheAware.index kv-events fills the gateway's index from vLLM's KV events, "
+        "but the compiled gateway tokenizes prompts approximately, so prompts will not match them (only the short-lived "
+        "provisional entries route by prefix); give the gateway the model's tokenizer.json (models[].tokenizerFile in "
+        "its config) or keep index: decisions (docs/routing.md, Precise mode)"
+        for m in models if m.kv_events_port is not None
+    )
+
+
 def plan(stack: ResolvedStack, *, kube_version: tuple[int, int]) -> Plan:
     """Decide workloads, engine pods, components and their wiring; raise every user error found."""
     problems: list[Diagnostic] = [
@@ -136,4 +148,5 @@ def plan(stack: ResolvedStack, *, kube_version: tuple[int, int]) -> Plan:
         kv_pool=plan_kv_pool(stack),
         diagnostics=plan_diagnostics(stack, pools),
         observability=plan_observability(stack),
+        warnings=kv_events_warnings(models),
     )

@@ -316,7 +316,8 @@ def plan_network(
     proxies, the scaler and the scrapers on their API ports (and, without a gateway, the
     clients); our Envoy accepts the clients; the gateway's ext_proc port accepts the proxies
     and its metrics port the optimizer and scrapers; the optimizer accepts the scaler and
-    scrapers; the KV pool accepts engines; Ray pods accept each other within one RayCluster."""
+    scrapers; the KV pool accepts engines; Ray pods accept each other within one RayCluster; the
+    engines' KV-event port accepts the gateway when a model's prefix index is kv-events."""
     engines = (("app.kubernetes.io/component", ENGINE), ("app.kubernetes.io/instance", stack.name))
     scrapers = tuple(_peer(stack, p) for p in stack.network.scrapers)
     given = stack.network.clients
@@ -339,4 +340,6 @@ def plan_network(
         to_gateway_http=(*scrapers, *((optimizer.component.peer,) if optimizer is not None else ())),
         to_optimizer=(*scrapers, *((scaler.component.peer,) if scaler is not None else ())),
         to_kv_pool=({"podSelector": {"matchLabels": dict(engines)}},),
+        to_engine_kv_events=(gateway.router.peer,) if gateway is not None and any(
+            m.spec.routing.parameters.prefix_cache_aware.index == "kv-events" for m in stack.models) else (),
     )

@@ -10,6 +10,8 @@
   spans ``nodes = ceil(tensor x pipeline / gpusPerNode)`` pods and is one RayCluster
   ``<workload>-<k>`` per replica;
 - the engine's command line (:mod:`compiler.engine_args`), image, env, secret and volumes;
+- KV-cache events (the gateway's prefix index ``kv-events``, vLLM only): ``--kv-events-config``
+  publishing on ``KV_EVENTS_PORT`` and ``--block-size`` equal to the index's blocks;
 - pod features applied to every engine pod of the model: the LoRA sidecar (``adapters``)
   and the KV pool's connector (``kvCache.enabled`` with the pool on, vLLM): ``--block-size``
   (the pool's, so every engine derives equal keys) and ``--kv-transfer-config``.
@@ -32,7 +34,7 @@ from aibrix_spec.models import AdapterSpec
 from ..defaults import ResolvedModel, ResolvedStack
 from ..engine_args import engine_command, weights_location
 from ..errors import Diagnostic
-from .names import ENGINE, KV_CONNECTOR, KV_POOL, KV_POOL_PORT
+from .names import ENGINE, KV_CONNECTOR, KV_EVENTS_PORT, KV_POOL, KV_POOL_PORT
 from .types import AdapterPlan, Labels, ModelCachePlan, ModelPlan, PoolPlan, WeightsPlan, WorkloadPlan
 
 __all__ = [
@@ -195,6 +197,37 @@ def _tracing_args(stack: ResolvedStack, m: ResolvedModel) -> dict[str, str | int
     return {"otlpTracesEndpoint": tracing.otlp_endpoint}
 
 
+def uses_kv_events(stack: ResolvedStack, m: ResolvedModel) -> bool:
+    """The gateway's prefix index for this model is fed by the engines' KV-cache events."""
+    return stack.gateway.enabled and m.spec.routing.parameters.prefix_cache_aware.index == "kv-events"
+
+
+def _kv_events_args(stack: ResolvedStack, m: ResolvedModel, problems: list[Diagnostic]) -> dict[str, str | int]:
+    """vLLM's --kv-events-config (a ZMQ publisher on every interface, port KV_EVENTS_PORT) and
+    --block-size equal to the gateway's blocks, so each event block is one index block."""
+    path = ("spec", "models", m.index, "routing", "parameters", "prefixCacheAware", "index")
+    if m.spec.engine.type != "vllm":
+        problems.append(Diagnostic(
+            path,
+            f"prefix index kv-events needs vLLM's KV-cache events; model {m.name} runs {m.spec.engine.type}",
+            expected="index: decisions, or engine.type: vllm",
+            hint="SGLang's --kv-events-config publishes radix-cache pages (page size 1 by default) with its own "
+                 "hashes; the gateway does not translate those yet",
+        ))  # fmt: skip
+        return {}
+    blocks = m.spec.routing.parameters.prefix_cache_aware.block_size_tokens
+    engine_blocks = stack.kv_cache.block_size_tokens if uses_kv_pool(stack, m) else m.spec.engine.args.get("blockSize")
+    if engine_blocks is not None and engine_blocks != blocks:
+        problems.append(Diagnostic(
+            ("spec", "models", m.index, "routing", "parameters", "prefixCacheAware", "blockSizeTokens"),
+            f"model {m.name}'s engine uses blocks of {engine_blocks} tokens, its prefix index {blocks}; "
+            "KV events report the engine's blocks",
+            expected=f"blockSizeTokens: {engine_blocks}",
+        ))  # fmt: skip
+    config = {"enable_kv_cache_events": True, "publisher": "zmq", "endpoint": f"tcp://*:{KV_EVENTS_PORT}", "topic": ""}
+    return {"blockSize": blocks, "kvEventsConfig": json.dumps(config, separators=(",", ":"))}
+
+
 def uses_kv_pool(stack: ResolvedStack, m: ResolvedModel) -> bool:
     return stack.kv_cache.enabled and m.spec.kv_cache.enabled and m.spec.engine.type == "vllm"
 
@@ -336,6 +369,7 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
     spec = m.spec
     selector = model_selector(stack.name, m.name)
     kv = uses_kv_pool(stack, m)
+    events = uses_kv_events(stack, m)
     problems += check_loader(m)
     weights = plan_weights(stack, m)
     command = engine_command(
@@ -352,7 +386,8 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
         gpu_memory_utilization=spec.engine.gpu_memory_utilization,
         dtype=spec.engine.dtype,
         lora=(m.max_loras, int(spec.lora.max_rank)) if spec.adapters else None,
-        extra={**spec.engine.args, **(_kv_connector_args(stack, m) if kv else {}), **_tracing_args(stack, m)},
+        extra={**spec.engine.args, **(_kv_events_args(stack, m, problems) if events else {}),
+               **(_kv_connector_args(stack, m) if kv else {}), **_tracing_args(stack, m)},
     )
     uri = spec.source.uri
     return ModelPlan(
@@ -385,6 +420,7 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
         slo=spec.slo,
         adapters=_adapters(m, stack.images, problems),
         kv_connector=kv,
+        kv_events_port=KV_EVENTS_PORT if events and spec.engine.type == "vllm" else None,
         weights=weights,
         arch=model_arch_of(m),
     )

@@ -18,6 +18,8 @@ __all__ = [
     "GATEWAY_HTTP_PORT",
     "GATEWAY_RETRIES",
     "KV_CONNECTOR",
+    "KV_EVENTS_PORT",
+    "KV_EVENTS_PORT_NAME",
     "KV_METRICS_PORT",
     "KV_POOL",
     "KV_POOL_PORT",
@@ -50,6 +52,11 @@ KV_POOL_PORT = 9600
 KV_METRICS_PORT = 9601
 #: Class and module of the pool's vLLM connector (runtime_components/kv/vllm_connector.py).
 KV_CONNECTOR = ("AIBrixKVConnector", "runtime_components.kv.vllm_connector")
+
+#: Engine pods' KV-cache event publisher (vLLM --kv-events-config; vLLM's default port), when the
+#: model's prefix index is kv-events; named container port KV_EVENTS_PORT_NAME.
+KV_EVENTS_PORT = 5557
+KV_EVENTS_PORT_NAME = "kv-events"
 
 DIAG = "aibrix-diag"
 DIAG_METRICS_PORT = 9402

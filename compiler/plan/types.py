@@ -200,6 +200,7 @@ class ModelPlan:
     slo: SloSpec
     adapters: AdapterPlan | None = None
     kv_connector: bool = False  #: engines load the KV pool's connector
+    kv_events_port: int | None = None  #: engines publish KV-cache events here (prefix index kv-events)
     weights: WeightsPlan | None = None
     arch: str | None = None  #: catalogue architecture (explicit, by name, or from the source URI)
 
@@ -324,6 +325,7 @@ class NetworkPlan:
     to_gateway_http: tuple[Peer, ...]
     to_optimizer: tuple[Peer, ...]
     to_kv_pool: tuple[Peer, ...]
+    to_engine_kv_events: tuple[Peer, ...] = ()  #: the gateway, on the engines' KV-event port (kv-events models)
 
 
 @dataclass(frozen=True)
@@ -359,3 +361,4 @@ class Plan:
     kv_pool: KvPoolPlan | None = None
     diagnostics: DiagnosticsPlan | None = None
     observability: ObservabilityPlan | None = None
+    warnings: tuple[str, ...] = ()  #: compiles, but will not work as the user may expect (the CLI prints them)

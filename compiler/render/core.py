@@ -89,9 +89,11 @@ def _network_policies(plan: Plan) -> list[Manifest]:
         "spec": {"podSelector": {"matchLabels": stack}, "policyTypes": ["Ingress"]},
     }
     ports = [{"protocol": "TCP", "port": p} for p in sorted({m.port for m in plan.models})]
-    engines = network_policy(
-        "aibrix-engines", dict(plan.network.engine_selector), [{"from": list(plan.network.to_engines), "ports": ports}]
-    )
+    rules = [{"from": list(plan.network.to_engines), "ports": ports}]
+    events = sorted({m.kv_events_port for m in plan.models if m.kv_events_port is not None})
+    if events and plan.network.to_engine_kv_events:
+        rules.append({"from": list(plan.network.to_engine_kv_events), "ports": [{"protocol": "TCP", "port": p} for p in events]})
+    engines = network_policy("aibrix-engines", dict(plan.network.engine_selector), rules)
     return [Manifest("network", deny), Manifest(COMPONENT, engines)]
 
 

@@ -34,6 +34,7 @@ import shlex
 from typing import Any
 
 from ..plan import ModelPlan, Plan, WorkloadPlan
+from ..plan.names import KV_EVENTS_PORT_NAME
 from .component_parts import container_security, pod_security, with_pull_secrets
 from .pod_features import MUTATORS, EngineRole, PodSpec
 
@@ -146,8 +147,10 @@ def _container(plan: Plan, model: ModelPlan, workload: WorkloadPlan, role: Engin
         "volumeMounts": mounts,
         "securityContext": container_security(read_only_root=False),
     }
+    events = [{"name": KV_EVENTS_PORT_NAME, "containerPort": model.kv_events_port, "protocol": "TCP"}
+              ] if model.kv_events_port is not None else []
     if role == "server":
-        container |= {"command": list(model.command.command), "args": list(model.command.args), "ports": [http]}
+        container |= {"command": list(model.command.command), "args": list(model.command.args), "ports": [http, *events]}
     else:
         script = head_script(model, workload) if role == "ray-head" else worker_script(cluster, workload)
         container |= {"command": ["/bin/bash", "-lc", "--"], "args": [script]}
@@ -157,6 +160,7 @@ def _container(plan: Plan, model: ModelPlan, workload: WorkloadPlan, role: Engin
             {"name": "gcs-server", "containerPort": RAY_PORT, "protocol": "TCP"},
             {"name": "dashboard", "containerPort": RAY_DASHBOARD_PORT, "protocol": "TCP"},
             {"name": "client", "containerPort": RAY_CLIENT_PORT, "protocol": "TCP"},
+            *events,
         ]
     if role != "ray-worker":
         # A Ray head's startup covers the launcher's wait for the workers too.

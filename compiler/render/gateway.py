@@ -74,6 +74,7 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
             "routing": model.routing,
             "adapters": [a.name for a in model.adapters.adapters] if model.adapters is not None else [],
             "engine": model.engine,  # the metric dialect the scraper reads
+            **({"kvEventsPort": model.kv_events_port} if model.kv_events_port is not None else {}),
         }
         for model in plan.models
     ]

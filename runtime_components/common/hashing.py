@@ -14,7 +14,7 @@ import hashlib
 import struct
 from collections.abc import Sequence
 
-__all__ = ["DEFAULT_BLOCK_SIZE", "block_hashes", "hash_block"]
+__all__ = ["DEFAULT_BLOCK_SIZE", "block_hashes", "hash_block", "root_hash"]
 
 DEFAULT_BLOCK_SIZE = 16
 
@@ -27,6 +27,11 @@ def hash_block(parent: int, tokens: Sequence[int]) -> int:
     return int.from_bytes(h.digest(), "little")
 
 
+def root_hash(salt: str) -> int:
+    """The parent of a chain's first block: 0 without a salt, else the salt's own hash."""
+    return int.from_bytes(hashlib.blake2b(salt.encode("utf-8"), digest_size=8).digest(), "little") if salt else 0
+
+
 def block_hashes(token_ids: Sequence[int], block_size: int = DEFAULT_BLOCK_SIZE, salt: str = "") -> list[int]:
     """Return the chained hashes of every *full* block of ``token_ids``.
 
@@ -36,7 +41,7 @@ def block_hashes(token_ids: Sequence[int], block_size: int = DEFAULT_BLOCK_SIZE,
     """
     if block_size < 1:
         raise ValueError("block_size must be at least 1")
-    parent = int.from_bytes(hashlib.blake2b(salt.encode("utf-8"), digest_size=8).digest(), "little") if salt else 0
+    parent = root_hash(salt)
     out: list[int] = []
     for start in range(0, len(token_ids) - block_size + 1, block_size):
         parent = hash_block(parent, token_ids[start : start + block_size])

@@ -1,7 +1,8 @@
 """``aibrix-engine-sim``: start N simulated vLLM engines in one process.
 
 Prints one JSON object per engine on stdout (``{"index", "url", "host", "port", "model",
-"accelerator", "engine"}``), then a line ``READY``; with ``--endpoints-file PATH`` it also writes the
+"accelerator", "engine"}``, plus ``kv_events_port`` with ``--kv-events-config``), then a line
+``READY``; with ``--endpoints-file PATH`` it also writes the
 list there as JSON. Runs until SIGINT/SIGTERM or ``--duration`` seconds.
 
 Example::
@@ -36,6 +37,7 @@ from .cluster import EngineCluster
 from .config import EngineConfig
 from .faults import Faults, parse_fault_spec
 from .gpu_faults import MOCK_ENV, engine_faults, load_fault_file, place_engines
+from .kv_publisher import parse_kv_events_config
 from .metrics import METRIC_DIALECTS
 
 __all__ = ["main", "build_parser"]
@@ -70,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the GPU of engine 0 in --gpu-faults; engine i uses GPU N + i * --tensor-parallel")
     p.add_argument("--metrics-dialect", choices=METRIC_DIALECTS, default="vllm",
                    help="whose /metrics names the engines expose: vllm (default) or sglang")
+    p.add_argument("--kv-events-config", default=None, metavar="JSON",
+                   help='publish KV-cache events as vLLM does, e.g. \'{"enable_kv_cache_events": true, '
+                        '"publisher": "zmq", "endpoint": "tcp://*:5557"}\' (engine i binds port + i; 0: free ports)')
     p.add_argument("--seed", type=int, default=0, help="seeds the error-rate fault")
     p.add_argument("--endpoints-file", default=None, help="also write the endpoints as a JSON list here")
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
@@ -101,8 +106,9 @@ def _configs(args: argparse.Namespace) -> list[EngineConfig]:
 
 
 async def _serve(args: argparse.Namespace, configs: list[EngineConfig], faults: dict[int, Faults]) -> None:
+    kv_events = parse_kv_events_config(args.kv_events_config) if args.kv_events_config else None
     cluster = EngineCluster(configs, speedup=args.speedup, faults=faults, seed=args.seed, host=args.host,
-                            metrics_dialect=args.metrics_dialect)
+                            metrics_dialect=args.metrics_dialect, kv_events=kv_events)
     stop = stop_event(args.duration)
     try:
         endpoints = await cluster.start(args.base_port)
@@ -144,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
             if index >= args.engines:
                 raise ValueError(f"--fault {spec!r} names engine {index}, but engines are 0..{args.engines - 1}")
             faults[index] = faults.get(index, Faults()).updated(changes)
+        if args.kv_events_config:
+            parse_kv_events_config(args.kv_events_config)  # fail before binding anything
         if args.speedup <= 0:
             raise ValueError(f"--speedup must be > 0, got {args.speedup}")
         if args.adapters and len([a for a in args.adapters.split(",") if a]) > args.max_loras:

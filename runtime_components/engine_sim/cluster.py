@@ -14,6 +14,7 @@ from typing import Any
 
 from .config import EngineConfig, ExternalKVStore
 from .faults import Faults
+from .kv_publisher import KVEventsSettings
 from .server import EngineServer
 
 __all__ = ["EngineCluster"]
@@ -32,6 +33,7 @@ class EngineCluster:
         host: str = "127.0.0.1",
         external_kv_store: ExternalKVStore | None = None,
         metrics_dialect: str = "vllm",
+        kv_events: KVEventsSettings | None = None,
     ) -> None:
         if not configs:
             raise ValueError("an engine cluster needs at least one engine")
@@ -45,12 +47,14 @@ class EngineCluster:
         self._faults = dict(faults or {})
         self._store = external_kv_store
         self.metrics_dialect = metrics_dialect
+        self.kv_events = kv_events
         self.servers: list[EngineServer] = []
 
     def _server(self, index: int) -> EngineServer:
         return EngineServer(
             self.configs[index], index=index, speedup=self.speedup, faults=self._faults.get(index),
             seed=self.seed, external_kv_store=self._store, metrics_dialect=self.metrics_dialect,
+            kv_events=self.kv_events,
         )  # fmt: skip
 
     async def start(self, base_port: int = 0) -> list[dict[str, Any]]:
@@ -90,6 +94,7 @@ class EngineCluster:
                 "model": s.config.served_model_name,
                 "accelerator": s.config.accelerator,
                 "engine": s.metrics_dialect,
+                **({"kv_events_port": s.kv_publisher.port} if s.kv_publisher is not None else {}),
             }
             for s in self.servers
         ]

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from aibrix_spec.catalog import accelerator, model_arch
 from runtime_components.common.hashing import block_hashes
+from runtime_components.common.kv_event_format import KVEvent
 
 from .config import (
     AdapterError,
@@ -84,13 +85,15 @@ class EngineCore:
         *,
         external_kv_store: ExternalKVStore | None = None,
         model: RooflineModel | None = None,
+        record_kv_events: bool = False,
     ) -> None:
         self.config = config
         self.model = model or RooflineModel(
             accelerator(config.accelerator), model_arch(config.model_arch), config.tensor_parallel
         )
         blocks = config.num_gpu_blocks or self.model.kv_capacity_blocks(config.block_size, config.gpu_memory_utilization)
-        self.pool = BlockPool(blocks, config.enable_prefix_caching)
+        self.pool = BlockPool(blocks, config.enable_prefix_caching, block_size=config.block_size,
+                              record_events=record_kv_events)
         self.external_kv_store = external_kv_store
         self.slowdown_factor = 1.0  #: multiplies every step's duration (fault injection)
         self.counters = EngineCounters(config.max_model_len)
@@ -287,7 +290,8 @@ class EngineCore:
             if seq.committed_blocks * bs + bs <= seq.prompt_len:  # prompt blocks left to register
                 full = min(seq.num_computed, seq.prompt_len) // bs
                 for j in range(seq.committed_blocks, full):
-                    self.pool.commit(seq.blocks[j], seq.hashes[j])
+                    self.pool.commit(seq.blocks[j], seq.hashes[j], seq.hashes[j - 1] if j else None,
+                                     seq.req.prompt_token_ids[j * bs:(j + 1) * bs], seq.req.adapter)
                     if j >= seq.first_store_block:
                         to_store.append(seq.hashes[j])
                 seq.committed_blocks = max(seq.committed_blocks, full)
@@ -364,3 +368,7 @@ class EngineCore:
 
     def reset_prefix_cache(self) -> None:
         self.pool.reset_prefix_cache()
+
+    def take_kv_events(self) -> list[KVEvent]:
+        """KV-cache events since the last call (``record_kv_events``); vLLM publishes them per step."""
+        return self.pool.take_events()

@@ -14,7 +14,12 @@ Events, processed in time order (ties: insertion order):
   that accepts requests ``ready_after_s`` later (a cold start); ``remove_engine(at_s, i)``
   stops routing to it and lets it drain its in-flight requests;
 - *callback*: ``call_at(at_s, fn)`` runs ``fn(simulation, now)`` (an autoscaler's control
-  loop reschedules itself this way).
+  loop reschedules itself this way);
+- *KV events*: with ``kv_events=fn``, the KV-cache events an engine's step produced
+  (``BlockStored``/``BlockRemoved``/``AllBlocksCleared``, as vLLM publishes them per step)
+  are handed to ``fn(engine_index, now, events)`` at the step's end plus
+  ``kv_event_delay_s`` (the publisher-to-gateway lag), so a benchmark can feed a gateway's
+  prefix index without sockets.
 
 ``summarize(records)`` gives mean/P50/P90/P99 of TTFT, TPOT, e2e and throughput.
 """
@@ -27,13 +32,14 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from runtime_components.common.kv_event_format import KVEvent
 from runtime_components.common.stats import percentile
 
 from .config import EngineConfig, EngineError, ExternalKVStore, SimRequest, StepResult
 from .core import EngineCore
 from .stats import EngineStats
 
-__all__ = ["EngineView", "RequestRecord", "Simulation", "LatencySummary", "Summary", "summarize", "percentile"]
+__all__ = ["EngineView", "KVEventsFn", "RequestRecord", "Simulation", "LatencySummary", "Summary", "summarize", "percentile"]
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,9 @@ class EngineView:
 #: request itself (to hand it back later with ``Simulation.submit``, e.g. after an adapter load).
 RouteFn = Callable[[SimRequest, Sequence[EngineView]], "int | None"]
 
+#: Receives one engine step's KV-cache events: (engine index, simulated time, events).
+KVEventsFn = Callable[[int, float, Sequence[KVEvent]], None]
+
 
 @dataclass(eq=False)
 class _Engine:
@@ -133,8 +142,14 @@ class Simulation:
         *,
         external_kv_store: ExternalKVStore | None = None,
         adapters: Sequence[str] = (),
+        kv_events: KVEventsFn | None = None,
+        kv_event_delay_s: float = 0.0,
     ) -> None:
+        if kv_event_delay_s < 0:
+            raise ValueError(f"kv_event_delay_s must be >= 0, got {kv_event_delay_s}")
         self._route = route
+        self._kv_events = kv_events
+        self._kv_event_delay_s = kv_event_delay_s
         self._store = external_kv_store
         self._adapters = tuple(adapters)
         self._engines: list[_Engine] = []
@@ -154,7 +169,7 @@ class Simulation:
             if not self._engines:
                 raise ValueError("add_engine needs a config when the simulation has no engine to copy")
             config = self._engines[0].core.config
-        core = EngineCore(config, external_kv_store=self._store)
+        core = EngineCore(config, external_kv_store=self._store, record_kv_events=self._kv_events is not None)
         for name in self._adapters:
             core.load_adapter(name)
         index = len(self._engines)
@@ -238,6 +253,11 @@ class Simulation:
         self._close_unfinished()
         return self.records
 
+    def _kv_event_call(self, index: int, events: list[KVEvent]) -> Callable[[Simulation, float], None]:
+        fn = self._kv_events
+        assert fn is not None
+        return lambda sim, now: fn(index, now, events)
+
     def _push(self, t: float, kind: int, payload: object) -> None:
         heapq.heappush(self._heap, (t, next(self._seq), kind, payload))
 
@@ -280,6 +300,10 @@ class Simulation:
                     raise RuntimeError(f"engine {index} has work but scheduled nothing at t={self.now}")
                 engine.busy = True
                 self._push(result.end_s, _STEP_END, (index, result))
+                if self._kv_events is not None:
+                    events = engine.core.take_kv_events()
+                    if events:
+                        self._push(result.end_s + self._kv_event_delay_s, _CALL, self._kv_event_call(index, events))
 
     def _on_step_end(self, index: int, result: StepResult) -> None:
         engine = self._engines[index]

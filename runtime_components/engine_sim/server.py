@@ -31,6 +31,7 @@ from aiohttp import web
 from .config import EngineConfig, ExternalKVStore, RequestRejected, SimRequest, TokenEvent, UnknownAdapterError
 from .core import EngineCore
 from .faults import Faults
+from .kv_publisher import KVEventPublisher, KVEventsSettings
 from .metrics import METRIC_DIALECTS, render_metrics
 from .openai_format import (
     BadRequest,
@@ -89,6 +90,7 @@ class EngineServer:
         seed: int = 0,
         external_kv_store: ExternalKVStore | None = None,
         metrics_dialect: str = "vllm",
+        kv_events: KVEventsSettings | None = None,
     ) -> None:
         if speedup <= 0:
             raise ValueError(f"speedup must be > 0, got {speedup}")
@@ -98,7 +100,9 @@ class EngineServer:
         self.config = config
         self.index = index
         self.speedup = speedup
-        self.core = EngineCore(config, external_kv_store=external_kv_store)
+        self.core = EngineCore(config, external_kv_store=external_kv_store, record_kv_events=kv_events is not None)
+        self._kv_events = kv_events
+        self.kv_publisher: KVEventPublisher | None = None
         self.faults = Faults()
         self._rng = random.Random(f"{seed}-{index}")
         self._streams: dict[str, asyncio.Queue[TokenEvent | None]] = {}
@@ -153,6 +157,8 @@ class EngineServer:
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        if self._kv_events is not None and self.kv_publisher is None:
+            self.kv_publisher = KVEventPublisher(self._kv_events, self.index)
         self._driver = asyncio.create_task(self._drive(), name=f"engine-{self.index}")
         self.set_faults(self._initial_faults)  # after binding, so a crash at start takes effect too
         return self.port
@@ -170,6 +176,9 @@ class EngineServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.kv_publisher is not None:
+            self.kv_publisher.close()
+            self.kv_publisher = None
 
     async def crash(self) -> None:
         self.crashed = True
@@ -222,10 +231,16 @@ class EngineServer:
                 await asyncio.sleep(delay)
             self.max_loop_lag_s = max(self.max_loop_lag_s, loop.time() - wall_end)
             self._last_end = result.end_s
+            self._publish_kv_events()
             for ev in result.events:
                 queue = self._streams.get(ev.request_id)
                 if queue is not None:
                     queue.put_nowait(ev)
+
+    def _publish_kv_events(self) -> None:
+        """What the step (or a cache reset) did to the prefix cache, as vLLM publishes it."""
+        if self.kv_publisher is not None:
+            self.kv_publisher.publish(self.core.take_kv_events())
 
     # -- generation ----------------------------------------------------------------------
 
@@ -366,6 +381,7 @@ class EngineServer:
     async def _flush_cache(self, request: web.Request) -> web.Response:
         await self._gate()
         self.core.reset_prefix_cache()
+        self._publish_kv_events()
         return web.Response(text="Cache flushed.\n")
 
     async def _version(self, request: web.Request) -> web.Response:
@@ -439,6 +455,7 @@ class EngineServer:
     async def _reset_prefix_cache(self, request: web.Request) -> web.Response:
         await self._gate()
         self.core.reset_prefix_cache()
+        self._publish_kv_events()
         return web.Response(status=200)
 
     async def _get_faults(self, request: web.Request) -> web.Response:

@@ -26,6 +26,7 @@ from .discovery.static import StaticDiscovery
 from .endpoints import DiscoveredEndpoint, EndpointTable
 from .extproc import ExtProcServicer
 from .health import health_handler
+from .kv_events import EventTranslator, KVEventSubscriber
 from .metrics import GatewayMetrics
 from .ratelimit import MemoryWindowStore, RateLimiter, RedisWindowStore
 from .ratelimit.breaker import BreakerStore
@@ -125,6 +126,15 @@ class GatewayApp:
                 raise StartupError(f"routesFile: {exc}") from None
         self.scraper = MetricScraper(self.table, config.scrape.interval_s, config.scrape.timeout_s,
                                      engines={m.name: m.engine for m in config.models})
+        # kv-events index mode: one subscriber per model, fed to that model's shared event index
+        self.kv_events: dict[str, KVEventSubscriber] = {}
+        for m in config.models:
+            index = self.core.event_indexes.get(m.name)
+            if index is not None:
+                params = m.routing.parameters.prefix_cache_aware
+                translator = EventTranslator(index, m.name, params.block_size_tokens, params.max_index_blocks)
+                self.kv_events[m.name] = KVEventSubscriber(translator)
+                self.metrics.track_kv_events(m.name, translator.counters)
         models = {m.name for m in config.models}
         self.discovery: Any
         if config.discovery.mode == "static":
@@ -151,6 +161,19 @@ class GatewayApp:
         if added or removed:
             log.info("endpoints: +%s -%s", added, removed)
         self._update_endpoint_gauges()
+        if self.kv_events:
+            self._follow_kv_events(endpoints)
+
+    def _follow_kv_events(self, endpoints: list[DiscoveredEndpoint]) -> None:
+        ports = {m.name: m.kv_events_port for m in self.config.models}
+        for model, subscriber in self.kv_events.items():
+            wanted: dict[str, str] = {}
+            for e in endpoints:
+                port = e.kv_events_port or ports[model]
+                if e.model == model and port:
+                    host = e.address.rpartition(":")[0]
+                    wanted[e.address] = f"tcp://{host}:{port}"
+            subscriber.set_endpoints(wanted)
 
     def _update_endpoint_gauges(self) -> None:
         now = time.monotonic()
@@ -259,6 +282,8 @@ class GatewayApp:
                 log.exception("background task %s failed", task.get_name())
         await self.discovery.close()
         await self.scraper.close()
+        for subscriber in self.kv_events.values():
+            await subscriber.close()
         if self._grpc is not None:
             await self._grpc.stop(grace=1.0)
         if self._http is not None:

@@ -50,6 +50,7 @@ def _kubernetes_client(kubeconfig: str | None) -> Any:
 async def _serve(args: argparse.Namespace) -> int:
     from .app import GatewayApp, StartupError
     from .discovery.static import EndpointsFileError
+    from .exact_tokens import TokenizerFileError
     from .users import UsersFileError
 
     config = load_config(args.config)
@@ -60,7 +61,7 @@ async def _serve(args: argparse.Namespace) -> int:
     try:
         app = GatewayApp(config, kubernetes_api_client=api_client)
         await app.start()
-    except (EndpointsFileError, UsersFileError, StartupError) as exc:
+    except (EndpointsFileError, UsersFileError, StartupError, TokenizerFileError) as exc:
         raise ConfigError(str(exc)) from None
     except OSError as exc:
         raise ConfigError(f"cannot start: {exc}; check listen ports and rateLimits.redisUrl") from None

@@ -25,10 +25,12 @@ from aibrix_spec.routing import RoutingSpec
 
 from .endpoints import EndpointTable
 from .errors import GatewayError, bad_request, model_not_found, no_endpoint
+from .exact_tokens import ExactTokenizer
 from .metrics import GatewayMetrics
 from .openai_request import ParsedRequest, parse_request
 from .policy import EndpointState, NoEndpointError, RequestOutcome, Router, RouteRequest, build_router
 from .policy.pool import EndpointPool
+from .policy.prefix import PrefixIndex, use_event_index
 from .policy.state import RoutingState
 from .ratelimit import RateLimiter
 from .ratelimit.breaker import StoreUnavailable
@@ -97,13 +99,24 @@ class GatewayCore:
         self.routes = RouteTable(self.state)
         self.tracer = tracer
         self._routers: dict[tuple[str, str], Router] = {}
+        # kv-events index mode: one event-fed prefix index per model, shared by its routers
+        self.event_indexes: dict[str, PrefixIndex] = {
+            m.name: PrefixIndex(m.routing.parameters.prefix_cache_aware.max_index_blocks)
+            for m in config.models if m.routing.parameters.prefix_cache_aware.index == "kv-events"
+        }
+        # the model's own tokenizer (tokenizerFile): prefix hashes that match the engines' KV events
+        self.exact_tokenizers = {m.name: ExactTokenizer(m.tokenizer_file, where=f'model "{m.name}": tokenizerFile')
+                                 for m in config.models if m.tokenizer_file}
         for i, model in enumerate(config.models):
             self._routers[(model.name, model.routing.policy)] = self._build(model.name, model.routing, config.seed * 1009 + i)
 
     def _build(self, model: str, routing: RoutingSpec, seed: int) -> Router:
         # The shortlist covers the chosen endpoint plus the fallbacks Envoy may retry on.
-        return build_router(routing, rng=random.Random(seed), shortlist_size=self.config.fallbacks + 1,
-                            state=self.state, scope=model)
+        router = build_router(routing, rng=random.Random(seed), shortlist_size=self.config.fallbacks + 1,
+                              state=self.state, scope=model)
+        if model in self.event_indexes:
+            use_event_index(router.profile.plugins(), self.event_indexes[model])
+        return router
 
     # -- lookups -------------------------------------------------------------------------
     def served_names(self) -> list[str]:
@@ -184,8 +197,10 @@ class GatewayCore:
         if not len(pool):
             reason = f"{down} endpoint(s) are failing" if down else "discovery found no ready pod"
             raise no_endpoint(model, reason)
+        exact = self.exact_tokenizers.get(model) if parsed.kind == "completions" else None
+        token_ids = parsed.prompt_token_ids if exact is None else parsed.prompt_token_ids.with_encoder(exact.ids)
         request = RouteRequest(
-            model=model, adapter=adapter, token_ids=parsed.prompt_token_ids, headers=dict(headers),
+            model=model, adapter=adapter, token_ids=token_ids, headers=dict(headers),
             user=user.name, session_id=None,
         )
         started = time.perf_counter()

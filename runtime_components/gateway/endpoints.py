@@ -29,6 +29,7 @@ class DiscoveredEndpoint:
     pod: str
     model: str
     adapters: frozenset[str] = frozenset()  # declared statically; scraping adds the ones loaded
+    kv_events_port: int | None = None  # this pod's KV-event publisher, when it differs from the model's
 
 
 @dataclass(frozen=True)

@@ -22,13 +22,21 @@
 - ``aibrix_gateway_routing_sync_events_total{direction}``: routing-state changes sent,
   applied (from other processes) and dropped (the store was unreachable).
 - ``aibrix_gateway_routing_sync_bytes_total``: bytes of batches sent.
+- ``aibrix_gateway_kv_event_blocks_total{model, kind}`` (kv-events index mode): blocks applied
+  to the index from engines' KV events (kind stored|removed), and blocks not applied
+  (unknown_parent, unknown_removed, block_size_mismatch); ``aibrix_gateway_kv_event_batches_total``
+  (batches applied, one per engine step), ``aibrix_gateway_kv_event_clears_total``,
+  ``aibrix_gateway_kv_event_gaps_total`` (sequence gaps and engine restarts: that engine's
+  blocks were forgotten), ``aibrix_gateway_kv_event_decode_errors_total``, per model.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from aibrix_spec.token_buckets import bucket_of
 
@@ -43,6 +51,34 @@ class SyncCounters(Protocol):
     events_applied: int
     events_dropped: int
     bytes_sent: int
+
+_BLOCK_KINDS = ("stored", "removed", "unknown_parent", "unknown_removed", "block_size_mismatch")
+
+
+class _KVEventCollector:
+    """Reads the subscribers' plain counters at scrape time (no lock on the event path)."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, Any] = {}  # model -> kv_events.SubscriberCounters
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        blocks = CounterMetricFamily("aibrix_gateway_kv_event_blocks", "Blocks from engines' KV events, by outcome.",
+                                     labels=["model", "kind"])
+        batches = CounterMetricFamily("aibrix_gateway_kv_event_batches", "KV event batches applied (one per engine step).",
+                                      labels=["model"])
+        clears = CounterMetricFamily("aibrix_gateway_kv_event_clears", "AllBlocksCleared events.", labels=["model"])
+        gaps = CounterMetricFamily("aibrix_gateway_kv_event_gaps", "KV event sequence gaps and restarts.",
+                                   labels=["model"])
+        errors = CounterMetricFamily("aibrix_gateway_kv_event_decode_errors", "Undecodable KV event messages.",
+                                     labels=["model"])
+        for model, c in sorted(self.models.items()):
+            for kind in _BLOCK_KINDS:
+                blocks.add_metric([model, kind], getattr(c, kind))
+            batches.add_metric([model], c.batches)
+            clears.add_metric([model], c.cleared)
+            gaps.add_metric([model], c.gaps)
+            errors.add_metric([model], c.decode_errors)
+        yield from (batches, blocks, clears, gaps, errors)
 
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
 _RATIO_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
@@ -75,6 +111,8 @@ class GatewayMetrics:
                                       ["route", "target"], registry=r)
         self._sync: tuple[Gauge, Counter, Counter] | None = None  # created when a RoutingSync runs
         self._sync_seen: dict[str, int] = {}
+        self._kv_events = _KVEventCollector()
+        r.register(self._kv_events)  # type: ignore[arg-type]
 
     def observe_sync(self, stats: SyncCounters) -> None:
         """Bring the routing-sync metrics up to ``stats`` (counters advance by the difference)."""
@@ -94,6 +132,10 @@ class GatewayMetrics:
             events.labels(direction).inc(now[direction] - self._sync_seen.get(direction, 0))
         sent_bytes.inc(now["bytes"] - self._sync_seen.get("bytes", 0))
         self._sync_seen = now
+
+    def track_kv_events(self, model: str, counters: Any) -> None:
+        """Export ``counters`` (a ``kv_events.SubscriberCounters``) for ``model``."""
+        self._kv_events.models[model] = counters
 
     def observe_usage(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
         self.tokens.labels(model, "prompt").inc(prompt_tokens)

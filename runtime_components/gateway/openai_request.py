@@ -10,7 +10,7 @@ Prompt tokens are counted with the shared approximate tokenizer (~4 chars per to
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, overload
 
@@ -36,15 +36,16 @@ class LazyTokenIds(Sequence[int]):
     """The prompt's token ids, computed on first use: only prefix-aware policies read them,
     and tokenizing a long prompt costs more than the rest of the request path."""
 
-    __slots__ = ("_text", "_ids")
+    __slots__ = ("_text", "_ids", "_encode")
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, encode: Callable[[str], Sequence[int]] | None = None) -> None:
         self._text = text
-        self._ids: list[int] | None = None
+        self._ids: Sequence[int] | None = None
+        self._encode = encode or tokenize  # the model's exact tokenizer, when the config names one
 
-    def _get(self) -> list[int]:
+    def _get(self) -> Sequence[int]:
         if self._ids is None:
-            self._ids = tokenize(self._text)
+            self._ids = self._encode(self._text)
         return self._ids
 
     @overload
@@ -53,6 +54,10 @@ class LazyTokenIds(Sequence[int]):
     def __getitem__(self, index: slice) -> Sequence[int]: ...
     def __getitem__(self, index: int | slice) -> int | Sequence[int]:
         return self._get()[index]
+
+    def with_encoder(self, encode: Callable[[str], Sequence[int]]) -> LazyTokenIds:
+        """The same prompt, tokenized by ``encode`` instead."""
+        return LazyTokenIds(self._text, encode)
 
     def __len__(self) -> int:
         return len(self._get())

@@ -37,6 +37,28 @@ def test_cli_starts_engines_and_reports_endpoints(tmp_path: Path) -> None:
     assert proc.returncode == 0
 
 
+def test_kv_events_ports_are_reported_and_the_gateway_reads_them(tmp_path: Path) -> None:
+    from runtime_components.gateway.discovery.static import load_endpoints_file
+
+    endpoints_file = tmp_path / "endpoints.json"
+    config = '{"enable_kv_cache_events": true, "publisher": "zmq", "endpoint": "tcp://127.0.0.1:0"}'
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runtime_components.engine_sim.cli", "--engines", "2", "--duration", "20",
+         "--endpoints-file", str(endpoints_file), "--kv-events-config", config],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[-1].strip() == "READY", lines
+        ports = [json.loads(line)["kv_events_port"] for line in lines[:2]]
+        assert len(set(ports)) == 2 and all(p > 0 for p in ports)
+        assert [e.kv_events_port for e in load_endpoints_file(str(endpoints_file), {"llama-3-8b"})] == ports
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -47,6 +69,8 @@ def test_cli_starts_engines_and_reports_endpoints(tmp_path: Path) -> None:
         (["--fault", "0:error_rate=3"], "error_rate must be in [0, 1]"),
         (["--speedup", "0"], "--speedup must be > 0"),
         (["--adapters", "a,b,c", "--max-loras", "2"], "more adapters than --max-loras 2"),
+        (["--kv-events-config", "{nope"], "--kv-events-config: not JSON"),
+        (["--kv-events-config", '{"enable_kv_cache_events": true, "publisher": "kafka"}'], 'publisher must be "zmq"'),
     ],
 )
 def test_bad_arguments_exit_2_with_one_message(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,9 +7,10 @@ Format::
         model: llama-3-8b           # a model named in the gateway config
         pod: engine-a               # optional display name (defaults to the address)
         adapters: [sql-lora]        # optional adapters it holds (scraping /v1/models adds more)
+        kvEventsPort: 5557          # optional: its KV-event publisher's port (else the model's kvEventsPort)
 
 The JSON list that ``aibrix-engine-sim --endpoints-file`` writes (objects with ``host``,
-``port``, ``model`` and ``index``) is accepted as it is, so a local gateway can watch it.
+``port``, ``model``, ``index`` and optionally ``kv_events_port``) is accepted as it is, so a local gateway can watch it.
 
 The file is polled (mtime and size) every ``poll_interval_s``; a broken edit keeps the previous
 endpoints and logs the error, so a half-written file never empties the gateway.
@@ -47,7 +48,10 @@ def _check_address(address: object, where: str) -> str:
 def _from_engine_sim(entry: object, where: str) -> dict[str, object]:
     if not isinstance(entry, dict) or not {"host", "port", "model"} <= set(entry):
         raise EndpointsFileError(f"{where}: a list entry needs host, port and model (the aibrix-engine-sim format)")
-    return {"address": f"{entry['host']}:{entry['port']}", "model": entry["model"], "pod": f"engine-{entry.get('index', 0)}"}
+    out = {"address": f"{entry['host']}:{entry['port']}", "model": entry["model"], "pod": f"engine-{entry.get('index', 0)}"}
+    if entry.get("kv_events_port") is not None:
+        out["kvEventsPort"] = entry["kv_events_port"]
+    return out
 
 
 def load_endpoints_file(path: str, models: set[str]) -> list[DiscoveredEndpoint]:
@@ -68,10 +72,13 @@ def load_endpoints_file(path: str, models: set[str]) -> list[DiscoveredEndpoint]
         where = f"{path}: endpoints[{i}]"
         if not isinstance(entry, dict):
             raise EndpointsFileError(f"{where}: expected a mapping with address and model")
-        unknown = set(entry) - {"address", "model", "pod", "adapters"}
+        unknown = set(entry) - {"address", "model", "pod", "adapters", "kvEventsPort"}
         if unknown:
             raise EndpointsFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
-                                     "expected address, model, pod, adapters")
+                                     "expected address, model, pod, adapters, kvEventsPort")
+        events_port = entry.get("kvEventsPort")
+        if events_port is not None and (type(events_port) is not int or not 0 < events_port < 65536):
+            raise EndpointsFileError(f"{where}: kvEventsPort must be a port number (1-65535), got {events_port!r}")
         address = _check_address(entry.get("address"), where)
         model = entry.get("model")
         if model not in models:
@@ -83,7 +90,8 @@ def load_endpoints_file(path: str, models: set[str]) -> list[DiscoveredEndpoint]
         if address in seen:
             raise EndpointsFileError(f'{where}: address "{address}" is listed twice')
         seen.add(address)
-        out.append(DiscoveredEndpoint(address, str(entry.get("pod") or address), model, frozenset(adapters)))
+        out.append(DiscoveredEndpoint(address, str(entry.get("pod") or address), model, frozenset(adapters),
+                                      kv_events_port=events_port))
     return out
 
 

@@ -18,24 +18,32 @@ preset, least-request) then decide.
 Index: an LRU over (block hash, endpoint) pairs, at most ``max_index_blocks`` of them. A
 routed prompt's blocks are touched deepest first, so a chain's root is the most recent and
 is evicted last, as in vLLM's evictor (a chain without its root matches nothing).
+
+Index modes (``index_mode``, the spec's ``index``): ``decisions`` records routing decisions as above. ``kv-events``
+leaves ``index`` to the engines' KV events (``gateway.kv_events`` feeds it; the app swaps
+in the model's shared one with ``use_event_index``) and records a decision only as a
+provisional entry that expires ``provisional_ttl_s`` later (``provisional.py``); a
+prompt's match on an endpoint is the larger of the two.
 """
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal
 
 from runtime_components.common.hashing import block_hashes
 
 from .load import endpoint_load
+from .provisional import ProvisionalIndex
 from .runner import PREFIX_MATCH_KEY
 from .types import EndpointState, RequestOutcome, RouteRequest
 
 if TYPE_CHECKING:
     from .pool import EndpointPool
 
-__all__ = ["MAX_PREFIX_CANDIDATES", "PrefixCacheAwareScorer", "PrefixIndex"]
+__all__ = ["MAX_PREFIX_CANDIDATES", "PrefixCacheAwareScorer", "PrefixIndex", "use_event_index"]
 
 #: At most this many prefix holders are scored per request (deepest matches first), so a prefix
 #: every engine holds (a fleet-wide system prompt) does not make a decision scan the fleet.
@@ -123,14 +131,30 @@ class PrefixCacheAwareScorer:
     name = "prefix-cache-aware"
     shortlist_kind: Literal["sparse"] = "sparse"
 
-    def __init__(self, block_size_tokens: int, max_index_blocks: int, imbalance_threshold: int,
-                 index: PrefixIndex | None = None) -> None:
+    def __init__(self, block_size_tokens: int, max_index_blocks: int, imbalance_threshold: int, *,
+                 index: PrefixIndex | None = None, index_mode: str = "decisions", provisional_ttl_s: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if block_size_tokens < 1:
             raise ValueError(f"block_size_tokens must be >= 1, got {block_size_tokens}")
+        if index_mode not in ("decisions", "kv-events"):
+            raise ValueError(f'index_mode must be "decisions" or "kv-events", got {index_mode!r}')
         self._block = block_size_tokens
         self._threshold = imbalance_threshold
-        #: shared with other routers (and, through routing_sync, other gateway processes) when given
+        self.index_mode = index_mode
+        #: decisions mode: the decisions index, shared with other routers (and, through
+        #: routing_sync, other gateway processes) when given; kv-events mode: the model's
+        #: event-fed index (``use_event_index``), with this router's decisions kept apart as
+        #: short-lived provisional entries that are never shared.
         self.index = index if index is not None else PrefixIndex(max_index_blocks)
+        self.provisional = (ProvisionalIndex(PrefixIndex(max_index_blocks), provisional_ttl_s, clock)
+                            if index_mode == "kv-events" else None)
+
+    @property
+    def block_size_tokens(self) -> int:
+        return self._block
+
+    def _decisions(self) -> PrefixIndex | ProvisionalIndex:
+        return self.index if self.provisional is None else self.provisional
 
     def hashes_of(self, req: RouteRequest) -> list[int]:
         """The prompt's chained block hashes, computed once per request (memoised in ``req.scratch``)."""
@@ -148,7 +172,10 @@ class PrefixCacheAwareScorer:
         hashes = self.hashes_of(req)
         out = pool.least_loaded(1)
         if hashes:
-            for address in self.index.holders_deepest_first(hashes, MAX_PREFIX_CANDIDATES):
+            holders = self.index.holders_deepest_first(hashes, MAX_PREFIX_CANDIDATES)
+            if self.provisional is not None:  # kv-events mode: recent decisions count too
+                holders += self.provisional.holders_deepest_first(hashes, MAX_PREFIX_CANDIDATES)
+            for address in dict.fromkeys(holders):
                 state = pool.get(address)
                 if state is not None:
                     out.append(state)
@@ -158,7 +185,11 @@ class PrefixCacheAwareScorer:
         hashes = self.hashes_of(req)
         if not hashes or not endpoints:
             return {e.address: 0.0 for e in endpoints}
-        matched = self.index.matched_blocks(hashes, [e.address for e in endpoints])
+        addresses = [e.address for e in endpoints]
+        matched = self.index.matched_blocks(hashes, addresses)
+        if self.provisional is not None:
+            guessed = self.provisional.matched_blocks(hashes, addresses)
+            matched = {a: max(m, guessed[a]) for a, m in matched.items()}
         fractions = {a: m / len(hashes) for a, m in matched.items()}
         req.scratch[PREFIX_MATCH_KEY] = fractions
         lowest = min(endpoint_load(e) for e in endpoints)
@@ -168,12 +199,23 @@ class PrefixCacheAwareScorer:
         }
 
     def on_routed(self, req: RouteRequest, endpoint: EndpointState) -> None:
-        self.index.add(self.hashes_of(req), endpoint.address)
+        self._decisions().add(self.hashes_of(req), endpoint.address)
 
     def on_finished(self, req: RouteRequest, endpoint: EndpointState, outcome: RequestOutcome) -> None:
         # A failed request may not have computed its blocks there; don't count on them.
         if not outcome.success:
-            self.index.remove(self.hashes_of(req), endpoint.address)
+            self._decisions().remove(self.hashes_of(req), endpoint.address)
 
     def on_endpoint_removed(self, address: str) -> None:
         self.index.forget(address)
+        if self.provisional is not None:
+            self.provisional.forget(address)
+
+
+def use_event_index(plugins: Sequence[object], index: PrefixIndex) -> int:
+    """Point every kv-events prefix scorer among ``plugins`` at ``index`` (the model's
+    event-fed index, shared by all its routers); return how many were."""
+    scorers = [p for p in plugins if isinstance(p, PrefixCacheAwareScorer) and p.provisional is not None]
+    for scorer in scorers:
+        scorer.index = index
+    return len(scorers)

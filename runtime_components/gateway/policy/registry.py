@@ -50,7 +50,11 @@ REGISTRY: dict[str, PluginFactory] = {
         p.prefix_cache_aware.block_size_tokens,
         p.prefix_cache_aware.max_index_blocks,
         p.prefix_cache_aware.imbalance_threshold,
-        index=st.prefix_index(p.prefix_cache_aware.block_size_tokens, p.prefix_cache_aware.max_index_blocks),
+        # kv-events: the event-fed index is the model's own (set by the gateway), never shared state
+        index=(st.prefix_index(p.prefix_cache_aware.block_size_tokens, p.prefix_cache_aware.max_index_blocks)
+               if p.prefix_cache_aware.index == "decisions" else None),
+        index_mode=p.prefix_cache_aware.index,
+        provisional_ttl_s=p.prefix_cache_aware.provisional_ttl_s,
     ),
     "session-affinity": lambda p, rng, st: SessionAffinityScorer(
         p.session_affinity.header,

@@ -7,7 +7,7 @@ import runtime_components.gateway.policy as policy
 
 def test_all_lists_every_public_name_and_only_those() -> None:
     public = {name for name in vars(policy) if not name.startswith("_")}
-    modules = {"base", "filters", "load", "pickers", "pool", "prefix", "registry", "runner", "session", "state", "types"}
+    modules = {"base", "filters", "load", "pickers", "pool", "prefix", "provisional", "registry", "runner", "session", "state", "types"}
     assert set(policy.__all__) == public - modules
 
 

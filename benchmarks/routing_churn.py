@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aibrix_spec.routing import RoutingSpec
-from benchmarks.routing import MODEL, SimGateway, engine_address, format_table
+from benchmarks.routing_sim import MODEL, SimGateway, engine_address, format_table
 from benchmarks.workloads.arrivals import poisson
 from benchmarks.workloads.generators import bird_sql
 from benchmarks.workloads.trace import to_sim_requests

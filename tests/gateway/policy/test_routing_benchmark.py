@@ -7,7 +7,8 @@ import random
 import pytest
 
 from aibrix_spec.routing import RoutingSpec
-from benchmarks.routing import MODEL, SimGateway, Workload, make_requests, parse_args, run_policy
+from benchmarks.routing import Workload, make_requests, parse_args, run_policy
+from benchmarks.routing_sim import MODEL, SimGateway
 from runtime_components.engine_sim.config import EngineConfig
 from runtime_components.engine_sim.des import Simulation
 from runtime_components.gateway.policy import build_router

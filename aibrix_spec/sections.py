@@ -67,6 +67,13 @@ class TierSpec(SpecModel):
 
     rpm: Annotated[int, Field(ge=1)] = Field(description="Requests per minute.")
     tpm: Annotated[int, Field(ge=1)] = Field(description="Tokens (prompt + completion) per minute.")
+    priority: Annotated[int, Field(ge=0, le=1000)] = Field(
+        0,
+        description=(
+            "Priority band of this tier's requests under gateway.flowControl: higher bands are dispatched "
+            "first and shed last."
+        ),
+    )
 
 
 class RateLimitsSpec(SpecModel):

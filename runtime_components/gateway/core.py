@@ -23,6 +23,7 @@ from aibrix_spec.routing import RoutingSpec
 
 from .endpoints import EndpointTable
 from .errors import GatewayError, bad_request, model_not_found, no_endpoint
+from .flow import FlowController, FlowMetrics, table_states
 from .metrics import GatewayMetrics
 from .openai_request import ParsedRequest, parse_request
 from .policy import EndpointState, NoEndpointError, RequestOutcome, Router, RouteRequest, build_router
@@ -71,6 +72,8 @@ class GatewayCore:
         self.metrics = metrics
         self._models: dict[str, GatewayModelSpec] = {m.name: m for m in config.models}
         self._adapters: dict[str, str] = {a: m.name for m in config.models for a in m.adapters}
+        self.flow = FlowController(config.flow_control, config.rate_limits.tiers, table_states(table))
+        self.flow.metrics = FlowMetrics(metrics.registry, self.flow.snapshot)
         self._routers: dict[tuple[str, str], Router] = {}
         for i, model in enumerate(config.models):
             self._routers[(model.name, model.routing.policy)] = build_router(
@@ -142,8 +145,12 @@ class GatewayCore:
             self.metrics.rate_limit_errors.inc()
             log.warning("rate limits not applied (fail open): %s: %s", exc.__class__.__name__, exc)
         router = self.router_for(model, headers)
+        # Flow control (off: None): wait until an engine has room, then route among those.
+        with_room = await self.flow.hold(model, user.name, self.flow.priority_of(user.tier, headers),
+                                         parsed.prompt_tokens + (parsed.max_tokens or 0))
         now = time.monotonic()
         endpoints, down = self.table.states(model, now)
+        endpoints = endpoints if with_room is None else with_room
         if not endpoints:
             reason = f"{down} endpoint(s) are failing" if down else "discovery found no ready pod"
             raise no_endpoint(model, reason)
@@ -211,6 +218,7 @@ class GatewayCore:
             return
         admission.finished = True
         self.table.inflight_add(self.served_address(admission), -1)
+        self.flow.wake(admission.model)
         now = time.monotonic()
         ttft = admission.first_byte_at - admission.started if admission.first_byte_at is not None else None
         outcome = RequestOutcome(

@@ -33,6 +33,7 @@ from .routing import RoutingSpec
 from .sections import (
     DEFAULT_IMAGES,
     DiagnosticsSpec,
+    FlowControlSpec,
     GatewaySpec,
     ImagesSpec,
     KvCachePoolSpec,
@@ -44,6 +45,7 @@ from .sections import (
     ProfilesSpec,
     RateLimitsSpec,
     RedisSpec,
+    SaturationSpec,
     TierSpec,
     UsersSpec,
 )
@@ -60,6 +62,7 @@ __all__ = [
     "DiagnosticsSpec",
     "EngineResources",
     "EngineSpec",
+    "FlowControlSpec",
     "GatewaySpec",
     "GpuPool",
     "ImagesSpec",
@@ -85,6 +88,7 @@ __all__ = [
     "SourceSpec",
     "SpecModel",
     "StackMetadata",
+    "SaturationSpec",
     "TierSpec",
     "Toleration",
     "UsersSpec",

@@ -31,7 +31,7 @@ from pydantic import Field, model_validator
 from .._base import SpecModel
 from ..engine_metrics import EngineName
 from ..routing import RoutingSpec
-from ..sections import TierSpec  # the stack's tier model: the compiler copies tiers across unchanged
+from ..sections import SaturationSpec, TierSpec  # the stack's models: the compiler copies them across unchanged
 
 __all__ = [
     "DiscoverySpec",
@@ -40,7 +40,7 @@ __all__ = [
     "GatewayModelSpec",
     "ListenSpec",
     "RateLimitSpec",
-    "SaturationConfig",
+    "SaturationSpec",
     "ScrapeSpec",
     "TierSpec",
 ]
@@ -149,25 +149,6 @@ class ScrapeSpec(SpecModel):
     )
 
 
-class SaturationConfig(SpecModel):
-    """When an engine counts as full (flow control holds requests instead of sending them)."""
-
-    max_waiting_per_engine: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        8,
-        description=(
-            "Requests an engine may have waiting (queued inside it, not running). An engine whose last scrape "
-            "shows this many is full; otherwise it has room for (running at its last scrape + this) minus what "
-            "this gateway has in flight there, so the fresh in-flight count covers the gap between scrapes."
-        ),
-    )
-    max_kv_cache_usage: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.9, description="KV-cache usage (0..1) at which an engine is full."
-    )
-    max_inflight_per_engine: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
-        None, description="A hard cap on this gateway's requests in flight per engine (unset: no cap)."
-    )
-
-
 class FlowControlConfig(SpecModel):
     """Per-model queues in the gateway: hold a request until an engine has room (docs/gateway.md)."""
 
@@ -182,7 +163,7 @@ class FlowControlConfig(SpecModel):
     max_queue_per_model: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
         1000, description="Most requests held per model; beyond it the lowest priority is shed with 429."
     )
-    saturation: SaturationConfig = Field(default_factory=SaturationConfig, description="When an engine is full.")
+    saturation: SaturationSpec = Field(default_factory=SaturationSpec, description="When an engine is full.")
     fairness: Literal["round-robin", "virtual-time"] = Field(
         "virtual-time",
         description=(

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from aibrix_spec.components.gateway import FlowControlConfig, SaturationConfig, TierSpec
+from aibrix_spec.components.gateway import FlowControlConfig, SaturationSpec, TierSpec
 from runtime_components.gateway.errors import GatewayError
 from runtime_components.gateway.flow import FlowController, FlowMetrics
 from runtime_components.gateway.flow.fairness import Held, RoundRobinFair, VirtualTimeFair
@@ -75,12 +75,12 @@ def test_bands_go_highest_first_and_shedding_takes_the_newest_of_the_lowest():
     ],
 )
 def test_saturation_slots(state, slots):
-    detector = SaturationDetector(SaturationConfig(max_waiting_per_engine=8, max_kv_cache_usage=0.9))
+    detector = SaturationDetector(SaturationSpec(max_waiting_per_engine=8, max_kv_cache_usage=0.9))
     assert detector.slots(EndpointState(address="10.0.0.1:8000", **state)) == slots
 
 
 def test_inflight_cap_bounds_slots():
-    detector = SaturationDetector(SaturationConfig(max_inflight_per_engine=3))
+    detector = SaturationDetector(SaturationSpec(max_inflight_per_engine=3))
     assert detector.slots(EndpointState(address="10.0.0.1:8000", running=50, waiting=0, inflight=1)) == 2
 
 
@@ -100,7 +100,7 @@ class Engines:
 
 def controller(engines: Engines, **config) -> tuple[FlowController, CollectorRegistry]:
     registry = CollectorRegistry()
-    config.setdefault("saturation", SaturationConfig(max_waiting_per_engine=1, max_inflight_per_engine=1))
+    config.setdefault("saturation", SaturationSpec(max_waiting_per_engine=1, max_inflight_per_engine=1))
     flow = FlowController(FlowControlConfig(enabled=True, **config), {"gold": TierSpec(rpm=1, tpm=1, priority=5)},
                           engines)
     flow.metrics = FlowMetrics(registry, flow.snapshot)

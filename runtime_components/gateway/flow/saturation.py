@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aibrix_spec.components.gateway import SaturationConfig
+from aibrix_spec.components.gateway import SaturationSpec
 
 from ..policy.types import EndpointState
 
@@ -28,7 +28,7 @@ __all__ = ["SaturationDetector"]
 class SaturationDetector:
     """Slots per endpoint from one snapshot; pure (no clock, no state)."""
 
-    def __init__(self, config: SaturationConfig) -> None:
+    def __init__(self, config: SaturationSpec) -> None:
         self.config = config
 
     def slots(self, endpoint: EndpointState) -> int:

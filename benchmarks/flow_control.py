@@ -309,8 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     with_tight = run(engines, mixed_load, tight, priorities)
     without_fc = run(engines, mixed_load, off, priorities)
     solo_p99 = p99_ttft(solo, "B")
-    print("noisy neighbour: A {:.2f} req/s, B {:.2f} req/s, C {:.2f} req/s (priority 10); total {:.1f}x capacity".format(
-        a.rate, b.rate, c.rate, (a.rate + b.rate + c.rate) / cap))
+    load = (a.rate + b.rate + c.rate) / cap
+    print(f"noisy neighbour: A {a.rate:.2f} req/s, B {b.rate:.2f} req/s, C {c.rate:.2f} req/s (priority 10); "
+          f"total {load:.1f}x capacity")
     print(f"{'run':28} {'B p99 TTFT s':>13} {'vs solo':>8} {'C p99 TTFT s':>13} {'A done':>7} {'A 429':>6} "
           f"{'B done':>7} {'lost':>5} {'done/trace s':>12}")
     rows = [("B alone (solo)", solo), ("A+B+C with flow control", with_fc),

@@ -4,7 +4,6 @@ config the scaler loads, and RBAC limited to the stack's own workloads."""
 from __future__ import annotations
 
 import copy
-
 from pathlib import Path
 from typing import Any
 

@@ -221,8 +221,8 @@ def test_shedding_follows_priority(rig):
         threads.append(threading.Thread(target=send, args=(name, key)))
         threads[-1].start()
         expected = min(len(threads), 2)
-        assert wait_for(lambda: len(results) + _grep(gateway.get("/metrics"), "aibrix_gateway_flow_held_requests",
-                                                     {"model": "m"}) >= expected, 10)
+        assert wait_for(lambda expected=expected: len(results) + _grep(
+            gateway.get("/metrics"), "aibrix_gateway_flow_held_requests", {"model": "m"}) >= expected, 10)
     assert wait_for(lambda: "low-2" in results, 10)
     status, body, headers = results["low-2"]  # the newest of the lowest band made place for "high"
     assert status == 429 and json.loads(body)["error"]["code"] == "over_capacity" and "retry-after" in {

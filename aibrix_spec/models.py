@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 from ._base import SpecModel
 from ._types import (
     DnsLabel,
+    Duration,
     NoSecretStr,
     Quantity,
     SecretName,
@@ -224,6 +225,13 @@ class AutoscalingSpec(SpecModel):
         8.0, description="What one replica should carry, in the metric's unit (a ratio for kv_cache_usage)."
     )
     use_keda: bool = Field(False, description="With policy hpa, emit a KEDA ScaledObject instead of a bare HPA.")
+    scale_to_zero_grace: Duration = Field(
+        "60s",
+        description=(
+            "With replicas.min 0: how long a model must have no demand (nothing held at the gateway, nothing in "
+            "flight) before it goes to zero replicas. Ignored when replicas.min is 1 or more."
+        ),
+    )
 
     @field_validator("metric")
     @classmethod

@@ -22,6 +22,7 @@ __all__ = [
     "TracingSpec",
     "DEFAULT_IMAGES",
     "DiagnosticsSpec",
+    "FlowControlSpec",
     "GatewaySpec",
     "ImagesSpec",
     "KvCachePoolSpec",
@@ -33,6 +34,7 @@ __all__ = [
     "ProfilesSpec",
     "RateLimitsSpec",
     "RedisSpec",
+    "SaturationSpec",
     "TierSpec",
     "UsersSpec",
 ]
@@ -68,6 +70,13 @@ class TierSpec(SpecModel):
 
     rpm: Annotated[int, Field(ge=1)] = Field(description="Requests per minute.")
     tpm: Annotated[int, Field(ge=1)] = Field(description="Tokens (prompt + completion) per minute.")
+    priority: Annotated[int, Field(ge=0, le=1000)] = Field(
+        0,
+        description=(
+            "Priority band of this tier's requests under gateway.flowControl: higher bands are dispatched "
+            "first and shed last."
+        ),
+    )
 
 
 class RateLimitsSpec(SpecModel):
@@ -94,6 +103,56 @@ class RedisSpec(SpecModel):
         pattern=r"^rediss?://",
     )
     password_secret_ref: SecretName | None = Field(None, description="Secret with key 'password'.")
+
+
+class SaturationSpec(SpecModel):
+    """When an engine counts as full: flow control holds requests rather than send them there."""
+
+    max_waiting_per_engine: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        8,
+        description=(
+            "Requests an engine may have waiting (queued inside it, not running). An engine whose last scrape "
+            "shows this many is full; otherwise it has room for (running at its last scrape + this) minus what "
+            "the gateway has in flight there, so the fresh in-flight count covers the gap between scrapes."
+        ),
+    )
+    max_kv_cache_usage: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.9, description="KV-cache usage (0..1) at which an engine is full."
+    )
+    max_inflight_per_engine: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
+        None, description="A hard cap on one gateway replica's requests in flight per engine (unset: no cap)."
+    )
+
+
+class FlowControlSpec(SpecModel):
+    """Per-model queues in the gateway: hold requests until an engine has room (docs/gateway.md)."""
+
+    enabled: bool = Field(
+        False,
+        description="Hold requests in per-model queues instead of overloading engines; needed for replicas.min 0.",
+    )
+    queue_timeout: Duration = Field(
+        "30s",
+        description=(
+            "Longest a request waits: then 429 (engines stayed full) or 503 with Retry-After (no engine became "
+            "ready: a cold start from zero replicas took longer). At most 1h."
+        ),
+    )
+    max_queue_per_model: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        1000, description="Most requests held per model (per gateway replica); beyond it the lowest priority is shed (429)."
+    )
+    saturation: SaturationSpec = Field(default_factory=SaturationSpec, description="When an engine is full.")
+    fairness: Literal["round-robin", "virtual-time"] = Field(
+        "virtual-time",
+        description=(
+            "Order between users inside a priority band: virtual-time (start-time fair queueing weighted by each "
+            "request's token budget, prompt + max_tokens) or round-robin (one request per user in turn)."
+        ),
+    )
+    allow_priority_header: bool = Field(
+        False,
+        description="Let clients lower (never raise above their tier's) a request's priority with x-request-priority.",
+    )
 
 
 class GatewaySpec(SpecModel):
@@ -125,6 +184,10 @@ class GatewaySpec(SpecModel):
     )
     redis: RedisSpec | None = Field(None, description="Shared counters; empty = per-replica counters.")
     request_timeout: Duration = Field("300s", description="Upstream request timeout.")
+    flow_control: FlowControlSpec = Field(
+        default_factory=FlowControlSpec,
+        description="Queues per model with priorities (rateLimits.tiers.<t>.priority) and fairness between users.",
+    )
     max_request_body_bytes: int | Quantity = Field(
         8 * 1024 * 1024,
         description=(

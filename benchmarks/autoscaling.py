@@ -12,7 +12,11 @@ uniformly from [60, 180] s, or removes engines (starting ones first, then the ne
 drain). The fixed baseline runs HPA's mean replica count (equal GPU budget), constant.
 `kpa`/`apa` get HPA's 300 s scale-down damping; `kpa-default`/`apa-default` keep their
 algorithms' own defaults; `hpa-lag30` is HPA seeing the metric 30 s late (the Prometheus +
-metrics-adapter path a deployed HPA reads through). The extra rows are information only.
+metrics-adapter path a deployed HPA reads through). `kpa-coming`/`apa-coming` are `kpa`/`apa`
+whose demand counts starting pods as capacity that is coming: the waiting part of the metric is
+reduced by what the starting pods will take (`scaler.demand.uncovered_held`, which the scaler
+applies to the gateway's held requests under flow control; here the engines' queues stand in
+for them). The extra rows are information only.
 
 Measures per policy and trace: SLO attainment (share of one-minute windows whose TTFT P99 meets
 the SLO), mean and P99 end-to-end latency, GPU-hours (GPU held from creation to the end of
@@ -45,6 +49,7 @@ from runtime_components.engine_sim.config import EngineConfig, SimRequest
 from runtime_components.engine_sim.des import EngineView, RequestRecord, Simulation, percentile
 from runtime_components.scaler.analysis import count_oscillations
 from runtime_components.scaler.autoscaler import Autoscaler
+from runtime_components.scaler.demand import uncovered_held
 
 METRIC_READERS = {
     "vllm:num_requests_running": lambda v: float(v.num_running),
@@ -56,7 +61,11 @@ MIN_OSCILLATIONS_FOR_RATIO = 5
 # The issue's targets for the better of KPA/APA against HPA (and: no more GPU-hours).
 TARGET_OSC_REDUCTION = 0.33
 TARGET_P99_REDUCTION = 0.10
-POLICIES = ("fixed", "hpa", "kpa", "apa", "kpa-default", "apa-default", "hpa-lag30")
+POLICIES = ("fixed", "hpa", "kpa", "apa", "kpa-default", "apa-default", "hpa-lag30", "kpa-coming", "apa-coming")
+# Policies whose demand counts starting pods as capacity that is coming: the queued part of the
+# metric (waiting requests) is reduced by what the starting pods will take, as the scaler does
+# with the gateway's held requests (runtime_components/scaler/demand.py, `uncovered_held`).
+COMING_CAPACITY = frozenset({"kpa-coming", "apa-coming"})
 # Seconds by which a policy sees the metric late. Only "hpa-lag30" has any: it stands for the
 # HPA the compiler emits, reading through Prometheus and a metrics adapter (a 30 s scrape
 # interval and the adapter's caching, an assumption). RESULT never uses it.
@@ -133,6 +142,8 @@ POLICY_PARAMS: dict[str, tuple[str, dict[str, Any]]] = {
     "kpa-default": ("kpa", {}),
     "apa-default": ("apa", {}),
     "hpa-lag30": ("hpa", {}),
+    "kpa-coming": ("kpa", {"scaleDownDelaySeconds": 300}),
+    "apa-coming": ("apa", {"scaleDownCooldownSeconds": 300}),
 }
 
 
@@ -185,7 +196,11 @@ def run_policy(s: Scenario, trace: list[SimRequest], policy: str, fixed_replicas
         ready_views: list[EngineView] = sim_.routable()
         run.timeline.append((now, len(ready_views), float(per_second[min(int(now), len(per_second) - 1)])))
         if autoscaler is not None and ready_views:
-            delayed.append((now, sum(read(v) for v in ready_views for read in readers), len(ready_views)))
+            total = sum(read(v) for v in ready_views for read in readers)
+            if policy in COMING_CAPACITY:
+                waiting = float(sum(v.num_waiting for v in ready_views))
+                total -= waiting - uncovered_held(waiting, len(active()), len(ready_views), s.target_per_replica)
+            delayed.append((now, total, len(ready_views)))
         while autoscaler is not None and delayed and delayed[0][0] <= now - lag:
             taken, total, reporting = delayed.pop(0)
             autoscaler.record(taken + lag, total, reporting)

@@ -133,12 +133,12 @@ def replicas_and_autoscaling(stack: InferenceStack) -> Iterator[Diagnostic]:
                 f"an autoscaled model needs room to scale, but replicas.max is {r.max if r.max is not None else r.min}",
                 expected="replicas.max >= 1",
             )
-        if a.policy == "hpa" and r.min == 0:
+        if a.policy == "hpa" and not a.use_keda and r.min == 0:
             yield Diagnostic(
                 base + ("replicas", "min"),
                 "a HorizontalPodAutoscaler cannot scale to zero",
-                expected="replicas.min >= 1 with policy hpa",
-                hint="use autoscaling.policy kpa or apa to scale to zero",
+                expected="replicas.min >= 1 with policy hpa (without useKeda)",
+                hint="use autoscaling.policy kpa or apa, or useKeda: true, to scale to zero",
             )
         metric = AUTOSCALING_METRICS[a.metric]
         if a.policy != "none" and metric.max_target is not None and a.target > metric.max_target:

@@ -31,15 +31,17 @@ from pydantic import Field, model_validator
 from .._base import SpecModel
 from ..engine_metrics import EngineName
 from ..routing import RoutingSpec
-from ..sections import TierSpec  # the stack's tier model: the compiler copies tiers across unchanged
+from ..sections import SaturationSpec, TierSpec  # the stack's models: the compiler copies them across unchanged
 
 __all__ = [
     "DiscoverySpec",
+    "FlowControlConfig",
     "GatewayConfig",
     "GatewayModelSpec",
     "ListenSpec",
     "RateLimitSpec",
     "RoutingStateSpec",
+    "SaturationSpec",
     "TracingSpec",
     "ScrapeSpec",
     "TierSpec",
@@ -205,6 +207,39 @@ class RoutingStateSpec(SpecModel):
     )
 
 
+class FlowControlConfig(SpecModel):
+    """Per-model queues in the gateway: hold a request until an engine has room (docs/gateway.md)."""
+
+    enabled: bool = Field(False, description="Hold requests in per-model queues instead of overloading engines.")
+    queue_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        30.0,
+        description=(
+            "Longest a request waits in the queue: then 429 (engines exist but stayed full) or 503 with "
+            "Retry-After (the model had no ready engine: a cold start that did not finish in time)."
+        ),
+    )
+    max_queue_per_model: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        1000, description="Most requests held per model; beyond it the lowest priority is shed with 429."
+    )
+    saturation: SaturationSpec = Field(default_factory=SaturationSpec, description="When an engine is full.")
+    fairness: Literal["round-robin", "virtual-time"] = Field(
+        "virtual-time",
+        description=(
+            "Order between users within a priority band: virtual-time (start-time fair queueing weighted by "
+            "each request's token budget, prompt + max_tokens) or round-robin (one request per user in turn)."
+        ),
+    )
+    allow_priority_header: bool = Field(
+        False,
+        description=(
+            "Let clients lower (never raise above their tier's) priority with the x-request-priority header."
+        ),
+    )
+    tick_s: Annotated[float, Field(gt=0, le=5)] = Field(
+        0.05, description="How often held requests are re-checked when no request finished (new scrapes, new pods)."
+    )
+
+
 class GatewayConfig(SpecModel):
     """The whole gateway configuration file."""
 
@@ -227,6 +262,9 @@ class GatewayConfig(SpecModel):
             "Next-best endpoints named in x-gateway-destination-fallback-1..N, which Envoy's retries use "
             "when the chosen one fails to connect or resets; match the Envoy bootstrap's numRetries."
         ),
+    )
+    flow_control: FlowControlConfig = Field(
+        default_factory=FlowControlConfig, description="Per-model queues, priorities and fairness (off by default)."
     )
     seed: int = Field(0, description="Seed of the routing policies' random choices (reproducible runs).")
     max_request_body_bytes: Annotated[int, Field(ge=64 * 1024, le=1 << 30)] = Field(

@@ -26,6 +26,7 @@ from aibrix_spec.engine_metrics import EngineName
 
 __all__ = [
     "ApaParams",
+    "DemandSource",
     "EngineMetricSource",
     "HpaParams",
     "KpaParams",
@@ -79,6 +80,24 @@ class OptimizerMetricSource(SpecModel):
     labels: dict[str, str] = Field(
         default_factory=dict,
         description="Labels selecting the series, e.g. {model: llama-3-8b, pool: l20}.",
+    )
+
+
+class DemandSource(SpecModel):
+    """The gateway's view of a model's demand: requests held in its queues plus those in flight.
+
+    Read from every gateway replica's ``/metrics`` (``aibrix_gateway_flow_held_requests`` and
+    ``aibrix_gateway_flow_inflight_requests``, label ``model``) and summed. It is what lets a
+    workload scale from zero: at zero replicas no engine reports anything."""
+
+    urls: list[str] = Field(min_length=1, description="Each gateway replica's /metrics URL.")
+    model: str = Field(min_length=1, description='The OpenAI model name (the gateway metrics\' "model" label).')
+    poll_seconds: float = Field(
+        0.5, gt=0, le=60,
+        description="How often the gateway is polled while the workload is at zero (a held request wakes it within this).",
+    )
+    scale_to_zero_grace_seconds: float = Field(
+        60, ge=0, description="Demand must stay at zero this long before the workload goes to zero replicas."
     )
 
 
@@ -215,12 +234,19 @@ class ScalingTarget(SpecModel):
     )
     metric: MetricSpec = Field(description="What is measured and how values combine.")
     target: float = Field(gt=0, description="Metric value one replica should carry (per-pod unit).")
-    min_replicas: int = Field(1, ge=0, description="Lower bound; 0 only with kpa.scaleToZero.")
+    min_replicas: int = Field(
+        1, ge=0, description="Lower bound; 0 only with kpa.scaleToZero or a demand source (scale from zero)."
+    )
     max_replicas: int = Field(ge=1, description="Upper bound.")
     policy: PolicyName = Field(description="Algorithm: hpa, kpa or apa.")
     hpa: HpaParams = Field(default_factory=HpaParams, description="Parameters when policy is hpa.")
     kpa: KpaParams = Field(default_factory=KpaParams, description="Parameters when policy is kpa.")
     apa: ApaParams = Field(default_factory=ApaParams, description="Parameters when policy is apa.")
+    demand: DemandSource | None = Field(
+        None,
+        description="The gateway's held + in-flight requests for this model: wakes the workload from zero at once "
+        "and keeps it at one replica or more while there is demand (docs/scaler.md).",
+    )
     scrape_interval_seconds: float = Field(1, gt=0, description="Time between two metric scrapes.")
     stale_after_seconds: float = Field(
         30, gt=0, description="Hold the last decision when the newest sample is older than this."
@@ -235,8 +261,13 @@ class ScalingTarget(SpecModel):
     def _consistent(self) -> ScalingTarget:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"minReplicas ({self.min_replicas}) exceeds maxReplicas ({self.max_replicas})")
-        if self.min_replicas == 0 and not (self.policy == "kpa" and self.kpa.scale_to_zero):
-            raise ValueError("minReplicas 0 needs policy kpa with kpa.scaleToZero: true; otherwise use 1 or more")
+        if self.min_replicas == 0 and not (self.policy == "kpa" and self.kpa.scale_to_zero) and self.demand is None:
+            raise ValueError(
+                "minReplicas 0 needs a demand source (the gateway's held requests wake the workload) or policy kpa "
+                "with kpa.scaleToZero: true; otherwise use 1 or more"
+            )
+        if self.demand is not None and self.policy == "hpa":
+            raise ValueError("demand is read by the kpa and apa policies; with hpa use KEDA's trigger instead")
         if self.metric.source == "engine" and not self.pod_selector:
             raise ValueError("metric.source engine needs podSelector (the labels of the workload's pods)")
         for other in ("hpa", "kpa", "apa"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..defaults import ResolvedPool, ResolvedStack
 from ..errors import Diagnostic, SpecValidationError
-from .checks import check_hpa_selectors, check_kv_engines, check_multi_node, check_names, check_optimizer
+from .checks import check_flow_control, check_hpa_selectors, check_kv_engines, check_multi_node, check_names, check_optimizer
 from .components import (
     duration_seconds,
     plan_diagnostics,
@@ -117,6 +117,7 @@ def plan(stack: ResolvedStack, *, kube_version: tuple[int, int]) -> Plan:
         *check_kv_engines(stack),
         *check_optimizer(stack),
         *check_hpa_selectors(stack),
+        *check_flow_control(stack),
     ]
     pools = {p.name: _pool(p) for p in stack.pools}
     models = plan_models(stack, pools, problems)

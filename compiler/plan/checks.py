@@ -13,12 +13,14 @@ from aibrix_spec.catalog import MODEL_ARCHS
 
 from ..defaults import ResolvedStack
 from ..errors import Diagnostic
+from .durations import duration_seconds
 from .models import model_arch_of
 from .types import ModelPlan
 
 __all__ = [
     "MAX_RAY_CLUSTER_NAME",
     "RAY_HEAD_SERVICE_SUFFIX",
+    "check_flow_control",
     "check_hpa_selectors",
     "check_multi_node",
     "check_names",
@@ -177,4 +179,40 @@ def check_optimizer(stack: ResolvedStack) -> list[Diagnostic]:
                     "optimizer.profiles.configMapRef)",
                 )
             )
+    return problems
+
+
+#: The gateway's own bound on gateway.flowControl.queueTimeout (FlowControlConfig.queue_timeout_s).
+MAX_QUEUE_TIMEOUT_S = 3600.0
+
+
+def check_flow_control(stack: ResolvedStack) -> list[Diagnostic]:
+    """queueTimeout within the gateway's bounds; replicas.min 0 only with the gateway's flow control.
+
+    A model at zero replicas has no engine to report demand: only the gateway sees it, so
+    scale from zero needs flow control (requests are held and exported as demand); which
+    autoscalers may go to zero (kpa, apa, hpa through KEDA) is checked in ``crossref``."""
+    problems = []
+    flow = stack.gateway.flow_control
+    timeout = duration_seconds(flow.queue_timeout)
+    if not 0 < timeout <= MAX_QUEUE_TIMEOUT_S:
+        problems.append(Diagnostic(
+            ("spec", "gateway", "flowControl", "queueTimeout"),
+            f"queueTimeout {flow.queue_timeout} is outside the range the gateway accepts",
+            expected="a duration above 0 and at most 1h, e.g. 30s",
+            hint="clients usually give up within a minute or two; hold requests no longer than they wait",
+        ))
+    for m in stack.models:
+        if m.replicas_min != 0:
+            continue
+        where = ("spec", "models", m.index, "replicas", "min")
+        if m.spec.autoscaling.policy == "none" or (m.spec.autoscaling.policy == "hpa" and not m.spec.autoscaling.use_keda):
+            continue  # a fixed count of 0 parks the model; a bare HPA is refused by the cross-reference pass
+        if not (stack.gateway.enabled and flow.enabled):
+            problems.append(Diagnostic(
+                where,
+                "replicas.min 0 needs the gateway's flow control: at zero replicas only the gateway sees demand",
+                expected="gateway.enabled: true and gateway.flowControl.enabled: true",
+                hint="requests are then held while the first replica starts, instead of answered 503",
+            ))
     return problems

@@ -11,11 +11,13 @@ from typing import Any
 
 from aibrix_spec import AUTOSCALING_METRICS, PeerSpec
 from aibrix_spec.catalog import ACCELERATORS
+from aibrix_spec.components.gateway import FlowControlConfig
 from aibrix_spec.engine_metrics import translate_name
 from aibrix_spec.traffic import RouteSpec
 
 from ..defaults import ResolvedStack
 from .checks import optimized_models
+from .durations import duration_seconds
 from .models import split
 from .names import (
     DIAG,
@@ -72,16 +74,6 @@ ENVOY_GATEWAY_NAME = "aibrix"
 #: The namespace label the API server sets on every namespace (users cannot set it).
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def duration_seconds(text: str) -> float:
-    """Seconds in a spec Duration (``300s``, ``5m``, ``250ms``, ``1h``); the spec's pattern
-    guarantees the shape."""
-    unit = "ms" if text.endswith("ms") else text[-1]
-    return int(text[: -len(unit)]) * _UNIT_SECONDS[unit]
-
-
 def _component(stack: ResolvedStack, component: str, name: str, image: str) -> Component:
     selector = {
         "app.kubernetes.io/component": component,
@@ -91,11 +83,20 @@ def _component(stack: ResolvedStack, component: str, name: str, image: str) -> C
     return Component(name=name, component=component, image=image, selector=tuple(sorted(selector.items())))
 
 
+#: Envoy's ext_proc per-message timeout when nothing is held (the gateway answers in milliseconds).
+EXT_PROC_MESSAGE_TIMEOUT_S = 5.0
+
+
 def plan_gateway(stack: ResolvedStack) -> GatewayPlan | None:
     spec = stack.gateway
     if not spec.enabled:
         return None
     router = _component(stack, "gateway", GATEWAY, stack.images.gateway)
+    fc = spec.flow_control
+    flow = FlowControlConfig(
+        enabled=fc.enabled, queue_timeout_s=duration_seconds(fc.queue_timeout), max_queue_per_model=fc.max_queue_per_model,
+        saturation=fc.saturation, fairness=fc.fairness, allow_priority_header=fc.allow_priority_header,
+    )
     standalone = spec.mode == "standalone"
     envoy = _component(stack, "gateway", ENVOY, stack.images.envoy) if standalone else None
     if envoy is not None:
@@ -123,9 +124,7 @@ def plan_gateway(stack: ResolvedStack) -> GatewayPlan | None:
         max_request_body_bytes=int(spec.max_request_body_bytes),
         gateway_class_name=spec.gateway_class_name,
         service_dns=f"{GATEWAY}.{stack.namespace}.svc",
-        metrics_urls=tuple(
-            f"http://{GATEWAY}-{i}.{GATEWAY}.{stack.namespace}.svc:{GATEWAY_HTTP_PORT}/metrics" for i in range(spec.replicas)
-        ),
+        metrics_urls=gateway_metrics_urls(stack),
         users_secret=spec.users.secret_ref if spec.users is not None else None,
         redis_url=spec.redis.url if spec.redis is not None else None,
         redis_password_secret=spec.redis.password_secret_ref if spec.redis is not None else None,
@@ -133,9 +132,20 @@ def plan_gateway(stack: ResolvedStack) -> GatewayPlan | None:
         routing_stream_key=f"aibrix:{stack.namespace}:{stack.name}:routing-state",
         routes=_routes(stack),
         tracing=(tracing.otlp_endpoint, tracing.sampling_ratio) if (tracing := stack.observability.tracing) else None,
-        tiers=tuple((name, t.rpm, t.tpm) for name, t in sorted(spec.rate_limits.tiers.items())),
+        tiers=tuple((name, t.rpm, t.tpm, t.priority) for name, t in sorted(spec.rate_limits.tiers.items())),
         default_tier=spec.rate_limits.default_tier,
         proxy_peers=proxies,
+        flow_control=flow,
+        # Envoy must wait for a held request's answer: the queue timeout plus the usual 5 s.
+        ext_proc_message_timeout_s=EXT_PROC_MESSAGE_TIMEOUT_S + (flow.queue_timeout_s if flow.enabled else 0.0),
+    )
+
+
+def gateway_metrics_urls(stack: ResolvedStack) -> tuple[str, ...]:
+    """Every gateway replica's /metrics (stable StatefulSet names)."""
+    return tuple(
+        f"http://{GATEWAY}-{i}.{GATEWAY}.{stack.namespace}.svc:{GATEWAY_HTTP_PORT}/metrics"
+        for i in range(stack.gateway.replicas)
     )
 
 
@@ -175,7 +185,10 @@ def plan_scale_targets(stack: ResolvedStack, models: tuple[ModelPlan, ...]) -> t
         for k, workload in enumerate(model.workloads):
             low = lows[k]
             high = model.replicas_max if metric.source == "optimizer" else highs[k]
-            low = low if (spec.policy == "kpa" and low == 0) else max(1, low)
+            # 0 stays 0 where something scales from zero: a KPA, or a model whose replicas.min is 0
+            # (check_flow_control allowed it only with kpa, apa or KEDA, and flow control on).
+            low = low if low == 0 and (spec.policy == "kpa" or model.replicas_min == 0) else max(1, low)
+            from_zero = low == 0 and model.replicas_min == 0
             out.append(
                 ScaleTarget(
                     model=model.name,
@@ -194,6 +207,8 @@ def plan_scale_targets(stack: ResolvedStack, models: tuple[ModelPlan, ...]) -> t
                     engine_port=model.port,
                     pod_selector=workload.selector,
                     optimizer_url=_optimizer_url(stack) if metric.source == "optimizer" else None,
+                    scale_to_zero_grace_s=duration_seconds(spec.scale_to_zero_grace) if from_zero else None,
+                    demand_urls=gateway_metrics_urls(stack) if from_zero else (),
                 )
             )
     return tuple(out)
@@ -315,7 +330,7 @@ def plan_network(
     """Every pod of the stack is denied by default; then engines accept the gateway, the
     proxies, the scaler and the scrapers on their API ports (and, without a gateway, the
     clients); our Envoy accepts the clients; the gateway's ext_proc port accepts the proxies
-    and its metrics port the optimizer and scrapers; the optimizer accepts the scaler and
+    and its metrics port the optimizer, scrapers and (scaling from zero) the scaler; the optimizer accepts the scaler and
     scrapers; the KV pool accepts engines; Ray pods accept each other within one RayCluster; the
     engines' KV-event port accepts the gateway when a model's prefix index is kv-events."""
     engines = (("app.kubernetes.io/component", ENGINE), ("app.kubernetes.io/instance", stack.name))
@@ -337,7 +352,12 @@ def plan_network(
         to_engines=tuple(to_engines),
         to_envoy=clients or (),
         to_gateway_grpc=gateway.proxy_peers if gateway is not None else (),
-        to_gateway_http=(*scrapers, *((optimizer.component.peer,) if optimizer is not None else ())),
+        to_gateway_http=(
+            *scrapers,
+            *((optimizer.component.peer,) if optimizer is not None else ()),
+            # The scaler reads held + in-flight requests there to scale from zero.
+            *((scaler.component.peer,) if scaler is not None and any(t.demand_urls for t in scaler.targets) else ()),
+        ),
         to_optimizer=(*scrapers, *((scaler.component.peer,) if scaler is not None else ())),
         to_kv_pool=({"podSelector": {"matchLabels": dict(engines)}},),
         to_engine_kv_events=(gateway.router.peer,) if gateway is not None and any(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aibrix_spec import SloSpec
+from aibrix_spec.components.gateway import FlowControlConfig
 from aibrix_spec.components.sidecar import SidecarAdapter
 from aibrix_spec.traffic import RouteSpec
 
@@ -173,6 +174,8 @@ class ScaleTarget:
     engine_port: int
     pod_selector: Labels
     optimizer_url: str | None  #: the optimizer's /metrics, when the metric is its gauge
+    scale_to_zero_grace_s: float | None  #: set when low is 0: idle time before going to zero
+    demand_urls: tuple[str, ...]  #: the gateway replicas' /metrics (held + in-flight requests), for scale from zero
 
 
 @dataclass(frozen=True)
@@ -229,9 +232,11 @@ class GatewayPlan:
     routing_stream_key: str  #: the Redis stream every replica shares routing state on (one per stack)
     routes: tuple[RouteSpec, ...]  #: weighted routes, targets translated to served model names
     tracing: tuple[str, float] | None  #: (OTLP endpoint, sampling ratio) of request spans
-    tiers: tuple[tuple[str, int, int], ...]  #: (name, rpm, tpm)
+    tiers: tuple[tuple[str, int, int, int], ...]  #: (name, rpm, tpm, priority)
     default_tier: str
     proxy_peers: tuple[Peer, ...]  #: the proxies that carry client traffic
+    flow_control: FlowControlConfig  #: the gateway's queues, in its own config model (seconds)
+    ext_proc_message_timeout_s: float  #: Envoy waits this long for the gateway (longer than a held request)
 
 
 @dataclass(frozen=True)

@@ -87,7 +87,10 @@ def scaler_config(plan: Plan, scaler: ScalerPlan) -> ScalerConfig:
             "maxReplicas": t.high,
             "policy": t.policy,
         }
-        if t.low == 0:
+        if t.demand_urls:  # scale from zero: the gateway's held + in-flight requests wake the workload
+            target["demand"] = {"urls": list(t.demand_urls), "model": t.served_name,
+                                "scaleToZeroGraceSeconds": t.scale_to_zero_grace_s}
+        elif t.low == 0:
             target["kpa"] = {"scaleToZero": True}
         targets.append(target)
     return ScalerConfig.model_validate(
@@ -193,7 +196,32 @@ def _promql(plan: Plan, t: ScaleTarget) -> str:
     return " + ".join(f"sum({name}{{{match}}})" for name in t.metric_names)
 
 
+def _demand_trigger(plan: Plan, t: ScaleTarget) -> dict[str, Any]:
+    """Scale from zero under KEDA: the gateways' held + in-flight requests of the model.
+
+    Above activationThreshold 0, KEDA activates the workload (0 -> 1); the engine trigger
+    sizes it from there. cooldownPeriod (the idle grace) delays the way back to zero."""
+    match = f'namespace="{plan.namespace}",model="{t.served_name}"'
+    query = f"sum(aibrix_gateway_flow_held_requests{{{match}}}) + sum(aibrix_gateway_flow_inflight_requests{{{match}}})"
+    return {"type": "prometheus", "metadata": {"serverAddress": plan.prometheus_url, "query": query,
+                                                "threshold": f"{t.target:g}", "activationThreshold": "0"}}
+
+
 def _scaled_object(plan: Plan, t: ScaleTarget) -> dict[str, Any]:
+    if t.demand_urls:
+        assert t.scale_to_zero_grace_s is not None
+        return _with_demand(_scaled_object_body(plan, t), _demand_trigger(plan, t), t.scale_to_zero_grace_s)
+    return _scaled_object_body(plan, t)
+
+
+def _with_demand(body: dict[str, Any], trigger: dict[str, Any], grace_s: float) -> dict[str, Any]:
+    spec = dict(body["spec"])
+    spec["triggers"] = [*spec["triggers"], trigger]
+    spec["cooldownPeriod"] = max(1, round(grace_s))
+    return {**body, "spec": spec}
+
+
+def _scaled_object_body(plan: Plan, t: ScaleTarget) -> dict[str, Any]:
     return {
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",

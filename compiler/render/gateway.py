@@ -79,7 +79,8 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
         for model in plan.models
     ]
     limits: dict[str, Any] = {
-        "tiers": {name: {"rpm": rpm, "tpm": tpm} for name, rpm, tpm in gw.tiers},
+        "tiers": {name: {"rpm": rpm, "tpm": tpm, **({"priority": priority} if priority else {})}
+                  for name, rpm, tpm, priority in gw.tiers},
         "defaultTier": gw.default_tier,
     }
     if gw.users_secret is not None:
@@ -104,6 +105,8 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
             "fallbacks": gw.num_retries,
             # Equal to Envoy's buffer, so a body Envoy passes on always fits the gRPC limit.
             "maxRequestBodyBytes": gw.max_request_body_bytes,
+            **({"flowControl": gw.flow_control.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
+               if gw.flow_control.enabled else {}),
         }
     )
 
@@ -207,6 +210,7 @@ def _envoy_objects(plan: Plan, gw: GatewayPlan) -> list[dict[str, Any]]:
         request_timeout_s=gw.request_timeout_s,
         num_retries=gw.num_retries,
         per_connection_buffer_limit_bytes=gw.max_request_body_bytes,
+        ext_proc_message_timeout_s=gw.ext_proc_message_timeout_s,
     )
     config = config_map(envoy.name, {"envoy.yaml": dump_yaml(bootstrap)})
     labels = envoy.match_labels

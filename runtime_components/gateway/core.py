@@ -26,6 +26,7 @@ from aibrix_spec.routing import RoutingSpec
 from .endpoints import EndpointTable
 from .errors import GatewayError, bad_request, model_not_found, no_endpoint
 from .exact_tokens import ExactTokenizer
+from .flow import FlowController, FlowMetrics, table_states
 from .metrics import GatewayMetrics
 from .openai_request import ParsedRequest, parse_request
 from .policy import EndpointState, NoEndpointError, RequestOutcome, Router, RouteRequest, build_router
@@ -98,6 +99,8 @@ class GatewayCore:
         self.state = state if state is not None else RoutingState()
         self.routes = RouteTable(self.state)
         self.tracer = tracer
+        self.flow = FlowController(config.flow_control, config.rate_limits.tiers, table_states(table))
+        self.flow.metrics = FlowMetrics(metrics.registry, self.flow.snapshot)
         self._routers: dict[tuple[str, str], Router] = {}
         # kv-events index mode: one event-fed prefix index per model, shared by its routers
         self.event_indexes: dict[str, PrefixIndex] = {
@@ -192,8 +195,14 @@ class GatewayCore:
             self.metrics.rate_limit_errors.inc()
             log.warning("rate limits not applied (fail open): %s: %s", exc.__class__.__name__, exc)
         router = self.router_for(model, headers)
+        # Flow control (off: None): wait until an engine has room, then route among those.
+        held_at = time.monotonic()
+        with_room = await self.flow.hold(model, user.name, self.flow.priority_of(user.tier, headers),
+                                         parsed.prompt_tokens + (parsed.max_tokens or 0))
         now = time.monotonic()
         pool, down = self.table.pool(model, now)
+        if with_room is not None:  # flow control held the request until these engines had room
+            pool = EndpointPool(with_room)
         if not len(pool):
             reason = f"{down} endpoint(s) are failing" if down else "discovery found no ready pod"
             raise no_endpoint(model, reason)
@@ -215,7 +224,7 @@ class GatewayCore:
         self.table.inflight_add(decision.endpoint.address, 1)
         fallbacks = self._fallbacks(decision.endpoint.address, decision.scores, pool)
         admission = Admission(model, adapter, user, parsed, request, router, decision.endpoint,
-                              started=time.monotonic(), fallbacks=fallbacks, body=rewritten)
+                              started=time.monotonic(), fallbacks=fallbacks, body=rewritten, queued_s=now - held_at)
         if self.tracer is not None:
             admission.span = self.tracer.start(f"gateway {parsed.kind}", headers, {
                 "gen_ai.operation.name": parsed.kind, "gen_ai.request.model": parsed.model, "aibrix.model": model,
@@ -275,6 +284,7 @@ class GatewayCore:
             return
         admission.finished = True
         self.table.inflight_add(self.served_address(admission), -1)
+        self.flow.wake(admission.model)
         now = time.monotonic()
         ttft = admission.first_byte_at - admission.started if admission.first_byte_at is not None else None
         outcome = RequestOutcome(

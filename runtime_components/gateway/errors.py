@@ -20,6 +20,8 @@ __all__ = [
     "no_endpoint",
     "unauthorized",
     "rate_limited",
+    "over_capacity",
+    "cold_start_timeout",
 ]
 
 
@@ -77,4 +79,27 @@ def rate_limited(message: str, retry_after_s: float, limit: str) -> GatewayError
     return GatewayError(
         429, f"{message}; retry after {seconds} s", "rate_limit_error", "rate_limit_exceeded",
         {"retry-after": str(seconds)}, reason=limit,
+    )
+
+
+def _whole_seconds(value: float) -> int:
+    return max(1, int(-(-value // 1)))  # rounded up, at least 1
+
+
+def over_capacity(model: str, why: str, retry_after_s: float, reason: str) -> GatewayError:
+    """Flow control shed the request: every engine stayed full, or a higher priority needed the place."""
+    seconds = _whole_seconds(retry_after_s)
+    return GatewayError(
+        429, f'"{model}" is over capacity: {why}; retry after {seconds} s', "rate_limit_error", "over_capacity",
+        {"retry-after": str(seconds)}, reason=reason,
+    )
+
+
+def cold_start_timeout(model: str, waited_s: float, retry_after_s: float) -> GatewayError:
+    """A held request waited its queue timeout and the model still had no ready engine."""
+    seconds = _whole_seconds(retry_after_s)
+    return GatewayError(
+        503, f'No engine of "{model}" became ready within {waited_s:.0f} s (the model is starting from zero '
+        f"replicas or its pods are not ready); retry after {seconds} s", "service_unavailable", "cold_start_timeout",
+        {"retry-after": str(seconds)}, reason="cold_start_timeout",
     )

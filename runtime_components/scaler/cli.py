@@ -3,6 +3,7 @@
     aibrix-scaler check --config scaler.yaml
     aibrix-scaler run   --config scaler.yaml [--api-url URL | --kubeconfig FILE] [--identity NAME]
     aibrix-scaler local --config scaler.yaml [--startup-delay 2] [--ramp 0:4,60:16,150:4] [--duration 240]
+                        [--initial-replicas 0] [--kubeconfig-out FILE]
 
 `run` talks to a Kubernetes API (in-cluster service account by default). `local` starts the
 in-memory API server of `runtime_components.common.fake_kube` whose Deployments start real `aibrix-engine-sim`
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--ramp", default="", help="closed-loop load: SECONDS:CLIENTS,... e.g. 0:4,60:16,150:4")
     local.add_argument("--model", default="llama-3-8b", help="engine_sim model architecture")
     local.add_argument("--accelerator", default="nvidia-a100-80gb", help="engine_sim accelerator")
+    local.add_argument("--kubeconfig-out", type=Path, default=None,
+                       help="write a kubeconfig for the local API server here (a gateway in kubernetes mode "
+                            "can then discover the engine pods, e.g. to scale from zero behind flow control)")
     for p in (run, local):
         p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         ramp = parse_ramp(args.ramp)
         return asyncio.run(run_local(config, startup_delay=args.startup_delay,
                                      initial_replicas=args.initial_replicas, duration=args.duration,
-                                     ramp=ramp, model=args.model, accelerator=args.accelerator))
+                                     ramp=ramp, model=args.model, accelerator=args.accelerator,
+                                     kubeconfig_out=args.kubeconfig_out))
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 1

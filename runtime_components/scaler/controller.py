@@ -23,6 +23,7 @@ from kubernetes import client as k8s
 
 from aibrix_spec.components.scaler import ScalerConfig, ScalingTarget
 from runtime_components.scaler.autoscaler import Autoscaler, Decision
+from runtime_components.scaler.demand import DemandReading, ZeroGate, read_demand, uncovered_held
 from runtime_components.scaler.freshness import FrozenDetector
 from runtime_components.scaler.kube import KubeApi
 from runtime_components.scaler.lease import LeaderElector
@@ -45,6 +46,9 @@ class TargetState:
     ready_pods: int = 0
     frozen: FrozenDetector | None = None
     holding: bool = False
+    gate: ZeroGate | None = None  #: with a demand source: scale from zero and back
+    demand: DemandReading | None = None
+    spec_replicas: int | None = None  #: as last read from the scale subresource
     last_decision: Decision | None = None
     history: list[tuple[float, int, int, str]] = field(default_factory=list)
 
@@ -69,7 +73,8 @@ class Controller:
         self.scrape_timeout_s = scrape_timeout_s
         self.elector = LeaderElector(kube, config.leader_election, identity)
         self.targets = {t.name: TargetState(spec=t, autoscaler=Autoscaler(t),
-                                            frozen=FrozenDetector(t.frozen_after_seconds))
+                                            frozen=FrozenDetector(t.frozen_after_seconds),
+                                            gate=ZeroGate(t.demand.scale_to_zero_grace_seconds) if t.demand else None)
                         for t in config.targets}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -79,6 +84,8 @@ class Controller:
             for state in self.targets.values():
                 tasks.append(asyncio.create_task(self._scrape_loop(stop, session, state)))
                 tasks.append(asyncio.create_task(self._decide_loop(stop, state)))
+                if state.spec.demand is not None:
+                    tasks.append(asyncio.create_task(self._demand_loop(stop, session, state)))
             try:
                 await stop.wait()
             finally:
@@ -110,9 +117,38 @@ class Controller:
         if reading.errors:
             self.metrics.scrape_errors.labels(spec.name).inc(len(reading.errors))
         if reading.reporting > 0:
-            state.autoscaler.record(self.clock(), reading.total, reading.reporting, expected_pods=reading.expected)
-            self.metrics.metric_total.labels(spec.name).set(reading.total)
+            total = reading.total + self._queued_demand(state)
+            state.autoscaler.record(self.clock(), total, reading.reporting, expected_pods=reading.expected)
+            self.metrics.metric_total.labels(spec.name).set(total)
         return reading
+
+    def _queued_demand(self, state: TargetState) -> float:
+        """Requests held at the gateway that no starting pod will absorb, in the metric's unit
+        (only for metrics that count requests: running, waiting, concurrency)."""
+        spec, demand = state.spec, state.demand
+        if demand is None or state.spec_replicas is None or not _counts_requests(spec.metric.names):
+            return 0.0
+        return uncovered_held(demand.held, state.spec_replicas, state.ready_pods, spec.target)
+
+    async def demand_once(self, session: aiohttp.ClientSession, state: TargetState) -> None:
+        """Read the gateways' demand; a held request at zero replicas starts one at once."""
+        spec = state.spec
+        assert spec.demand is not None and state.gate is not None
+        reading = await read_demand(session, spec.demand.urls, spec.demand.model, self.scrape_timeout_s)
+        for error in reading.errors:
+            log.warning("target %s: reading demand failed: %s", spec.name, error)
+        now = self.clock()
+        state.demand = reading
+        state.gate.observe(now, reading)
+        self.metrics.demand.labels(spec.name).set(reading.total)
+        if reading.held <= 0 or not self.elector.is_leader or state.spec_replicas not in (None, 0):
+            return
+        scale = await self.kube.get_scale(spec.scale_target_ref)
+        state.spec_replicas = scale.spec_replicas
+        if scale.spec_replicas == 0:  # not at the next sync: the held requests are waiting now
+            await self._write(state, now, 0, Decision(desired=1, reason="woken-by-demand",
+                                                      observed_total=reading.total))
+            state.spec_replicas = 1
 
     async def decide_once(self, state: TargetState) -> Decision | None:
         """One decision for one target; None when another replica holds the Lease."""
@@ -123,7 +159,13 @@ class Controller:
         scale = await self.kube.get_scale(ref)
         ready = state.ready_pods if spec.metric.source == "engine" else scale.status_replicas
         now = self.clock()
+        state.spec_replicas = scale.spec_replicas
         decision = state.autoscaler.decide(now, scale.spec_replicas, ready)
+        if state.gate is not None:
+            bounded, why = state.gate.bound(now, decision.desired)
+            bounded = min(max(bounded, spec.min_replicas), spec.max_replicas)
+            if bounded != decision.desired and why is not None:
+                decision = Decision(desired=bounded, reason=why, observed_total=decision.observed_total)
         state.last_decision = decision
         state.history.append((now, scale.spec_replicas, decision.desired, decision.reason))
         del state.history[:-1000]
@@ -196,6 +238,15 @@ class Controller:
                 log.warning("target %s: scrape round failed: %s", state.spec.name, _describe(error))
             await _sleep_or_stop(stop, state.spec.scrape_interval_seconds)
 
+    async def _demand_loop(self, stop: asyncio.Event, session: aiohttp.ClientSession, state: TargetState) -> None:
+        assert state.spec.demand is not None
+        while not stop.is_set():
+            try:
+                await self.demand_once(session, state)
+            except (TimeoutError, k8s.ApiException, OSError, aiohttp.ClientError) as error:
+                log.warning("target %s: demand round failed: %s", state.spec.name, _describe(error))
+            await _sleep_or_stop(stop, state.spec.demand.poll_seconds)
+
     async def _decide_loop(self, stop: asyncio.Event, state: TargetState) -> None:
         while not stop.is_set():
             try:
@@ -203,6 +254,14 @@ class Controller:
             except (TimeoutError, k8s.ApiException, OSError, aiohttp.ClientError) as error:
                 log.warning("target %s: decision failed: %s", state.spec.name, _describe(error))
             await _sleep_or_stop(stop, state.spec.sync_period_seconds)
+
+
+_REQUEST_COUNTS = frozenset({"vllm:num_requests_running", "vllm:num_requests_waiting",
+                             "sglang:num_running_reqs", "sglang:num_queue_reqs"})
+
+
+def _counts_requests(names: tuple[str, ...]) -> bool:
+    return all(name in _REQUEST_COUNTS for name in names)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -8,6 +8,7 @@
     aibrix_scaler_scale_writes_total{target, result} scale patches: ok | error
     aibrix_scaler_scrape_errors_total{target}       pods or endpoints that failed a scrape
     aibrix_scaler_leader                             1 while this replica holds the Lease
+    aibrix_scaler_demand_requests{target}           gateway demand (held + in flight), with a demand source
 """
 
 from __future__ import annotations
@@ -38,4 +39,6 @@ class ScalerMetrics:
         self.scrape_errors = Counter(
             "aibrix_scaler_scrape_errors", "Failed metric reads (per pod or endpoint).", ["target"], registry=r
         )
+        self.demand = Gauge("aibrix_scaler_demand_requests", "Requests held plus in flight at the gateways.",
+                            ["target"], registry=r)
         self.leader = Gauge("aibrix_scaler_leader", "1 while this replica is the active scaler.", registry=r)

@@ -3,6 +3,7 @@ config the scaler loads, and RBAC limited to the stack's own workloads."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -114,14 +115,18 @@ BOUNDS = [
 @pytest.mark.parametrize(("policy", "metric", "replicas", "pools", "expected"), BOUNDS)
 def test_bounds_per_workload(policy: str, metric: str, replicas: tuple[int, int], pools: list[str], expected: dict[str, tuple[int, int]]) -> None:
     base = FULL if metric == "optimizer_desired_replicas" else full(optimizer={"enabled": False})
+    if replicas[0] == 0:  # scale from zero needs the gateway's flow control
+        base = copy.deepcopy(base)
+        base["spec"]["gateway"]["flowControl"] = {"enabled": True}
     data = set_model(base, 0, placement={"pools": pools}, replicas={"min": replicas[0], "max": replicas[1]},
                      autoscaling={"policy": policy, "metric": metric, "target": 1})
     text = objects(data)[("ConfigMap", "aibrix-scaler")]["data"]["scaler.yaml"]
     config = ScalerConfig.model_validate(yaml.safe_load(text))
     got = {t.name: (t.min_replicas, t.max_replicas) for t in config.targets if t.name.startswith("llama")}
     assert got == expected
-    if replicas[0] == 0:
-        assert all(t.kpa.scale_to_zero for t in config.targets if t.name.startswith("llama"))
+    if replicas[0] == 0:  # the gateway's held + in-flight requests wake it
+        demands = [t.demand for t in config.targets if t.name.startswith("llama")]
+        assert all(d is not None and d.model == "llama-3-8b" and d.urls for d in demands)
 
 
 def test_scaler_rbac_names_exactly_the_autoscaled_workloads() -> None:

@@ -46,10 +46,11 @@ ERROR_CASES = [
      _doc("target: 8\nminReplicas: 5\nmaxReplicas: 4\npolicy: kpa\n"),
      "error: s.yaml:7:18: targets[0].minReplicas\n  minReplicas (5) exceeds maxReplicas (4)\n"
      "      7 |     minReplicas: 5\n        |                  ^"),
-    ("zero needs kpa scale to zero",
+    ("zero needs a demand source or kpa scale to zero",
      _doc("target: 8\nminReplicas: 0\nmaxReplicas: 4\npolicy: apa\n"),
      "error: s.yaml:7:18: targets[0].minReplicas\n"
-     "  minReplicas 0 needs policy kpa with kpa.scaleToZero: true; otherwise use 1 or more\n"
+     "  minReplicas 0 needs a demand source (the gateway's held requests wake the workload) or policy kpa "
+     "with kpa.scaleToZero: true; otherwise use 1 or more\n"
      "      7 |     minReplicas: 0\n        |                  ^"),
     ("block of another policy",
      _doc("target: 8\nmaxReplicas: 4\npolicy: kpa\napa: {windowSeconds: 30}\n"),

@@ -12,8 +12,10 @@ line per target: spec and ready replicas, the newest metric total, the last deci
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -26,7 +28,7 @@ from runtime_components.scaler.kube import KubeApi, connect
 from runtime_components.scaler.local.launcher import SubprocessLauncher
 from runtime_components.scaler.local.load import ClosedLoopLoad
 
-__all__ = ["parse_ramp", "run_local"]
+__all__ = ["parse_ramp", "run_local", "write_kubeconfig"]
 
 
 def parse_ramp(text: str) -> list[tuple[float, int]]:
@@ -45,6 +47,19 @@ def parse_ramp(text: str) -> list[tuple[float, int]]:
     return steps
 
 
+def write_kubeconfig(path: Path, api_url: str) -> None:
+    """A kubeconfig for the local API server (plain HTTP, no credentials), written atomically."""
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "local",
+        "clusters": [{"name": "local", "cluster": {"server": api_url}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": "local"}}],
+        "users": [{"name": "local", "user": {}}],
+    }
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(config, indent=2))  # JSON is YAML: any kubeconfig reader takes it
+    partial.replace(path)
+
+
 def engine_command(model: str, accelerator: str, extra: list[str]) -> list[str]:
     """The per-pod engine process: one simulated engine on the port the launcher picked."""
     return [sys.executable, "-m", "runtime_components.engine_sim.cli", "--engines", "1",
@@ -61,6 +76,7 @@ async def run_local(
     model: str = "llama-3-8b",
     accelerator: str = "nvidia-a100-80gb",
     engine_args: list[str] | None = None,
+    kubeconfig_out: Path | None = None,
 ) -> int:
     targets = [t for t in config.targets if t.metric.source == "engine"]
     if not targets:
@@ -82,6 +98,8 @@ async def run_local(
     api_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     print(f"local API server: {api_url} (kubectl-free; deployments {[t.scale_target_ref.name for t in targets]})",
           flush=True)
+    if kubeconfig_out is not None:
+        write_kubeconfig(kubeconfig_out, api_url)
     api = connect(api_url=api_url)
     controller = Controller(config, KubeApi(api), identity="local")
     stop = stop_event(duration)

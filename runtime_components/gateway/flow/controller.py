@@ -1,0 +1,223 @@
+"""The dispatcher: holds a request until one of its model's engines has room, or refuses it.
+
+Where it sits: ``GatewayCore.admit`` awaits ``FlowController.hold`` after the rate limit and
+before routing; the endpoints it returns (those with room) are what the router chooses from.
+
+    arrival --room and nobody queued--> route now
+            \\-> ModelQueue (band, fairness, arrival) --dispatcher: a slot frees--> route
+                                       \\-> shed: queue full (lowest band first), timeout, client gone
+
+One dispatcher task per model runs while that model has held requests; it wakes when a
+request finishes (``wake``), when a request arrives, and every ``tick_s`` (new scrapes, new
+pods). A grant is counted as pending until the woken request has routed (no await lies
+between the two), so one free slot is never given twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from aibrix_spec.components.gateway import FlowControlConfig, TierSpec
+
+from ..endpoints import EndpointTable
+from ..errors import GatewayError, bad_request, cold_start_timeout, over_capacity
+from ..policy.types import EndpointState
+from .fairness import Held
+from .metrics import FlowMetrics
+from .queue import ModelQueue
+from .saturation import SaturationDetector
+
+__all__ = ["PRIORITY_HEADER", "FlowController", "StatesFn", "table_states"]
+
+PRIORITY_HEADER = "x-request-priority"
+
+StatesFn = Callable[[str], Sequence[EndpointState]]
+
+
+def table_states(table: EndpointTable) -> StatesFn:
+    """The one place flow control reads a model's endpoint states (the up ones)."""
+    return lambda model: table.states(model, time.monotonic())[0]
+
+
+@dataclass(eq=False)
+class _Waiter:
+    future: asyncio.Future[list[EndpointState]]
+    arrived: float
+    cold: bool  #: the model had no endpoint at all when it arrived
+    granted: bool = False
+
+
+class FlowController:
+    """Per-model queues of one gateway process (event-loop owned, no locks)."""
+
+    def __init__(self, config: FlowControlConfig, tiers: Mapping[str, TierSpec], states: StatesFn,
+                 metrics: FlowMetrics | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self._tiers = dict(tiers)
+        self._states = states
+        self._detector = SaturationDetector(config.saturation)
+        self._clock = clock
+        self._queues: dict[str, ModelQueue] = {}
+        self._pending: dict[str, int] = {}  # granted, not yet routed
+        self._wake: dict[str, asyncio.Event] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.metrics = metrics
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    # -- what the metrics read -------------------------------------------------------------
+    def snapshot(self) -> tuple[dict[str, dict[int, int]], dict[str, int]]:
+        depths = {model: queue.depth() for model, queue in self._queues.items()}
+        inflight: dict[str, int] = {}
+        for model in depths:
+            inflight[model] = sum(e.inflight for e in self._states(model))
+        return depths, inflight
+
+    def held(self, model: str) -> int:
+        queue = self._queues.get(model)
+        return len(queue) if queue is not None else 0
+
+    # -- request side ----------------------------------------------------------------------
+    def priority_of(self, tier: str | None, headers: Mapping[str, str]) -> int:
+        """The tier's priority, lowered by ``x-request-priority`` where the config allows it."""
+        spec = self._tiers.get(tier) if tier is not None else None
+        priority = spec.priority if spec is not None else 0
+        text = headers.get(PRIORITY_HEADER)
+        if text is None or not self.config.allow_priority_header:
+            return priority
+        try:
+            asked = int(text)
+        except ValueError:
+            raise bad_request(f"The {PRIORITY_HEADER} header must be a whole number 0..{priority}, got {text!r}") from None
+        if not 0 <= asked <= priority:
+            raise bad_request(
+                f"The {PRIORITY_HEADER} header may lower a request's priority, not raise it: it must be within "
+                f"0..{priority} (your tier's priority), got {asked}")
+        return asked
+
+    async def hold(self, model: str, flow: str, priority: int, cost: float) -> list[EndpointState] | None:
+        """Wait until an engine of ``model`` has room; return the endpoints that have room.
+
+        ``None`` when flow control is off (route over every endpoint, as before). Raises a
+        :class:`GatewayError` (429 or 503 with Retry-After) when the request is shed."""
+        if not self.config.enabled:
+            return None
+        queue = self._queues.get(model)
+        if queue is None:
+            queue = self._queues[model] = ModelQueue(self.config.fairness)
+            self._pending[model] = 0
+            self._wake[model] = asyncio.Event()
+        endpoints = list(self._states(model))
+        if not len(queue):
+            room, free = self._detector.with_room(endpoints)
+            if free - self._pending[model] > 0:
+                return room
+        self._make_place(model, queue, priority)
+        item = Held(flow=flow, priority=priority, cost=max(1.0, cost), seq=queue.next_seq())
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), self._clock(), cold=not endpoints)
+        item.payload = waiter
+        queue.push(item)
+        if waiter.cold and self.metrics is not None:
+            self.metrics.cold_start_holds.labels(model).inc()
+        self._ensure_dispatcher(model)
+        self._wake[model].set()
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter.future), self.config.queue_timeout_s)
+        except TimeoutError:
+            if waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
+                return waiter.future.result()  # granted in the same instant the timer fired
+            queue.remove(item)
+            raise self._timed_out(model, priority, waiter) from None
+        except asyncio.CancelledError:  # the client went away (the ext_proc stream ended)
+            if queue.remove(item):
+                self._count_shed(model, priority, "client_gone")
+            raise
+        finally:
+            if waiter.granted:
+                self._pending[model] -= 1  # routing follows without an await: the slot shows as in flight
+                self._wake[model].set()
+
+    def wake(self, model: str) -> None:
+        """A request of ``model`` finished: its slot may go to a held one."""
+        event = self._wake.get(model)
+        if event is not None and self.held(model):
+            event.set()
+
+    # -- shedding ----------------------------------------------------------------------------
+    def _make_place(self, model: str, queue: ModelQueue, priority: int) -> None:
+        if len(queue) < self.config.max_queue_per_model:
+            return
+        lowest = queue.lowest()
+        if lowest is None or lowest.priority >= priority:
+            self._count_shed(model, priority, "queue_full")
+            raise over_capacity(model, f"{len(queue)} requests are already waiting (gateway.flowControl."
+                                f"maxQueuePerModel) at this priority or above", self._retry_after(), "queue_full")
+        queue.remove(lowest)
+        self._count_shed(model, lowest.priority, "evicted")
+        evicted: _Waiter = lowest.payload  # type: ignore[assignment]
+        evicted.future.set_exception(over_capacity(
+            model, "the queue is full and a request of higher priority took this place", self._retry_after(), "evicted"))
+
+    def _timed_out(self, model: str, priority: int, waiter: _Waiter) -> GatewayError:
+        waited = self._clock() - waiter.arrived
+        if not list(self._states(model)):
+            self._count_shed(model, priority, "cold_start_timeout")
+            return cold_start_timeout(model, waited, self._retry_after())
+        self._count_shed(model, priority, "queue_timeout")
+        return over_capacity(model, f"every engine stayed full for {waited:.0f} s (gateway.flowControl.queueTimeout)",
+                             self._retry_after(), "queue_timeout")
+
+    def _retry_after(self) -> float:
+        return min(self.config.queue_timeout_s, 30.0)
+
+    def _count_shed(self, model: str, priority: int, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.shed.labels(model, str(priority), reason).inc()
+
+    # -- dispatcher --------------------------------------------------------------------------
+    def _ensure_dispatcher(self, model: str) -> None:
+        task = self._tasks.get(model)
+        if task is None or task.done():
+            self._tasks[model] = asyncio.create_task(self._dispatch(model), name=f"flow-{model}")
+
+    async def _dispatch(self, model: str) -> None:
+        queue, wake = self._queues[model], self._wake[model]
+        while len(queue):
+            wake.clear()
+            self.dispatch_now(model)
+            if not len(queue):
+                break
+            try:
+                await asyncio.wait_for(wake.wait(), self.config.tick_s)
+            except TimeoutError:
+                pass
+
+    def dispatch_now(self, model: str) -> int:
+        """Grant as many held requests as there are free slots; returns how many."""
+        queue = self._queues[model]
+        if not len(queue):
+            return 0
+        room, free = self._detector.with_room(self._states(model))
+        free -= self._pending[model]
+        granted = 0
+        while free > 0 and len(queue):
+            item = queue.pop()
+            waiter: _Waiter = item.payload  # type: ignore[assignment]
+            if waiter.future.done():  # its client is gone and the cancellation is on its way
+                continue
+            waiter.granted = True
+            self._pending[model] += 1
+            waiter.future.set_result(room)
+            now = self._clock()
+            if self.metrics is not None:
+                self.metrics.wait_seconds.labels(model, str(item.priority)).observe(now - waiter.arrived)
+                if waiter.cold:
+                    self.metrics.cold_start_seconds.labels(model).observe(now - waiter.arrived)
+            free -= 1
+            granted += 1
+        return granted

@@ -1,0 +1,57 @@
+"""When an engine is full: the saturation detector flow control consults before dispatching.
+
+An engine is full when its metrics are stale or missing (a silent engine is not an idle one),
+when its last scrape shows ``max_waiting_per_engine`` requests waiting or KV-cache usage at
+``max_kv_cache_usage``, or when this gateway's in-flight count there reached
+``max_inflight_per_engine``. Otherwise it has room for
+
+    slots = running (last scrape) + max_waiting_per_engine - in flight (this gateway, fresh)
+
+Scrapes lag by up to one interval, while the in-flight count is exact: the engine's own queue
+is roughly what we sent minus what it runs, so this keeps that queue under the threshold
+between scrapes instead of releasing every held request on one good scrape. The limit grows
+as the engine shows it runs more (additive, one threshold per scrape), and stops where the
+engine starts queueing (KV full or its batch limit).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aibrix_spec.components.gateway import SaturationSpec
+
+from ..policy.types import EndpointState
+
+__all__ = ["SaturationDetector"]
+
+
+class SaturationDetector:
+    """Slots per endpoint from one snapshot; pure (no clock, no state)."""
+
+    def __init__(self, config: SaturationSpec) -> None:
+        self.config = config
+
+    def slots(self, endpoint: EndpointState) -> int:
+        """How many more requests ``endpoint`` may take now (0: full)."""
+        c = self.config
+        if endpoint.waiting is None or endpoint.running is None:
+            return 0  # stale or never scraped
+        if endpoint.waiting >= c.max_waiting_per_engine:
+            return 0
+        if endpoint.kv_cache_usage is not None and endpoint.kv_cache_usage >= c.max_kv_cache_usage:
+            return 0
+        free = int(endpoint.running) + c.max_waiting_per_engine - endpoint.inflight
+        if c.max_inflight_per_engine is not None:
+            free = min(free, c.max_inflight_per_engine - endpoint.inflight)
+        return max(0, free)
+
+    def with_room(self, endpoints: Sequence[EndpointState]) -> tuple[list[EndpointState], int]:
+        """The endpoints that have room, and their free slots in total."""
+        out: list[EndpointState] = []
+        total = 0
+        for endpoint in endpoints:
+            free = self.slots(endpoint)
+            if free > 0:
+                out.append(endpoint)
+                total += free
+        return out, total

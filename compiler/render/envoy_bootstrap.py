@@ -142,6 +142,7 @@ def envoy_bootstrap(
     ext_proc_host: str,
     ext_proc_port: int,
     ext_proc_workers: int = 1,
+    ext_proc_ports: tuple[int, ...] = (),
     listener_port: int = 8080,
     listener_address: str = "0.0.0.0",
     admin_port: int = 9901,
@@ -157,7 +158,9 @@ def envoy_bootstrap(
     """Return the bootstrap for an Envoy in front of the gateway at ``ext_proc_host:ext_proc_port``.
 
     ``ext_proc_host`` may be a DNS name (resolved with STRICT_DNS; point it at a headless
-    Service so Envoy spreads ext_proc streams over every gateway replica) or an IP.
+    Service so Envoy spreads ext_proc streams over every gateway replica) or an IP. Workers
+    listen on ``ext_proc_port + i`` for ``i < ext_proc_workers``; ``ext_proc_ports`` names
+    the ports instead (tests and benchmarks, whose workers pick free ports).
 
     >>> b = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=50051)
     >>> b["static_resources"]["clusters"][0]["original_dst_lb_config"]["http_header_name"]
@@ -168,6 +171,9 @@ def envoy_bootstrap(
             raise ValueError(f"{name} must be within 0..65535 (0 = any free port), got {port}")
     if ext_proc_port == 0:
         raise ValueError("ext_proc_port must be the gateway's real gRPC port, not 0")
+    ports = tuple(ext_proc_ports) or tuple(ext_proc_port + i for i in range(ext_proc_workers))
+    if any(not 0 < p <= 65535 for p in ports):
+        raise ValueError(f"ext_proc_ports must be real ports within 1..65535, got {list(ports)}")
     if not 1 <= ext_proc_workers <= 64 or ext_proc_port + ext_proc_workers - 1 > 65535:
         raise ValueError(f"ext_proc_workers must be within 1..64 with ports up to 65535, got {ext_proc_workers} from {ext_proc_port}")
     if not ext_proc_host:
@@ -298,7 +304,7 @@ def envoy_bootstrap(
             "endpoints": [
                 {
                     "lb_endpoints": [
-                        {"endpoint": {"address": _socket(ext_proc_host, ext_proc_port + i)}} for i in range(ext_proc_workers)
+                        {"endpoint": {"address": _socket(ext_proc_host, port)}} for port in ports
                     ]
                 }
             ],

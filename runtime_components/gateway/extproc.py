@@ -40,6 +40,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import grpc
 from envoy.config.core.v3 import base_pb2
 from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
@@ -63,6 +64,7 @@ _ATTEMPT_COUNT_HEADER = "x-envoy-attempt-count"
 _UPSTREAM_TIME_HEADER = "x-envoy-upstream-service-time"
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
+_EOF = grpc.aio.EOF
 _MODE = processing_mode_pb2.ProcessingMode
 #: The override that turns the response phases on. Envoy replaces the whole remaining mode, so
 #: the request body must be named again (without it Envoy would not send the body).
@@ -207,11 +209,18 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         self.sampler = WorkloadSampler(core.config.responses.workload_samples_per_s)
 
     async def Process(  # noqa: N802 (gRPC name)
-        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object
-    ) -> AsyncIterator[pb.ProcessingResponse]:
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        # gRPC's reader/writer API, not an async generator over ``request_iterator``: the
+        # generator form wraps every message in more asyncio machinery (docs/gateway.md,
+        # "Per-request cost").
         stream = _Stream()
+        read, write = context.read, context.write
         try:
-            async for message in request_iterator:
+            while True:
+                message = await read()
+                if message is _EOF:
+                    return
                 kind = message.WhichOneof("request")
                 if kind == "request_headers":
                     response = self._on_request_headers(stream, message.request_headers)
@@ -227,7 +236,7 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
                     response = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
                 else:
                     continue
-                yield response
+                await write(response)
         finally:
             admission = stream.admission
             if admission is not None and not admission.finished:

@@ -217,7 +217,8 @@ def start_rig(procs: Procs, workdir: Path, peer: str | None, workers: int, cores
             s.bind(("127.0.0.1", 0))
             peer_port = s.getsockname()[1]
         peer_proc = procs.start([peer, "--host", "127.0.0.1", "--port", str(peer_port), "--worker-urls",
-                                 *(f"http://127.0.0.1:{port}" for port in engine_ports), "--policy", "power_of_two", "--log-level", "error"],
+                                 *(f"http://127.0.0.1:{port}" for port in engine_ports),
+                                 "--policy", "power_of_two", "--log-level", "error"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned(cores))
         rig["peer"] = f"http://127.0.0.1:{peer_port}"
         rig["peer_pid"] = peer_proc.pid

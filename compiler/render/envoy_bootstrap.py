@@ -175,7 +175,9 @@ def envoy_bootstrap(
     if any(not 0 < p <= 65535 for p in ports):
         raise ValueError(f"ext_proc_ports must be real ports within 1..65535, got {list(ports)}")
     if not 1 <= ext_proc_workers <= 64 or ext_proc_port + ext_proc_workers - 1 > 65535:
-        raise ValueError(f"ext_proc_workers must be within 1..64 with ports up to 65535, got {ext_proc_workers} from {ext_proc_port}")
+        raise ValueError(
+            f"ext_proc_workers must be within 1..64 with ports up to 65535, got {ext_proc_workers} from {ext_proc_port}"
+        )
     if not ext_proc_host:
         raise ValueError("ext_proc_host must name the gateway (a Service DNS name or an IP)")
     if per_connection_buffer_limit_bytes < 64 * 1024:

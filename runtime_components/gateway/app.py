@@ -71,8 +71,10 @@ class GatewayApp:
     """One gateway process's servers and background tasks."""
 
     def __init__(self, config: GatewayConfig, *, kubernetes_api_client: Any = None,
-                 kubernetes_watch_timeout_s: int = 30) -> None:
+                 kubernetes_watch_timeout_s: int = 30, http_host: str | None = None) -> None:
         self.config = config
+        # A worker of a pod serves its page on loopback only: the supervisor merges it.
+        self._http_host = http_host or config.listen.host
         self.metrics = GatewayMetrics()
         self.table = EndpointTable(config.scrape.staleness_s)
         limits = config.rate_limits
@@ -167,7 +169,7 @@ class GatewayApp:
         app.router.add_get("/v1/models", self._models)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, self.config.listen.http_port, reuse_port=False)
+        site = web.TCPSite(runner, self._http_host, self.config.listen.http_port, reuse_port=False)
         await site.start()
         self._http = runner
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

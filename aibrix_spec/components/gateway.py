@@ -40,6 +40,7 @@ __all__ = [
     "GatewayModelSpec",
     "ListenSpec",
     "RateLimitSpec",
+    "ResponseSpec",
     "RoutingStateSpec",
     "SaturationSpec",
     "TracingSpec",
@@ -240,6 +241,31 @@ class FlowControlConfig(SpecModel):
     )
 
 
+class ResponseSpec(SpecModel):
+    """Which responses the gateway reads (each read response costs Envoy two or more ext_proc messages).
+
+    Envoy skips the response phases unless the gateway asks for them per request: for users
+    whose tier has a tpm budget (their tokens must be counted) and for a time-spaced sample of
+    the rest, which feeds the workload histogram (docs/gateway.md, "Which responses the gateway reads").
+    """
+
+    process_all: bool = Field(
+        False,
+        description=(
+            "Read every response (status, retries, usage, time to first byte), as before the sampling; "
+            "costs two or more extra ext_proc messages per request."
+        ),
+    )
+    workload_samples_per_s: Annotated[float, Field(ge=0, le=100_000)] = Field(
+        2.0,
+        description=(
+            "Responses read per second per worker for the token-bucket histogram, evenly spaced in time; each "
+            "sample stands for the unread requests of its model since the previous one. 0 = no histogram "
+            "from users without a tpm budget."
+        ),
+    )
+
+
 class GatewayConfig(SpecModel):
     """The whole gateway configuration file."""
 
@@ -265,6 +291,14 @@ class GatewayConfig(SpecModel):
     )
     flow_control: FlowControlConfig = Field(
         default_factory=FlowControlConfig, description="Per-model queues, priorities and fairness (off by default)."
+    )
+    responses: ResponseSpec = Field(default_factory=ResponseSpec, description="Which responses the gateway reads.")
+    workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        1,
+        description=(
+            "Gateway processes in this pod: worker i serves ext_proc on listen.grpcPort + i (Envoy round-robins "
+            "streams over them); the supervisor serves the pod's one /metrics page on listen.httpPort."
+        ),
     )
     seed: int = Field(0, description="Seed of the routing policies' random choices (reproducible runs).")
     max_request_body_bytes: Annotated[int, Field(ge=64 * 1024, le=1 << 30)] = Field(

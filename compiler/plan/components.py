@@ -114,6 +114,7 @@ def plan_gateway(stack: ResolvedStack) -> GatewayPlan | None:
         envoy=envoy,
         mode=spec.mode,
         replicas=spec.replicas,
+        workers=spec.workers,
         grpc_port=GATEWAY_GRPC_PORT,
         http_port=GATEWAY_HTTP_PORT,
         envoy_port=ENVOY_PORT,

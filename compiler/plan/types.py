@@ -216,6 +216,7 @@ class GatewayPlan:
     envoy: Component | None  #: our Envoy (mode standalone); None under Envoy Gateway
     mode: Literal["standalone", "envoy-gateway"]
     replicas: int
+    workers: int  #: gateway processes per replica; worker i serves ext_proc on grpc_port + i
     grpc_port: int
     http_port: int
     envoy_port: int

@@ -4,10 +4,14 @@ Where it sits: the compiler's gateway renderer puts ``yaml.dump(envoy_bootstrap(
 the Envoy ConfigMap; the gateway's integration tests start real Envoy with exactly this
 output. One listener carries every request through two HTTP filters:
 
-1. ``ext_proc`` -> the aibrix gateway (gRPC, HTTP/2): request headers, the request body
-   BUFFERED (the gateway needs the whole JSON to route), response headers, the response
-   body STREAMED (usage counting must not delay token streaming). ``failure_mode_allow``
-   is false: without the gateway nothing is routed (Envoy answers 500).
+1. ``ext_proc`` -> the aibrix gateway (gRPC, HTTP/2): request headers and the request body
+   BUFFERED (the gateway needs the whole JSON to route); the response phases are skipped
+   unless the gateway turns them on for one request (``allow_mode_override``: response
+   headers SEND, response body STREAMED, so usage counting never delays token streaming)
+   when it must read the response: TPM budgets, workload samples. So a request the gateway
+   need not read costs two messages. ``failure_mode_allow`` is false: without the gateway
+   nothing is routed (Envoy answers 500). With ``ext_proc_workers`` N > 1 the cluster lists
+   one endpoint per worker port (``ext_proc_port + i``) and round-robins streams over them.
 2. ``router`` -> cluster ``engines``: ORIGINAL_DST keyed on ``x-gateway-destination-endpoint``
    (``use_http_header``), so the pod the gateway chose is the pod that serves.
 
@@ -137,6 +141,8 @@ def envoy_bootstrap(
     *,
     ext_proc_host: str,
     ext_proc_port: int,
+    ext_proc_workers: int = 1,
+    ext_proc_ports: tuple[int, ...] = (),
     listener_port: int = 8080,
     listener_address: str = "0.0.0.0",
     admin_port: int = 9901,
@@ -152,7 +158,9 @@ def envoy_bootstrap(
     """Return the bootstrap for an Envoy in front of the gateway at ``ext_proc_host:ext_proc_port``.
 
     ``ext_proc_host`` may be a DNS name (resolved with STRICT_DNS; point it at a headless
-    Service so Envoy spreads ext_proc streams over every gateway replica) or an IP.
+    Service so Envoy spreads ext_proc streams over every gateway replica) or an IP. Workers
+    listen on ``ext_proc_port + i`` for ``i < ext_proc_workers``; ``ext_proc_ports`` names
+    the ports instead (tests and benchmarks, whose workers pick free ports).
 
     >>> b = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=50051)
     >>> b["static_resources"]["clusters"][0]["original_dst_lb_config"]["http_header_name"]
@@ -163,6 +171,13 @@ def envoy_bootstrap(
             raise ValueError(f"{name} must be within 0..65535 (0 = any free port), got {port}")
     if ext_proc_port == 0:
         raise ValueError("ext_proc_port must be the gateway's real gRPC port, not 0")
+    ports = tuple(ext_proc_ports) or tuple(ext_proc_port + i for i in range(ext_proc_workers))
+    if any(not 0 < p <= 65535 for p in ports):
+        raise ValueError(f"ext_proc_ports must be real ports within 1..65535, got {list(ports)}")
+    if not 1 <= ext_proc_workers <= 64 or ext_proc_port + ext_proc_workers - 1 > 65535:
+        raise ValueError(
+            f"ext_proc_workers must be within 1..64 with ports up to 65535, got {ext_proc_workers} from {ext_proc_port}"
+        )
     if not ext_proc_host:
         raise ValueError("ext_proc_host must name the gateway (a Service DNS name or an IP)")
     if per_connection_buffer_limit_bytes < 64 * 1024:
@@ -186,12 +201,14 @@ def envoy_bootstrap(
             "message_timeout": _duration(ext_proc_message_timeout_s),
             "processing_mode": {
                 "request_header_mode": "SEND",
-                "response_header_mode": "SEND",
+                "response_header_mode": "SKIP",
                 "request_body_mode": "BUFFERED",
-                "response_body_mode": "STREAMED",
+                "response_body_mode": "NONE",
                 "request_trailer_mode": "SKIP",
                 "response_trailer_mode": "SKIP",
             },
+            # The gateway asks for the response phases per request, in its answer to the request headers.
+            "allow_mode_override": True,
         },
     }
     router_filter = {
@@ -273,6 +290,9 @@ def envoy_bootstrap(
     gateway = {
         "name": "aibrix-gateway",
         "type": "STRICT_DNS",
+        # One ext_proc stream per request, each on its own HTTP/2 stream: round robin spreads
+        # them evenly over the workers' ports (every replica's, through the headless Service).
+        "lb_policy": "ROUND_ROBIN",
         "dns_lookup_family": "V4_ONLY",
         "connect_timeout": _duration(connect_timeout_s),
         "typed_extension_protocol_options": {
@@ -283,7 +303,13 @@ def envoy_bootstrap(
         },
         "load_assignment": {
             "cluster_name": "aibrix-gateway",
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": _socket(ext_proc_host, ext_proc_port)}}]}],
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": _socket(ext_proc_host, port)}} for port in ports
+                    ]
+                }
+            ],
         },
         "circuit_breakers": thresholds,
     }

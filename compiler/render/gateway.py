@@ -19,9 +19,13 @@ Always (when ``spec.gateway`` is on):
   gateway pods accept ext_proc only from the proxies and metric scrapes only from the
   optimizer and the scrapers; our Envoy accepts the clients (``network.clients``, default any).
 
+``gateway.workers`` N > 1 (standalone only): each gateway pod runs N worker processes
+(``workers`` in gateway.yaml), exposes ext_proc ports grpcPort .. grpcPort+N-1 (the
+NetworkPolicy admits the range), and requests N times the CPU of one worker.
+
 ``mode: standalone``: our own Envoy (Deployment ``aibrix-envoy``, its Service and a ConfigMap
 with the bootstrap of :func:`.envoy_bootstrap.envoy_bootstrap`: ext_proc to every gateway
-replica through the headless Service, ORIGINAL_DST on the gateway's destination header,
+replica and worker port through the headless Service, ORIGINAL_DST on the gateway's destination header,
 ``numRetries`` fallbacks, the route timeout = ``gateway.requestTimeout``).
 
 ``mode: envoy-gateway``: objects of :mod:`.gateway_api` for an installed Envoy Gateway.
@@ -103,6 +107,7 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
             **({"routesFile": f"{_ROUTES_DIR}/{_ROUTES_KEY}"} if gw.routes else {}),
             **({"tracing": {"otlpEndpoint": gw.tracing[0], "samplingRatio": gw.tracing[1]}} if gw.tracing else {}),
             "fallbacks": gw.num_retries,
+            **({"workers": gw.workers} if gw.workers > 1 else {}),
             # Equal to Envoy's buffer, so a body Envoy passes on always fits the gRPC limit.
             "maxRequestBodyBytes": gw.max_request_body_bytes,
             **({"flowControl": gw.flow_control.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
@@ -129,6 +134,14 @@ def _pod_spec(plan: Plan, account: str, container: dict[str, Any], volumes: list
     return with_pull_secrets(plan, pod)
 
 
+def _gateway_resources(workers: int) -> dict[str, Any]:
+    """Half a core and 512Mi for one worker; each further worker adds the same CPU and 256Mi
+    (the supervisor is idle but for /metrics scrapes)."""
+    memory = 512 + 256 * (workers - 1)
+    limit = f"{2 * memory // 1024}Gi" if (2 * memory) % 1024 == 0 else f"{2 * memory}Mi"
+    return {"requests": {"cpu": f"{500 * workers}m", "memory": f"{memory}Mi"}, "limits": {"memory": limit}}
+
+
 def _gateway_workload(plan: Plan, gw: GatewayPlan) -> dict[str, Any]:
     name = gw.router.name
     mounts = [{"name": "config", "mountPath": _CONFIG_DIR, "readOnly": True}]
@@ -150,10 +163,11 @@ def _gateway_workload(plan: Plan, gw: GatewayPlan) -> dict[str, Any]:
         "command": ["aibrix-gateway"],
         "args": ["--config", f"{_CONFIG_DIR}/gateway.yaml"],
         "ports": [
-            {"name": "grpc", "containerPort": gw.grpc_port, "protocol": "TCP"},
+            *({"name": "grpc" if i == 0 else f"grpc-{i}", "containerPort": gw.grpc_port + i, "protocol": "TCP"}
+              for i in range(gw.workers)),
             {"name": "http", "containerPort": gw.http_port, "protocol": "TCP"},
         ],
-        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+        "resources": _gateway_resources(gw.workers),
         "readinessProbe": _probe("/healthz", "http", 5, 3),
         "livenessProbe": _probe("/healthz", "http", 10, 6),
         "volumeMounts": mounts,
@@ -205,6 +219,7 @@ def _envoy_objects(plan: Plan, gw: GatewayPlan) -> list[dict[str, Any]]:
     bootstrap = envoy_bootstrap(
         ext_proc_host=gw.service_dns,
         ext_proc_port=gw.grpc_port,
+        ext_proc_workers=gw.workers,
         listener_port=gw.envoy_port,
         admin_port=gw.envoy_admin_port,
         request_timeout_s=gw.request_timeout_s,
@@ -261,8 +276,11 @@ def _envoy_objects(plan: Plan, gw: GatewayPlan) -> list[dict[str, Any]]:
 
 
 def _gateway_policy(gw: GatewayPlan, plan: Plan) -> dict[str, Any]:
+    grpc: dict[str, Any] = {"protocol": "TCP", "port": gw.grpc_port}
+    if gw.workers > 1:  # one ext_proc port per worker
+        grpc["endPort"] = gw.grpc_port + gw.workers - 1
     rules = [
-        {"from": list(plan.network.to_gateway_grpc), "ports": [{"protocol": "TCP", "port": gw.grpc_port}]},
+        {"from": list(plan.network.to_gateway_grpc), "ports": [grpc]},
         {"from": list(plan.network.to_gateway_http), "ports": [{"protocol": "TCP", "port": gw.http_port}]},
     ]
     return network_policy(gw.router.name, gw.router.match_labels, rules)

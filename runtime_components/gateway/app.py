@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 from typing import Any
 
@@ -32,7 +33,7 @@ from .ratelimit import MemoryWindowStore, RateLimiter, RedisWindowStore
 from .ratelimit.breaker import BreakerStore
 from .ratelimit.stores import WindowStore
 from .routes import RoutesFileError, load_routes
-from .routing_sync import HubTransport, RedisStreamTransport, RoutingSync, Transport
+from .routing_sync import HUB_SOCKET_ENV, HubTransport, RedisStreamTransport, RoutingSync, Transport
 from .scraper import MetricScraper
 from .users import UserDirectory
 
@@ -79,8 +80,9 @@ def _routing_sync(config: GatewayConfig) -> RoutingSync | None:
     if spec.redis_url:
         transport = RedisStreamTransport(spec.redis_url, key=spec.stream_key, maxlen=spec.stream_max_len,
                                          password=_read_secret(spec.redis_password_file, "routingState.redisPasswordFile"))
-    elif spec.hub_socket:
-        transport = HubTransport(spec.hub_socket)
+    elif spec.hub_socket or os.environ.get(HUB_SOCKET_ENV):
+        # a worker of `aibrix-gateway --workers N`: its siblings share state through the pod's hub
+        transport = HubTransport(spec.hub_socket or os.environ[HUB_SOCKET_ENV])
     else:
         return None
     return RoutingSync(transport, flush_interval_s=spec.flush_interval_ms / 1000, max_blocks=spec.max_blocks_per_event,
@@ -91,8 +93,10 @@ class GatewayApp:
     """One gateway process's servers and background tasks."""
 
     def __init__(self, config: GatewayConfig, *, kubernetes_api_client: Any = None,
-                 kubernetes_watch_timeout_s: int = 30) -> None:
+                 kubernetes_watch_timeout_s: int = 30, http_host: str | None = None) -> None:
         self.config = config
+        # A worker of a pod serves its page on loopback only: the supervisor merges it.
+        self._http_host = http_host or config.listen.host
         self.metrics = GatewayMetrics()
         self.table = EndpointTable(config.scrape.staleness_s)
         limits = config.rate_limits
@@ -228,7 +232,7 @@ class GatewayApp:
         app.router.add_get("/v1/models", self._models)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, host, self.config.listen.http_port, reuse_port=False)
+        site = web.TCPSite(runner, self._http_host, self.config.listen.http_port, reuse_port=False)
         await site.start()
         self._http = runner
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]

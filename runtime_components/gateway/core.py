@@ -278,8 +278,13 @@ class GatewayCore:
         for address in chain[: attempts or len(chain)]:
             self.table.mark_down(address, f"Envoy answered 503 after trying {address}")
 
-    async def finish(self, admission: Admission, usage: Usage | None, success: bool) -> None:
-        """Settle a routed request exactly once."""
+    async def finish(self, admission: Admission, usage: Usage | None, success: bool, *,
+                     observed: bool = True, weight: int = 1) -> None:
+        """Settle a routed request exactly once.
+
+        ``observed`` is False when the gateway did not read the response (Envoy skipped the
+        response phases): its status is unknown and counted as "unobserved". ``weight`` is how
+        many requests a sampled response stands for in the token-bucket histogram."""
         if admission.finished:
             return
         admission.finished = True
@@ -295,7 +300,10 @@ class GatewayCore:
         )
         if admission.served_by is None:  # a retried request already reported its failed first choice
             admission.router.on_finished(admission.route_request, admission.endpoint, outcome)
-        status = str(admission.status) if admission.status else ("200" if success else "aborted")
+        if not observed:
+            status = "unobserved"
+        else:
+            status = str(admission.status) if admission.status else ("200" if success else "aborted")
         if admission.span is not None and self.tracer is not None:
             self.tracer.end(admission.span, {
                 "http.response.status_code": admission.status or None, "aibrix.retries": admission.attempts - 1,
@@ -305,7 +313,7 @@ class GatewayCore:
             }, error=None if success else f"status {status}")
         self.metrics.requests.labels(admission.model, admission.router.policy, status).inc()
         if usage is not None and success:
-            self.metrics.observe_usage(admission.model, usage.prompt_tokens, usage.completion_tokens)
+            self.metrics.observe_usage(admission.model, usage.prompt_tokens, usage.completion_tokens, weight)
             try:
                 await self.limiter.record_tokens(admission.user, usage.total)
             except StoreUnavailable:

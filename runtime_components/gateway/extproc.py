@@ -1,27 +1,36 @@
 """The Envoy ext_proc gRPC service: one bidirectional stream per HTTP request.
 
-Envoy's filter config (see ``compiler/render/envoy_bootstrap.py``) sends request headers,
-the request body BUFFERED (one message), response headers and the response body STREAMED
-(one message per chunk). Per stream:
+Envoy's filter config (see ``compiler/render/envoy_bootstrap.py``) sends request headers and
+the request body BUFFERED (one message) and skips the response phases, with
+``allow_mode_override``. Per stream:
 
-    request_headers  -> auth (401 immediate) or CONTINUE; GET /v1/models answered here
+    request_headers  -> auth (401 immediate) or CONTINUE; GET /v1/models answered here.
+                        When the response must be read (the user's tier has a tpm budget, a
+                        workload sample is due, or ``responses.processAll``) the answer
+                        carries ``mode_override``: response headers SEND, response body STREAMED
+                        (Envoy honours an override only in the answer to request_headers)
     request_body     -> core.admit: 400/404/429/503 immediate, or CONTINUE with header mutations
                         x-gateway-destination-endpoint, target-pod and the fallbacks
                         x-gateway-destination-fallback-k (overwriting any the client sent)
                         and clear_route_cache
-    response_headers -> status; a 503 without x-envoy-upstream-service-time is Envoy's own
-                        reply after connect failures or resets: the tried endpoints leave the
-                        candidates;
-                        x-envoy-attempt-count > 1 means a retry moved it to a fallback
-    response_body    -> usage counted chunk by chunk; at end of stream core.finish
+    response_headers -> (read responses only) status; a 503 without x-envoy-upstream-service-time
+                        is Envoy's own reply after connect failures or resets: the tried
+                        endpoints leave the candidates; x-envoy-attempt-count > 1 means a retry
+                        moved it to a fallback
+    response_body    -> (read responses only) usage counted chunk by chunk; at end of stream
+                        core.finish
+    end of stream    -> an unread request is finished here: Envoy keeps the ext_proc stream
+                        open until the HTTP stream ends (verified with real Envoy, see
+                        tests/gateway/test_response_modes.py), so its in-flight slot is
+                        released when the response is done
 
 Header values arrive in ``raw_value`` (bytes) from Envoy >= 1.3x, in ``value`` from older ones.
 
 Cost: the gRPC machinery (one HTTP/2 stream per request, one read and one write per message)
 is most of the per-request CPU; the Python here is kept allocation-light on the hot path:
-constant CONTINUE answers are built once, the remove-list of unused fallback slots is built
-once per fallback count, response headers are scanned for the four names used instead of
-copied into a dict, and a body that arrives in one message is not copied.
+constant answers are built once, the remove-list of unused fallback slots is built once per
+fallback count, response headers are scanned for the four names used instead of copied into
+a dict, and a body that arrives in one message is not copied.
 """
 
 from __future__ import annotations
@@ -31,7 +40,9 @@ import logging
 import time
 from collections.abc import AsyncIterator
 
+import grpc
 from envoy.config.core.v3 import base_pb2
+from envoy.extensions.filters.http.ext_proc.v3 import processing_mode_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
@@ -53,7 +64,17 @@ _ATTEMPT_COUNT_HEADER = "x-envoy-attempt-count"
 _UPSTREAM_TIME_HEADER = "x-envoy-upstream-service-time"
 _OVERWRITE = base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
+_EOF = grpc.aio.EOF
+_MODE = processing_mode_pb2.ProcessingMode
+#: The override that turns the response phases on. Envoy replaces the whole remaining mode, so
+#: the request body must be named again (without it Envoy would not send the body).
+READ_RESPONSE_MODE = _MODE(request_header_mode=_MODE.SEND, request_body_mode=_MODE.BUFFERED,
+                           response_header_mode=_MODE.SEND, response_body_mode=_MODE.STREAMED,
+                           request_trailer_mode=_MODE.SKIP, response_trailer_mode=_MODE.SKIP)
+
 _CONTINUE_REQUEST_HEADERS = pb.ProcessingResponse(request_headers=pb.HeadersResponse())
+_CONTINUE_READING_RESPONSE = pb.ProcessingResponse(request_headers=pb.HeadersResponse(),
+                                                   mode_override=READ_RESPONSE_MODE)
 _CONTINUE_REQUEST_BODY = pb.ProcessingResponse(request_body=pb.BodyResponse())
 _CONTINUE_RESPONSE_HEADERS = pb.ProcessingResponse(response_headers=pb.HeadersResponse())
 _CONTINUE_RESPONSE_BODY = pb.ProcessingResponse(response_body=pb.BodyResponse())
@@ -129,7 +150,8 @@ def route_response(admission: Admission) -> pb.ProcessingResponse:
 class _Stream:
     """What one HTTP request has shown so far."""
 
-    __slots__ = ("path", "method", "headers", "user", "body", "admission", "content_type", "usage", "model")
+    __slots__ = ("path", "method", "headers", "user", "body", "admission", "content_type", "usage", "model",
+                 "read_response", "sampled", "weight")
 
     def __init__(self) -> None:
         self.path = ""
@@ -141,6 +163,47 @@ class _Stream:
         self.content_type = ""
         self.usage: UsageCounter | None = None
         self.model: str | None = None
+        self.read_response = False  # Envoy sends the response phases
+        self.sampled = False  # read as a workload sample (not for TPM): carries ``weight``
+        self.weight = 1
+
+
+class WorkloadSampler:
+    """Chooses which responses to read for the token-bucket histogram, evenly spaced in time.
+
+    Soundness: the choice depends only on the clock, never on the request (its user, prompt
+    or model), so the sampled responses are a systematic sample of the traffic; each sample
+    is weighted by the unread requests of its model since that model's previous sample, so
+    the histogram's totals stay exact counts and its cells are unbiased estimates while the
+    mix does not change faster than the samples come. At rates below ``per_s`` every
+    response is read. A sample whose response fails hands its weight to the next one."""
+
+    __slots__ = ("_interval", "_next_at", "_pending")
+
+    def __init__(self, per_s: float) -> None:
+        self._interval = 1.0 / per_s if per_s > 0 else None
+        self._next_at = 0.0
+        self._pending: dict[str, int] = {}
+
+    def due(self) -> bool:
+        if self._interval is None:
+            return False
+        now = time.monotonic()
+        if now < self._next_at:
+            return False
+        self._next_at = max(self._next_at + self._interval, now)
+        return True
+
+    def skipped(self, model: str) -> None:
+        """An unread request of ``model``: the next sample of that model stands for it."""
+        self._pending[model] = self._pending.get(model, 0) + 1
+
+    def take(self, model: str) -> int:
+        """The weight of a sample of ``model``: itself plus the unread requests before it."""
+        return self._pending.pop(model, 0) + 1
+
+    def give_back(self, model: str, weight: int) -> None:
+        self._pending[model] = self._pending.get(model, 0) + weight
 
 
 class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
@@ -149,13 +212,22 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
     def __init__(self, core: GatewayCore) -> None:
         self._core = core
         self._max_body = core.config.max_request_body_bytes
+        self._read_all = core.config.responses.process_all
+        self.sampler = WorkloadSampler(core.config.responses.workload_samples_per_s)
 
     async def Process(  # noqa: N802 (gRPC name)
-        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: object
-    ) -> AsyncIterator[pb.ProcessingResponse]:
+        self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
+    ) -> None:
+        # gRPC's reader/writer API, not an async generator over ``request_iterator``: the
+        # generator form wraps every message in more asyncio machinery (docs/gateway.md,
+        # "Per-request cost").
         stream = _Stream()
+        read, write = context.read, context.write
         try:
-            async for message in request_iterator:
+            while True:
+                message = await read()
+                if message is _EOF:
+                    return
                 kind = message.WhichOneof("request")
                 if kind == "request_headers":
                     response = self._on_request_headers(stream, message.request_headers)
@@ -171,11 +243,19 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
                     response = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
                 else:
                     continue
-                yield response
+                await write(response)
         finally:
-            if stream.admission is not None and not stream.admission.finished:
-                # The client went away or Envoy reset the stream before the response ended.
-                await self._core.finish(stream.admission, None, success=False)
+            admission = stream.admission
+            if admission is not None and not admission.finished:
+                if stream.read_response:
+                    # The client went away or Envoy reset the stream before the response ended.
+                    if stream.sampled:
+                        self.sampler.give_back(admission.model, stream.weight)
+                    await self._core.finish(admission, None, success=False)
+                else:
+                    # Unread: the stream ends with the HTTP stream, response done or abandoned.
+                    self.sampler.skipped(admission.model)
+                    await self._core.finish(admission, None, success=True, observed=False)
 
     def _refuse(self, stream: _Stream, error: GatewayError) -> pb.ProcessingResponse:
         self._core.refused(error, stream.model)
@@ -186,7 +266,7 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         stream.path = stream.headers.get(":path", "")
         stream.method = stream.headers.get(":method", "")
         try:
-            stream.user = self._core.authenticate(stream.headers)
+            stream.user = user = self._core.authenticate(stream.headers)
             if headers.end_of_stream:
                 route = stream.path.split("?", 1)[0].rstrip("/")
                 if stream.method == "GET" and route == "/v1/models":
@@ -195,7 +275,13 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
                 raise bad_request(f"{stream.method} {route or '/'} has no body; inference requests are POSTs with a JSON body")
         except GatewayError as error:
             return self._refuse(stream, error)
-        return _CONTINUE_REQUEST_HEADERS
+        if self._read_all or self._core.limiter.counts_tokens(user):
+            stream.read_response = True
+        elif self.sampler.due():
+            stream.read_response = stream.sampled = True
+        else:
+            return _CONTINUE_REQUEST_HEADERS
+        return _CONTINUE_READING_RESPONSE
 
     async def _on_request_body(self, stream: _Stream, body: pb.HttpBody) -> pb.ProcessingResponse:
         size = len(stream.body) + len(body.body)
@@ -217,14 +303,20 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
             return self._refuse(stream, internal_error("admitting the request"))
         stream.admission = admission
         stream.model = admission.model
-        stream.usage = UsageCounter(admission.parsed.prompt_tokens)
         stream.body = bytearray()
+        if stream.read_response:
+            stream.usage = UsageCounter(admission.parsed.prompt_tokens)
+            if stream.sampled:
+                stream.weight = self.sampler.take(admission.model)
         return route_response(admission)
 
     async def _on_response_headers(self, stream: _Stream, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
         admission = stream.admission
         if admission is None:
             return _CONTINUE_RESPONSE_HEADERS
+        if not stream.read_response:  # an Envoy that sends responses regardless (no mode override)
+            stream.read_response = True
+            stream.usage = UsageCounter(admission.parsed.prompt_tokens)
         values = _response_header_values(headers)
         status_text = values.get(":status", "")
         status = int(status_text) if status_text.isdigit() else 0
@@ -237,6 +329,8 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         elif attempts is not None and attempts > 1:
             self._core.attempts_failed(admission, attempts)
         if headers.end_of_stream:
+            if stream.sampled:  # no body, no usage: the next sample carries the weight
+                self.sampler.give_back(admission.model, stream.weight)
             await self._core.finish(admission, None, success=status < 500)
         return _CONTINUE_RESPONSE_HEADERS
 
@@ -250,5 +344,8 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
             usage.feed(body.body, stream.content_type)
         if body.end_of_stream:
             ok = admission.status < 400
-            await self._core.finish(admission, usage.result() if ok else None, success=admission.status < 500)
+            if stream.sampled and not ok:
+                self.sampler.give_back(admission.model, stream.weight)
+            await self._core.finish(admission, usage.result() if ok else None, success=admission.status < 500,
+                                    weight=stream.weight)
         return _CONTINUE_RESPONSE_BODY

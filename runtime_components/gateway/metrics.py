@@ -2,7 +2,8 @@
 
 - ``aibrix_gateway_requests_total{model, policy, status}``: finished requests by HTTP status
   (immediate refusals included, policy "none" for those refused before routing; "aborted"
-  when the stream ended before a response, e.g. the client went away).
+  when the stream ended before a response, e.g. the client went away; "unobserved" when
+  Envoy skipped the response phases, so the status is Envoy's to count).
 - ``aibrix_gateway_routing_decision_seconds{policy}``: time spent in the router per request.
 - ``aibrix_gateway_prefix_match_ratio{model}``: the fraction of prompt blocks the chosen pod
   was known to hold (prefix-cache-aware policies only); its mean is the prefix hit ratio.
@@ -11,8 +12,10 @@
   then serves without limits (fail open) rather than refusing every request.
 - ``aibrix_gateway_request_token_buckets_total{model, input_bucket, output_bucket}``: the
   workload histogram the optimizer reads (ARCHITECTURE.md), buckets from
-  ``aibrix_spec.token_buckets.bucket_of`` of prompt and completion tokens.
-- ``aibrix_gateway_tokens_total{model, kind}``: prompt and completion tokens counted from usage.
+  ``aibrix_spec.token_buckets.bucket_of`` of prompt and completion tokens. A sampled response
+  adds the number of requests it stands for (docs/gateway.md).
+- ``aibrix_gateway_tokens_total{model, kind}``: prompt and completion tokens counted from usage
+  (sampled responses weighted the same way, so an estimate when responses are sampled).
 - ``aibrix_gateway_endpoints{model, state}``: endpoints up / down per model.
 - ``aibrix_gateway_upstream_failures_total{model}``: routed requests whose endpoint failed.
 - ``aibrix_gateway_route_requests_total{route, target}``: requests naming a weighted route, by
@@ -137,10 +140,11 @@ class GatewayMetrics:
         """Export ``counters`` (a ``kv_events.SubscriberCounters``) for ``model``."""
         self._kv_events.models[model] = counters
 
-    def observe_usage(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
-        self.tokens.labels(model, "prompt").inc(prompt_tokens)
-        self.tokens.labels(model, "completion").inc(completion_tokens)
-        self.token_buckets.labels(model, str(bucket_of(prompt_tokens)), str(bucket_of(completion_tokens))).inc()
+    def observe_usage(self, model: str, prompt_tokens: int, completion_tokens: int, weight: int = 1) -> None:
+        """One read response; ``weight`` > 1 when it is a sample standing for unread requests too."""
+        self.tokens.labels(model, "prompt").inc(prompt_tokens * weight)
+        self.tokens.labels(model, "completion").inc(completion_tokens * weight)
+        self.token_buckets.labels(model, str(bucket_of(prompt_tokens)), str(bucket_of(completion_tokens))).inc(weight)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

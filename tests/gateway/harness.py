@@ -108,6 +108,7 @@ class GatewayProcess:
             raise RuntimeError(f"gateway did not start: {self.log_path.read_text()[-2000:]}")
         ready = json.loads(line)
         self.grpc_port, self.http_port = ready["grpcPort"], ready["httpPort"]
+        self.grpc_ports: list[int] = ready.get("grpcPorts", [self.grpc_port])  # one per worker
 
     def get(self, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=5) as resp:

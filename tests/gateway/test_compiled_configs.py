@@ -78,3 +78,40 @@ def test_an_sglang_model_is_scraped_and_scaled_in_sglangs_dialect():
     assert engines == {"qwen2-5-7b": "sglang"}
     deployment = yaml.safe_load(files["engine/deployment-qwen2-5-7b.yaml"])
     assert deployment["spec"]["template"]["metadata"]["labels"]["model.aibrix.ai/engine"] == "sglang"
+
+
+def test_workers_set_the_gateway_pod_envoys_endpoints_and_the_network_policy(tmp_path):
+    """gateway.workers: 3 reaches gateway.yaml, the pod's ports and CPU, the NetworkPolicy's port
+    range and Envoy's ext_proc cluster (one endpoint per worker port); the bootstrap validates."""
+    from compiler.pipeline import compile_stack
+
+    text = STANDALONE.read_text().replace("    mode: standalone\n", "    mode: standalone\n    workers: 3\n", 1)
+    files = compile_stack(text, source_name="stack.yaml")
+    gateway = parse_config(yaml.safe_load(files["gateway/configmap-aibrix-gateway.yaml"])["data"]["gateway.yaml"], "gw")
+    assert gateway.workers == 3
+    container = yaml.safe_load(files["gateway/statefulset-aibrix-gateway.yaml"])["spec"]["template"]["spec"]["containers"][0]
+    assert [(p["name"], p["containerPort"]) for p in container["ports"]] == [
+        ("grpc", 50051), ("grpc-1", 50052), ("grpc-2", 50053), ("http", gateway.listen.http_port)]
+    assert container["resources"]["requests"]["cpu"] == "1500m"
+    policy = yaml.safe_load(files["gateway/networkpolicy-aibrix-gateway.yaml"])
+    assert policy["spec"]["ingress"][0]["ports"] == [{"protocol": "TCP", "port": 50051, "endPort": 50053}]
+    bootstrap = yaml.safe_load(files["gateway/configmap-aibrix-envoy.yaml"])["data"]["envoy.yaml"]
+    cluster = yaml.safe_load(bootstrap)["static_resources"]["clusters"][1]
+    assert [e["endpoint"]["address"]["socket_address"]["port_value"]
+            for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]] == [50051, 50052, 50053]
+    if envoy_binary() is not None:
+        (tmp_path / "envoy.yaml").write_text(bootstrap)
+        result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(tmp_path / "envoy.yaml")],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_workers_under_envoy_gateway_is_a_spec_error():
+    from compiler.errors import SpecError
+    from compiler.pipeline import compile_stack
+
+    text = STANDALONE.read_text().replace("    mode: standalone\n", "    mode: envoy-gateway\n    workers: 2\n", 1)
+    with pytest.raises(SpecError) as err:
+        compile_stack(text, source_name="stack.yaml")
+    diagnostic = err.value.diagnostics[0]
+    assert "gateway.workers is 2" in diagnostic.message and "standalone" in diagnostic.hint

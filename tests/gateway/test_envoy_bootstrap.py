@@ -36,10 +36,26 @@ def test_shape():
     assert route["retry_policy"]["retry_on"] == "5xx,connect-failure,reset,refused-stream"
     assert [f["name"] for f in hcm["http_filters"]] == ["envoy.filters.http.ext_proc", "envoy.filters.http.router"]
     mode = hcm["http_filters"][0]["typed_config"]["processing_mode"]
-    assert (mode["request_body_mode"], mode["response_body_mode"]) == ("BUFFERED", "STREAMED")
+    # Responses are skipped unless the gateway asks for them per request (mode override).
+    assert (mode["request_body_mode"], mode["response_header_mode"], mode["response_body_mode"]) == ("BUFFERED", "SKIP", "NONE")
+    assert hcm["http_filters"][0]["typed_config"]["allow_mode_override"] is True
     assert gateway["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"] == {
         "address": "gateway.llm.svc", "port_value": 50051}
     assert b["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_one_ext_proc_endpoint_per_worker_port():
+    b = envoy_bootstrap(ext_proc_host="gateway.llm.svc", ext_proc_port=50051, ext_proc_workers=3)
+    gateway = b["static_resources"]["clusters"][1]
+    ports = [e["endpoint"]["address"]["socket_address"]["port_value"]
+             for e in gateway["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert ports == [50051, 50052, 50053] and gateway["lb_policy"] == "ROUND_ROBIN"
+
+
+@pytest.mark.parametrize("workers", [0, 65])
+def test_worker_count_out_of_range_is_refused(workers):
+    with pytest.raises(ValueError, match="ext_proc_workers must be within 1..64"):
+        envoy_bootstrap(ext_proc_host="g", ext_proc_port=50051, ext_proc_workers=workers)
 
 
 def test_same_input_same_output():

@@ -63,15 +63,25 @@ def app(tmp_path):
     return gateway
 
 
+class FakeStreamContext:
+    """gRPC's reader/writer API of one stream: ``read`` hands out ``messages`` then EOF,
+    ``write`` collects the answers."""
+
+    def __init__(self, messages: list[pb.ProcessingRequest]) -> None:
+        self._messages = list(messages)
+        self.written: list[pb.ProcessingResponse] = []
+
+    async def read(self) -> object:
+        return self._messages.pop(0) if self._messages else grpc.aio.EOF
+
+    async def write(self, response: pb.ProcessingResponse) -> None:
+        self.written.append(response)
+
+
 def drive(app: GatewayApp, messages: list[pb.ProcessingRequest]) -> list[pb.ProcessingResponse]:
-    async def run():
-        async def source():
-            for m in messages:
-                yield m
-
-        return [r async for r in ExtProcServicer(app.core).Process(source(), None)]
-
-    return asyncio.run(run())
+    context = FakeStreamContext(messages)
+    asyncio.run(ExtProcServicer(app.core).Process(None, context))  # type: ignore[arg-type]
+    return context.written
 
 
 def set_headers(response: pb.ProcessingResponse) -> dict[str, str]:
@@ -95,9 +105,44 @@ def test_routed_request_names_destination_and_fallbacks(app):
     }
     mutation = routed.request_body.response.header_mutation
     assert list(mutation.remove_headers) == [f"x-gateway-destination-fallback-{k}" for k in range(3, 11)]
-    # The stream ended before any response: the request is settled as aborted, nothing stays in flight.
+    # The stream ended before any response it asked for (the first request is always a workload
+    # sample): the request is settled as aborted, nothing stays in flight.
     assert app.table.inflight(ADDRESSES[0]) == 0
     assert 'aibrix_gateway_requests_total{model="m",policy="least-request",status="aborted"} 1.0' in app.metrics.render().decode()
+
+
+def _gateway(tmp_path, **config: object) -> GatewayApp:
+    path = tmp_path / "eps.yaml"
+    path.write_text("endpoints:\n" + "".join(f"- {{address: '{a}', model: m}}\n" for a in ADDRESSES))
+    gateway = GatewayApp(GatewayConfig.model_validate({
+        "discovery": {"mode": "static", "endpointsFile": str(path)}, "models": [{"name": "m"}], **config}))
+    gateway.discovery.load()
+    return gateway
+
+
+def test_a_request_nothing_needs_the_response_of_skips_the_response_phases(tmp_path):
+    gateway = _gateway(tmp_path, responses={"workloadSamplesPerS": 0})
+    out = drive(gateway, request_messages({"model": "m", "prompt": "hi"}))
+    assert len(out) == 2 and not out[0].HasField("mode_override")
+    # Envoy ends the stream when the HTTP stream ends: that is the request's end.
+    assert sum(gateway.table.inflight(a) for a in ADDRESSES) == 0
+    metrics = gateway.metrics.render().decode()
+    assert 'aibrix_gateway_requests_total{model="m",policy="least-request",status="unobserved"} 1.0' in metrics
+    assert "aibrix_gateway_request_token_buckets_total{" not in metrics
+
+
+@pytest.mark.parametrize("config", [
+    {"rateLimits": {"tiers": {"t": {"rpm": 100, "tpm": 1000}}, "defaultTier": "t"}, "responses": {"workloadSamplesPerS": 0}},
+    {"responses": {"processAll": True, "workloadSamplesPerS": 0}},
+    {"responses": {"workloadSamplesPerS": 1}},  # the first request is always due
+], ids=["tpm-budget", "process-all", "workload-sample"])
+def test_a_request_whose_response_is_needed_turns_the_response_phases_on(tmp_path, config):
+    gateway = _gateway(tmp_path, **config)
+    out = drive(gateway, request_messages({"model": "m", "prompt": "hi"}))
+    mode = out[0].mode_override
+    assert out[0].HasField("mode_override")
+    assert (mode.request_body_mode, mode.response_header_mode, mode.response_body_mode) == (
+        mode.BUFFERED, mode.SEND, mode.STREAMED)  # the request body must still be sent
 
 
 def test_a_full_exchange_settles_the_request(app):

@@ -42,6 +42,10 @@ class RateLimiter:
             wait = retry_after_s(counts, 1, tier.rpm, self._window_s)
             raise rate_limited(f'User "{user.name}" sent the {tier.rpm} requests per minute of tier "{user.tier}"', wait, "rpm")
 
+    def counts_tokens(self, user: User) -> bool:
+        """Whether ``user``'s tier has a TPM budget, so the gateway must read its responses' usage."""
+        return bool(user.tier) and user.tier in self._tiers
+
     async def record_tokens(self, user: User, tokens: int) -> None:
         """Add a response's tokens to the user's TPM window."""
         tier = self._tiers.get(user.tier) if user.tier else None

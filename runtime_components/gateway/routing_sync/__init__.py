@@ -13,9 +13,10 @@ See docs/routing.md ("Several gateway processes").
 from .codec import decode_batch, encode_batch
 from .shared import Outbox, SharedPrefixIndex, SharedSessionTable
 from .sync import RoutingSync, SyncStats
-from .transports import HubTransport, MemoryTransport, RedisStreamTransport, Transport, serve_hub
+from .transports import HUB_SOCKET_ENV, HubTransport, MemoryTransport, RedisStreamTransport, Transport, serve_hub
 
 __all__ = [
+    "HUB_SOCKET_ENV",
     "HubTransport",
     "MemoryTransport",
     "Outbox",

@@ -22,12 +22,14 @@ import os
 import struct
 from typing import Protocol
 
-__all__ = ["HubTransport", "MemoryBus", "MemoryTransport", "RedisStreamTransport", "Transport", "serve_hub"]
+__all__ = ["HUB_SOCKET_ENV", "HubTransport", "MemoryBus", "MemoryTransport", "RedisStreamTransport", "Transport", "serve_hub"]
 
 log = logging.getLogger(__name__)
 
 _FRAME = struct.Struct(">I")
 MAX_FRAME_BYTES = 16 << 20
+#: The environment variable naming the pod's hub socket (set by the gateway's supervisor for its workers).
+HUB_SOCKET_ENV = "AIBRIX_GATEWAY_HUB_SOCKET"
 HUB_CLIENT_BUFFER_BYTES = 8 << 20  # a worker this far behind loses frames rather than stalling the others
 
 

@@ -208,6 +208,40 @@ def _gateway(plan: Plan) -> list[dict[str, Any]]:
         _panel("Requests by status",
                [(f"sum by (status) (rate(aibrix_gateway_requests_total{{{ns}}}{_RATE}))", "{{status}}")], unit="reqps"),
         _panel("Endpoints by state", [(f"sum by (model, state) (aibrix_gateway_endpoints{{{ns}}})", "{{model}} {{state}}")]),
+        *_flow_panels(plan),
+        *_sync_panels(plan),
+    ]
+
+
+def _flow_panels(plan: Plan) -> list[dict[str, Any]]:
+    """Queues of flow control (gateway.flowControl.enabled): held requests and their wait."""
+    gw = plan.gateway
+    if gw is None or not gw.flow_control.enabled:
+        return []
+    ns = _ns(plan)
+    wait = "aibrix_gateway_flow_wait_seconds"
+    return [
+        _panel("Held requests by model", [
+            (f"sum by (model) (aibrix_gateway_flow_held_requests{{{ns}}})", "{{model}} held"),
+            (f"sum by (model) (aibrix_gateway_flow_inflight_requests{{{ns}}})", "{{model}} at engines"),
+        ], description="Requests flow control holds until an engine has room, and those sent; the scaler's demand."),
+        _panel("Queue wait p99 by model",
+               [(f"histogram_quantile(0.99, sum by (le, model) (rate({wait}_bucket{{{ns}}}{_RATE})))", "{{model}}")],
+               unit="s"),
+    ]
+
+
+def _sync_panels(plan: Plan) -> list[dict[str, Any]]:
+    """Routing state shared through the stack's Redis (gateway.redis): is every replica connected?"""
+    gw = plan.gateway
+    if gw is None or gw.redis_url is None:
+        return []
+    ns = _ns(plan)
+    return [
+        _panel("Gateway replicas sharing routing state", [
+            (f"sum(aibrix_gateway_routing_sync_connected{{{ns}}})", "connected"),
+            (f"count(aibrix_gateway_routing_sync_connected{{{ns}}})", "replicas"),
+        ], description="A replica that lost Redis routes on its own prefix index until it reconnects."),
     ]
 
 

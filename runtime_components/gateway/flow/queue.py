@@ -25,10 +25,19 @@ class ModelQueue:
             band = self._bands[item.priority] = build_fairness(self._fairness)
         band.push(item)
 
+    def peek(self) -> Held:
+        """The request ``pop`` would return, left in place."""
+        priority = max(p for p, band in self._bands.items() if len(band))
+        return self._bands[priority].peek()
+
     def pop(self) -> Held:
         """The next request to dispatch: from the highest non-empty band."""
         priority = max(p for p, band in self._bands.items() if len(band))
         return self._bands[priority].pop()
+
+    def flows(self) -> set[str]:
+        """Users with a request held (any band)."""
+        return {flow for band in self._bands.values() for flow in band.flows()}
 
     def remove(self, item: Held) -> bool:
         band = self._bands.get(item.priority)

@@ -12,7 +12,7 @@ from runtime_components.gateway.errors import GatewayError
 from runtime_components.gateway.flow import FlowController, FlowMetrics
 from runtime_components.gateway.flow.fairness import Held, RoundRobinFair, VirtualTimeFair
 from runtime_components.gateway.flow.queue import ModelQueue
-from runtime_components.gateway.flow.saturation import SaturationDetector
+from runtime_components.gateway.flow.saturation import SaturationDetector, under_share
 from runtime_components.gateway.policy.types import EndpointState
 
 
@@ -82,6 +82,58 @@ def test_saturation_slots(state, slots):
 def test_inflight_cap_bounds_slots():
     detector = SaturationDetector(SaturationSpec(max_inflight_per_engine=3))
     assert detector.slots(EndpointState(address="10.0.0.1:8000", running=50, waiting=0, inflight=1)) == 2
+
+
+def test_a_user_over_its_share_sees_the_budget_less_the_reserve():
+    detector = SaturationDetector(SaturationSpec(max_waiting_per_engine=8))  # reserve: 3/4 of 8
+    state = EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1, inflight=4)
+    assert detector.slots(state, under_share=True) == 8
+    assert detector.slots(state, under_share=False) == 2
+    waiting = EndpointState(address="10.0.0.1:8000", running=4, waiting=2, kv_cache_usage=0.1, inflight=4)
+    assert detector.slots(waiting, under_share=False) == 0  # two waiting: full for a heavy user
+    assert detector.slots(waiting, under_share=True) == 8
+    off = SaturationDetector(SaturationSpec(max_waiting_per_engine=8, under_share_reserve=0))
+    assert off.slots(state, under_share=False) == 8
+
+
+def test_under_share_is_below_total_over_active_users():
+    assert under_share(1, 90, 3)
+    assert not under_share(88, 90, 3)
+    assert not under_share(0, 0, 1)  # nothing in flight: nobody is below an equal share of nothing
+    assert not under_share(5, 10, 2)  # exactly the share is not below it
+
+
+def test_the_reserve_must_leave_heavy_users_a_place():
+    assert SaturationSpec(max_waiting_per_engine=1).reserve == 0
+    assert SaturationSpec(max_waiting_per_engine=8, under_share_reserve=7).reserve == 7
+    with pytest.raises(ValueError, match="underShareReserve \\(8\\) must be below maxWaitingPerEngine \\(8\\)"):
+        SaturationSpec(max_waiting_per_engine=8, under_share_reserve=8)
+
+
+def test_a_light_user_passes_while_a_heavy_one_is_held_until_its_requests_finish():
+    async def run() -> None:
+        engines = Engines()
+        engines.states = [EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1,
+                                        inflight=0)]
+        flow, _ = controller(engines, saturation=SaturationSpec(max_waiting_per_engine=8), tick_s=0.01)
+        for _ in range(6):  # heavy user A: running 4 + (8 - 6) places
+            assert await flow.hold("m", "A", 0, 100) is not None
+        engines.states = [EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1,
+                                        inflight=6)]
+        assert not flow.under_share("m", "A") and flow.under_share("m", "B")
+        assert await flow.hold("m", "B", 0, 100) is not None  # light: the whole budget, at once
+        held = asyncio.create_task(flow.hold("m", "A", 0, 100))
+        await asyncio.sleep(0.05)
+        assert not held.done() and flow.held("m") == 1  # heavy: over its share, no place left
+        engines.states = [EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1,
+                                        inflight=3)]
+        for _ in range(3):
+            flow.wake("m", "A")
+        assert await asyncio.wait_for(held, 1.0) is not None
+        flow.wake("m", "B")
+        assert flow._sent["m"] == {"A": 4}
+
+    asyncio.run(run())
 
 
 class Engines:

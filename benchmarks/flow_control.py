@@ -165,12 +165,18 @@ class Gateway:
         """As ``FlowController.dispatch_now``: the next request in order, while its user has room."""
         while len(self.queue):
             item = self.queue.peek()
-            room = self._room(now, item.flow)
-            if not room:
-                return
             depth = self.queue.depth()
             top = max(p for p, n in depth.items() if n)
-            self.queue.pop()
+            room = self._room(now, item.flow)
+            if room:
+                self.queue.pop()
+            else:  # a heavy head without room: a light user's request of the same band may pass it
+                found = None if self._under_share(item.flow) else self.queue.first_of(self._under_share)
+                room = self._room(now, found.flow) if found is not None else []
+                if found is None or not room:
+                    return
+                item = found
+                self.queue.take(item)
             if item.priority < top:
                 self.inversions += 1
             req: SimRequest = item.payload  # type: ignore[assignment]

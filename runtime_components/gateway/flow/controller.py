@@ -239,10 +239,24 @@ class FlowController:
                 queue.pop()
                 continue
             # Room as the next request's user sees it (over its fair share: less the reserve).
-            room, free = self._detector.with_room(states, under_share=self.under_share(model, item.flow))
+            light = self.under_share(model, item.flow)
+            room, free = self._detector.with_room(states, under_share=light)
             if free - self._pending[model] <= 0:
-                break
-            queue.pop()
+                if light:
+                    break  # no room even for a light user
+                # A heavy head without room: a light user's request of the same band may pass it.
+                found = queue.first_of(lambda flow: self.under_share(model, flow))
+                if found is None:
+                    break
+                room, free = self._detector.with_room(states, under_share=True)
+                if free - self._pending[model] <= 0:
+                    break
+                item, waiter = found, found.payload  # type: ignore[assignment]
+                queue.take(item)
+                if waiter.future.done():
+                    continue
+            else:
+                queue.pop()
             waiter.granted = True
             self._pending[model] += 1
             waiter.future.set_result(room)

@@ -40,6 +40,16 @@ class Fairness(Protocol):
 
     def pop(self) -> Held: ...
 
+    def in_order(self) -> list[str]:
+        """The flows with a request held, in the order ``pop`` would serve their heads."""
+        ...
+
+    def peek_flow(self, flow: str) -> Held: ...
+
+    def pop_flow(self, flow: str) -> Held:
+        """The head of ``flow``, taken as ``pop`` would take it (the turn or the clock advances)."""
+        ...
+
     def remove(self, item: Held) -> bool: ...
 
     def newest(self) -> Held: ...
@@ -95,7 +105,15 @@ class RoundRobinFair:
         return self._flows.flows[next(iter(self._flows.flows))][0]
 
     def pop(self) -> Held:
-        flow = next(iter(self._flows.flows))
+        return self.pop_flow(next(iter(self._flows.flows)))
+
+    def in_order(self) -> list[str]:
+        return list(self._flows.flows)
+
+    def peek_flow(self, flow: str) -> Held:
+        return self._flows.flows[flow][0]
+
+    def pop_flow(self, flow: str) -> Held:
         item = self._flows.popleft(flow)
         if flow in self._flows.flows:
             self._flows.flows.move_to_end(flow)
@@ -135,7 +153,15 @@ class VirtualTimeFair:
         return self._flows.flows[self._next_flow()][0]
 
     def pop(self) -> Held:
-        flow = self._next_flow()
+        return self.pop_flow(self._next_flow())
+
+    def in_order(self) -> list[str]:
+        return sorted(self._flows.flows, key=lambda f: (self._flows.flows[f][0].start_tag, self._flows.flows[f][0].seq))
+
+    def peek_flow(self, flow: str) -> Held:
+        return self._flows.flows[flow][0]
+
+    def pop_flow(self, flow: str) -> Held:
         item = self._flows.popleft(flow)
         self._vtime = max(self._vtime, item.start_tag)
         self._forget_idle()

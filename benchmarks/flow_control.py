@@ -30,7 +30,9 @@ RESULT: ``victim_p99_ttft_ratio_vs_solo`` (with flow control at the shipped satu
 target <= 2), ``victim_p99_ttft_ratio_vs_solo_no_reserve`` (the same without the fair-share
 reserve: the behaviour before it), ``heavy_throughput_ratio_vs_no_reserve`` and
 ``heavy_throughput_ratio_vs_without_flow_control`` (tenant A's completed requests),
-``heavy_p99_ttft_s`` / ``_no_reserve`` / ``_without_flow_control``, ``victim_p99_ttft_ratio_vs_solo_tight`` (waiting 1, KV 0.8: less queued inside
+``heavy_p99_ttft_s`` / ``_no_reserve`` / ``_without_flow_control``,
+``victim_p99_ttft_ratio_vs_solo_max_reserve`` and ``heavy_throughput_ratio_max_reserve_vs_no_reserve``
+(the largest reserve allowed, budget - 1), ``victim_p99_ttft_ratio_vs_solo_tight`` (waiting 1, KV 0.8: less queued inside
 the engines, less throughput),
 ``victim_p99_ttft_ratio_vs_solo_without_flow_control``, ``scale_from_zero_success_rate``
 (target 1.0), ``requests_lost`` (requests neither completed nor refused with a status,
@@ -52,7 +54,7 @@ from runtime_components.engine_sim.des import RequestRecord, Simulation, percent
 from runtime_components.engine_sim.perf import DEFAULT_EFFICIENCY
 from runtime_components.gateway.flow.fairness import Held
 from runtime_components.gateway.flow.queue import ModelQueue
-from runtime_components.gateway.flow.saturation import SaturationDetector, under_share
+from runtime_components.gateway.flow.saturation import SaturationDetector
 from runtime_components.gateway.policy.types import EndpointState
 
 ENGINE = EngineConfig(accelerator="nvidia-a10", model_arch="llama-3-8b")
@@ -223,7 +225,7 @@ class Gateway:
             self._records_seen += 1
         inflight = {t: n - self._done_by.get(t, 0) for t, n in self._sent_by.items()}
         active = {t for t, n in inflight.items() if n > 0} | self.queue.flows() | {tenant}
-        return under_share(inflight.get(tenant, 0), sum(inflight.values()), len(active))
+        return self.detector.light(inflight.get(tenant, 0), sum(inflight.values()), len(active))
 
     def _room(self, now: float, tenant: str) -> list[int]:
         """Engines with a free slot for ``tenant``, least loaded first (pending grants counted)."""
@@ -331,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
     flow = FlowControlConfig(enabled=True, queue_timeout_s=30.0, max_queue_per_model=1000, fairness=args.fairness)
     no_reserve = FlowControlConfig(enabled=True, queue_timeout_s=30.0, max_queue_per_model=1000,
                                    fairness=args.fairness, saturation=SaturationSpec(under_share_reserve=0))
+    most = FlowControlConfig(enabled=True, queue_timeout_s=30.0, max_queue_per_model=1000, fairness=args.fairness,
+                             saturation=SaturationSpec(under_share_reserve=flow.saturation.max_waiting_per_engine - 1))
     tight = FlowControlConfig(enabled=True, queue_timeout_s=30.0, max_queue_per_model=1000, fairness=args.fairness,
                               saturation=SaturationSpec(max_waiting_per_engine=1, max_kv_cache_usage=0.8,
                                                         under_share_reserve=0))
@@ -346,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     solo = run(engines, solo_load, off, priorities)
     with_fc = run(engines, mixed_load, flow, priorities)
     with_no_reserve = run(engines, mixed_load, no_reserve, priorities)
+    with_most = run(engines, mixed_load, most, priorities)
     with_tight = run(engines, mixed_load, tight, priorities)
     without_fc = run(engines, mixed_load, off, priorities)
     solo_p99 = p99_ttft(solo, "B")
@@ -357,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'B done':>7} {'lost':>5} {'done/trace s':>12}")
     rows = [("B alone (solo)", solo), ("A+B+C with flow control", with_fc),
             ("  no reserve (before)", with_no_reserve),
+            (f"  reserve {most.saturation.reserve} of {most.saturation.max_waiting_per_engine}", with_most),
             ("  tight (waiting 1, KV 0.8)", with_tight), ("A+B+C without flow control", without_fc)]
     for label, outcome in rows:
         b_p99 = p99_ttft(outcome, "B")
@@ -393,12 +399,15 @@ def main(argv: list[str] | None = None) -> int:
         "heavy_p99_ttft_s": round(p99_ttft(with_fc, "A"), 3),
         "heavy_p99_ttft_s_no_reserve": round(p99_ttft(with_no_reserve, "A"), 3),
         "heavy_p99_ttft_s_without_flow_control": round(p99_ttft(without_fc, "A"), 3),
+        "victim_p99_ttft_ratio_vs_solo_max_reserve": round(p99_ttft(with_most, "B") / solo_p99, 3),
+        "heavy_throughput_ratio_max_reserve_vs_no_reserve": round(
+            completed(with_most, "A") / completed(with_no_reserve, "A"), 3),
         "victim_p99_ttft_ratio_vs_solo_tight": round(p99_ttft(with_tight, "B") / solo_p99, 3),
         "scale_from_zero_success_rate": round(completed(zero_fc) / zero_fc.submitted, 4),
         "scale_from_zero_success_rate_without_flow_control": round(completed(zero_off) / zero_off.submitted, 4),
-        "requests_lost": lost(with_fc) + lost(with_no_reserve) + lost(with_tight) + lost(zero_fc),
-        "priority_inversions": with_fc.inversions + with_no_reserve.inversions + with_tight.inversions
-        + zero_fc.inversions,
+        "requests_lost": lost(with_fc) + lost(with_no_reserve) + lost(with_most) + lost(with_tight) + lost(zero_fc),
+        "priority_inversions": with_fc.inversions + with_no_reserve.inversions + with_most.inversions
+        + with_tight.inversions + zero_fc.inversions,
         "capacity_rps": round(cap, 3),
         "fairness": args.fairness,
     }

@@ -34,7 +34,7 @@ from ..policy.types import EndpointState
 from .fairness import Held
 from .metrics import FlowMetrics
 from .queue import ModelQueue
-from .saturation import SaturationDetector, under_share
+from .saturation import SaturationDetector
 
 __all__ = ["PRIORITY_HEADER", "FlowController", "StatesFn", "table_states"]
 
@@ -166,11 +166,12 @@ class FlowController:
 
     def under_share(self, model: str, flow: str) -> bool:
         """Whether ``flow`` has fewer requests in flight than the model's in-flight requests
-        divided by its active users (those with a request in flight or held)."""
+        divided by its active users (those with a request in flight or held); always False with
+        ``underShareReserve: 0``."""
         counts = self._sent.get(model, {})
         queue = self._queues.get(model)
         active = set(counts) | (queue.flows() if queue is not None else set()) | {flow}
-        return under_share(counts.get(flow, 0), sum(counts.values()), len(active))
+        return self._detector.light(counts.get(flow, 0), sum(counts.values()), len(active))
 
     def _started(self, model: str, flow: str) -> None:
         counts = self._sent.setdefault(model, {})

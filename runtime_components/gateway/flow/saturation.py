@@ -16,7 +16,9 @@ engine starts queueing (KV full or its batch limit).
 Headroom for light users: a user over its fair share (``under_share``) sees the waiting budget
 minus ``underShareReserve``; a user under it sees the whole budget. So the engine's own FIFO
 queue in front of a light user's request stays short (a heavy tenant cannot fill it), and the
-reserve is strictly below the budget, so a heavy user always keeps at least one place.
+reserve is strictly below the budget, so a heavy user always keeps at least one place. The KV
+threshold holds back heavy users only (a light user is bounded by the waiting budget).
+``underShareReserve: 0`` turns all of this off.
 """
 
 from __future__ import annotations
@@ -42,6 +44,11 @@ class SaturationDetector:
     def __init__(self, config: SaturationSpec) -> None:
         self.config = config
 
+    def light(self, mine: int, total: int, active: int) -> bool:
+        """Whether a user gets the light users' room (``under_share``; never with reserve 0: the
+        fair-share headroom is off and every user sees the same budget and KV threshold)."""
+        return self.config.reserve > 0 and under_share(mine, total, active)
+
     def slots(self, endpoint: EndpointState, *, under_share: bool = True) -> int:
         """How many more requests ``endpoint`` may take now (0: full) for a user below its fair
         share (``under_share``) or over it (the budget less the reserve)."""
@@ -51,7 +58,10 @@ class SaturationDetector:
         budget = c.max_waiting_per_engine if under_share else c.max_waiting_per_engine - c.reserve
         if endpoint.waiting >= budget:
             return 0
-        if endpoint.kv_cache_usage is not None and endpoint.kv_cache_usage >= c.max_kv_cache_usage:
+        # KV usage stops heavy users only: a light user's request then waits inside the engine,
+        # at most the budget behind it, and takes the next freed blocks sooner than the gateway
+        # would see them free at its next scrape.
+        if not under_share and endpoint.kv_cache_usage is not None and endpoint.kv_cache_usage >= c.max_kv_cache_usage:
             return 0
         free = int(endpoint.running) + budget - endpoint.inflight
         if c.max_inflight_per_engine is not None:

@@ -49,19 +49,20 @@ class SaturationDetector:
         fair-share headroom is off and every user sees the same budget and KV threshold)."""
         return self.config.reserve > 0 and under_share(mine, total, active)
 
-    def slots(self, endpoint: EndpointState, *, under_share: bool = True) -> int:
+    def slots(self, endpoint: EndpointState, *, under_share: bool | None = None) -> int:
         """How many more requests ``endpoint`` may take now (0: full) for a user below its fair
-        share (``under_share``) or over it (the budget less the reserve)."""
+        share (``under_share`` True), over it (False: the budget less the reserve), or without
+        regard to shares (None: the whole budget and the KV threshold)."""
         c = self.config
         if endpoint.waiting is None or endpoint.running is None:
             return 0  # stale or never scraped
-        budget = c.max_waiting_per_engine if under_share else c.max_waiting_per_engine - c.reserve
+        budget = c.max_waiting_per_engine - (c.reserve if under_share is False else 0)
         if endpoint.waiting >= budget:
             return 0
         # KV usage stops heavy users only: a light user's request then waits inside the engine,
         # at most the budget behind it, and takes the next freed blocks sooner than the gateway
         # would see them free at its next scrape.
-        if not under_share and endpoint.kv_cache_usage is not None and endpoint.kv_cache_usage >= c.max_kv_cache_usage:
+        if under_share is not True and endpoint.kv_cache_usage is not None and endpoint.kv_cache_usage >= c.max_kv_cache_usage:
             return 0
         free = int(endpoint.running) + budget - endpoint.inflight
         if c.max_inflight_per_engine is not None:
@@ -69,7 +70,7 @@ class SaturationDetector:
         return max(0, free)
 
     def with_room(self, endpoints: Sequence[EndpointState], *,
-                  under_share: bool = True) -> tuple[list[EndpointState], int]:
+                  under_share: bool | None = None) -> tuple[list[EndpointState], int]:
         """The endpoints that have room, and their free slots in total."""
         out: list[EndpointState] = []
         total = 0

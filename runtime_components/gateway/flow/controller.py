@@ -108,6 +108,14 @@ class FlowController:
         return asked
 
     async def hold(self, model: str, flow: str, priority: int, cost: float) -> list[EndpointState] | None:
+        """Wait until an engine of ``model`` has room for user ``flow``; see ``_hold``. A request
+        let through counts as this user's in flight until ``wake(model, flow)``."""
+        room = await self._hold(model, flow, priority, cost)
+        if room is not None:
+            self._started(model, flow)
+        return room
+
+    async def _hold(self, model: str, flow: str, priority: int, cost: float) -> list[EndpointState] | None:
         """Wait until an engine of ``model`` has room; return the endpoints that have room.
 
         ``None`` when flow control is off (route over every endpoint, as before). Raises a
@@ -123,7 +131,6 @@ class FlowController:
         if not len(queue):
             room, free = self._detector.with_room(endpoints, under_share=self.under_share(model, flow))
             if free - self._pending[model] > 0:
-                self._started(model, flow)
                 return room
         self._make_place(model, queue, priority)
         item = Held(flow=flow, priority=priority, cost=max(1.0, cost), seq=queue.next_seq())
@@ -135,12 +142,12 @@ class FlowController:
         self._ensure_dispatcher(model)
         self._wake[model].set()
         try:
-            room = await asyncio.wait_for(asyncio.shield(waiter.future), self.config.queue_timeout_s)
+            return await asyncio.wait_for(asyncio.shield(waiter.future), self.config.queue_timeout_s)
         except TimeoutError:
-            if not (waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None):
-                queue.remove(item)
-                raise self._timed_out(model, priority, waiter) from None
-            room = waiter.future.result()  # granted in the same instant the timer fired
+            if waiter.future.done() and not waiter.future.cancelled() and waiter.future.exception() is None:
+                return waiter.future.result()  # granted in the same instant the timer fired
+            queue.remove(item)
+            raise self._timed_out(model, priority, waiter) from None
         except asyncio.CancelledError:  # the client went away (the ext_proc stream ended)
             if queue.remove(item):
                 self._count_shed(model, priority, "client_gone")
@@ -149,8 +156,6 @@ class FlowController:
             if waiter.granted:
                 self._pending[model] -= 1  # routing follows without an await: the slot shows as in flight
                 self._wake[model].set()
-        self._started(model, flow)
-        return room
 
     def wake(self, model: str, flow: str | None = None) -> None:
         """A request of ``model`` (from user ``flow``, when known) finished, or failed before it

@@ -173,7 +173,8 @@ class Gateway:
             if room:
                 self.queue.pop()
             else:  # a heavy head without room: a light user's request of the same band may pass it
-                found = None if self._under_share(item.flow) else self.queue.first_of(self._under_share)
+                found = None if self._under_share(item.flow) is not False else self.queue.first_of(
+                    lambda flow: self._under_share(flow) is True)
                 room = self._room(now, found.flow) if found is not None else []
                 if found is None or not room:
                     return
@@ -217,7 +218,7 @@ class Gateway:
         self.sim.add_engine(now, ENGINE, ready_after_s=self.cold_start_s)
         self.engines_started += 1
 
-    def _under_share(self, tenant: str) -> bool:
+    def _under_share(self, tenant: str) -> bool | None:
         records = self.sim.records
         while self._records_seen < len(records):
             done = self.tenant_of.get(records[self._records_seen].request_id, "")
@@ -225,7 +226,7 @@ class Gateway:
             self._records_seen += 1
         inflight = {t: n - self._done_by.get(t, 0) for t, n in self._sent_by.items()}
         active = {t for t, n in inflight.items() if n > 0} | self.queue.flows() | {tenant}
-        return self.detector.light(inflight.get(tenant, 0), sum(inflight.values()), len(active))
+        return self.detector.share(inflight.get(tenant, 0), sum(inflight.values()), len(active))
 
     def _room(self, now: float, tenant: str) -> list[int]:
         """Engines with a free slot for ``tenant``, least loaded first (pending grants counted)."""

@@ -95,12 +95,14 @@ def test_a_user_over_its_share_sees_the_budget_less_the_reserve():
     full_kv = EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.95, inflight=4)
     assert detector.slots(full_kv, under_share=False) == 0  # the KV threshold holds back heavy users
     assert detector.slots(full_kv, under_share=True) == 8  # a light user is bounded by the budget alone
-    assert detector.light(1, 90, 3) and not detector.light(88, 90, 3)
+    assert detector.share(1, 90, 3) is True and detector.share(88, 90, 3) is False
+    assert detector.share(90, 90, 1) is None  # the only active user: nobody to keep room for
+    assert detector.slots(state, under_share=None) == 8 and detector.slots(full_kv, under_share=None) == 0
 
 
 def test_reserve_zero_turns_the_headroom_off():
     off = SaturationDetector(SaturationSpec(max_waiting_per_engine=8, under_share_reserve=0))
-    assert not off.light(1, 90, 3)  # nobody is light: every user sees the same budget and KV threshold
+    assert off.share(1, 90, 3) is None  # no regard to shares: every user sees the same budget and KV threshold
     state = EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1, inflight=4)
     assert off.slots(state, under_share=False) == 8
 
@@ -142,7 +144,8 @@ def test_a_light_user_passes_while_a_heavy_one_is_held_until_its_requests_finish
             assert await flow.hold("m", "A", 0, 100) is not None
         engines.states = [EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1,
                                         inflight=6)]
-        assert not flow.under_share("m", "A") and flow.under_share("m", "B")
+        assert flow.under_share("m", "A") is None  # alone: the whole budget
+        assert flow.under_share("m", "B") is True
         assert await flow.hold("m", "B", 0, 100) is not None  # light: the whole budget, at once
         held = asyncio.create_task(flow.hold("m", "A", 0, 100))
         await asyncio.sleep(0.05)
@@ -164,10 +167,12 @@ def test_a_light_users_request_passes_a_heavy_head_without_room_never_a_higher_b
         engines.states = [EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1,
                                         inflight=0)]
         flow, _ = controller(engines, saturation=SaturationSpec(max_waiting_per_engine=8), tick_s=0.01)
+        assert await flow.hold("m", "B", 0, 100) is not None  # B has one in flight: A is not alone
         for _ in range(6):
             assert await flow.hold("m", "A", 0, 100) is not None
         engines.states = [EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1,
-                                        inflight=6)]
+                                        inflight=7)]
+        assert flow.under_share("m", "A") is False and flow.under_share("m", "B") is True
         heavy = [asyncio.create_task(flow.hold("m", "A", 0, 100)) for _ in range(2)]
         await asyncio.sleep(0.03)
         light = asyncio.create_task(flow.hold("m", "B", 0, 100))  # queued behind A's two

@@ -169,14 +169,14 @@ class FlowController:
         if event is not None and self.held(model):
             event.set()
 
-    def under_share(self, model: str, flow: str) -> bool:
+    def under_share(self, model: str, flow: str) -> bool | None:
         """Whether ``flow`` has fewer requests in flight than the model's in-flight requests
-        divided by its active users (those with a request in flight or held); always False with
-        ``underShareReserve: 0``."""
+        divided by its active users (those with a request in flight or held); None when it is
+        the only active user or ``underShareReserve`` is 0 (``SaturationDetector.share``)."""
         counts = self._sent.get(model, {})
         queue = self._queues.get(model)
         active = set(counts) | (queue.flows() if queue is not None else set()) | {flow}
-        return self._detector.light(counts.get(flow, 0), sum(counts.values()), len(active))
+        return self._detector.share(counts.get(flow, 0), sum(counts.values()), len(active))
 
     def _started(self, model: str, flow: str) -> None:
         counts = self._sent.setdefault(model, {})
@@ -248,10 +248,10 @@ class FlowController:
             light = self.under_share(model, item.flow)
             room, free = self._detector.with_room(states, under_share=light)
             if free - self._pending[model] <= 0:
-                if light:
-                    break  # no room even for a light user
+                if light is not False:
+                    break  # no room even for a light user (or the only one)
                 # A heavy head without room: a light user's request of the same band may pass it.
-                found = queue.first_of(lambda flow: self.under_share(model, flow))
+                found = queue.first_of(lambda flow: self.under_share(model, flow) is True)
                 if found is None:
                     break
                 room, free = self._detector.with_room(states, under_share=True)

@@ -18,7 +18,8 @@ minus ``underShareReserve``; a user under it sees the whole budget. So the engin
 queue in front of a light user's request stays short (a heavy tenant cannot fill it), and the
 reserve is strictly below the budget, so a heavy user always keeps at least one place. The KV
 threshold holds back heavy users only (a light user is bounded by the waiting budget).
-``underShareReserve: 0`` turns all of this off.
+A user alone on the model, and every user with ``underShareReserve: 0``, sees the whole
+budget and the KV threshold (``share`` returns None).
 """
 
 from __future__ import annotations
@@ -44,10 +45,13 @@ class SaturationDetector:
     def __init__(self, config: SaturationSpec) -> None:
         self.config = config
 
-    def light(self, mine: int, total: int, active: int) -> bool:
-        """Whether a user gets the light users' room (``under_share``; never with reserve 0: the
-        fair-share headroom is off and every user sees the same budget and KV threshold)."""
-        return self.config.reserve > 0 and under_share(mine, total, active)
+    def share(self, mine: int, total: int, active: int) -> bool | None:
+        """The ``under_share`` argument of ``slots`` for a user: True (light) or False (heavy), or
+        None (no regard to shares) when it is the only active user (nobody to keep room for) or
+        the reserve is 0 (the headroom is off)."""
+        if self.config.reserve == 0 or active <= 1:
+            return None
+        return under_share(mine, total, active)
 
     def slots(self, endpoint: EndpointState, *, under_share: bool | None = None) -> int:
         """How many more requests ``endpoint`` may take now (0: full) for a user below its fair

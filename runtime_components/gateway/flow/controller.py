@@ -173,10 +173,19 @@ class FlowController:
         """Whether ``flow`` has fewer requests in flight than the model's in-flight requests
         divided by its active users (those with a request in flight or held); None when it is
         the only active user or ``underShareReserve`` is 0 (``SaturationDetector.share``)."""
+        return self._share_of(model)(flow)
+
+    def _share_of(self, model: str) -> Callable[[str], bool | None]:
+        """``under_share`` for any user of ``model``, from one snapshot (one pass over the users)."""
         counts = self._sent.get(model, {})
         queue = self._queues.get(model)
-        active = set(counts) | (queue.flows() if queue is not None else set()) | {flow}
-        return self._detector.share(counts.get(flow, 0), sum(counts.values()), len(active))
+        active = set(counts) | (queue.flows() if queue is not None else set())
+        total = sum(counts.values())
+        return lambda flow: self._detector.share(counts.get(flow, 0), total, len(active) + (flow not in active))
+
+    def _light_of(self, model: str) -> Callable[[str], bool]:
+        share = self._share_of(model)
+        return lambda flow: share(flow) is True
 
     def _started(self, model: str, flow: str) -> None:
         counts = self._sent.setdefault(model, {})
@@ -251,7 +260,7 @@ class FlowController:
                 if light is not False:
                     break  # no room even for a light user (or the only one)
                 # A heavy head without room: a light user's request of the same band may pass it.
-                found = queue.first_of(lambda flow: self.under_share(model, flow) is True)
+                found = queue.first_of(self._light_of(model))
                 if found is None:
                     break
                 room, free = self._detector.with_room(states, under_share=True)

@@ -122,6 +122,32 @@ class SaturationSpec(SpecModel):
     max_inflight_per_engine: Annotated[int, Field(ge=1, le=100_000)] | None = Field(
         None, description="A hard cap on one gateway replica's requests in flight per engine (unset: no cap)."
     )
+    under_share_reserve: Annotated[int, Field(ge=0, le=9_999)] | None = Field(
+        None,
+        description=(
+            "Of maxWaitingPerEngine, how many waiting places per engine only users below their fair share of "
+            "the model's in-flight requests may take (users over it see maxWaitingPerEngine minus this, and only "
+            "they are held back by maxKvCacheUsage). Must be below maxWaitingPerEngine, so a heavy user always "
+            "keeps a place. Unset: three quarters of maxWaitingPerEngine, rounded down; 0: off (every user alike)."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _reserve_below_budget(self) -> SaturationSpec:
+        if self.under_share_reserve is not None and self.under_share_reserve >= self.max_waiting_per_engine:
+            raise spec_error(
+                f"underShareReserve ({self.under_share_reserve}) must be below maxWaitingPerEngine "
+                f"({self.max_waiting_per_engine}): users over their fair share would get no waiting place at all",
+                expected=f"0..{self.max_waiting_per_engine - 1}", got=str(self.under_share_reserve),
+                hint="lower underShareReserve or raise maxWaitingPerEngine")
+        return self
+
+    @property
+    def reserve(self) -> int:
+        """The effective reserve (the default is three quarters of the waiting budget)."""
+        if self.under_share_reserve is not None:
+            return self.under_share_reserve
+        return self.max_waiting_per_engine * 3 // 4
 
 
 class FlowControlSpec(SpecModel):

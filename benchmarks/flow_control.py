@@ -7,9 +7,11 @@ the configured fairness between users, arrival order) and ``flow.saturation.Satu
 (slots per engine from the last scrape plus the gateway's own in-flight count). Engines are
 ``Simulation`` engines (vLLM-style, llama-3-8b on nvidia-a10). Arrivals are events; a held
 request is handed to an engine with ``Simulation.submit(..., engine=i)`` and keeps its arrival
-time, so the time it was held counts in its TTFT. The dispatcher runs every ``tick_s`` (the
-gateway's tick; it also wakes when a request finishes, which this model leaves out: slower
-here, not faster). Engine metrics are sampled every ``scrape_s`` (the gateway's scrape lag);
+time, so the time it was held counts in its TTFT. The dispatcher runs on every arrival and
+every ``tick_s`` (the gateway's tick; it also wakes when a request finishes, which this model
+leaves out: slower here, not faster). Each user's in-flight count decides whether it is under
+its fair share (``saturation.under_share``): over it, it sees the waiting budget less
+``underShareReserve``, as the controller does. Engine metrics are sampled every ``scrape_s`` (the gateway's scrape lag);
 the in-flight count is exact.
 
 Workloads (seeded Poisson arrivals, 512-token prompts, 128 output tokens):
@@ -25,7 +27,12 @@ Workloads (seeded Poisson arrivals, 512-token prompts, 128 output tokens):
    (today's ``no_ready_endpoint``).
 
 RESULT: ``victim_p99_ttft_ratio_vs_solo`` (with flow control at the shipped saturation defaults;
-target <= 2), ``victim_p99_ttft_ratio_vs_solo_tight`` (waiting 1, KV 0.8: less queued inside
+target <= 2), ``victim_p99_ttft_ratio_vs_solo_no_reserve`` (the same without the fair-share
+reserve: the behaviour before it), ``heavy_throughput_ratio_vs_no_reserve`` and
+``heavy_throughput_ratio_vs_without_flow_control`` (tenant A's completed requests),
+``heavy_p99_ttft_s`` / ``_no_reserve`` / ``_without_flow_control``,
+``victim_p99_ttft_ratio_vs_solo_max_reserve`` and ``heavy_throughput_ratio_max_reserve_vs_no_reserve``
+(the largest reserve allowed, budget - 1), ``victim_p99_ttft_ratio_vs_solo_tight`` (waiting 1, KV 0.8: less queued inside
 the engines, less throughput),
 ``victim_p99_ttft_ratio_vs_solo_without_flow_control``, ``scale_from_zero_success_rate``
 (target 1.0), ``requests_lost`` (requests neither completed nor refused with a status,
@@ -100,6 +107,9 @@ class Gateway:
         self.timeline: list[tuple[float, int]] = []
         self._pending: list[tuple[float, int]] = []  # (lands at, engine): granted, not yet in the engine's queue
         self._ticking = False
+        self._sent_by: dict[str, int] = {}  # tenant -> requests sent
+        self._done_by: dict[str, int] = {}  # tenant -> of those, finished (read from the records)
+        self._records_seen = 0
         sim.call_at(0.0, self._scrape)
 
     # -- events ------------------------------------------------------------------------------
@@ -120,7 +130,7 @@ class Gateway:
             self._send(req, target.index, now)
             return
         if not len(self.queue):
-            room = self._room(now)
+            room = self._room(now, tenant)
             if room:
                 self._send(req, room[0], now)
                 return
@@ -136,7 +146,9 @@ class Gateway:
                     seq=self.queue.next_seq(), payload=req)
         self.queue.push(item)
         self.held_at[req.request_id] = now
-        self._ensure_ticking(now)
+        self._dispatch(now)  # the controller's dispatcher wakes on an arrival
+        if len(self.queue):
+            self._ensure_ticking(now)
 
     def _ensure_ticking(self, now: float) -> None:
         if not self._ticking:
@@ -145,21 +157,34 @@ class Gateway:
 
     def _tick(self, sim: Simulation, now: float) -> None:
         self._expire(now)
-        room = self._room(now)
-        while room and len(self.queue):
+        self._dispatch(now)
+        if len(self.queue):
+            sim.call_at(now + self.config.tick_s, self._tick)
+        else:
+            self._ticking = False
+
+    def _dispatch(self, now: float) -> None:
+        """As ``FlowController.dispatch_now``: the next request in order, while its user has room."""
+        while len(self.queue):
+            item = self.queue.peek()
             depth = self.queue.depth()
             top = max(p for p, n in depth.items() if n)
-            item = self.queue.pop()
+            room = self._room(now, item.flow)
+            if room:
+                self.queue.pop()
+            else:  # a heavy head without room: a light user's request of the same band may pass it
+                found = None if self._under_share(item.flow) is not False else self.queue.first_of(
+                    lambda flow: self._under_share(flow) is True)
+                room = self._room(now, found.flow) if found is not None else []
+                if found is None or not room:
+                    return
+                item = found
+                self.queue.take(item)
             if item.priority < top:
                 self.inversions += 1
             req: SimRequest = item.payload  # type: ignore[assignment]
             self.held_at.pop(req.request_id, None)
             self._send(req, room[0], now)
-            room = self._room(now)
-        if len(self.queue):
-            sim.call_at(now + self.config.tick_s, self._tick)
-        else:
-            self._ticking = False
 
     def _expire(self, now: float) -> None:
         timeout = self.config.queue_timeout_s
@@ -193,8 +218,19 @@ class Gateway:
         self.sim.add_engine(now, ENGINE, ready_after_s=self.cold_start_s)
         self.engines_started += 1
 
-    def _room(self, now: float) -> list[int]:
-        """Engines with a free slot, least loaded first (pending grants counted)."""
+    def _under_share(self, tenant: str) -> bool | None:
+        records = self.sim.records
+        while self._records_seen < len(records):
+            done = self.tenant_of.get(records[self._records_seen].request_id, "")
+            self._done_by[done] = self._done_by.get(done, 0) + 1
+            self._records_seen += 1
+        inflight = {t: n - self._done_by.get(t, 0) for t, n in self._sent_by.items()}
+        active = {t for t, n in inflight.items() if n > 0} | self.queue.flows() | {tenant}
+        return self.detector.share(inflight.get(tenant, 0), sum(inflight.values()), len(active))
+
+    def _room(self, now: float, tenant: str) -> list[int]:
+        """Engines with a free slot for ``tenant``, least loaded first (pending grants counted)."""
+        light = self._under_share(tenant)
         self._pending = [(t, i) for t, i in self._pending if t > now]
         pending: dict[int, int] = {}
         for _, index in self._pending:
@@ -206,12 +242,14 @@ class Gateway:
             state = EndpointState(address=f"10.0.0.{view.index + 1}:8000",
                                   running=sample[0] if sample else None, waiting=sample[1] if sample else None,
                                   kv_cache_usage=sample[2] if sample else None, inflight=inflight)
-            if self.detector.slots(state) > 0:
+            if self.detector.slots(state, under_share=light) > 0:
                 out.append((inflight, view.index))
         return [index for _, index in sorted(out)]
 
     def _send(self, req: SimRequest, engine: int, now: float) -> None:
         self.sent_at[req.request_id] = now
+        tenant = self.tenant_of[req.request_id]
+        self._sent_by[tenant] = self._sent_by.get(tenant, 0) + 1
         lands = now + DEFAULT_EFFICIENCY.request_overhead_s  # the API path, as Simulation adds it to routed requests
         self._pending.append((lands, engine))
         self.sim.submit(lands, req, engine=engine)
@@ -294,33 +332,45 @@ def main(argv: list[str] | None = None) -> int:
     priorities = {t.name: t.priority for t in (a, b, c)}
     # The shipped saturation defaults, and a tighter setting (less queued inside engines, less throughput).
     flow = FlowControlConfig(enabled=True, queue_timeout_s=30.0, max_queue_per_model=1000, fairness=args.fairness)
+    no_reserve = FlowControlConfig(enabled=True, queue_timeout_s=30.0, max_queue_per_model=1000,
+                                   fairness=args.fairness, saturation=SaturationSpec(under_share_reserve=0))
+    most = FlowControlConfig(enabled=True, queue_timeout_s=30.0, max_queue_per_model=1000, fairness=args.fairness,
+                             saturation=SaturationSpec(under_share_reserve=flow.saturation.max_waiting_per_engine - 1))
     tight = FlowControlConfig(enabled=True, queue_timeout_s=30.0, max_queue_per_model=1000, fairness=args.fairness,
-                              saturation=SaturationSpec(max_waiting_per_engine=1, max_kv_cache_usage=0.8))
+                              saturation=SaturationSpec(max_waiting_per_engine=1, max_kv_cache_usage=0.8,
+                                                        under_share_reserve=0))
     off = FlowControlConfig(enabled=False)
     print(f"flow_control: {ENGINE.model_arch} on {ENGINE.accelerator} x{engines}, capacity {cap:.2f} req/s (measured), "
           f"prompt {PROMPT_TOKENS} / output {OUTPUT_TOKENS} tokens, fairness {args.fairness}, "
           f"saturation waiting>={flow.saturation.max_waiting_per_engine} or KV>={flow.saturation.max_kv_cache_usage}, "
+          f"under-share reserve {flow.saturation.reserve}, "
           f"queueTimeout {flow.queue_timeout_s:g} s, {duration:g} s per workload\n")
 
     solo_load = poisson([b], duration, args.seed)
     mixed_load = poisson([a, b, c], duration, args.seed)
     solo = run(engines, solo_load, off, priorities)
     with_fc = run(engines, mixed_load, flow, priorities)
+    with_no_reserve = run(engines, mixed_load, no_reserve, priorities)
+    with_most = run(engines, mixed_load, most, priorities)
     with_tight = run(engines, mixed_load, tight, priorities)
     without_fc = run(engines, mixed_load, off, priorities)
     solo_p99 = p99_ttft(solo, "B")
     load = (a.rate + b.rate + c.rate) / cap
     print(f"noisy neighbour: A {a.rate:.2f} req/s, B {b.rate:.2f} req/s, C {c.rate:.2f} req/s (priority 10); "
           f"total {load:.1f}x capacity")
-    print(f"{'run':28} {'B p99 TTFT s':>13} {'vs solo':>8} {'C p99 TTFT s':>13} {'A done':>7} {'A 429':>6} "
+    print(f"{'run':28} {'B p99 TTFT s':>13} {'vs solo':>8} {'C p99 TTFT s':>13} {'A p99 TTFT s':>13} "
+          f"{'A done':>7} {'A 429':>6} "
           f"{'B done':>7} {'lost':>5} {'done/trace s':>12}")
     rows = [("B alone (solo)", solo), ("A+B+C with flow control", with_fc),
+            ("  no reserve (before)", with_no_reserve),
+            (f"  reserve {most.saturation.reserve} of {most.saturation.max_waiting_per_engine}", with_most),
             ("  tight (waiting 1, KV 0.8)", with_tight), ("A+B+C without flow control", without_fc)]
     for label, outcome in rows:
         b_p99 = p99_ttft(outcome, "B")
         a_refused = sum(1 for rid, s in outcome.refused.items() if outcome.tenant_of.get(rid) == "A" and s == 429)
         c_p99 = p99_ttft(outcome, "C")
-        print(f"{label:28} {b_p99:13.3f} {b_p99 / solo_p99:8.2f} {c_p99:13.3f} {completed(outcome, 'A'):7d} "
+        print(f"{label:28} {b_p99:13.3f} {b_p99 / solo_p99:8.2f} {c_p99:13.3f} {p99_ttft(outcome, 'A'):13.3f} "
+              f"{completed(outcome, 'A'):7d} "
               f"{a_refused:6d} {completed(outcome, 'B'):7d} {lost(outcome):5d} {completed(outcome) / duration:12.2f}")
 
     # Scale from zero: two bursts 90 s apart; 5 s cold start.
@@ -344,11 +394,21 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "victim_p99_ttft_ratio_vs_solo": round(ratio, 3),
         "victim_p99_ttft_ratio_vs_solo_without_flow_control": round(ratio_off, 3),
+        "victim_p99_ttft_ratio_vs_solo_no_reserve": round(p99_ttft(with_no_reserve, "B") / solo_p99, 3),
+        "heavy_throughput_ratio_vs_no_reserve": round(completed(with_fc, "A") / completed(with_no_reserve, "A"), 3),
+        "heavy_throughput_ratio_vs_without_flow_control": round(completed(with_fc, "A") / completed(without_fc, "A"), 3),
+        "heavy_p99_ttft_s": round(p99_ttft(with_fc, "A"), 3),
+        "heavy_p99_ttft_s_no_reserve": round(p99_ttft(with_no_reserve, "A"), 3),
+        "heavy_p99_ttft_s_without_flow_control": round(p99_ttft(without_fc, "A"), 3),
+        "victim_p99_ttft_ratio_vs_solo_max_reserve": round(p99_ttft(with_most, "B") / solo_p99, 3),
+        "heavy_throughput_ratio_max_reserve_vs_no_reserve": round(
+            completed(with_most, "A") / completed(with_no_reserve, "A"), 3),
         "victim_p99_ttft_ratio_vs_solo_tight": round(p99_ttft(with_tight, "B") / solo_p99, 3),
         "scale_from_zero_success_rate": round(completed(zero_fc) / zero_fc.submitted, 4),
         "scale_from_zero_success_rate_without_flow_control": round(completed(zero_off) / zero_off.submitted, 4),
-        "requests_lost": lost(with_fc) + lost(with_tight) + lost(zero_fc),
-        "priority_inversions": with_fc.inversions + with_tight.inversions + zero_fc.inversions,
+        "requests_lost": lost(with_fc) + lost(with_no_reserve) + lost(with_most) + lost(with_tight) + lost(zero_fc),
+        "priority_inversions": with_fc.inversions + with_no_reserve.inversions + with_most.inversions
+        + with_tight.inversions + zero_fc.inversions,
         "capacity_rps": round(cap, 3),
         "fairness": args.fairness,
     }

@@ -216,6 +216,7 @@ class GatewayCore:
         try:
             decision = router.decide(request, pool)
         except NoEndpointError as exc:
+            self.flow.wake(model, user.name)  # let through by flow control, never sent
             raise no_endpoint(parsed.model, exc.reason) from None
         self.metrics.decision_seconds.labels(router.policy).observe(time.perf_counter() - started)
         if decision.prefix_match is not None:
@@ -289,7 +290,7 @@ class GatewayCore:
             return
         admission.finished = True
         self.table.inflight_add(self.served_address(admission), -1)
-        self.flow.wake(admission.model)
+        self.flow.wake(admission.model, admission.user.name)
         now = time.monotonic()
         ttft = admission.first_byte_at - admission.started if admission.first_byte_at is not None else None
         outcome = RequestOutcome(

@@ -74,6 +74,14 @@ def errors_of(data: dict[str, Any] | str) -> SpecError:
             "an autoscaled model needs room to scale, but replicas.max is 0",
         ),
         (
+            minimal(gateway={"enabled": True, "flowControl": {
+                "enabled": True, "saturation": {"maxWaitingPerEngine": 4, "underShareReserve": 4}}}),
+            SpecValidationError,
+            ("spec", "gateway", "flowControl", "saturation"),
+            "underShareReserve (4) must be below maxWaitingPerEngine (4): users over their fair share would get no "
+            "waiting place at all",
+        ),
+        (
             {**minimal(), "spec": {**minimal()["spec"], "gpu_pools": minimal()["spec"]["gpuPools"]}},
             SpecValidationError,
             ("spec", "gpu_pools"),

@@ -12,7 +12,7 @@ from runtime_components.gateway.errors import GatewayError
 from runtime_components.gateway.flow import FlowController, FlowMetrics
 from runtime_components.gateway.flow.fairness import Held, RoundRobinFair, VirtualTimeFair
 from runtime_components.gateway.flow.queue import ModelQueue
-from runtime_components.gateway.flow.saturation import SaturationDetector
+from runtime_components.gateway.flow.saturation import SaturationDetector, under_share
 from runtime_components.gateway.policy.types import EndpointState
 
 
@@ -82,6 +82,108 @@ def test_saturation_slots(state, slots):
 def test_inflight_cap_bounds_slots():
     detector = SaturationDetector(SaturationSpec(max_inflight_per_engine=3))
     assert detector.slots(EndpointState(address="10.0.0.1:8000", running=50, waiting=0, inflight=1)) == 2
+
+
+def test_a_user_over_its_share_sees_the_budget_less_the_reserve():
+    detector = SaturationDetector(SaturationSpec(max_waiting_per_engine=8))  # reserve: 3/4 of 8
+    state = EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1, inflight=4)
+    assert detector.slots(state, under_share=True) == 8
+    assert detector.slots(state, under_share=False) == 2
+    waiting = EndpointState(address="10.0.0.1:8000", running=4, waiting=2, kv_cache_usage=0.1, inflight=4)
+    assert detector.slots(waiting, under_share=False) == 0  # two waiting: full for a heavy user
+    assert detector.slots(waiting, under_share=True) == 8
+    full_kv = EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.95, inflight=4)
+    assert detector.slots(full_kv, under_share=False) == 0  # the KV threshold holds back heavy users
+    assert detector.slots(full_kv, under_share=True) == 8  # a light user is bounded by the budget alone
+    assert detector.share(1, 90, 3) is True and detector.share(88, 90, 3) is False
+    assert detector.share(90, 90, 1) is None  # the only active user: nobody to keep room for
+    assert detector.slots(state, under_share=None) == 8 and detector.slots(full_kv, under_share=None) == 0
+
+
+def test_reserve_zero_turns_the_headroom_off():
+    off = SaturationDetector(SaturationSpec(max_waiting_per_engine=8, under_share_reserve=0))
+    assert off.share(1, 90, 3) is None  # no regard to shares: every user sees the same budget and KV threshold
+    state = EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1, inflight=4)
+    assert off.slots(state, under_share=False) == 8
+
+
+@pytest.mark.parametrize("fairness", [RoundRobinFair, VirtualTimeFair])
+def test_first_of_finds_a_wanted_users_head_in_the_top_band_only(fairness):
+    queue = ModelQueue("round-robin" if fairness is RoundRobinFair else "virtual-time")
+    for i, (flow, priority) in enumerate([("A", 0), ("A", 0), ("B", 0), ("B", 0), ("L", -1)]):
+        queue.push(held(flow, i, priority=priority))
+    assert queue.first_of(lambda flow: flow == "L") is None  # a lower band never passes
+    found = queue.first_of(lambda flow: flow == "B")
+    assert (found.flow, found.seq) == ("B", 2)
+    queue.take(found)
+    rest = [(h.flow, h.seq) for h in (queue.pop(), queue.pop(), queue.pop(), queue.pop())]
+    assert rest[0] == ("A", 0) and sorted(rest[1:3]) == [("A", 1), ("B", 3)] and rest[3] == ("L", 4)
+
+
+def test_under_share_is_below_total_over_active_users():
+    assert under_share(1, 90, 3)
+    assert not under_share(88, 90, 3)
+    assert not under_share(0, 0, 1)  # nothing in flight: nobody is below an equal share of nothing
+    assert not under_share(5, 10, 2)  # exactly the share is not below it
+
+
+def test_the_reserve_must_leave_heavy_users_a_place():
+    assert SaturationSpec(max_waiting_per_engine=1).reserve == 0
+    assert SaturationSpec(max_waiting_per_engine=8, under_share_reserve=7).reserve == 7
+    with pytest.raises(ValueError, match="underShareReserve \\(8\\) must be below maxWaitingPerEngine \\(8\\)"):
+        SaturationSpec(max_waiting_per_engine=8, under_share_reserve=8)
+
+
+def test_a_light_user_passes_while_a_heavy_one_is_held_until_its_requests_finish():
+    async def run() -> None:
+        engines = Engines()
+        engines.states = [EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1,
+                                        inflight=0)]
+        flow, _ = controller(engines, saturation=SaturationSpec(max_waiting_per_engine=8), tick_s=0.01)
+        for _ in range(6):  # heavy user A: running 4 + (8 - 6) places
+            assert await flow.hold("m", "A", 0, 100) is not None
+        engines.states = [EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1,
+                                        inflight=6)]
+        assert flow.under_share("m", "A") is None  # alone: the whole budget
+        assert flow.under_share("m", "B") is True
+        assert await flow.hold("m", "B", 0, 100) is not None  # light: the whole budget, at once
+        held = asyncio.create_task(flow.hold("m", "A", 0, 100))
+        await asyncio.sleep(0.05)
+        assert not held.done() and flow.held("m") == 1  # heavy: over its share, no place left
+        engines.states = [EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1,
+                                        inflight=3)]
+        for _ in range(3):
+            flow.wake("m", "A")
+        assert await asyncio.wait_for(held, 1.0) is not None
+        flow.wake("m", "B")
+        assert flow._sent["m"] == {"A": 4}
+
+    asyncio.run(run())
+
+
+def test_a_light_users_request_passes_a_heavy_head_without_room_never_a_higher_band():
+    async def run() -> None:
+        engines = Engines()
+        engines.states = [EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1,
+                                        inflight=0)]
+        flow, _ = controller(engines, saturation=SaturationSpec(max_waiting_per_engine=8), tick_s=0.01)
+        assert await flow.hold("m", "B", 0, 100) is not None  # B has one in flight: A is not alone
+        for _ in range(6):
+            assert await flow.hold("m", "A", 0, 100) is not None
+        engines.states = [EndpointState(address="10.0.0.1:8000", running=4, waiting=0, kv_cache_usage=0.1,
+                                        inflight=7)]
+        assert flow.under_share("m", "A") is False and flow.under_share("m", "B") is True
+        heavy = [asyncio.create_task(flow.hold("m", "A", 0, 100)) for _ in range(2)]
+        await asyncio.sleep(0.03)
+        light = asyncio.create_task(flow.hold("m", "B", 0, 100))  # queued behind A's two
+        assert await asyncio.wait_for(light, 1.0) is not None
+        assert not any(task.done() for task in heavy) and flow.held("m") == 2
+        for task in heavy:
+            task.cancel()
+        await asyncio.gather(*heavy, return_exceptions=True)
+        assert flow.held("m") == 0
+
+    asyncio.run(run())
 
 
 class Engines:

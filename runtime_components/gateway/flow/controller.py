@@ -11,6 +11,12 @@ One dispatcher task per model runs while that model has held requests; it wakes 
 request finishes (``wake``), when a request arrives, and every ``tick_s`` (new scrapes, new
 pods). A grant is counted as pending until the woken request has routed (no await lies
 between the two), so one free slot is never given twice.
+
+Fair-share headroom: the controller counts each user's requests in flight (from the moment
+``hold`` lets one through to ``wake(model, user)`` when it finishes); a user below its fair
+share of the model's in-flight requests gets the engines' whole waiting budget, a user over it
+the budget less ``underShareReserve`` (``saturation.py``). A light user's request is then sent
+at once and finds a short queue inside the engine, while a heavy user keeps at least one place.
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class FlowController:
         self._clock = clock
         self._queues: dict[str, ModelQueue] = {}
         self._pending: dict[str, int] = {}  # granted, not yet routed
+        self._sent: dict[str, dict[str, int]] = {}  # model -> user -> requests let through, not finished
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.metrics = metrics
@@ -101,6 +108,14 @@ class FlowController:
         return asked
 
     async def hold(self, model: str, flow: str, priority: int, cost: float) -> list[EndpointState] | None:
+        """Wait until an engine of ``model`` has room for user ``flow``; see ``_hold``. A request
+        let through counts as this user's in flight until ``wake(model, flow)``."""
+        room = await self._hold(model, flow, priority, cost)
+        if room is not None:
+            self._started(model, flow)
+        return room
+
+    async def _hold(self, model: str, flow: str, priority: int, cost: float) -> list[EndpointState] | None:
         """Wait until an engine of ``model`` has room; return the endpoints that have room.
 
         ``None`` when flow control is off (route over every endpoint, as before). Raises a
@@ -114,7 +129,7 @@ class FlowController:
             self._wake[model] = asyncio.Event()
         endpoints = list(self._states(model))
         if not len(queue):
-            room, free = self._detector.with_room(endpoints)
+            room, free = self._detector.with_room(endpoints, under_share=self.under_share(model, flow))
             if free - self._pending[model] > 0:
                 if self.metrics is not None:  # not held: a wait of 0 belongs in the distribution too
                     self.metrics.wait_seconds.labels(model, str(priority)).observe(0.0)
@@ -144,11 +159,39 @@ class FlowController:
                 self._pending[model] -= 1  # routing follows without an await: the slot shows as in flight
                 self._wake[model].set()
 
-    def wake(self, model: str) -> None:
-        """A request of ``model`` finished: its slot may go to a held one."""
+    def wake(self, model: str, flow: str | None = None) -> None:
+        """A request of ``model`` (from user ``flow``, when known) finished, or failed before it
+        reached an engine: its slot may go to a held one."""
+        counts = self._sent.get(model)
+        if flow is not None and counts is not None and counts.get(flow, 0) > 0:
+            counts[flow] -= 1
+            if not counts[flow]:
+                del counts[flow]
         event = self._wake.get(model)
         if event is not None and self.held(model):
             event.set()
+
+    def under_share(self, model: str, flow: str) -> bool | None:
+        """Whether ``flow`` has fewer requests in flight than the model's in-flight requests
+        divided by its active users (those with a request in flight or held); None when it is
+        the only active user or ``underShareReserve`` is 0 (``SaturationDetector.share``)."""
+        return self._share_of(model)(flow)
+
+    def _share_of(self, model: str) -> Callable[[str], bool | None]:
+        """``under_share`` for any user of ``model``, from one snapshot (one pass over the users)."""
+        counts = self._sent.get(model, {})
+        queue = self._queues.get(model)
+        active = set(counts) | (queue.flows() if queue is not None else set())
+        total = sum(counts.values())
+        return lambda flow: self._detector.share(counts.get(flow, 0), total, len(active) + (flow not in active))
+
+    def _light_of(self, model: str) -> Callable[[str], bool]:
+        share = self._share_of(model)
+        return lambda flow: share(flow) is True
+
+    def _started(self, model: str, flow: str) -> None:
+        counts = self._sent.setdefault(model, {})
+        counts[flow] = counts.get(flow, 0) + 1
 
     # -- shedding ----------------------------------------------------------------------------
     def _make_place(self, model: str, queue: ModelQueue, priority: int) -> None:
@@ -204,14 +247,33 @@ class FlowController:
         queue = self._queues[model]
         if not len(queue):
             return 0
-        room, free = self._detector.with_room(self._states(model))
-        free -= self._pending[model]
+        states = self._states(model)
         granted = 0
-        while free > 0 and len(queue):
-            item = queue.pop()
+        while len(queue):
+            item = queue.peek()
             waiter: _Waiter = item.payload  # type: ignore[assignment]
             if waiter.future.done():  # its client is gone and the cancellation is on its way
+                queue.pop()
                 continue
+            # Room as the next request's user sees it (over its fair share: less the reserve).
+            light = self.under_share(model, item.flow)
+            room, free = self._detector.with_room(states, under_share=light)
+            if free - self._pending[model] <= 0:
+                if light is not False:
+                    break  # no room even for a light user (or the only one)
+                # A heavy head without room: a light user's request of the same band may pass it.
+                found = queue.first_of(self._light_of(model))
+                if found is None:
+                    break
+                room, free = self._detector.with_room(states, under_share=True)
+                if free - self._pending[model] <= 0:
+                    break
+                item, waiter = found, found.payload  # type: ignore[assignment]
+                queue.take(item)
+                if waiter.future.done():
+                    continue
+            else:
+                queue.pop()
             waiter.granted = True
             self._pending[model] += 1
             waiter.future.set_result(room)
@@ -220,6 +282,5 @@ class FlowController:
                 self.metrics.wait_seconds.labels(model, str(item.priority)).observe(now - waiter.arrived)
                 if waiter.cold:
                     self.metrics.cold_start_seconds.labels(model).observe(now - waiter.arrived)
-            free -= 1
             granted += 1
         return granted

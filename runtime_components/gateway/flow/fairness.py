@@ -1,6 +1,6 @@
 """Order between users (flows) inside one priority band.
 
-Two disciplines, one small interface (``push``, ``pop``, ``remove``, ``__len__``):
+Two disciplines, one small interface (``push``, ``peek``, ``pop``, ``remove``, ``__len__``):
 
 - ``VirtualTimeFair`` (default): start-time fair queueing. Each request is charged its token
   budget (prompt tokens + max_tokens, known before it runs); a flow's next request starts at
@@ -36,11 +36,25 @@ class Held:
 class Fairness(Protocol):
     def push(self, item: Held) -> None: ...
 
+    def peek(self) -> Held: ...
+
     def pop(self) -> Held: ...
+
+    def in_order(self) -> list[str]:
+        """The flows with a request held, in the order ``pop`` would serve their heads."""
+        ...
+
+    def peek_flow(self, flow: str) -> Held: ...
+
+    def pop_flow(self, flow: str) -> Held:
+        """The head of ``flow``, taken as ``pop`` would take it (the turn or the clock advances)."""
+        ...
 
     def remove(self, item: Held) -> bool: ...
 
     def newest(self) -> Held: ...
+
+    def flows(self) -> list[str]: ...
 
     def __len__(self) -> int: ...
 
@@ -87,8 +101,19 @@ class RoundRobinFair:
     def push(self, item: Held) -> None:
         self._flows.append(item)  # a new flow joins at the end of the turn order
 
+    def peek(self) -> Held:
+        return self._flows.flows[next(iter(self._flows.flows))][0]
+
     def pop(self) -> Held:
-        flow = next(iter(self._flows.flows))
+        return self.pop_flow(next(iter(self._flows.flows)))
+
+    def in_order(self) -> list[str]:
+        return list(self._flows.flows)
+
+    def peek_flow(self, flow: str) -> Held:
+        return self._flows.flows[flow][0]
+
+    def pop_flow(self, flow: str) -> Held:
         item = self._flows.popleft(flow)
         if flow in self._flows.flows:
             self._flows.flows.move_to_end(flow)
@@ -99,6 +124,9 @@ class RoundRobinFair:
 
     def newest(self) -> Held:
         return self._flows.newest()
+
+    def flows(self) -> list[str]:
+        return list(self._flows.flows)
 
     def __len__(self) -> int:
         return self._flows.size
@@ -118,8 +146,22 @@ class VirtualTimeFair:
         self._finish[item.flow] = start + item.cost
         self._flows.append(item)
 
+    def _next_flow(self) -> str:
+        return min(self._flows.flows, key=lambda f: (self._flows.flows[f][0].start_tag, self._flows.flows[f][0].seq))
+
+    def peek(self) -> Held:
+        return self._flows.flows[self._next_flow()][0]
+
     def pop(self) -> Held:
-        flow = min(self._flows.flows, key=lambda f: (self._flows.flows[f][0].start_tag, self._flows.flows[f][0].seq))
+        return self.pop_flow(self._next_flow())
+
+    def in_order(self) -> list[str]:
+        return sorted(self._flows.flows, key=lambda f: (self._flows.flows[f][0].start_tag, self._flows.flows[f][0].seq))
+
+    def peek_flow(self, flow: str) -> Held:
+        return self._flows.flows[flow][0]
+
+    def pop_flow(self, flow: str) -> Held:
         item = self._flows.popleft(flow)
         self._vtime = max(self._vtime, item.start_tag)
         self._forget_idle()
@@ -137,6 +179,9 @@ class VirtualTimeFair:
 
     def newest(self) -> Held:
         return self._flows.newest()
+
+    def flows(self) -> list[str]:
+        return list(self._flows.flows)
 
     def __len__(self) -> int:
         return self._flows.size

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .fairness import Fairness, Held, build_fairness
 
 __all__ = ["ModelQueue"]
@@ -25,10 +27,33 @@ class ModelQueue:
             band = self._bands[item.priority] = build_fairness(self._fairness)
         band.push(item)
 
+    def peek(self) -> Held:
+        """The request ``pop`` would return, left in place."""
+        priority = max(p for p, band in self._bands.items() if len(band))
+        return self._bands[priority].peek()
+
     def pop(self) -> Held:
         """The next request to dispatch: from the highest non-empty band."""
         priority = max(p for p, band in self._bands.items() if len(band))
         return self._bands[priority].pop()
+
+    def first_of(self, wanted: Callable[[str], bool]) -> Held | None:
+        """The first request, in the top band's fair order, of a user ``wanted`` accepts (a light
+        user's request that may pass a heavy user's head without room); None if there is none."""
+        priority = max(p for p, band in self._bands.items() if len(band))
+        band = self._bands[priority]
+        for flow in band.in_order():
+            if wanted(flow):
+                return band.peek_flow(flow)
+        return None
+
+    def take(self, item: Held) -> None:
+        """Dispatch ``item``, the head of its user in the top band (from ``first_of``)."""
+        self._bands[item.priority].pop_flow(item.flow)
+
+    def flows(self) -> set[str]:
+        """Users with a request held (any band)."""
+        return {flow for band in self._bands.values() for flow in band.flows()}
 
     def remove(self, item: Held) -> bool:
         band = self._bands.get(item.priority)

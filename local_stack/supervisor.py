@@ -9,6 +9,7 @@ signal, so even a ``kill -9`` of the runner leaves no engine behind.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import re
@@ -32,10 +33,9 @@ class ComponentFailed(Exception):
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
+    # Not Linux (no prctl): the process groups alone clean up, except after a kill -9 of the runner.
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: process groups alone then
 
 
 def http_ok(url: str, timeout_s: float = 1.0) -> bool:

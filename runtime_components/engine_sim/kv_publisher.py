@@ -82,6 +82,7 @@ class KVEventPublisher:
         self.port = int(self._sock.getsockopt_string(zmq.LAST_ENDPOINT).rpartition(":")[2])
         self._topic = settings.topic.encode("utf-8")
         self._seq = 0
+        self.dropped = 0  #: batches lost because the send queue was full
 
     @property
     def next_seq(self) -> int:
@@ -93,8 +94,8 @@ class KVEventPublisher:
         payload = encode_batch(EventBatch(time.time() if ts is None else ts, tuple(events), 0))
         try:
             self._sock.send_multipart((self._topic, encode_seq(self._seq), payload), flags=zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # no room: the batch is lost, as with vLLM; subscribers see the seq gap
+        except zmq.Again:  # no room: the batch is lost, as with vLLM; subscribers see the seq gap
+            self.dropped += 1
         self._seq += 1
 
     def skip(self, n: int = 1) -> None:

@@ -34,6 +34,7 @@ from ..routing import RoutingSpec
 from ..sections import SaturationSpec, TierSpec  # the stack's models: the compiler copies them across unchanged
 
 __all__ = [
+    "DisaggregationConfig",
     "DiscoverySpec",
     "FlowControlConfig",
     "GatewayConfig",
@@ -81,6 +82,45 @@ class DiscoverySpec(SpecModel):
         return self
 
 
+#: How a prefill pod hands its KV cache to a decode pod (each name is the engine's own):
+#: vLLM: ``nixl`` (NixlConnector, the decode pod pulls the blocks), ``kv-pool`` (the project's
+#: pool: the prefill pod writes, the decode pod reads); SGLang: ``mooncake`` or ``nixl``
+#: (``--disaggregation-transfer-backend``).
+PdTransfer = Literal["nixl", "kv-pool", "mooncake"]
+
+
+class DisaggregationConfig(SpecModel):
+    """Prefill/decode disaggregation of one model (docs/routing.md, "Prefill/decode").
+
+    The model's ``selector`` finds its *decode* pods; ``prefillSelector`` finds its prefill
+    pods. A prompt of at least ``minPromptTokens`` goes to a prefill pod first (one output
+    token, the transfer's parameters), then to a decode pod with what the prefill returned; a
+    shorter prompt, or any prompt when no prefill pod is ready or the prefill call fails, is
+    decoded in place on a decode pod.
+    """
+
+    prefill_selector: dict[str, str] = Field(
+        default_factory=dict, description="Pod labels that select this model's prefill pods (kubernetes mode)."
+    )
+    prefill_port: _Port = Field(8000, description="The prefill engines' HTTP port on each pod (kubernetes mode).")
+    transfer: PdTransfer = Field(description="How the KV cache moves from the prefill pod to the decode pod.")
+    min_prompt_tokens: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        512, description="Prompts shorter than this skip the prefill pods (decoded in place)."
+    )
+    prefill_routing: RoutingSpec = Field(
+        default_factory=lambda: RoutingSpec(policy="prefix-cache-aware,least-request"),
+        description="How a prefill pod is picked (the model's own routing picks the decode pod).",
+    )
+    prefill_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
+        60.0, description="Longest wait for a prefill pod's answer; then the request is decoded in place."
+    )
+    bootstrap_port: _Port | None = Field(
+        None,
+        description="SGLang only: the prefill pods' disaggregation bootstrap port (--disaggregation-bootstrap-port), "
+        "sent to both sides of the pair.",
+    )
+
+
 class GatewayModelSpec(SpecModel):
     """One model the gateway serves."""
 
@@ -111,6 +151,10 @@ class GatewayModelSpec(SpecModel):
         description="The model's tokenizer.json: completions prompts are then tokenized exactly as the engine does "
         "(needs the tokenizers package, extra tokenizer), so prefix hashes match the engines' KV events "
         "(index kv-events). Unset: the approximate tokenizer, which never matches a real engine's events.",
+    )
+
+    disaggregation: DisaggregationConfig | None = Field(
+        None, description="Prefill/decode disaggregation; absent: every pod of the model serves whole requests."
     )
 
     @model_validator(mode="after")

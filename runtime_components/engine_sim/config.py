@@ -112,6 +112,11 @@ class SimRequest:
     adapter: str | None = None
     salt: str = ""  #: block-hash salt; empty means ``prefix_salt(served model, adapter)``
     session_id: str | None = None  #: routing hint only (session affinity); the engine ignores it
+    #: prefill/decode: leading prompt tokens whose KV a prefill engine computed and sent here
+    #: (already arrived: the transfer's time is spent before the request is added). The engine
+    #: allocates their blocks and computes only the rest, like vLLM's decode side of a
+    #: NixlConnector pair (it recomputes the prompt's last token to sample the first output).
+    kv_transferred_tokens: int = 0
 
 
 @dataclass(frozen=True)

@@ -245,6 +245,11 @@ class EngineCore:
         if store is not None and len(hit) < max_cached:
             ext_blocks = min(store.lookup(seq.hashes[len(hit) : max_cached]), max_cached - len(hit))
         num_computed = (len(hit) + ext_blocks) * bs
+        # KV a prefill engine sent (P/D): present in full, so no load cost and no recompute
+        transferred = min(seq.req.kv_transferred_tokens, seq.prompt_len - 1)
+        if transferred > num_computed:
+            ext_blocks = 0  # the transferred KV covers what the store would have loaded
+            num_computed = transferred
         num_new = min(seq.total_len - num_computed, budget)
         need = self._blocks_for(num_computed + num_new) - len(hit)
         if not self.pool.can_allocate(need + self.pool.free_among(hit)):
@@ -253,7 +258,7 @@ class EngineCore:
         seq.blocks = list(hit) + self.pool.allocate(need)
         seq.num_computed = num_computed
         seq.committed_blocks = len(hit)
-        seq.first_store_block = len(hit) + ext_blocks
+        seq.first_store_block = max(len(hit) + ext_blocks, transferred // bs)  # sent blocks are not stored again
         seq.cached_tokens = num_computed
         if seq.first_scheduled_s is None:
             seq.first_scheduled_s = now

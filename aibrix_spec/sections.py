@@ -179,6 +179,14 @@ class FlowControlSpec(SpecModel):
         False,
         description="Let clients lower (never raise above their tier's) a request's priority with x-request-priority.",
     )
+    engine_priority: bool = Field(
+        True,
+        description=(
+            "Also order requests inside vLLM engines: they run with --scheduling-policy priority and the gateway "
+            "sets each request's priority (higher tiers first, then users under their fair share). SGLang "
+            "engines are left as they are."
+        ),
+    )
 
 
 class GatewaySpec(SpecModel):

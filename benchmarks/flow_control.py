@@ -26,9 +26,16 @@ Workloads (seeded Poisson arrivals, 512-token prompts, 128 output tokens):
    control requests are held until it is ready; without, they are answered 503 meanwhile
    (today's ``no_ready_endpoint``).
 
-RESULT: ``victim_p99_ttft_ratio_vs_solo`` (with flow control at the shipped saturation defaults;
-target <= 2), ``victim_p99_ttft_ratio_vs_solo_no_reserve`` (the same without the fair-share
-reserve: the behaviour before it), ``heavy_throughput_ratio_vs_no_reserve`` and
+With flow control the engines run vLLM's priority scheduling and every request carries the
+priority the gateway gives it (``gateway.flowControl.enginePriority``, on by default: higher
+tiers first, then users under their fair share), as compiled stacks ship it; the row "engines
+fcfs" is the same gateway without it.
+
+RESULT: ``victim_p99_ttft_ratio_vs_solo`` (with flow control at the shipped defaults;
+target <= 2), ``victim_p99_ttft_ratio_vs_solo_engines_fcfs`` and
+``heavy_throughput_ratio_vs_engines_fcfs`` (the same without engine priorities),
+``victim_p99_ttft_ratio_vs_solo_no_reserve`` (without the fair-share reserve nor engine
+priorities: the behaviour before both), ``heavy_throughput_ratio_vs_no_reserve`` and
 ``heavy_throughput_ratio_vs_without_flow_control`` (tenant A's completed requests),
 ``heavy_p99_ttft_s`` / ``_no_reserve`` / ``_without_flow_control``,
 ``victim_p99_ttft_ratio_vs_solo_max_reserve`` and ``heavy_throughput_ratio_max_reserve_vs_no_reserve``
@@ -43,6 +50,7 @@ higher band was held; target 0).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -52,6 +60,7 @@ from aibrix_spec.components.gateway import FlowControlConfig, SaturationSpec
 from runtime_components.engine_sim.config import EngineConfig, SimRequest
 from runtime_components.engine_sim.des import RequestRecord, Simulation, percentile
 from runtime_components.engine_sim.perf import DEFAULT_EFFICIENCY
+from runtime_components.gateway.flow.controller import engine_priority
 from runtime_components.gateway.flow.fairness import Held
 from runtime_components.gateway.flow.queue import ModelQueue
 from runtime_components.gateway.flow.saturation import SaturationDetector
@@ -87,9 +96,11 @@ class Gateway:
     """The gateway in front of a ``Simulation``: flow control on or off, optional scale from zero."""
 
     def __init__(self, sim: Simulation, config: FlowControlConfig, *, priorities: dict[str, int],
-                 scrape_s: float = 0.5, cold_start_s: float | None = None, idle_grace_s: float = 30.0) -> None:
+                 scrape_s: float = 0.5, cold_start_s: float | None = None, idle_grace_s: float = 30.0,
+                 engine_priority: bool = False) -> None:
         self.sim = sim
         self.config = config
+        self.engine_priority = engine_priority and config.enabled
         self.priorities = priorities
         self.scrape_s = scrape_s
         self.cold_start_s = cold_start_s
@@ -215,7 +226,8 @@ class Gateway:
     # -- helpers -----------------------------------------------------------------------------
     def _start_engine(self, now: float) -> None:
         assert self.cold_start_s is not None
-        self.sim.add_engine(now, ENGINE, ready_after_s=self.cold_start_s)
+        engine = dataclasses.replace(ENGINE, scheduling_policy="priority") if self.engine_priority else ENGINE
+        self.sim.add_engine(now, engine, ready_after_s=self.cold_start_s)
         self.engines_started += 1
 
     def _under_share(self, tenant: str) -> bool | None:
@@ -250,6 +262,8 @@ class Gateway:
         self.sent_at[req.request_id] = now
         tenant = self.tenant_of[req.request_id]
         self._sent_by[tenant] = self._sent_by.get(tenant, 0) + 1
+        if self.engine_priority:  # as GatewayCore.admit: this request counted, then its share decides
+            req = dataclasses.replace(req, priority=engine_priority(self.priorities[tenant], self._under_share(tenant)))
         lands = now + DEFAULT_EFFICIENCY.request_overhead_s  # the API path, as Simulation adds it to routed requests
         self._pending.append((lands, engine))
         self.sim.submit(lands, req, engine=engine)
@@ -278,9 +292,14 @@ def poisson(tenants: list[Tenant], duration_s: float, seed: int) -> list[tuple[S
 
 
 def run(engines: int, workload: list[tuple[SimRequest, str]], config: FlowControlConfig, priorities: dict[str, int],
-        *, cold_start_s: float | None = None, idle_grace_s: float = 30.0) -> Outcome:
-    sim = Simulation([ENGINE] * engines, route=lambda req, views: 0)
-    gateway = Gateway(sim, config, priorities=priorities, cold_start_s=cold_start_s, idle_grace_s=idle_grace_s)
+        *, cold_start_s: float | None = None, idle_grace_s: float = 30.0, engine_priority: bool = True) -> Outcome:
+    """One workload through the gateway model. ``engine_priority`` (with flow control on): the
+    engines run vLLM's priority scheduling and each request carries the gateway's priority, as
+    the compiler ships it (``gateway.flowControl.enginePriority``)."""
+    engine = dataclasses.replace(ENGINE, scheduling_policy="priority") if engine_priority and config.enabled else ENGINE
+    sim = Simulation([engine] * engines, route=lambda req, views: 0)
+    gateway = Gateway(sim, config, priorities=priorities, cold_start_s=cold_start_s, idle_grace_s=idle_grace_s,
+                      engine_priority=engine_priority)
     for req, tenant in workload:
         gateway.arrive(req, tenant)
     end = max(req.arrival_s for req, _ in workload) + config.queue_timeout_s + 300.0
@@ -350,7 +369,8 @@ def main(argv: list[str] | None = None) -> int:
     mixed_load = poisson([a, b, c], duration, args.seed)
     solo = run(engines, solo_load, off, priorities)
     with_fc = run(engines, mixed_load, flow, priorities)
-    with_no_reserve = run(engines, mixed_load, no_reserve, priorities)
+    fifo_engines = run(engines, mixed_load, flow, priorities, engine_priority=False)
+    with_no_reserve = run(engines, mixed_load, no_reserve, priorities, engine_priority=False)  # as before both
     with_most = run(engines, mixed_load, most, priorities)
     with_tight = run(engines, mixed_load, tight, priorities)
     without_fc = run(engines, mixed_load, off, priorities)
@@ -362,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'A done':>7} {'A 429':>6} "
           f"{'B done':>7} {'lost':>5} {'done/trace s':>12}")
     rows = [("B alone (solo)", solo), ("A+B+C with flow control", with_fc),
-            ("  no reserve (before)", with_no_reserve),
+            ("  engines fcfs (before)", fifo_engines),
+            ("  no reserve, engines fcfs", with_no_reserve),
             (f"  reserve {most.saturation.reserve} of {most.saturation.max_waiting_per_engine}", with_most),
             ("  tight (waiting 1, KV 0.8)", with_tight), ("A+B+C without flow control", without_fc)]
     for label, outcome in rows:
@@ -394,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "victim_p99_ttft_ratio_vs_solo": round(ratio, 3),
         "victim_p99_ttft_ratio_vs_solo_without_flow_control": round(ratio_off, 3),
+        "victim_p99_ttft_ratio_vs_solo_engines_fcfs": round(p99_ttft(fifo_engines, "B") / solo_p99, 3),
+        "heavy_throughput_ratio_vs_engines_fcfs": round(completed(with_fc, "A") / completed(fifo_engines, "A"), 3),
         "victim_p99_ttft_ratio_vs_solo_no_reserve": round(p99_ttft(with_no_reserve, "B") / solo_p99, 3),
         "heavy_throughput_ratio_vs_no_reserve": round(completed(with_fc, "A") / completed(with_no_reserve, "A"), 3),
         "heavy_throughput_ratio_vs_without_flow_control": round(completed(with_fc, "A") / completed(without_fc, "A"), 3),
@@ -406,8 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         "victim_p99_ttft_ratio_vs_solo_tight": round(p99_ttft(with_tight, "B") / solo_p99, 3),
         "scale_from_zero_success_rate": round(completed(zero_fc) / zero_fc.submitted, 4),
         "scale_from_zero_success_rate_without_flow_control": round(completed(zero_off) / zero_off.submitted, 4),
-        "requests_lost": lost(with_fc) + lost(with_no_reserve) + lost(with_most) + lost(with_tight) + lost(zero_fc),
-        "priority_inversions": with_fc.inversions + with_no_reserve.inversions + with_most.inversions
+        "requests_lost": sum(lost(o) for o in (with_fc, fifo_engines, with_no_reserve, with_most, with_tight, zero_fc)),
+        "priority_inversions": with_fc.inversions + fifo_engines.inversions + with_no_reserve.inversions + with_most.inversions
         + with_tight.inversions + zero_fc.inversions,
         "capacity_rps": round(cap, 3),
         "fairness": args.fairness,

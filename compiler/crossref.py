@@ -213,7 +213,10 @@ def engine_settings(stack: InferenceStack) -> Iterator[Diagnostic]:
     for i, m in enumerate(stack.spec.models):
         base = ("spec", "models", i, "engine")
         uses_kv_pool = m.kv_cache.enabled and stack.spec.kv_cache is not None and stack.spec.kv_cache.enabled
-        derived = derived_args(m.engine.type, uses_kv_pool=uses_kv_pool)
+        gateway = stack.spec.gateway
+        flow = gateway.flow_control if gateway is not None and gateway.enabled else None
+        priority = flow is not None and flow.enabled and flow.engine_priority
+        derived = derived_args(m.engine.type, uses_kv_pool=uses_kv_pool, uses_engine_priority=priority)
         for key in m.engine.args:
             path = base + ("args", key)
             value = m.engine.args[key]

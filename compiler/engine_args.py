@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "DERIVED_ARGS",
+    "ENGINE_PRIORITY_ARG",
     "KV_POOL_DERIVED_ARGS",
     "EngineCommand",
     "arg_flag",
@@ -75,11 +76,18 @@ KV_POOL_DERIVED_ARGS: dict[str, str] = {
 }
 
 
-def derived_args(engine: str, *, uses_kv_pool: bool) -> dict[str, str]:
+#: engine.args key set for a vLLM model when the gateway orders its queue (flow control's engine side).
+ENGINE_PRIORITY_ARG = "schedulingPolicy"
+
+
+def derived_args(engine: str, *, uses_kv_pool: bool, uses_engine_priority: bool = False) -> dict[str, str]:
     """engine.args keys the compiler sets for this model -> a hint saying what to write instead."""
     derived = {key: f"set {field} instead" for key, field in DERIVED_ARGS[engine].items()}
     if uses_kv_pool and engine == "vllm":
         derived.update(KV_POOL_DERIVED_ARGS)
+    if uses_engine_priority and engine == "vllm":
+        derived[ENGINE_PRIORITY_ARG] = ("flow control sets --scheduling-policy priority (the gateway sends each request's "
+                                        "priority); set gateway.flowControl.enginePriority: false to choose your own")
     return derived
 
 

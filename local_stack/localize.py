@@ -50,6 +50,7 @@ class EngineGroup:
     replicas: int
     tensor_parallel: int
     max_model_len: int
+    scheduling_policy: str  #: vLLM's --scheduling-policy (priority: the gateway sets request priorities)
     dialect: str  #: metric dialect (vllm or sglang), as the compiled gateway config names it
     adapters: tuple[str, ...]
     max_loras: int
@@ -152,7 +153,8 @@ def _engine_groups(plan: Plan, notes: list[str], scaled: set[str], model_dirs: d
                              "one simulated engine stands in for each replica's Ray group")
             groups.append(EngineGroup(
                 name=workload.name, model=model.served_name, arch=arch, accelerator=accelerator, replicas=replicas,
-                tensor_parallel=model.gpus_per_replica, max_model_len=max_len, dialect=model.engine,
+                tensor_parallel=model.gpus_per_replica, max_model_len=max_len,
+                scheduling_policy=_flag(args, "--scheduling-policy") or "fcfs", dialect=model.engine,
                 adapters=() if model_dir else adapters, max_loras=max(max_loras, len(adapters)),
                 multi_node=workload.multi_node, scaled=workload.name in scaled and model_dir is None,
                 model_dir=model_dir, command_args=model.command.args, env=model.env,

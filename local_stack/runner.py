@@ -273,6 +273,7 @@ class LocalRun:
         argv = [_console_script("aibrix-engine-sim"), "--engines", str(replicas), "--base-port", "0",
                 "--served-model-name", group.model, "--model", group.arch, "--accelerator", group.accelerator,
                 "--tensor-parallel", str(group.tensor_parallel), "--max-model-len", str(group.max_model_len),
+                "--scheduling-policy", group.scheduling_policy,
                 "--metrics-dialect", group.dialect, "--max-loras", str(group.max_loras),
                 "--endpoints-file", str(endpoints_file), "--speedup", str(self.engine_speedup)]
         return argv + (["--adapters", ",".join(group.adapters)] if group.adapters else [])

@@ -153,6 +153,11 @@ class GatewayModelSpec(SpecModel):
         "(index kv-events). Unset: the approximate tokenizer, which never matches a real engine's events.",
     )
 
+    engine_priority: bool = Field(
+        False,
+        description="Set each request's priority field for the engine (flow control on; the engines run vLLM's "
+        "--scheduling-policy priority): higher tiers first, then users under their fair share.",
+    )
     disaggregation: DisaggregationConfig | None = Field(
         None, description="Prefill/decode disaggregation; absent: every pod of the model serves whole requests."
     )

@@ -32,7 +32,7 @@ from aibrix_spec.model_cache import cache_key
 from aibrix_spec.models import AdapterSpec
 
 from ..defaults import ResolvedModel, ResolvedStack
-from ..engine_args import engine_command, weights_location
+from ..engine_args import ENGINE_PRIORITY_ARG, engine_command, weights_location
 from ..errors import Diagnostic
 from .names import ENGINE, KV_CONNECTOR, KV_EVENTS_PORT, KV_POOL, KV_POOL_PORT
 from .types import AdapterPlan, Labels, ModelCachePlan, ModelPlan, PoolPlan, WeightsPlan, WorkloadPlan
@@ -228,6 +228,13 @@ def _kv_events_args(stack: ResolvedStack, m: ResolvedModel, problems: list[Diagn
     return {"blockSize": blocks, "kvEventsConfig": json.dumps(config, separators=(",", ":"))}
 
 
+def uses_engine_priority(stack: ResolvedStack, m: ResolvedModel) -> bool:
+    """vLLM engines order their queue by the gateway's priority (flow control's engine side).
+    vLLM refuses a nonzero priority unless started with --scheduling-policy priority."""
+    flow = stack.gateway.flow_control
+    return stack.gateway.enabled and flow.enabled and flow.engine_priority and m.spec.engine.type == "vllm"
+
+
 def uses_kv_pool(stack: ResolvedStack, m: ResolvedModel) -> bool:
     return stack.kv_cache.enabled and m.spec.kv_cache.enabled and m.spec.engine.type == "vllm"
 
@@ -370,6 +377,7 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
     selector = model_selector(stack.name, m.name)
     kv = uses_kv_pool(stack, m)
     events = uses_kv_events(stack, m)
+    priority = uses_engine_priority(stack, m)
     problems += check_loader(m)
     weights = plan_weights(stack, m)
     command = engine_command(
@@ -387,7 +395,8 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
         dtype=spec.engine.dtype,
         lora=(m.max_loras, int(spec.lora.max_rank)) if spec.adapters else None,
         extra={**spec.engine.args, **(_kv_events_args(stack, m, problems) if events else {}),
-               **(_kv_connector_args(stack, m) if kv else {}), **_tracing_args(stack, m)},
+               **(_kv_connector_args(stack, m) if kv else {}), **_tracing_args(stack, m),
+               **({ENGINE_PRIORITY_ARG: "priority"} if priority else {})},
     )
     uri = spec.source.uri
     return ModelPlan(
@@ -421,6 +430,7 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
         adapters=_adapters(m, stack.images, problems),
         kv_connector=kv,
         kv_events_port=KV_EVENTS_PORT if events and spec.engine.type == "vllm" else None,
+        engine_priority=priority,
         weights=weights,
         arch=model_arch_of(m),
     )

@@ -204,6 +204,7 @@ class ModelPlan:
     adapters: AdapterPlan | None = None
     kv_connector: bool = False  #: engines load the KV pool's connector
     kv_events_port: int | None = None  #: engines publish KV-cache events here (prefix index kv-events)
+    engine_priority: bool = False  #: engines schedule by the request priority the gateway sets
     weights: WeightsPlan | None = None
     arch: str | None = None  #: catalogue architecture (explicit, by name, or from the source URI)
 

@@ -79,6 +79,7 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
             "adapters": [a.name for a in model.adapters.adapters] if model.adapters is not None else [],
             "engine": model.engine,  # the metric dialect the scraper reads
             **({"kvEventsPort": model.kv_events_port} if model.kv_events_port is not None else {}),
+            **({"enginePriority": True} if model.engine_priority else {}),
         }
         for model in plan.models
     ]

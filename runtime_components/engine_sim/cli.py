@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-model-len", type=int, default=8192)
     p.add_argument("--num-gpu-blocks", type=int, default=None, help="override the KV capacity (blocks of 16)")
     p.add_argument("--no-prefix-caching", action="store_true")
+    p.add_argument("--scheduling-policy", choices=["fcfs", "priority"], default="fcfs",
+                   help="vLLM's: priority orders waiting requests by their priority field (lower first)")
     p.add_argument("--max-loras", type=int, default=4)
     p.add_argument("--lora-load-s", type=float, default=0.5, help="simulated seconds an adapter load takes")
     p.add_argument("--adapters", default="", help="comma-separated adapters loaded at start on every engine")
@@ -98,6 +100,7 @@ def _configs(args: argparse.Namespace) -> list[EngineConfig]:
         enable_prefix_caching=not args.no_prefix_caching,
         max_loras=args.max_loras,
         lora_load_s=args.lora_load_s,
+        scheduling_policy=args.scheduling_policy,
     )
     from .core import EngineCore
 

@@ -73,6 +73,8 @@ class EngineConfig:
     num_gpu_blocks: int | None = None  #: override the roofline's KV capacity (small caches in tests)
     max_loras: int = 4  #: most adapters loaded at once
     lora_load_s: float = 0.5  #: simulated seconds a runtime adapter load takes
+    #: vLLM's --scheduling-policy: fcfs, or priority (each request's ``priority``, lower first)
+    scheduling_policy: str = "fcfs"
 
     def __post_init__(self) -> None:
         if self.accelerator not in ACCELERATORS:
@@ -91,6 +93,8 @@ class EngineConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.scheduling_policy not in ("fcfs", "priority"):
+            raise ValueError(f"EngineConfig.scheduling_policy must be fcfs or priority, got {self.scheduling_policy!r}")
         if self.max_loras < 0 or self.lora_load_s < 0:
             raise ValueError("EngineConfig.max_loras and lora_load_s must be >= 0")
         if self.num_gpu_blocks is not None and self.num_gpu_blocks < 1:
@@ -112,6 +116,7 @@ class SimRequest:
     adapter: str | None = None
     salt: str = ""  #: block-hash salt; empty means ``prefix_salt(served model, adapter)``
     session_id: str | None = None  #: routing hint only (session affinity); the engine ignores it
+    priority: int = 0  #: vLLM's request priority (lower first); used under scheduling_policy priority
     #: prefill/decode: leading prompt tokens whose KV a prefill engine computed and sent here
     #: (already arrived: the transfer's time is spent before the request is added). The engine
     #: allocates their blocks and computes only the rest, like vLLM's decode side of a

@@ -29,7 +29,6 @@ One step, as vLLM v1 schedules it:
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from aibrix_spec.catalog import accelerator, model_arch
@@ -50,6 +49,7 @@ from .config import (
 from .kv_blocks import BlockPool
 from .perf import PrefillChunk, RooflineModel
 from .stats import EngineCounters, EngineStats
+from .wait_queue import WaitQueue
 
 __all__ = ["EngineCore"]
 
@@ -97,7 +97,7 @@ class EngineCore:
         self.external_kv_store = external_kv_store
         self.slowdown_factor = 1.0  #: multiplies every step's duration (fault injection)
         self.counters = EngineCounters(config.max_model_len)
-        self._waiting: deque[_Seq] = deque()
+        self._waiting: WaitQueue[_Seq] = WaitQueue(config.scheduling_policy)  # type: ignore[arg-type]
         self._running: list[_Seq] = []
         self._by_id: dict[str, _Seq] = {}
         self._adapters: list[str] = []
@@ -128,7 +128,7 @@ class EngineCore:
             raise UnknownAdapterError(f"the model `{request.adapter}` does not exist (adapter not loaded)")
         salt = request.salt or prefix_salt(cfg.served_model_name, request.adapter)
         seq = _Seq(request, block_hashes(request.prompt_token_ids, cfg.block_size, salt), [], n_prompt)
-        self._waiting.append(seq)
+        self._waiting.push(seq)
         self._by_id[request.request_id] = seq
 
     def abort_request(self, request_id: str) -> bool:
@@ -197,12 +197,16 @@ class EngineCore:
             need = self._blocks_for(seq.num_computed + num_new) - len(seq.blocks)
             self_preempted = False
             while need > 0 and not self.pool.can_allocate(need):
-                victim = self._running.pop()  # the lowest-priority (latest) running request
+                victim, at = self._preemption_victim()
                 self._preempt(victim)
                 preempted.append(victim.req.request_id)
                 self_preempted = victim is seq
                 if self_preempted:
                     break
+                if at < i:  # priority policy: an already scheduled request gives its budget back
+                    undone = next(k for k, (s, _) in enumerate(scheduled) if s is victim)
+                    budget += scheduled.pop(undone)[1]
+                    i -= 1
             if self_preempted:
                 break
             if need > 0:
@@ -213,16 +217,24 @@ class EngineCore:
         transfer_s = 0.0
         if not preempted:
             while self._waiting and budget > 0 and len(self._running) < cfg.max_num_seqs:
-                admitted = self._admit(self._waiting[0], budget, now)
+                admitted = self._admit(self._waiting.head(), budget, now)
                 if admitted is None:
                     break  # head of the queue does not fit in the KV cache: it waits
                 seq, num_new, ext_s = admitted
-                self._waiting.popleft()
+                self._waiting.pop_head()
                 self._running.append(seq)
                 scheduled.append((seq, num_new))
                 budget -= num_new
                 transfer_s += ext_s
         return self._execute(now, scheduled, tuple(preempted), transfer_s)
+
+    def _preemption_victim(self) -> tuple[_Seq, int]:
+        """Take the running request to preempt, with its index: the latest (fcfs), or the
+        largest (priority, arrival) under the priority policy, as vLLM's scheduler does."""
+        if self.config.scheduling_policy == "fcfs":
+            return self._running.pop(), len(self._running)
+        at = max(range(len(self._running)), key=lambda k: (self._running[k].req.priority, self._running[k].req.arrival_s))
+        return self._running.pop(at), at
 
     def _blocks_for(self, tokens: int) -> int:
         return -(-tokens // self.config.block_size)
@@ -232,7 +244,7 @@ class EngineCore:
         seq.blocks = []
         seq.num_computed = 0
         seq.committed_blocks = 0
-        self._waiting.appendleft(seq)
+        self._waiting.push_preempted(seq)
         self.counters.preemptions += 1
 
     def _admit(self, seq: _Seq, budget: int, now: float) -> tuple[_Seq, int, float] | None:

@@ -38,6 +38,7 @@ class GenerationRequest:
     max_tokens: int
     stream: bool
     include_usage: bool
+    priority: int = 0  #: vLLM's request priority (lower first; nonzero needs --scheduling-policy priority)
 
 
 def error_body(message: str, kind: str, code: int, param: str | None = None) -> dict[str, Any]:
@@ -65,7 +66,7 @@ def _chat_prompt(messages: Any) -> str:
     return "\n".join(lines)
 
 
-def parse_generation(body: Any, *, chat: bool, max_model_len: int) -> GenerationRequest:
+def parse_generation(body: Any, *, chat: bool, max_model_len: int, priority_scheduling: bool = False) -> GenerationRequest:
     """Validate a /v1/completions or /v1/chat/completions body."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
@@ -98,7 +99,13 @@ def parse_generation(body: Any, *, chat: bool, max_model_len: int) -> Generation
         raise BadRequest(f"stream must be true or false, got {stream!r}", "stream")
     options = body.get("stream_options") or {}
     include_usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
-    return GenerationRequest(chat, model, ids, max_tokens, stream, include_usage)
+    priority = body.get("priority", 0)
+    if not isinstance(priority, int) or isinstance(priority, bool):
+        raise BadRequest(f"priority must be an integer, got {priority!r}", "priority")
+    if priority != 0 and not priority_scheduling:  # vLLM refuses it the same way
+        raise BadRequest(f"Got priority {priority} but priority scheduling is not enabled "
+                         "(start the engine with --scheduling-policy priority)", "priority")
+    return GenerationRequest(chat, model, ids, max_tokens, stream, include_usage, priority)
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict[str, Any]:

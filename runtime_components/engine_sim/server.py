@@ -257,7 +257,8 @@ class EngineServer:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(400, "the request body is not valid JSON")
         try:
-            req = parse_generation(body, chat=chat, max_model_len=self.config.max_model_len)
+            req = parse_generation(body, chat=chat, max_model_len=self.config.max_model_len,
+                                   priority_scheduling=self.config.scheduling_policy == "priority")
         except BadRequest as exc:
             return _error(400, str(exc), exc.param)
         adapter = None
@@ -278,7 +279,8 @@ class EngineServer:
             # the API path before the scheduler sees the request (perf.Efficiency.request_overhead_s)
             await asyncio.sleep(self.core.model.efficiency.request_overhead_s / self.speedup)
             try:
-                self.core.add_request(SimRequest(rid, req.prompt_token_ids, req.max_tokens, arrival, adapter))
+                self.core.add_request(SimRequest(rid, req.prompt_token_ids, req.max_tokens, arrival, adapter,
+                                                 priority=req.priority))
             except RequestRejected as exc:
                 return _error(400, str(exc), "max_tokens")
             except UnknownAdapterError as exc:

@@ -74,10 +74,10 @@ class Admission:
     queued_s: float = 0.0  #: time held before routing (flow control)
 
 
-def _with_model(body: bytes, model: str) -> bytes:
-    """``body`` (a parsed-valid JSON object) with its "model" replaced, other keys in order."""
+def _with_fields(body: bytes, fields: Mapping[str, object]) -> bytes:
+    """``body`` (a parsed-valid JSON object) with ``fields`` set, other keys in order."""
     document = json.loads(body)
-    document["model"] = model
+    document.update(fields)
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -183,7 +183,7 @@ class GatewayCore:
             self.metrics.route_requests.labels(parsed.model, target).inc()
         model, adapter = self.resolve(target if target is not None else parsed.model)
         # The engine knows only its own name: a routed request carries its target's.
-        rewritten = _with_model(body, target) if target is not None and target != parsed.model else None
+        fields: dict[str, object] = {"model": target} if target is not None and target != parsed.model else {}
         try:
             await self.limiter.admit(user)
         except GatewayError as exc:
@@ -197,8 +197,10 @@ class GatewayCore:
         router = self.router_for(model, headers)
         # Flow control (off: None): wait until an engine has room, then route among those.
         held_at = time.monotonic()
-        with_room = await self.flow.hold(model, user.name, self.flow.priority_of(user.tier, headers),
-                                         parsed.prompt_tokens + (parsed.max_tokens or 0))
+        band = self.flow.priority_of(user.tier, headers)
+        with_room = await self.flow.hold(model, user.name, band, parsed.prompt_tokens + (parsed.max_tokens or 0))
+        if self.flow.enabled and self._models[model].engine_priority:
+            fields["priority"] = self.flow.engine_priority(model, user.name, band)
         now = time.monotonic()
         pool, down = self.table.pool(model, now)
         if with_room is not None:  # flow control held the request until these engines had room
@@ -225,7 +227,8 @@ class GatewayCore:
         self.table.inflight_add(decision.endpoint.address, 1)
         fallbacks = self._fallbacks(decision.endpoint.address, decision.scores, pool)
         admission = Admission(model, adapter, user, parsed, request, router, decision.endpoint,
-                              started=time.monotonic(), fallbacks=fallbacks, body=rewritten, queued_s=now - held_at)
+                              started=time.monotonic(), fallbacks=fallbacks,
+                              body=_with_fields(body, fields) if fields else None, queued_s=now - held_at)
         if self.tracer is not None:
             admission.span = self.tracer.start(f"gateway {parsed.kind}", headers, {
                 "gen_ai.operation.name": parsed.kind, "gen_ai.request.model": parsed.model, "aibrix.model": model,

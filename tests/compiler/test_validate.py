@@ -82,6 +82,14 @@ def errors_of(data: dict[str, Any] | str) -> SpecError:
             "waiting place at all",
         ),
         (
+            {**with_model(engine={"args": {"schedulingPolicy": "fcfs"}}),
+             "spec": {**with_model(engine={"args": {"schedulingPolicy": "fcfs"}})["spec"],
+                      "gateway": {"enabled": True, "flowControl": {"enabled": True}}}},
+            SpecReferenceError,
+            ("spec", "models", 0, "engine", "args", "schedulingPolicy"),
+            'engine argument "schedulingPolicy" is derived by the compiler',
+        ),
+        (
             {**minimal(), "spec": {**minimal()["spec"], "gpu_pools": minimal()["spec"]["gpuPools"]}},
             SpecValidationError,
             ("spec", "gpu_pools"),

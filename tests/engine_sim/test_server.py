@@ -146,6 +146,9 @@ def test_streaming_chat_ends_with_usage_and_done() -> None:
         ("/v1/completions", {"model": "llama-3-8b", "prompt": ["a", "b"]}, 400, "batched prompts are not simulated"),
         ("/v1/chat/completions", {"model": "llama-3-8b", "messages": []}, 400, "messages must be a non-empty list"),
         ("/v1/completions", {"model": "gpt-4", "prompt": "x"}, 404, "The model `gpt-4` does not exist"),
+        # as vLLM: a priority needs --scheduling-policy priority
+        ("/v1/completions", {"model": "llama-3-8b", "prompt": "x", "priority": 3}, 400, "priority scheduling is not enabled"),
+        ("/v1/completions", {"model": "llama-3-8b", "prompt": "x", "priority": "high"}, 400, "priority must be an integer"),
     ],
 )
 def test_bad_requests_get_openai_errors(path: str, payload: dict[str, object], status: int, message: str) -> None:

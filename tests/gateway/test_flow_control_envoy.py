@@ -70,7 +70,7 @@ class Rig:
     def _start(self) -> None:
         workdir = self.workdir
         self.sim = subprocess.Popen([sys.executable, "-m", "runtime_components.engine_sim.cli", "--engines", "1",
-                                     "--served-model-name", "m"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+                                     "--served-model-name", "m", "--scheduling-policy", "priority"], cwd=REPO, stdout=subprocess.PIPE, text=True)
         assert self.sim.stdout is not None
         engines = []
         for line in self.sim.stdout:  # bounded: one line then READY, or EOF when it exits
@@ -92,7 +92,9 @@ class Rig:
             gateway = GatewayProcess({
                 "discovery": {"mode": "static", "endpointsFile": str(workdir / f"{name}-endpoints.yaml"),
                               "pollIntervalS": 0.1},
-                "models": [{"name": "m", "routing": {"policy": "least-request"}}],
+                # engine priorities as compiled stacks ship them: a gold request reaches the engine
+                # with priority -20 (an fcfs engine would refuse it with a 400)
+                "models": [{"name": "m", "routing": {"policy": "least-request"}, "enginePriority": True}],
                 "rateLimits": {"usersFile": str(workdir / "users.yaml"), "defaultTier": "free", "tiers": {
                     "free": {"rpm": 100000, "tpm": 100000000, "priority": 0},
                     "gold": {"rpm": 100000, "tpm": 100000000, "priority": 10}}},

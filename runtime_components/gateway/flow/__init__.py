@@ -5,7 +5,7 @@ inside a priority band, ``queue`` holds the bands of one model, ``controller`` d
 sheds, ``metrics`` exports depth, waits, sheds and cold-start holds.
 """
 
-from .controller import PRIORITY_HEADER, FlowController, StatesFn, table_states
+from .controller import PRIORITY_HEADER, FlowController, StatesFn, engine_priority, table_states
 from .metrics import FlowMetrics
 
-__all__ = ["PRIORITY_HEADER", "FlowController", "FlowMetrics", "StatesFn", "table_states"]
+__all__ = ["PRIORITY_HEADER", "FlowController", "FlowMetrics", "StatesFn", "engine_priority", "table_states"]

@@ -43,6 +43,12 @@ PRIORITY_HEADER = "x-request-priority"
 StatesFn = Callable[[str], Sequence[EndpointState]]
 
 
+def engine_priority(band: int, under_share: bool | None) -> int:
+    """vLLM priority (lower first) of a request in priority ``band`` (higher first) whose user is
+    under its fair share (True), over it (False) or alone (None: as under)."""
+    return -2 * band + (1 if under_share is False else 0)
+
+
 def table_states(table: EndpointTable) -> StatesFn:
     """The one place flow control reads a model's endpoint states (the up ones)."""
     return lambda model: table.states(model, time.monotonic())[0]
@@ -176,6 +182,13 @@ class FlowController:
         divided by its active users (those with a request in flight or held); None when it is
         the only active user or ``underShareReserve`` is 0 (``SaturationDetector.share``)."""
         return self._share_of(model)(flow)
+
+    def engine_priority(self, model: str, flow: str, band: int) -> int:
+        """The request's ``priority`` for an engine that schedules by it (vLLM's
+        ``--scheduling-policy priority``, lower first): higher bands first; inside a band, a user
+        under its fair share (this request counted) before one over it. The engine then starts
+        a light user's prompt ahead of the heavy users' requests already waiting inside it."""
+        return engine_priority(band, self.under_share(model, flow))
 
     def _share_of(self, model: str) -> Callable[[str], bool | None]:
         """``under_share`` for any user of ``model``, from one snapshot (one pass over the users)."""

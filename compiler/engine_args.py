@@ -26,6 +26,8 @@ from dataclasses import dataclass
 __all__ = [
     "DERIVED_ARGS",
     "KV_POOL_DERIVED_ARGS",
+    "PD_DERIVED_ARGS",
+    "PD_TRANSFERS",
     "EngineCommand",
     "arg_flag",
     "derived_args",
@@ -75,11 +77,32 @@ KV_POOL_DERIVED_ARGS: dict[str, str] = {
 }
 
 
-def derived_args(engine: str, *, uses_kv_pool: bool) -> dict[str, str]:
-    """engine.args keys the compiler sets for this model -> a hint saying what to write instead."""
+#: The KV transfers of prefill/decode disaggregation each engine runs, in its own names: vLLM's
+#: NixlConnector (``nixl``) or the project's pool connector (``kv-pool``); SGLang's
+#: ``--disaggregation-transfer-backend`` values ``mooncake`` and ``nixl``.
+PD_TRANSFERS: dict[str, tuple[str, ...]] = {"vllm": ("nixl", "kv-pool"), "sglang": ("mooncake", "nixl")}
+
+#: engine.args keys a disaggregated model's roles get from ``disaggregation`` -> the hint.
+PD_DERIVED_ARGS: dict[str, dict[str, str]] = {
+    "vllm": {
+        "kvTransferConfig": "remove it: disaggregation.transfer loads the KV connector of each role",
+    },
+    "sglang": {
+        "disaggregationMode": "remove it: each role's pods get prefill or decode",
+        "disaggregationTransferBackend": "set disaggregation.transfer instead",
+        "disaggregationBootstrapPort": "remove it: the prefill pods' bootstrap port is fixed by the compiler (8998)",
+    },
+}
+
+
+def derived_args(engine: str, *, uses_kv_pool: bool, transfer: str | None = None) -> dict[str, str]:
+    """engine.args keys the compiler sets for this model -> a hint saying what to write instead;
+    ``transfer`` is the model's disaggregation transfer, when it is disaggregated."""
     derived = {key: f"set {field} instead" for key, field in DERIVED_ARGS[engine].items()}
-    if uses_kv_pool and engine == "vllm":
+    if (uses_kv_pool or transfer == "kv-pool") and engine == "vllm":
         derived.update(KV_POOL_DERIVED_ARGS)
+    if transfer is not None:
+        derived.update(PD_DERIVED_ARGS[engine])
     return derived
 
 

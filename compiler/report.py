@@ -59,16 +59,21 @@ def _choice(subject: str, setting: str, value: Any, written: Any) -> dict[str, s
 
 def pool_gpus(model: ModelPlan) -> tuple[dict[str, int], dict[str, int]]:
     """(pool -> GPUs at min, pool -> GPUs at max) of one model, on the bounds ``explain`` prices."""
-    if not model.autoscaled:
-        fixed: dict[str, int] = {}
-        for w in model.workloads:
-            fixed[w.pool.name] = fixed.get(w.pool.name, 0) + (w.replicas or 0) * model.gpus_per_replica
-        return fixed, dict(fixed)
-    pools = [w.pool for w in model.workloads]
-    cheapest = min(pools, key=lambda p: p.cost_per_gpu_hour)
-    dearest = max(pools, key=lambda p: p.cost_per_gpu_hour)
-    return ({cheapest.name: model.replicas_min * model.gpus_per_replica},
-            {dearest.name: model.replicas_max * model.gpus_per_replica})
+    at_min: dict[str, int] = {}
+    at_max: dict[str, int] = {}
+    for unit in model.units():  # each role of a disaggregated model counts its own GPUs
+        if not unit.autoscaled:
+            for w in unit.workloads:
+                gpus = (w.replicas or 0) * unit.gpus_per_replica
+                at_min[w.pool.name] = at_min.get(w.pool.name, 0) + gpus
+                at_max[w.pool.name] = at_max.get(w.pool.name, 0) + gpus
+            continue
+        pools = [w.pool for w in unit.workloads]
+        cheapest = min(pools, key=lambda p: p.cost_per_gpu_hour)
+        dearest = max(pools, key=lambda p: p.cost_per_gpu_hour)
+        at_min[cheapest.name] = at_min.get(cheapest.name, 0) + unit.replicas_min * unit.gpus_per_replica
+        at_max[dearest.name] = at_max.get(dearest.name, 0) + unit.replicas_max * unit.gpus_per_replica
+    return at_min, at_max
 
 
 def _models(plan: Plan) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ __all__ = [
     "PoolPlan",
     "RolePlan",
     "ScaleTarget",
+    "ScaleUnit",
     "ScalerPlan",
     "WeightsPlan",
     "WorkloadPlan",
@@ -252,6 +253,26 @@ class ModelPlan:
 
     def role_workloads(self, role: str) -> tuple[WorkloadPlan, ...]:
         return tuple(w for w in self.workloads if w.role == role)
+
+    def units(self) -> tuple[ScaleUnit, ...]:
+        """What scales and costs together: the model, or each role of a disaggregated model."""
+        if not self.roles:
+            return (ScaleUnit(None, self.gpus_per_replica, self.replicas_min, self.replicas_max, self.autoscaled,
+                              self.workloads),)
+        return tuple(ScaleUnit(r.role, r.gpus_per_replica, r.replicas_min, r.replicas_max, r.autoscaled,
+                               self.role_workloads(r.role)) for r in self.roles)
+
+
+@dataclass(frozen=True)
+class ScaleUnit:
+    """A model (``role`` None) or one role of a disaggregated model, with its workloads."""
+
+    role: str | None
+    gpus_per_replica: int
+    replicas_min: int
+    replicas_max: int
+    autoscaled: bool
+    workloads: tuple[WorkloadPlan, ...]
 
 
 @dataclass(frozen=True)

@@ -132,7 +132,9 @@ def _roles(m: ModelSpec, base: tuple[str | int, ...]) -> Iterator[tuple[str, PdR
         yield "decode", m.disaggregation.decode, base + ("disaggregation", "decode")
 
 
-def _role_field(role: PdRoleSpec, role_path: tuple[str | int, ...], model_path: tuple[str | int, ...], field: str) -> tuple[str | int, ...]:
+def _role_field(
+    role: PdRoleSpec, role_path: tuple[str | int, ...], model_path: tuple[str | int, ...], field: str
+) -> tuple[str | int, ...]:
     """Where a role's effective setting was written: the role's own key, else the model's."""
     return role_path + (field,) if getattr(role, field) is not None else model_path + (field,)
 
@@ -162,7 +164,9 @@ def _scaling_problems(
     optimizer_on: bool,
 ) -> Iterator[Diagnostic]:
     if r.max is not None and r.max < r.min:
-        yield Diagnostic(replicas_path + ("max",), f"replicas.max ({r.max}) is below replicas.min ({r.min})", expected="max >= min")
+        yield Diagnostic(
+            replicas_path + ("max",), f"replicas.max ({r.max}) is below replicas.min ({r.min})", expected="max >= min"
+        )
     if a.policy == "none" and r.max is not None and r.max != r.min:
         yield Diagnostic(
             replicas_path + ("max",),

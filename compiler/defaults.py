@@ -26,9 +26,9 @@ from aibrix_spec import (
     ModelCacheSpec,
     ModelSpec,
     NetworkSpec,
-    PdRoleSpec,
     ObservabilitySpec,
     OptimizerSpec,
+    PdRoleSpec,
     Toleration,
 )
 from aibrix_spec.catalog import accelerator

@@ -228,7 +228,7 @@ def check_flow_control(stack: ResolvedStack) -> list[Diagnostic]:
         (m, ("spec", "models", m.index, "disaggregation", r.role), r.replicas_min, r.autoscaling)
         for m in stack.models for r in m.roles
     ]
-    for m, base, replicas_min, autoscaling in units:
+    for _m, base, replicas_min, autoscaling in units:
         if replicas_min != 0:
             continue
         where = (*base, "replicas", "min")

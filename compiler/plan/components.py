@@ -170,7 +170,7 @@ def plan_scale_targets(stack: ResolvedStack, models: tuple[ModelPlan, ...]) -> t
     (and, for engine metrics, ``replicas.max``) like a fixed count; on the optimizer's metric
     every pool may grow to the model's max (the optimizer caps the total). The lower bound is
     at least 1 unless a KPA may scale to zero."""
-    out = []
+    out: list[ScaleTarget] = []
     for model in models:
         resolved = stack.models[model.index]
         # A disaggregated model scales each role on its own: its own policy, metric and bounds.
@@ -194,7 +194,7 @@ def _targets(
     replicas_max: int,
     workloads: tuple[WorkloadPlan, ...],
 ) -> list[ScaleTarget]:
-    out = []
+    out: list[ScaleTarget] = []
     if spec.policy == "none":
         return out
     metric = AUTOSCALING_METRICS[spec.metric]
@@ -236,7 +236,7 @@ def _targets(
                 demand_urls=gateway_metrics_urls(stack) if from_zero else (),
             )
         )
-    return tuple(out)
+    return out
 
 
 def plan_scaler(stack: ResolvedStack, targets: tuple[ScaleTarget, ...]) -> ScalerPlan | None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -463,7 +464,7 @@ def _plan_roles(
     roles: list[RolePlan] = []
     workloads: list[WorkloadPlan] = []
     for role in m.roles:
-        name = "prefill" if role.role == "prefill" else "decode"
+        name: Literal["prefill", "decode"] = "prefill" if role.role == "prefill" else "decode"
         autoscaled = role.autoscaling.policy != "none"
         role_selector_ = role_selector(selector, name)
         roles.append(RolePlan(role=name, gpus_per_replica=role.gpus_per_replica, replicas_min=role.replicas_min,

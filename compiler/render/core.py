@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..manifest import Manifest
-from ..plan import ModelPlan, Plan, WorkloadPlan
+from ..plan import Labels, ModelPlan, Plan, WorkloadPlan
 from ..plan.names import ENGINE, ROLE_LABEL
 from .component_parts import network_policy, pdb
 from .engine_pod import engine_pod
@@ -57,7 +57,7 @@ def _services(model: ModelPlan) -> list[Manifest]:
     monitor of one never selects the other)."""
     pd = model.disaggregation
     if pd is None:
-        services = [(model.name, model.selector, {})]
+        services: list[tuple[str, Labels, dict[str, str]]] = [(model.name, model.selector, {})]
     else:
         services = [(model.name, pd.decode_selector, {ROLE_LABEL: "decode"}),
                     (f"{model.name}-prefill", pd.prefill_selector, {ROLE_LABEL: "prefill"})]

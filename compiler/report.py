@@ -18,6 +18,7 @@ from typing import Any
 
 from .explain import model_costs
 from .plan import ModelPlan, Plan
+from .plan.types import ScaleUnit
 
 __all__ = ["DEFAULT_REASONS", "pool_gpus", "render_html", "report_context"]
 
@@ -76,6 +77,10 @@ def pool_gpus(model: ModelPlan) -> tuple[dict[str, int], dict[str, int]]:
     return at_min, at_max
 
 
+def _per_role(unit: ScaleUnit, value: str) -> str:
+    return value if unit.role is None else f"{unit.role} {value}"
+
+
 def _models(plan: Plan) -> list[dict[str, Any]]:
     out = []
     for m in plan.models:
@@ -87,8 +92,12 @@ def _models(plan: Plan) -> list[dict[str, Any]]:
             "weights": m.weights.describe() if m.weights is not None else "",
             "adapters": [a.name for a in m.adapters.adapters] if m.adapters is not None else [],
             "pools": [w.pool.name for w in m.workloads],
-            "gpus_per_replica": m.gpus_per_replica,
-            "replicas": f"{m.replicas_min}-{m.replicas_max}" if m.autoscaled else str(m.replicas_min),
+            # A disaggregated model: each role's, "prefill 4 / decode 2".
+            "gpus_per_replica": " / ".join(_per_role(u, str(u.gpus_per_replica)) for u in m.units()),
+            "replicas": " / ".join(
+                _per_role(u, f"{u.replicas_min}-{u.replicas_max}" if u.autoscaled else str(u.replicas_min))
+                for u in m.units()
+            ),
             "cost_min": f"{at_min:.2f}",
             "cost_max": f"{at_max:.2f}",
         })

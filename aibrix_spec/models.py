@@ -24,6 +24,7 @@ from ._types import (
     ServedModelName,
     spec_error,
 )
+from .components.gateway import PdTransfer
 from .routing import RoutingSpec
 
 __all__ = [
@@ -31,11 +32,14 @@ __all__ = [
     "AutoscalingMetric",
     "AdapterSpec",
     "AutoscalingSpec",
+    "DisaggregationSpec",
     "EngineSpec",
     "LoraSpec",
     "ModelKvCacheSpec",
     "ModelSpec",
     "ParallelismSpec",
+    "PdRoleSpec",
+    "PdTransfer",
     "PlacementSpec",
     "ReplicasSpec",
     "SloSpec",
@@ -278,6 +282,37 @@ class AdapterSpec(SpecModel):
     )
 
 
+class PdRoleSpec(SpecModel):
+    """One role of a disaggregated model; every field left out is the model's own."""
+
+    replicas: ReplicasSpec | None = Field(None, description="Replica range of this role; empty = the model's replicas.")
+    parallelism: ParallelismSpec | None = Field(
+        None, description="Tensor and pipeline parallelism of this role; empty = the model's parallelism."
+    )
+    placement: PlacementSpec | None = Field(None, description="Pools this role runs on; empty = the model's placement.")
+    autoscaling: AutoscalingSpec | None = Field(
+        None, description="Autoscaling of this role (its own HPA/KPA/APA/KEDA object); empty = the model's autoscaling."
+    )
+
+
+class DisaggregationSpec(SpecModel):
+    """Prefill/decode disaggregation: prompts are processed on prefill pods, tokens generated on
+    decode pods, the KV cache handed over by ``transfer``; the gateway pairs them per request."""
+
+    transfer: PdTransfer = Field(
+        description=(
+            "How the KV cache moves from a prefill pod to a decode pod: vLLM takes nixl (NixlConnector, GPU "
+            "fabrics) or kv-pool (the project's KV-cache pool, spec.kvCache); SGLang takes mooncake or nixl "
+            "(its --disaggregation-transfer-backend)."
+        )
+    )
+    min_prompt_tokens: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
+        512, description="Prompts shorter than this skip the prefill pods and are decoded in place."
+    )
+    prefill: PdRoleSpec = Field(description="The prefill pods (prompt processing, compute-bound).")
+    decode: PdRoleSpec = Field(description="The decode pods (token generation, memory-bandwidth-bound).")
+
+
 class ModelSpec(SpecModel):
     """One served base model."""
 
@@ -308,3 +343,10 @@ class ModelSpec(SpecModel):
     kv_cache: ModelKvCacheSpec = Field(default_factory=ModelKvCacheSpec, description="Use of the shared KV-cache pool.")
     lora: LoraSpec = Field(default_factory=LoraSpec, description="Engine LoRA limits.")
     adapters: list[AdapterSpec] = Field(default_factory=list, description="LoRA adapters served on this model.")
+    disaggregation: DisaggregationSpec | None = Field(
+        None,
+        description=(
+            "Prefill/decode disaggregation: separate prefill and decode pods, paired by the gateway; absent = "
+            "every pod serves whole requests."
+        ),
+    )

@@ -28,16 +28,29 @@ from aibrix_spec import (
     NetworkSpec,
     ObservabilitySpec,
     OptimizerSpec,
+    PdRoleSpec,
     Toleration,
 )
 from aibrix_spec.catalog import accelerator
+from aibrix_spec.models import AutoscalingSpec, DisaggregationSpec, ParallelismSpec, PlacementSpec, ReplicasSpec
 from aibrix_spec.traffic import RouteSpec
 
 from .errors import CompilerBug, Diagnostic, SpecReferenceError
 
-__all__ = ["DEFAULT_NAMESPACE", "ResolvedModel", "ResolvedPool", "ResolvedStack", "apply_defaults"]
+__all__ = [
+    "DEFAULT_NAMESPACE",
+    "PD_DECODE_ROUTING",
+    "ResolvedModel",
+    "ResolvedPool",
+    "ResolvedRole",
+    "ResolvedStack",
+    "apply_defaults",
+]
 
 DEFAULT_NAMESPACE = "default"
+#: A disaggregated model's decode pods are KV-bound (they hold every running request's
+#: cache), so the gateway balances them on load and KV-cache usage unless routing says otherwise.
+PD_DECODE_ROUTING = "least-request,least-kv-cache"
 _MAX_DEFAULT_LORAS = 8
 T = TypeVar("T")
 _GPU_TAINT = Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")
@@ -61,6 +74,19 @@ class ResolvedPool:
 
 
 @dataclass(frozen=True)
+class ResolvedRole:
+    """One role of a disaggregated model, every field the model's own unless the role set it."""
+
+    role: str  #: prefill or decode
+    gpus_per_replica: int
+    replicas_min: int
+    replicas_max: int
+    parallelism: ParallelismSpec
+    pools: tuple[str, ...]
+    autoscaling: AutoscalingSpec
+
+
+@dataclass(frozen=True)
 class ResolvedModel:
     """A model with its derived numbers decided; ``spec`` holds the rest of its (defaulted) config."""
 
@@ -72,6 +98,11 @@ class ResolvedModel:
     replicas_max: int
     max_loras: int
     spec: ModelSpec
+    roles: tuple[ResolvedRole, ...] = ()  #: (prefill, decode) when disaggregated, else empty
+
+    @property
+    def disaggregation(self) -> DisaggregationSpec | None:
+        return self.spec.disaggregation
 
 
 @dataclass(frozen=True)
@@ -115,19 +146,55 @@ def _pool(pool: GpuPool) -> GpuPool:
     return pool.model_copy(update=update)
 
 
+def _replicas(replicas: ReplicasSpec) -> ReplicasSpec:
+    return replicas.model_copy(update={"max": replicas.max if replicas.max is not None else replicas.min})
+
+
+def _placement(placement: PlacementSpec, parallelism: ParallelismSpec) -> PlacementSpec:
+    return placement.model_copy(update={"gpus_per_replica": parallelism.tensor * parallelism.pipeline})
+
+
+def _role(role: PdRoleSpec, model: ModelSpec) -> PdRoleSpec:
+    """A role with the model's own settings written in where it set none; a role that sets
+    parallelism but no placement takes the model's pools with its own GPUs per replica."""
+    parallelism = role.parallelism or model.parallelism
+    return role.model_copy(
+        update={
+            "replicas": _replicas(role.replicas or model.replicas),
+            "parallelism": parallelism,
+            "placement": _placement(role.placement or model.placement, parallelism),
+            "autoscaling": role.autoscaling or model.autoscaling,
+        }
+    )
+
+
+def _disaggregation(model: ModelSpec) -> dict[str, object]:
+    """Both roles filled in, and the decode pods' routing: the user's policy, else
+    :data:`PD_DECODE_ROUTING` (written in, so the filled stack compiles the same)."""
+    pd = model.disaggregation
+    if pd is None:
+        return {}
+    routing = model.routing
+    if "policy" not in routing.model_fields_set:
+        routing = routing.model_copy(update={"policy": PD_DECODE_ROUTING})
+        routing.model_fields_set.add("policy")
+    return {
+        "disaggregation": pd.model_copy(update={"prefill": _role(pd.prefill, model), "decode": _role(pd.decode, model)}),
+        "routing": routing,
+    }
+
+
 def _model(model: ModelSpec) -> ModelSpec:
-    gpus = model.parallelism.tensor * model.parallelism.pipeline
     lora = model.lora
     if lora.max_loras is None:
         lora = lora.model_copy(update={"max_loras": max(1, min(len(model.adapters), _MAX_DEFAULT_LORAS))})
     return model.model_copy(
         update={
             "served_model_name": model.served_model_name or model.name,
-            "placement": model.placement.model_copy(update={"gpus_per_replica": gpus}),
-            "replicas": model.replicas.model_copy(
-                update={"max": model.replicas.max if model.replicas.max is not None else model.replicas.min}
-            ),
+            "placement": _placement(model.placement, model.parallelism),
+            "replicas": _replicas(model.replicas),
             "lora": lora,
+            **_disaggregation(model),
         }
     )
 
@@ -157,7 +224,22 @@ def _resolved_pool(p: GpuPool) -> ResolvedPool:
     )
 
 
+def _resolved_role(name: str, role: PdRoleSpec) -> ResolvedRole:
+    replicas = _need(role.replicas, f"{name}.replicas")
+    placement = _need(role.placement, f"{name}.placement")
+    return ResolvedRole(
+        role=name,
+        gpus_per_replica=_need(placement.gpus_per_replica, f"{name}.placement.gpusPerReplica"),
+        replicas_min=replicas.min,
+        replicas_max=_need(replicas.max, f"{name}.replicas.max"),
+        parallelism=_need(role.parallelism, f"{name}.parallelism"),
+        pools=tuple(placement.pools),
+        autoscaling=_need(role.autoscaling, f"{name}.autoscaling"),
+    )
+
+
 def _resolved_model(index: int, m: ModelSpec) -> ResolvedModel:
+    pd = m.disaggregation
     return ResolvedModel(
         index=index,
         name=m.name,
@@ -167,6 +249,7 @@ def _resolved_model(index: int, m: ModelSpec) -> ResolvedModel:
         replicas_max=_need(m.replicas.max, "replicas.max"),
         max_loras=_need(m.lora.max_loras, "lora.maxLoras"),
         spec=m,
+        roles=(_resolved_role("prefill", pd.prefill), _resolved_role("decode", pd.decode)) if pd is not None else (),
     )
 
 

@@ -27,6 +27,8 @@ __all__ = [
     "DERIVED_ARGS",
     "ENGINE_PRIORITY_ARG",
     "KV_POOL_DERIVED_ARGS",
+    "PD_DERIVED_ARGS",
+    "PD_TRANSFERS",
     "EngineCommand",
     "arg_flag",
     "derived_args",
@@ -79,15 +81,36 @@ KV_POOL_DERIVED_ARGS: dict[str, str] = {
 #: engine.args key set for a vLLM model when the gateway orders its queue (flow control's engine side).
 ENGINE_PRIORITY_ARG = "schedulingPolicy"
 
+#: The KV transfers of prefill/decode disaggregation each engine runs, in its own names: vLLM's
+#: NixlConnector (``nixl``) or the project's pool connector (``kv-pool``); SGLang's
+#: ``--disaggregation-transfer-backend`` values ``mooncake`` and ``nixl``.
+PD_TRANSFERS: dict[str, tuple[str, ...]] = {"vllm": ("nixl", "kv-pool"), "sglang": ("mooncake", "nixl")}
 
-def derived_args(engine: str, *, uses_kv_pool: bool, uses_engine_priority: bool = False) -> dict[str, str]:
-    """engine.args keys the compiler sets for this model -> a hint saying what to write instead."""
+#: engine.args keys a disaggregated model's roles get from ``disaggregation`` -> the hint.
+PD_DERIVED_ARGS: dict[str, dict[str, str]] = {
+    "vllm": {
+        "kvTransferConfig": "remove it: disaggregation.transfer loads the KV connector of each role",
+    },
+    "sglang": {
+        "disaggregationMode": "remove it: each role's pods get prefill or decode",
+        "disaggregationTransferBackend": "set disaggregation.transfer instead",
+        "disaggregationBootstrapPort": "remove it: the prefill pods' bootstrap port is fixed by the compiler (8998)",
+    },
+}
+
+
+def derived_args(engine: str, *, uses_kv_pool: bool, transfer: str | None = None,
+                 uses_engine_priority: bool = False) -> dict[str, str]:
+    """engine.args keys the compiler sets for this model -> a hint saying what to write instead;
+    ``transfer`` is the model's disaggregation transfer, when it is disaggregated."""
     derived = {key: f"set {field} instead" for key, field in DERIVED_ARGS[engine].items()}
-    if uses_kv_pool and engine == "vllm":
+    if (uses_kv_pool or transfer == "kv-pool") and engine == "vllm":
         derived.update(KV_POOL_DERIVED_ARGS)
     if uses_engine_priority and engine == "vllm":
         derived[ENGINE_PRIORITY_ARG] = ("flow control sets --scheduling-policy priority (the gateway sends each request's "
                                         "priority); set gateway.flowControl.enginePriority: false to choose your own")
+    if transfer is not None:
+        derived.update(PD_DERIVED_ARGS[engine])
     return derived
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from .explain import model_costs
 from .plan import ModelPlan, Plan
+from .plan.types import ScaleUnit
 
 __all__ = ["DEFAULT_REASONS", "pool_gpus", "render_html", "report_context"]
 
@@ -59,16 +60,25 @@ def _choice(subject: str, setting: str, value: Any, written: Any) -> dict[str, s
 
 def pool_gpus(model: ModelPlan) -> tuple[dict[str, int], dict[str, int]]:
     """(pool -> GPUs at min, pool -> GPUs at max) of one model, on the bounds ``explain`` prices."""
-    if not model.autoscaled:
-        fixed: dict[str, int] = {}
-        for w in model.workloads:
-            fixed[w.pool.name] = fixed.get(w.pool.name, 0) + (w.replicas or 0) * model.gpus_per_replica
-        return fixed, dict(fixed)
-    pools = [w.pool for w in model.workloads]
-    cheapest = min(pools, key=lambda p: p.cost_per_gpu_hour)
-    dearest = max(pools, key=lambda p: p.cost_per_gpu_hour)
-    return ({cheapest.name: model.replicas_min * model.gpus_per_replica},
-            {dearest.name: model.replicas_max * model.gpus_per_replica})
+    at_min: dict[str, int] = {}
+    at_max: dict[str, int] = {}
+    for unit in model.units():  # each role of a disaggregated model counts its own GPUs
+        if not unit.autoscaled:
+            for w in unit.workloads:
+                gpus = (w.replicas or 0) * unit.gpus_per_replica
+                at_min[w.pool.name] = at_min.get(w.pool.name, 0) + gpus
+                at_max[w.pool.name] = at_max.get(w.pool.name, 0) + gpus
+            continue
+        pools = [w.pool for w in unit.workloads]
+        cheapest = min(pools, key=lambda p: p.cost_per_gpu_hour)
+        dearest = max(pools, key=lambda p: p.cost_per_gpu_hour)
+        at_min[cheapest.name] = at_min.get(cheapest.name, 0) + unit.replicas_min * unit.gpus_per_replica
+        at_max[dearest.name] = at_max.get(dearest.name, 0) + unit.replicas_max * unit.gpus_per_replica
+    return at_min, at_max
+
+
+def _per_role(unit: ScaleUnit, value: str) -> str:
+    return value if unit.role is None else f"{unit.role} {value}"
 
 
 def _models(plan: Plan) -> list[dict[str, Any]]:
@@ -82,8 +92,12 @@ def _models(plan: Plan) -> list[dict[str, Any]]:
             "weights": m.weights.describe() if m.weights is not None else "",
             "adapters": [a.name for a in m.adapters.adapters] if m.adapters is not None else [],
             "pools": [w.pool.name for w in m.workloads],
-            "gpus_per_replica": m.gpus_per_replica,
-            "replicas": f"{m.replicas_min}-{m.replicas_max}" if m.autoscaled else str(m.replicas_min),
+            # A disaggregated model: each role's, "prefill 4 / decode 2".
+            "gpus_per_replica": " / ".join(_per_role(u, str(u.gpus_per_replica)) for u in m.units()),
+            "replicas": " / ".join(
+                _per_role(u, f"{u.replicas_min}-{u.replicas_max}" if u.autoscaled else str(u.replicas_min))
+                for u in m.units()
+            ),
             "cost_min": f"{at_min:.2f}",
             "cost_max": f"{at_max:.2f}",
         })

@@ -169,6 +169,13 @@ def localize(text: str, *, source_name: str, model_dirs: dict[str, str] | None =
     """Compile ``text`` and collect what runs locally; raises the compiler's errors unchanged,
     and :class:`LocalInputError` for a ``model_dirs`` key naming no vLLM model."""
     plan, manifests = compile_manifests(text, source_name=source_name)
+    disaggregated = [m.name for m in plan.models if m.disaggregation is not None]
+    if disaggregated:
+        raise LocalInputError(
+            f"model {disaggregated[0]} is disaggregated (prefill/decode roles); aibrix-local does not run "
+            "disaggregated stacks yet: its simulated engines have no prefill or decode role. Remove "
+            "models[].disaggregation to run the model aggregated locally"
+        )
     notes: list[str] = []
     if plan.gateway is None:
         # The stack has no front door: add the gateway the compiler renders by default, so

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 
-from aibrix_spec import AUTOSCALING_METRICS
+from aibrix_spec import AUTOSCALING_METRICS, AutoscalingSpec
 from aibrix_spec.catalog import MODEL_ARCHS
 
-from ..defaults import ResolvedStack
+from ..defaults import ResolvedModel, ResolvedStack
 from ..errors import Diagnostic
 from .durations import duration_seconds
 from .models import model_arch_of
@@ -37,6 +37,8 @@ def check_multi_node(stack: ResolvedStack) -> list[Diagnostic]:
     per_node = {p.name: p.gpus_per_node for p in stack.pools}
     problems = []
     for m in stack.models:
+        if m.roles:
+            continue  # multi-node roles are refused by the cross-reference pass
         too_big = [p for p in m.spec.placement.pools if m.gpus_per_replica > per_node[p]]
         if not too_big:
             continue
@@ -73,14 +75,15 @@ def check_hpa_selectors(stack: ResolvedStack) -> list[Diagnostic]:
     label value cannot hold every OpenAI name (``meta-llama/Llama-3-8B`` has a ``/``)."""
     problems = []
     for m in stack.models:
-        spec = m.spec.autoscaling
-        if spec.policy != "hpa" or spec.use_keda or AUTOSCALING_METRICS[spec.metric].source != "engine":
+        bare = [spec for spec in _autoscalings(m) if spec.policy == "hpa" and not spec.use_keda
+                and AUTOSCALING_METRICS[spec.metric].source == "engine"]
+        if not bare:
             continue
         if not _LABEL_VALUE.match(m.served_name):
             field = "servedModelName" if m.spec.served_model_name else "name"
             problems.append(
                 Diagnostic(
-                    ("spec", "models", m.index, "autoscaling", "policy"),
+                    ("spec", "models", m.index, *_autoscaling_path(m, bare[0]), "policy"),
                     f'a bare HPA selects the metric by the label model_name="{m.served_name}", '
                     f"which is not a valid label value (from {field})",
                     expected="at most 63 letters, digits, -, _ and ., alphanumeric at both ends",
@@ -88,6 +91,21 @@ def check_hpa_selectors(stack: ResolvedStack) -> list[Diagnostic]:
                 )
             )
     return problems
+
+
+def _autoscalings(m: ResolvedModel) -> list[AutoscalingSpec]:
+    """The autoscaling settings that take effect: each role's for a disaggregated model."""
+    return [r.autoscaling for r in m.roles] if m.roles else [m.spec.autoscaling]
+
+
+def _autoscaling_path(m: ResolvedModel, spec: AutoscalingSpec) -> tuple[str, ...]:
+    """Where an effective autoscaling setting was written (a role's own, else the model's)."""
+    pd = m.spec.disaggregation
+    if pd is not None:
+        for name, role in (("prefill", pd.prefill), ("decode", pd.decode)):
+            if role.autoscaling is spec and spec is not m.spec.autoscaling:
+                return ("disaggregation", name, "autoscaling")
+    return ("autoscaling",)
 
 
 def check_kv_engines(stack: ResolvedStack) -> list[Diagnostic]:
@@ -129,7 +147,9 @@ def optimized_models(stack: ResolvedStack) -> list[int]:
     return [
         m.index
         for m in stack.models
-        if m.spec.autoscaling.policy != "none" and AUTOSCALING_METRICS[m.spec.autoscaling.metric].source == "optimizer"
+        if not m.roles  # roles on the optimizer's gauge are refused by the cross-reference pass
+        and m.spec.autoscaling.policy != "none"
+        and AUTOSCALING_METRICS[m.spec.autoscaling.metric].source == "optimizer"
     ]
 
 
@@ -202,11 +222,17 @@ def check_flow_control(stack: ResolvedStack) -> list[Diagnostic]:
             expected="a duration above 0 and at most 1h, e.g. 30s",
             hint="clients usually give up within a minute or two; hold requests no longer than they wait",
         ))
-    for m in stack.models:
-        if m.replicas_min != 0:
+    units = [
+        (m, ("spec", "models", m.index), m.replicas_min, m.spec.autoscaling) for m in stack.models if not m.roles
+    ] + [
+        (m, ("spec", "models", m.index, "disaggregation", r.role), r.replicas_min, r.autoscaling)
+        for m in stack.models for r in m.roles
+    ]
+    for _m, base, replicas_min, autoscaling in units:
+        if replicas_min != 0:
             continue
-        where = ("spec", "models", m.index, "replicas", "min")
-        if m.spec.autoscaling.policy == "none" or (m.spec.autoscaling.policy == "hpa" and not m.spec.autoscaling.use_keda):
+        where = (*base, "replicas", "min")
+        if autoscaling.policy == "none" or (autoscaling.policy == "hpa" and not autoscaling.use_keda):
             continue  # a fixed count of 0 parks the model; a bare HPA is refused by the cross-reference pass
         if not (stack.gateway.enabled and flow.enabled):
             problems.append(Diagnostic(

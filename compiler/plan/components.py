@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aibrix_spec import AUTOSCALING_METRICS, PeerSpec
+from aibrix_spec import AUTOSCALING_METRICS, AutoscalingSpec, PeerSpec
 from aibrix_spec.catalog import ACCELERATORS
 from aibrix_spec.components.gateway import FlowControlConfig
 from aibrix_spec.engine_metrics import translate_name
@@ -17,6 +17,7 @@ from aibrix_spec.traffic import RouteSpec
 
 from ..defaults import ResolvedStack
 from .checks import optimized_models
+from .disaggregation import pd_link
 from .durations import duration_seconds
 from .models import split
 from .names import (
@@ -52,6 +53,7 @@ from .types import (
     PoolPlan,
     ScalerPlan,
     ScaleTarget,
+    WorkloadPlan,
 )
 
 __all__ = [
@@ -168,51 +170,73 @@ def plan_scale_targets(stack: ResolvedStack, models: tuple[ModelPlan, ...]) -> t
     (and, for engine metrics, ``replicas.max``) like a fixed count; on the optimizer's metric
     every pool may grow to the model's max (the optimizer caps the total). The lower bound is
     at least 1 unless a KPA may scale to zero."""
-    out = []
+    out: list[ScaleTarget] = []
     for model in models:
-        spec = stack.models[model.index].spec.autoscaling
-        if spec.policy == "none":
-            continue
-        metric = AUTOSCALING_METRICS[spec.metric]
-        # Engine metrics in the engine's own names (SGLang: sglang:num_running_reqs ...), so the
-        # compiled HPA and KEDA queries read what its pods export.
-        names = (
-            metric.names
-            if metric.source != "engine"
-            else tuple(n for name in metric.names for n in translate_name(name, model.engine))
+        resolved = stack.models[model.index]
+        # A disaggregated model scales each role on its own: its own policy, metric and bounds.
+        units = (
+            [(role.autoscaling, role.replicas_min, role.replicas_max, model.role_workloads(role.role)) for role in resolved.roles]
+            if resolved.roles
+            else [(resolved.spec.autoscaling, model.replicas_min, model.replicas_max, model.workloads)]
         )
-        n = len(model.workloads)
-        lows, highs = split(model.replicas_min, n), split(model.replicas_max, n)
-        for k, workload in enumerate(model.workloads):
-            low = lows[k]
-            high = model.replicas_max if metric.source == "optimizer" else highs[k]
-            # 0 stays 0 where something scales from zero: a KPA, or a model whose replicas.min is 0
-            # (check_flow_control allowed it only with kpa, apa or KEDA, and flow control on).
-            low = low if low == 0 and (spec.policy == "kpa" or model.replicas_min == 0) else max(1, low)
-            from_zero = low == 0 and model.replicas_min == 0
-            out.append(
-                ScaleTarget(
-                    model=model.name,
-                    served_name=model.served_name,
-                    workload=workload.name,
-                    pool=workload.pool.name,
-                    low=low,
-                    high=max(low, high, 1),
-                    policy=spec.policy,
-                    use_keda=spec.use_keda,
-                    metric=names[0],
-                    metric_names=names,
-                    engine=model.engine,
-                    source=metric.source,
-                    target=spec.target,
-                    engine_port=model.port,
-                    pod_selector=workload.selector,
-                    optimizer_url=_optimizer_url(stack) if metric.source == "optimizer" else None,
-                    scale_to_zero_grace_s=duration_seconds(spec.scale_to_zero_grace) if from_zero else None,
-                    demand_urls=gateway_metrics_urls(stack) if from_zero else (),
-                )
-            )
+        for spec, replicas_min, replicas_max, workloads in units:
+            if spec.policy == "none":
+                continue
+            out += _targets(stack, model, spec, replicas_min, replicas_max, workloads)
     return tuple(out)
+
+
+def _targets(
+    stack: ResolvedStack,
+    model: ModelPlan,
+    spec: AutoscalingSpec,
+    replicas_min: int,
+    replicas_max: int,
+    workloads: tuple[WorkloadPlan, ...],
+) -> list[ScaleTarget]:
+    out: list[ScaleTarget] = []
+    if spec.policy == "none":
+        return out
+    metric = AUTOSCALING_METRICS[spec.metric]
+    # Engine metrics in the engine's own names (SGLang: sglang:num_running_reqs ...), so the
+    # compiled HPA and KEDA queries read what its pods export.
+    names = (
+        metric.names
+        if metric.source != "engine"
+        else tuple(n for name in metric.names for n in translate_name(name, model.engine))
+    )
+    n = len(workloads)
+    lows, highs = split(replicas_min, n), split(replicas_max, n)
+    for k, workload in enumerate(workloads):
+        low = lows[k]
+        high = replicas_max if metric.source == "optimizer" else highs[k]
+        # 0 stays 0 where something scales from zero: a KPA, or a model whose replicas.min is 0
+        # (check_flow_control allowed it only with kpa, apa or KEDA, and flow control on).
+        low = low if low == 0 and (spec.policy == "kpa" or replicas_min == 0) else max(1, low)
+        from_zero = low == 0 and replicas_min == 0
+        out.append(
+            ScaleTarget(
+                model=model.name,
+                served_name=model.served_name,
+                workload=workload.name,
+                pool=workload.pool.name,
+                low=low,
+                high=max(low, high, 1),
+                policy=spec.policy,
+                use_keda=spec.use_keda,
+                metric=names[0],
+                metric_names=names,
+                engine=model.engine,
+                source=metric.source,
+                target=spec.target,
+                engine_port=model.port,
+                pod_selector=workload.selector,
+                optimizer_url=_optimizer_url(stack) if metric.source == "optimizer" else None,
+                scale_to_zero_grace_s=duration_seconds(spec.scale_to_zero_grace) if from_zero else None,
+                demand_urls=gateway_metrics_urls(stack) if from_zero else (),
+            )
+        )
+    return out
 
 
 def plan_scaler(stack: ResolvedStack, targets: tuple[ScaleTarget, ...]) -> ScalerPlan | None:
@@ -327,13 +351,15 @@ def plan_network(
     gateway: GatewayPlan | None,
     scaler: ScalerPlan | None,
     optimizer: OptimizerPlan | None,
+    models: tuple[ModelPlan, ...] = (),
 ) -> NetworkPlan:
     """Every pod of the stack is denied by default; then engines accept the gateway, the
     proxies, the scaler and the scrapers on their API ports (and, without a gateway, the
     clients); our Envoy accepts the clients; the gateway's ext_proc port accepts the proxies
     and its metrics port the optimizer, scrapers and (scaling from zero) the scaler; the optimizer accepts the scaler and
     scrapers; the KV pool accepts engines; Ray pods accept each other within one RayCluster; the
-    engines' KV-event port accepts the gateway when a model's prefix index is kv-events."""
+    engines' KV-event port accepts the gateway when a model's prefix index is kv-events; a
+    disaggregated model's prefill pods accept its decode pods on the transfer's port."""
     engines = (("app.kubernetes.io/component", ENGINE), ("app.kubernetes.io/instance", stack.name))
     scrapers = tuple(_peer(stack, p) for p in stack.network.scrapers)
     given = stack.network.clients
@@ -363,4 +389,6 @@ def plan_network(
         to_kv_pool=({"podSelector": {"matchLabels": dict(engines)}},),
         to_engine_kv_events=(gateway.router.peer,) if gateway is not None and any(
             m.spec.routing.parameters.prefix_cache_aware.index == "kv-events" for m in stack.models) else (),
+        pd_links=tuple(link for m in models if m.disaggregation is not None
+                       if (link := pd_link(m.name, m.disaggregation)) is not None),
     )

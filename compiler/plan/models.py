@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from typing import Literal
 
 from pydantic import ValidationError
 
@@ -32,10 +34,12 @@ from aibrix_spec.model_cache import cache_key
 from aibrix_spec.models import AdapterSpec
 
 from ..defaults import ResolvedModel, ResolvedStack
-from ..engine_args import ENGINE_PRIORITY_ARG, engine_command, weights_location
+from ..engine_args import ENGINE_PRIORITY_ARG, EngineCommand, engine_command, weights_location
 from ..errors import Diagnostic
-from .names import ENGINE, KV_CONNECTOR, KV_EVENTS_PORT, KV_POOL, KV_POOL_PORT
-from .types import AdapterPlan, Labels, ModelCachePlan, ModelPlan, PoolPlan, WeightsPlan, WorkloadPlan
+from .disaggregation import pairing, role_args, role_pod, role_selector
+from .kv_connector import kv_connector_args
+from .names import ENGINE, KV_EVENTS_PORT
+from .types import AdapterPlan, Labels, ModelCachePlan, ModelPlan, PoolPlan, RolePlan, WeightsPlan, WorkloadPlan
 
 __all__ = [
     "ADAPTER_PVC_ROOT",
@@ -49,6 +53,7 @@ __all__ = [
     "plan_models",
     "plan_weights",
     "split",
+    "workloads_on",
 ]
 
 #: Where pvc:// adapters are mounted in the engine and the sidecar.
@@ -170,22 +175,6 @@ def model_selector(stack_name: str, model: str) -> Labels:
     )
 
 
-def _kv_connector_args(stack: ResolvedStack, m: ResolvedModel) -> dict[str, str | int]:
-    """vLLM flags that load the pool's connector. Members come from the pool's headless
-    Service (re-resolved by the client); every engine sharing the pool uses the pool's
-    block size, so equal prefixes give equal keys."""
-    transfer = {
-        "kv_connector": KV_CONNECTOR[0],
-        "kv_connector_module_path": KV_CONNECTOR[1],
-        "kv_role": "kv_both",
-        "kv_connector_extra_config": {"dns_name": f"{KV_POOL}.{stack.namespace}.svc", "port": KV_POOL_PORT},
-    }
-    return {
-        "blockSize": stack.kv_cache.block_size_tokens,
-        "kvTransferConfig": json.dumps(transfer, sort_keys=True, separators=(",", ":")),
-    }
-
-
 def _tracing_args(stack: ResolvedStack, m: ResolvedModel) -> dict[str, str | int | bool]:
     """The engine's OpenTelemetry flags: it continues the gateway's spans (the W3C traceparent
     the gateway sends) and exports its own to the same collector."""
@@ -202,7 +191,7 @@ def uses_kv_events(stack: ResolvedStack, m: ResolvedModel) -> bool:
     return stack.gateway.enabled and m.spec.routing.parameters.prefix_cache_aware.index == "kv-events"
 
 
-def _kv_events_args(stack: ResolvedStack, m: ResolvedModel, problems: list[Diagnostic]) -> dict[str, str | int]:
+def _kv_events_args(stack: ResolvedStack, m: ResolvedModel, problems: list[Diagnostic]) -> dict[str, str | int | float | bool]:
     """vLLM's --kv-events-config (a ZMQ publisher on every interface, port KV_EVENTS_PORT) and
     --block-size equal to the gateway's blocks, so each event block is one index block."""
     path = ("spec", "models", m.index, "routing", "parameters", "prefixCacheAware", "index")
@@ -216,7 +205,8 @@ def _kv_events_args(stack: ResolvedStack, m: ResolvedModel, problems: list[Diagn
         ))  # fmt: skip
         return {}
     blocks = m.spec.routing.parameters.prefix_cache_aware.block_size_tokens
-    engine_blocks = stack.kv_cache.block_size_tokens if uses_kv_pool(stack, m) else m.spec.engine.args.get("blockSize")
+    pooled = uses_kv_pool(stack, m) or (m.spec.disaggregation is not None and m.spec.disaggregation.transfer == "kv-pool")
+    engine_blocks = stack.kv_cache.block_size_tokens if pooled else m.spec.engine.args.get("blockSize")
     if engine_blocks is not None and engine_blocks != blocks:
         problems.append(Diagnostic(
             ("spec", "models", m.index, "routing", "parameters", "prefixCacheAware", "blockSizeTokens"),
@@ -344,29 +334,41 @@ def engine_requests(m: ResolvedModel, pool: PoolPlan, pod_gpus: int) -> tuple[st
     return cpu, memory
 
 
-def _workloads(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan], selector: Labels) -> tuple[WorkloadPlan, ...]:
-    autoscaled = m.spec.autoscaling.policy != "none"
-    names = m.spec.placement.pools
-    counts = split(m.replicas_min, len(names))
+def workloads_on(
+    m: ResolvedModel,
+    base_name: str,
+    pool_names: tuple[str, ...] | list[str],
+    pools: dict[str, PoolPlan],
+    *,
+    replicas_min: int,
+    gpus_per_replica: int,
+    autoscaled: bool,
+    selector: Labels,
+    **role: object,
+) -> tuple[WorkloadPlan, ...]:
+    """One workload per pool (``base_name``, or ``<base_name>-<pool>`` on several pools);
+    ``role`` holds a disaggregated role's own fields (:class:`WorkloadPlan`'s role, command...)."""
+    counts = split(replicas_min, len(pool_names))
     out = []
-    for k, pool_name in enumerate(names):
+    for k, pool_name in enumerate(pool_names):
         pool = pools[pool_name]
-        name = m.name if len(names) == 1 else f"{m.name}-{pool_name}"
-        multi_node = m.gpus_per_replica > pool.gpus_per_node
+        name = base_name if len(pool_names) == 1 else f"{base_name}-{pool_name}"
+        multi_node = gpus_per_replica > pool.gpus_per_node
         replicas = None if autoscaled else counts[k]
-        cpu, memory = engine_requests(m, pool, pool.gpus_per_node if multi_node else m.gpus_per_replica)
+        cpu, memory = engine_requests(m, pool, pool.gpus_per_node if multi_node else gpus_per_replica)
         out.append(
             WorkloadPlan(
                 name=name,
                 pool=pool,
                 replicas=replicas,
-                gpus_per_replica=m.gpus_per_replica,
+                gpus_per_replica=gpus_per_replica,
                 multi_node=multi_node,
                 selector=tuple(sorted((*selector, ("aibrix.ai/gpu-pool", pool_name)))),
                 cpu=cpu,
                 memory=memory,
-                nodes=-(-m.gpus_per_replica // pool.gpus_per_node),
+                nodes=-(-gpus_per_replica // pool.gpus_per_node),
                 ray_clusters=tuple(f"{name}-{i}" for i in range(replicas or 0)) if multi_node else (),
+                **role,  # type: ignore[arg-type]
             )
         )
     return tuple(out)
@@ -375,29 +377,51 @@ def _workloads(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
 def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan], problems: list[Diagnostic]) -> ModelPlan:
     spec = m.spec
     selector = model_selector(stack.name, m.name)
-    kv = uses_kv_pool(stack, m)
+    pd = spec.disaggregation
+    # A disaggregated model's pool connector is its transfer (plan/disaggregation.py), not kvCache.enabled.
+    kv = uses_kv_pool(stack, m) if pd is None else pd.transfer == "kv-pool"
     events = uses_kv_events(stack, m)
     priority = uses_engine_priority(stack, m)
     problems += check_loader(m)
     weights = plan_weights(stack, m)
-    command = engine_command(
-        model=weights.model_arg,
-        load_format=weights.load_format,
-        engine=spec.engine.type,
-        uri=spec.source.uri,
-        served_name=m.served_name,
-        port=spec.engine.port,
-        tensor=spec.parallelism.tensor,
-        pipeline=spec.parallelism.pipeline,
-        max_model_len=spec.engine.max_model_len,
-        prefix_caching=spec.engine.prefix_caching,
-        gpu_memory_utilization=spec.engine.gpu_memory_utilization,
-        dtype=spec.engine.dtype,
-        lora=(m.max_loras, int(spec.lora.max_rank)) if spec.adapters else None,
-        extra={**spec.engine.args, **(_kv_events_args(stack, m, problems) if events else {}),
-               **(_kv_connector_args(stack, m) if kv else {}), **_tracing_args(stack, m),
-               **({ENGINE_PRIORITY_ARG: "priority"} if priority else {})},
-    )
+    extra = {**spec.engine.args, **(_kv_events_args(stack, m, problems) if events else {})}
+
+    def command(tensor: int, pipeline: int, role_args: dict[str, str | int | float | bool]) -> EngineCommand:
+        return engine_command(
+            model=weights.model_arg,
+            load_format=weights.load_format,
+            engine=spec.engine.type,
+            uri=spec.source.uri,
+            served_name=m.served_name,
+            port=spec.engine.port,
+            tensor=tensor,
+            pipeline=pipeline,
+            max_model_len=spec.engine.max_model_len,
+            prefix_caching=spec.engine.prefix_caching,
+            gpu_memory_utilization=spec.engine.gpu_memory_utilization,
+            dtype=spec.engine.dtype,
+            lora=(m.max_loras, int(spec.lora.max_rank)) if spec.adapters else None,
+            extra={**extra, **role_args, **_tracing_args(stack, m),
+                   **({ENGINE_PRIORITY_ARG: "priority"} if priority else {})},
+        )
+
+    if pd is None:
+        model_command = command(spec.parallelism.tensor, spec.parallelism.pipeline,
+                                kv_connector_args(stack, "kv_both") if kv else {})
+        workloads = workloads_on(
+            m, m.name, spec.placement.pools, pools, replicas_min=m.replicas_min, gpus_per_replica=m.gpus_per_replica,
+            autoscaled=spec.autoscaling.policy != "none", selector=selector,
+        )
+        roles: tuple[RolePlan, ...] = ()
+
+        serving = selector
+        gpus, low, high, autoscaled = m.gpus_per_replica, m.replicas_min, m.replicas_max, spec.autoscaling.policy != "none"
+    else:
+        roles, workloads = _plan_roles(stack, m, pools, selector, command)
+        decode = roles[1]
+        model_command = next(w.command for w in workloads if w.role == "decode" and w.command is not None)
+        serving = decode.selector
+        gpus, low, high, autoscaled = decode.gpus_per_replica, decode.replicas_min, decode.replicas_max, decode.autoscaled
     uri = spec.source.uri
     return ModelPlan(
         index=m.index,
@@ -406,16 +430,16 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
         engine=spec.engine.type,
         image=stack.images.vllm if spec.engine.type == "vllm" else stack.images.sglang,
         port=spec.engine.port,
-        command=command,
+        command=model_command,
         env=tuple(sorted(spec.engine.env.items())),
         secret_ref=spec.source.secret_ref,
         pvc_claim=uri.removeprefix("pvc://").partition("/")[0] if uri.startswith("pvc://") else None,
-        gpus_per_replica=m.gpus_per_replica,
-        replicas_min=m.replicas_min,
-        replicas_max=m.replicas_max,
-        autoscaled=spec.autoscaling.policy != "none",
-        workloads=_workloads(stack, m, pools, selector),
-        selector=selector,
+        gpus_per_replica=gpus,
+        replicas_min=low,
+        replicas_max=high,
+        autoscaled=autoscaled,
+        workloads=workloads,
+        selector=serving,
         labels=_labels(
             **{
                 "app.kubernetes.io/name": m.name,
@@ -433,8 +457,38 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
         engine_priority=priority,
         weights=weights,
         arch=model_arch_of(m),
+        roles=roles,
+        disaggregation=pairing(m, roles) if pd is not None else None,
     )
+
+
+def _plan_roles(
+    stack: ResolvedStack,
+    m: ResolvedModel,
+    pools: dict[str, PoolPlan],
+    selector: Labels,
+    command: Callable[[int, int, dict[str, str | int | float | bool]], EngineCommand],
+) -> tuple[tuple[RolePlan, ...], tuple[WorkloadPlan, ...]]:
+    """A disaggregated model's roles (prefill, then decode) and their workloads: each role on
+    its own pools with its own parallelism, replicas and engine flags (plan/disaggregation.py)."""
+    roles: list[RolePlan] = []
+    workloads: list[WorkloadPlan] = []
+    for role in m.roles:
+        name: Literal["prefill", "decode"] = "prefill" if role.role == "prefill" else "decode"
+        autoscaled = role.autoscaling.policy != "none"
+        role_selector_ = role_selector(selector, name)
+        roles.append(RolePlan(role=name, gpus_per_replica=role.gpus_per_replica, replicas_min=role.replicas_min,
+                              replicas_max=role.replicas_max, autoscaled=autoscaled, selector=role_selector_))
+        args = role_args(stack, m, role)
+        role_command = command(role.parallelism.tensor, role.parallelism.pipeline, args)
+        workloads += workloads_on(
+            m, f"{m.name}-{name}", role.pools, pools, replicas_min=role.replicas_min,
+            gpus_per_replica=role.gpus_per_replica, autoscaled=autoscaled, selector=role_selector_,
+            role=name, command=role_command, **role_pod(m, role),
+        )
+    return tuple(roles), tuple(workloads)
 
 
 def plan_models(stack: ResolvedStack, pools: dict[str, PoolPlan], problems: list[Diagnostic]) -> tuple[ModelPlan, ...]:
     return tuple(plan_model(stack, m, pools, problems) for m in stack.models)
+

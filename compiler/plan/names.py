@@ -23,10 +23,15 @@ __all__ = [
     "KV_METRICS_PORT",
     "KV_POOL",
     "KV_POOL_PORT",
+    "NIXL_PORT_NAME",
+    "NIXL_SIDE_CHANNEL_PORT",
     "OPTIMIZER",
     "OPTIMIZER_PORT",
     "SCALER",
+    "ROLE_LABEL",
     "SCALER_METRICS_PORT",
+    "SGLANG_BOOTSTRAP_PORT",
+    "SGLANG_BOOTSTRAP_PORT_NAME",
 ]
 
 #: Component label of engine pods (vLLM / SGLang, Ray heads and workers).
@@ -57,6 +62,16 @@ KV_CONNECTOR = ("AIBrixKVConnector", "runtime_components.kv.vllm_connector")
 #: model's prefix index is kv-events; named container port KV_EVENTS_PORT_NAME.
 KV_EVENTS_PORT = 5557
 KV_EVENTS_PORT_NAME = "kv-events"
+
+#: Pod label of a disaggregated model's engine pods: prefill or decode.
+ROLE_LABEL = "model.aibrix.ai/role"
+#: vLLM NixlConnector's side channel (VLLM_NIXL_SIDE_CHANNEL_PORT, vLLM's default 5600): tensor-parallel
+#: rank r of a pod listens on 5600 + r; named container ports nixl, nixl-1, ... .
+NIXL_SIDE_CHANNEL_PORT = 5600
+NIXL_PORT_NAME = "nixl"
+#: SGLang's prefill bootstrap server (--disaggregation-bootstrap-port, SGLang's default 8998).
+SGLANG_BOOTSTRAP_PORT = 8998
+SGLANG_BOOTSTRAP_PORT_NAME = "pd-bootstrap"
 
 DIAG = "aibrix-diag"
 DIAG_METRICS_PORT = 9402

@@ -23,6 +23,7 @@ __all__ = [
     "AdapterPlan",
     "Component",
     "DiagnosticsPlan",
+    "DisaggregationPlan",
     "GatewayPlan",
     "KubeFeatures",
     "KvPoolPlan",
@@ -34,9 +35,12 @@ __all__ = [
     "OptimizedModel",
     "OptimizerPlan",
     "OptimizerPool",
+    "PdLink",
     "Plan",
     "PoolPlan",
+    "RolePlan",
     "ScaleTarget",
+    "ScaleUnit",
     "ScalerPlan",
     "WeightsPlan",
     "WorkloadPlan",
@@ -98,6 +102,17 @@ class WorkloadPlan:
     memory: str  #: memory request of each engine pod
     nodes: int = 1  #: pods (nodes) one replica spans: ceil(gpus_per_replica / gpus_per_node)
     ray_clusters: tuple[str, ...] = ()  #: RayCluster names (multi-node only), one per replica
+    role: Literal["prefill", "decode"] | None = None  #: a disaggregated model's role (label model.aibrix.ai/role)
+    command: EngineCommand | None = None  #: the role's engine command; None = the model's
+    env: Labels = ()  #: the role's engine environment (plain values), added to the model's
+    pod_ip_env: tuple[str, ...] = ()  #: variables set to the pod's IP (downward API)
+    ports: tuple[tuple[str, int], ...] = ()  #: the role's extra named container ports (name, port)
+
+    @property
+    def labels(self) -> Labels:
+        """Labels naming the workload on its objects beside the model's: its pool, and its role."""
+        role = (("model.aibrix.ai/role", self.role),) if self.role is not None else ()
+        return (("aibrix.ai/gpu-pool", self.pool.name), *role)
 
 
 @dataclass(frozen=True)
@@ -179,6 +194,33 @@ class ScaleTarget:
 
 
 @dataclass(frozen=True)
+class RolePlan:
+    """One role of a disaggregated model: its replica bounds and GPUs (its workloads carry its name)."""
+
+    role: Literal["prefill", "decode"]
+    gpus_per_replica: int
+    replicas_min: int
+    replicas_max: int
+    autoscaled: bool
+    selector: Labels  #: the role's pods, every pool
+
+
+@dataclass(frozen=True)
+class DisaggregationPlan:
+    """How a model's prefill and decode pods pair up: what the gateway is told and what the
+    NetworkPolicy admits between them."""
+
+    transfer: Literal["nixl", "kv-pool", "mooncake"]
+    min_prompt_tokens: int
+    prefill_selector: Labels
+    decode_selector: Labels
+    prefill_port: int  #: the prefill engines' HTTP port
+    transfer_port: int | None  #: decode pods reach prefill pods here (NIXL side channel, SGLang bootstrap)
+    transfer_port_end: int | None  #: last port of the range (NIXL: one side channel per tensor-parallel rank)
+    bootstrap_port: int | None  #: SGLang's --disaggregation-bootstrap-port (told to the gateway)
+
+
+@dataclass(frozen=True)
 class ModelPlan:
     """Everything about one model that renderers spell out."""
 
@@ -207,6 +249,31 @@ class ModelPlan:
     engine_priority: bool = False  #: engines schedule by the request priority the gateway sets
     weights: WeightsPlan | None = None
     arch: str | None = None  #: catalogue architecture (explicit, by name, or from the source URI)
+    roles: tuple[RolePlan, ...] = ()  #: (prefill, decode) when disaggregated; the model's numbers are then decode's
+    disaggregation: DisaggregationPlan | None = None
+
+    def role_workloads(self, role: str) -> tuple[WorkloadPlan, ...]:
+        return tuple(w for w in self.workloads if w.role == role)
+
+    def units(self) -> tuple[ScaleUnit, ...]:
+        """What scales and costs together: the model, or each role of a disaggregated model."""
+        if not self.roles:
+            return (ScaleUnit(None, self.gpus_per_replica, self.replicas_min, self.replicas_max, self.autoscaled,
+                              self.workloads),)
+        return tuple(ScaleUnit(r.role, r.gpus_per_replica, r.replicas_min, r.replicas_max, r.autoscaled,
+                               self.role_workloads(r.role)) for r in self.roles)
+
+
+@dataclass(frozen=True)
+class ScaleUnit:
+    """A model (``role`` None) or one role of a disaggregated model, with its workloads."""
+
+    role: str | None
+    gpus_per_replica: int
+    replicas_min: int
+    replicas_max: int
+    autoscaled: bool
+    workloads: tuple[WorkloadPlan, ...]
 
 
 @dataclass(frozen=True)
@@ -319,6 +386,17 @@ class ObservabilityPlan:
 
 
 @dataclass(frozen=True)
+class PdLink:
+    """Decode pods of a disaggregated model may reach its prefill pods on these ports."""
+
+    name: str  #: the NetworkPolicy's name
+    prefill_selector: Labels
+    decode_peer: Peer
+    port: int
+    end_port: int | None  #: the last port of a range; None = one port
+
+
+@dataclass(frozen=True)
 class NetworkPlan:
     """Who may reach whom: NetworkPolicy peers per destination, decided once. Every pod of the
     stack is denied by default (``stack_selector``); each destination admits exactly these."""
@@ -333,6 +411,7 @@ class NetworkPlan:
     to_optimizer: tuple[Peer, ...]
     to_kv_pool: tuple[Peer, ...]
     to_engine_kv_events: tuple[Peer, ...] = ()  #: the gateway, on the engines' KV-event port (kv-events models)
+    pd_links: tuple[PdLink, ...] = ()  #: decode -> prefill pods of disaggregated models (NIXL, SGLang bootstrap)
 
 
 @dataclass(frozen=True)

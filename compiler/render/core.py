@@ -22,8 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..manifest import Manifest
-from ..plan import ModelPlan, Plan, WorkloadPlan
-from ..plan.names import ENGINE
+from ..plan import Labels, ModelPlan, Plan, WorkloadPlan
+from ..plan.names import ENGINE, ROLE_LABEL
 from .component_parts import network_policy, pdb
 from .engine_pod import engine_pod
 
@@ -37,8 +37,8 @@ def _meta(name: str, labels: dict[str, str]) -> dict[str, Any]:
 
 
 def workload_metadata(model: ModelPlan, workload: WorkloadPlan) -> dict[str, Any]:
-    """Metadata of a workload's objects: the model's labels plus its pool."""
-    return _meta(workload.name, {**dict(model.labels), "aibrix.ai/gpu-pool": workload.pool.name})
+    """Metadata of a workload's objects: the model's labels plus its pool (and role)."""
+    return _meta(workload.name, {**dict(model.labels), **dict(workload.labels)})
 
 
 def _service_account(model: ModelPlan) -> Manifest:
@@ -51,20 +51,32 @@ def _service_account(model: ModelPlan) -> Manifest:
     return Manifest(COMPONENT, body)
 
 
-def _service(model: ModelPlan) -> Manifest:
-    return Manifest(
-        COMPONENT,
-        {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": _meta(model.name, dict(model.labels)),
-            "spec": {
-                "type": "ClusterIP",
-                "selector": dict(model.selector),
-                "ports": [{"name": "http", "port": model.port, "targetPort": "http", "protocol": "TCP"}],
+def _services(model: ModelPlan) -> list[Manifest]:
+    """The model's Service on its serving pods; a disaggregated model's selects the decode pods
+    and a second one, ``<model>-prefill``, its prefill pods (each labelled with its role, so a
+    monitor of one never selects the other)."""
+    pd = model.disaggregation
+    if pd is None:
+        services: list[tuple[str, Labels, dict[str, str]]] = [(model.name, model.selector, {})]
+    else:
+        services = [(model.name, pd.decode_selector, {ROLE_LABEL: "decode"}),
+                    (f"{model.name}-prefill", pd.prefill_selector, {ROLE_LABEL: "prefill"})]
+    return [
+        Manifest(
+            COMPONENT,
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": _meta(name, {**dict(model.labels), **role}),
+                "spec": {
+                    "type": "ClusterIP",
+                    "selector": dict(selector),
+                    "ports": [{"name": "http", "port": model.port, "targetPort": "http", "protocol": "TCP"}],
+                },
             },
-        },
-    )
+        )
+        for name, selector, role in services
+    ]
 
 
 def _deployment(plan: Plan, model: ModelPlan, workload: WorkloadPlan) -> Manifest:
@@ -94,7 +106,13 @@ def _network_policies(plan: Plan) -> list[Manifest]:
     if events and plan.network.to_engine_kv_events:
         rules.append({"from": list(plan.network.to_engine_kv_events), "ports": [{"protocol": "TCP", "port": p} for p in events]})
     engines = network_policy("aibrix-engines", dict(plan.network.engine_selector), rules)
-    return [Manifest("network", deny), Manifest(COMPONENT, engines)]
+    links = [
+        network_policy(link.name, dict(link.prefill_selector), [{"from": [link.decode_peer], "ports": [
+            {"protocol": "TCP", "port": link.port, **({"endPort": link.end_port} if link.end_port is not None else {})}
+        ]}])
+        for link in plan.network.pd_links
+    ]
+    return [Manifest("network", deny), Manifest(COMPONENT, engines), *(Manifest(COMPONENT, link) for link in links)]
 
 
 def render(plan: Plan) -> list[Manifest]:
@@ -104,7 +122,7 @@ def render(plan: Plan) -> list[Manifest]:
         out.append(Manifest("namespace", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": plan.namespace}}))
     out += _network_policies(plan)
     for model in plan.models:
-        out += [_service_account(model), _service(model)]
+        out += [_service_account(model), *_services(model)]
         for workload in model.workloads:
             if workload.multi_node:
                 continue  # the kuberay family renders these as RayClusters

@@ -138,9 +138,11 @@ def _quantiles(metric: str, match: str, label: str, quantiles: tuple[float, ...]
     ]
 
 
-def _pool_count(name: str, match: str, pool: str) -> str:
-    """Engine pods of one pool serving the model (one series per pod and engine core)."""
-    return f'(count(count by (pod) ({name}{{{match},pool="{pool}"}})) or vector(0))'
+def _pool_count(name: str, match: str, pool: str, role: str | None = None) -> str:
+    """Engine pods of one pool (and role, for a disaggregated model) serving the model (one
+    series per pod and engine core)."""
+    where = f'pool="{pool}"' + (f',role="{role}"' if role is not None else "")
+    return f'(count(count by (pod) ({name}{{{match},{where}}})) or vector(0))'
 
 
 def _cost(plan: Plan) -> list[Target]:
@@ -152,8 +154,8 @@ def _cost(plan: Plan) -> list[Target]:
         if name is None:
             continue
         terms = [
-            f"{_pool_count(name, _match(plan, model), w.pool.name)} * {model.gpus_per_replica * w.pool.cost_per_gpu_hour:g}"
-            for w in sorted(model.workloads, key=lambda w: w.pool.name)
+            f"{_pool_count(name, _match(plan, model), w.pool.name, w.role)} * {w.gpus_per_replica * w.pool.cost_per_gpu_hour:g}"
+            for w in sorted(model.workloads, key=lambda w: (w.pool.name, w.role or ""))
         ]
         out.append((" + ".join(terms), model.name))
     return out

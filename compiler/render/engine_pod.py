@@ -92,7 +92,8 @@ _KEYS: dict[EngineRole, tuple[str, ...]] = {
 
 def head_script(model: ModelPlan, workload: WorkloadPlan) -> str:
     """The head container's shell line: Ray head, then the launcher that execs vLLM."""
-    engine = [*model.command.command, *model.command.args, "--distributed-executor-backend", "ray"]
+    command = workload.command or model.command
+    engine = [*command.command, *command.args, "--distributed-executor-backend", "ray"]
     ray = f"ray start --head --port={RAY_PORT} --dashboard-host=0.0.0.0 --num-gpus={workload.pool.gpus_per_node}"
     # The launcher comes from our packages on PYTHONPATH (pod_features.RAY_LAUNCHER): the vLLM
     # image has no aibrix-ray-launcher console script.
@@ -117,12 +118,12 @@ def _probe(period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _env(model: ModelPlan, role: EngineRole) -> list[dict[str, Any]]:
+def _env(model: ModelPlan, workload: WorkloadPlan, role: EngineRole) -> list[dict[str, Any]]:
     fixed = {"HF_HOME": HF_CACHE, "HOME": ENGINE_HOME, **(_RAY_ENV if role != "server" else {})}
-    values = {**fixed, **dict(model.env)}  # the user's engine.env wins
+    values = {**fixed, **dict(model.env), **dict(workload.env)}  # the user's engine.env wins over ours
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
-    if role != "server":
-        env.append({"name": "VLLM_HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    pod_ip = (*workload.pod_ip_env, *(("VLLM_HOST_IP",) if role != "server" else ()))
+    env += [{"name": name, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} for name in pod_ip]
     return sorted(env, key=lambda e: e["name"])
 
 
@@ -142,15 +143,17 @@ def _container(plan: Plan, model: ModelPlan, workload: WorkloadPlan, role: Engin
         "name": "ray-worker" if role == "ray-worker" else "engine",
         "image": model.image,
         "imagePullPolicy": plan.pull_policy,
-        "env": _env(model, role),
+        "env": _env(model, workload, role),
         "resources": {"requests": {"cpu": workload.cpu, "memory": workload.memory, **gpus}, "limits": dict(gpus)},
         "volumeMounts": mounts,
         "securityContext": container_security(read_only_root=False),
     }
     events = [{"name": KV_EVENTS_PORT_NAME, "containerPort": model.kv_events_port, "protocol": "TCP"}
               ] if model.kv_events_port is not None else []
+    events += [{"name": name, "containerPort": port, "protocol": "TCP"} for name, port in workload.ports]
+    command = workload.command or model.command
     if role == "server":
-        container |= {"command": list(model.command.command), "args": list(model.command.args), "ports": [http, *events]}
+        container |= {"command": list(command.command), "args": list(command.args), "ports": [http, *events]}
     else:
         script = head_script(model, workload) if role == "ray-head" else worker_script(cluster, workload)
         container |= {"command": ["/bin/bash", "-lc", "--"], "args": [script]}

@@ -39,7 +39,7 @@ from aibrix_spec.components.gateway import GatewayConfig
 from aibrix_spec.traffic import RoutesFile
 
 from ..manifest import HOT_RELOADED, Manifest
-from ..plan import GatewayPlan, Plan
+from ..plan import DisaggregationPlan, GatewayPlan, Plan
 from ..serialize import dump_yaml
 from .component_parts import (
     config_map,
@@ -80,6 +80,7 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
             "engine": model.engine,  # the metric dialect the scraper reads
             **({"kvEventsPort": model.kv_events_port} if model.kv_events_port is not None else {}),
             **({"enginePriority": True} if model.engine_priority else {}),
+            **({"disaggregation": _disaggregation(model.disaggregation)} if model.disaggregation is not None else {}),
         }
         for model in plan.models
     ]
@@ -115,6 +116,19 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
                if gw.flow_control.enabled else {}),
         }
     )
+
+
+def _disaggregation(pd: DisaggregationPlan) -> dict[str, Any]:
+    """The pairing the gateway runs: where the prefill pods are, the transfer, and the prompt
+    length below which a request is decoded in place (prefill routing and timeout: the
+    gateway's defaults)."""
+    return {
+        "prefillSelector": dict(pd.prefill_selector),
+        "prefillPort": pd.prefill_port,
+        "transfer": pd.transfer,
+        "minPromptTokens": pd.min_prompt_tokens,
+        **({"bootstrapPort": pd.bootstrap_port} if pd.bootstrap_port is not None else {}),
+    }
 
 
 def _routes_config_map(name: str, gw: GatewayPlan) -> dict[str, Any]:

@@ -37,7 +37,7 @@ from aibrix_spec.engine_metrics import translate_name
 
 from ..manifest import Manifest
 from ..plan import ModelPlan, ObservabilityPlan, Plan
-from ..plan.names import ENGINE
+from ..plan.names import ENGINE, ROLE_LABEL
 
 __all__ = ["COMPONENT", "amend", "pod_monitor", "render", "service_monitor"]
 
@@ -48,6 +48,9 @@ _WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet")
 _NODE_LABEL = {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node", "action": "replace"}
 #: Engine series carry their pod's GPU pool (dashboards count engine pods and cost per pool).
 _POOL_LABEL = {"sourceLabels": ["__meta_kubernetes_pod_label_aibrix_ai_gpu_pool"], "targetLabel": "pool",
+               "action": "replace"}
+#: A disaggregated model's engine series carry their pod's role (dashboards count each role's GPUs).
+_ROLE_LABEL = {"sourceLabels": ["__meta_kubernetes_pod_label_model_aibrix_ai_role"], "targetLabel": "role",
                "action": "replace"}
 
 
@@ -76,6 +79,8 @@ def service_monitor(plan: Plan, service: Manifest, port: str, interval: str) -> 
     """A ServiceMonitor selecting exactly ``service`` (by the labels it will carry)."""
     selector = _final_labels(plan, service, service.body["metadata"].get("labels", {}))
     relabelings = [dict(_NODE_LABEL)] + ([dict(_POOL_LABEL)] if service.component == ENGINE else [])
+    if service.component == ENGINE and ROLE_LABEL in service.body["metadata"].get("labels", {}):
+        relabelings.append(dict(_ROLE_LABEL))
     endpoint = {"port": port, "path": "/metrics", "interval": interval, "relabelings": relabelings}
     body = {
         "apiVersion": _API,

@@ -11,6 +11,7 @@ import yaml
 from compiler.pipeline import compile_stack
 from local_stack.localize import (
     DEV_API_KEY,
+    LocalInputError,
     envoy_config,
     gateway_config,
     kv_pool_config,
@@ -19,7 +20,7 @@ from local_stack.localize import (
     users_file,
 )
 
-from .harness import EXAMPLES, REPO
+from .harness import EXAMPLES, REFUSED_LOCALLY, REPO
 
 
 def _compiled(name: str, path: str) -> dict:
@@ -29,6 +30,12 @@ def _compiled(name: str, path: str) -> dict:
 
 def _stack(name: str):
     return localize((REPO / "examples" / "stacks" / f"{name}.yaml").read_text(), source_name=f"{name}.yaml")
+
+
+@pytest.mark.parametrize("name", REFUSED_LOCALLY)
+def test_a_disaggregated_stack_is_refused_with_the_reason(name: str) -> None:
+    with pytest.raises(LocalInputError, match="disaggregated .*simulated engines have no prefill or decode role"):
+        _stack(name)
 
 
 @pytest.mark.parametrize("stack", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -25,6 +25,13 @@ Scheduler half, per request:
 - ``request_finished``: forget the request. The worker copies blocks to host memory before
   it sends them, so vLLM may free them at once (returns False) even though the send is still
   on the wire.
+
+Roles (vLLM's ``kv_role``, `ConnectorRole`): ``kv_both`` loads and saves in the background;
+``kv_consumer`` (a decode pod) loads and never saves; ``kv_producer`` (a prefill pod) loads
+prefix hits too (another prefill pod's work is still work saved) and *hands off*: it saves
+every full prompt block, including blocks its local prefix cache served that the pool no
+longer holds, and its worker waits for those saves at the end of the forward pass
+(`connector_worker`), so the decode request that follows the prefill response finds them.
 """
 
 from __future__ import annotations
@@ -42,6 +49,8 @@ __all__ = [
     "LoadSpec",
     "PoolConnectorMetadata",
     "PoolConnectorScheduler",
+    "ConnectorRole",
+    "KV_ROLES",
     "SaveSpec",
     "WorkerOptions",
     "client_config_from_extra",
@@ -97,6 +106,31 @@ def client_config_from_extra(extra: dict[str, Any], environ: dict[str, str] | No
     if "timeout_ms" in extra:
         settings["timeoutMs"] = float(extra["timeout_ms"])
     return KVClientConfig.model_validate(settings)
+
+
+#: vLLM's ``KVTransferConfig.kv_role`` values.
+KV_ROLES = ("kv_both", "kv_producer", "kv_consumer")
+
+
+@dataclass(frozen=True)
+class ConnectorRole:
+    """What an engine does with the pool, from vLLM's ``kv_role`` (every role loads)."""
+
+    kv_role: str
+    saves: bool  #: writes the prompt blocks it computes
+    hands_off: bool  #: a prefill pod: every full prompt block is in the pool before the response leaves
+
+    @classmethod
+    def from_kv_role(cls, kv_role: str | None) -> ConnectorRole:
+        if kv_role not in KV_ROLES:
+            raise ValueError(
+                f"kv_transfer_config.kv_role: {kv_role!r} is not a role of the AIBrix KV connector; expected one of "
+                f"{', '.join(KV_ROLES)} (kv_producer on prefill pods, kv_consumer on decode pods, kv_both otherwise)"
+            )
+        return cls(kv_role, saves=kv_role != "kv_consumer", hands_off=kv_role == "kv_producer")
+
+
+KV_BOTH = ConnectorRole.from_kv_role("kv_both")
 
 
 @dataclass(frozen=True)
@@ -169,12 +203,14 @@ class _Tracked:
 class PoolConnectorScheduler:
     """Scheduler-side decisions (one instance per engine)."""
 
-    def __init__(self, pool: PrefixIndex, block_size: int, salt: str) -> None:
+    def __init__(self, pool: PrefixIndex, block_size: int, salt: str, role: ConnectorRole = KV_BOTH) -> None:
         self.pool = pool
         self.block_size = block_size
         self.salt = salt
+        self.role = role
         self._keys: dict[str, list[int]] = {}
         self._local_tokens: dict[str, int] = {}
+        self._pool_blocks: dict[str, int] = {}  # hand-off only: leading full prompt blocks the pool held
         self._pending_loads: list[LoadSpec] = []
         self._tracked: dict[str, _Tracked] = {}
 
@@ -191,9 +227,16 @@ class PoolConnectorScheduler:
 
     def get_num_new_matched_tokens(self, request: Any, num_computed_tokens: int) -> tuple[int, bool]:
         keys = self._prompt_keys(request)
-        loadable = max(0, (len(request.prompt_token_ids or []) - 1) // self.block_size)
+        n_prompt = len(request.prompt_token_ids or [])
+        loadable = max(0, (n_prompt - 1) // self.block_size)
         first = num_computed_tokens // self.block_size
         self._local_tokens[request.request_id] = num_computed_tokens
+        if self.role.hands_off:
+            # Probe every full block, even those the local cache covers: a block cached here but
+            # evicted from the pool must be saved again, or the decode pod will miss it.
+            held = self.pool.lookup_prefix(keys[: n_prompt // self.block_size])
+            self._pool_blocks[request.request_id] = held
+            return max(0, min(held, loadable) * self.block_size - num_computed_tokens), False
         if loadable <= first:
             return 0, False
         held = self.pool.lookup_prefix(keys[:loadable])
@@ -211,12 +254,18 @@ class PoolConnectorScheduler:
     def build_connector_meta(self, scheduler_output: Any) -> PoolConnectorMetadata:
         meta = PoolConnectorMetadata(loads=self._pending_loads)
         self._pending_loads = []
+        if not self.role.saves:  # a decode pod: loads only, nothing to track
+            return meta
         scheduled = scheduler_output.num_scheduled_tokens
         for new in scheduler_output.scheduled_new_reqs:
             prompt = list(new.prompt_token_ids or [])
             keys = self._keys.get(new.req_id) or block_hashes(prompt, self.block_size, self._salt_of(new))
             already = new.num_computed_tokens // self.block_size
-            started = _Tracked(keys, len(prompt), list(new.block_ids[0]), min(already, len(keys)), already > 0)
+            # Blocks computed earlier (local cache or loaded) are taken to be in the pool. A prefill
+            # pod knows: it saves from the first block the pool lacks, local ones included (from
+            # the paged cache), and skips a last full block the pool holds but it could not load.
+            start = self._pool_blocks.get(new.req_id, already) if self.role.hands_off else already
+            started = _Tracked(keys, len(prompt), list(new.block_ids[0]), min(start, len(keys)), already > 0)
             self._tracked[new.req_id] = started
             self._plan_save(meta, new.req_id, started, new.num_computed_tokens + scheduled.get(new.req_id, 0))
         cached = scheduler_output.scheduled_cached_reqs
@@ -243,6 +292,6 @@ class PoolConnectorScheduler:
             tracked.saved = complete
 
     def request_finished(self, request: Any, block_ids: Sequence[int]) -> tuple[bool, dict[str, Any] | None]:
-        for table in (self._keys, self._local_tokens, self._tracked):
+        for table in (self._keys, self._local_tokens, self._tracked, self._pool_blocks):
             table.pop(request.request_id, None)
         return False, None

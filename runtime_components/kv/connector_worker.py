@@ -25,13 +25,23 @@ must stay off that thread as far as the API allows:
   ``save_queue_bytes``: a step that would exceed it is dropped whole (the pool is a cache: a
   dropped save is a future miss; stalling the forward pass is worse). ``flush_saves`` waits
   for the sender (shutdown, tests).
+- **Hand-off** (``hand_off=True``, vLLM's ``kv_producer``: a prefill pod). The saves are the
+  point, so ``wait_for_save`` *does* wait until every save of the step has been answered by
+  the pool, and a step is never dropped for the queue bound (nothing outlives its step, so
+  at most one step is in flight). vLLM calls ``wait_for_save`` inside ``execute_model``,
+  before the step's sampled tokens go back to the scheduler, so the prefill's one-token
+  response cannot leave before its blocks are in the pool. (Returning True from
+  ``request_finished`` and reporting the request in ``get_finished`` would only delay freeing
+  the blocks; vLLM sends the response without waiting for it.) Each put is bounded by the
+  pool client's ``timeout_ms``; a failed put is a miss on the decode pod, which recomputes.
 
 ``stats`` counts what happened, so a test can check the overlap: ``layer_waits`` (groups a
 ``wait_for_layer_load`` settled), ``late_groups`` (groups no layer waited for, settled at
 ``wait_for_save``: 0 when vLLM calls the layer hooks), ``waits_blocked`` (waits that found
 their group still on the wire), ``save_jobs_queued`` / ``save_jobs_sent``, and
 ``saves_pending_at_step_end`` (saves still on the wire when ``wait_for_save`` returned: the
-forward pass did not wait for them).
+forward pass did not wait for them), and with hand-off ``handoff_waits`` (step ends that
+found saves still on the wire and waited for them).
 """
 
 from __future__ import annotations
@@ -138,8 +148,10 @@ class PoolConnectorWorker:
         min_key_bytes: int = 256 << 10,
         save_queue_bytes: int = 256 << 20,
         stats_path: str | None = None,
+        hand_off: bool = False,
     ) -> None:
         self.pool = pool
+        self.hand_off = hand_off
         self.ops = ops
         self.rank = rank
         self.num_blocks = num_blocks
@@ -165,7 +177,7 @@ class PoolConnectorWorker:
         self.stats = {
             "loaded_blocks": 0, "failed_blocks": 0, "layer_waits": 0, "waits_blocked": 0, "late_groups": 0,
             "saved_blocks": 0, "dropped_blocks": 0, "save_jobs_queued": 0, "save_jobs_sent": 0,
-            "saves_pending_at_step_end": 0, "groups": 0,
+            "saves_pending_at_step_end": 0, "handoff_waits": 0, "groups": 0,
         }
 
     def register_kv_caches(self, kv_caches: dict[str, Any]) -> None:
@@ -282,7 +294,8 @@ class PoolConnectorWorker:
         warm = [save.warm for save in saves for _ in save.keys]
         need = len(keys) * self.blob_bytes
         with self._lock:
-            dropped = self._queued_bytes + need > self.save_queue_bytes
+            # A hand-off never drops: its steps are waited for, so the queue holds one step at most.
+            dropped = not self.hand_off and self._queued_bytes + need > self.save_queue_bytes
             if not dropped:
                 self._queued_bytes += need  # reserved now, released as the sender finishes each group
         if dropped:
@@ -318,7 +331,7 @@ class PoolConnectorWorker:
 
     def wait_for_save(self, meta: PoolConnectorMetadata) -> None:
         """End of the forward pass: settle loads, release what an incomplete save reserved.
-        Never waits for the network."""
+        Waits for the network only with hand-off (then for every save queued so far)."""
         self._finish_loads()
         step, self._save = self._save, None
         if step is not None and not step.dropped and step.queued < step.reserved:
@@ -329,6 +342,10 @@ class PoolConnectorWorker:
             self.stats["dropped_blocks"] += len(step.keys)
         with self._lock:
             pending = sum(not f.done() for f in self._in_flight)
+        if pending and self.hand_off:
+            self.stats["handoff_waits"] += 1
+            self.flush_saves()  # bounded by the client's timeout_ms per put
+            pending = 0
         self.stats["saves_pending_at_step_end"] += pending
         self._publish_stats()
 

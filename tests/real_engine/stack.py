@@ -74,19 +74,24 @@ class GatewayStack:
 
     ``routing`` is the model's routing block (camelCase, as in the gateway config); header
     override is on, so a request may pick another policy with ``x-routing-policy``.
+    ``endpoint_fields`` adds keys to a pod's static endpoint entry (e.g. ``{"role": "prefill"}``),
+    ``model_fields`` to the model's entry (e.g. ``disaggregation``).
     """
 
     def __init__(self, workdir: Path, engines: dict[str, str], *, model: str = "tiny",
-                 routing: dict[str, Any] | None = None, adapters: tuple[str, ...] = ()) -> None:
+                 routing: dict[str, Any] | None = None, adapters: tuple[str, ...] = (),
+                 endpoint_fields: dict[str, dict[str, Any]] | None = None,
+                 model_fields: dict[str, Any] | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
         self.model = model
-        endpoints = [{"address": address, "model": model, "pod": pod} for pod, address in engines.items()]
+        endpoints = [{"address": address, "model": model, "pod": pod, **(endpoint_fields or {}).get(pod, {})}
+                     for pod, address in engines.items()]
         (workdir / "endpoints.yaml").write_text(yaml.safe_dump({"endpoints": endpoints}))
         config = {
             "discovery": {"mode": "static", "endpointsFile": str(workdir / "endpoints.yaml"), "pollIntervalS": 0.5},
             "models": [{"name": model, "adapters": list(adapters),
-                        "routing": {"allowHeaderOverride": True, **(routing or {})}}],
+                        "routing": {"allowHeaderOverride": True, **(routing or {})}, **(model_fields or {})}],
             "scrape": {"intervalS": 0.3, "timeoutS": 2.0, "stalenessS": 5.0},
         }
         self._processes: list[Any] = []

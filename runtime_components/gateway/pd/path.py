@@ -39,15 +39,11 @@ from ..policy import NoEndpointError, RequestOutcome, Router, RouteRequest, buil
 from ..policy.state import RoutingState
 from ..tracing import RequestTracer
 from .bodies import decode_body, dumps, sglang_bodies, vllm_prefill_body, without_client_transfer
-from .roles import check_names, prefill_pool
+from .roles import PdConfigError, check_names, prefill_pool
 
 __all__ = ["PdConfigError", "PrefillDecode", "PrefillFailed"]
 
 log = logging.getLogger(__name__)
-
-
-class PdConfigError(ValueError):
-    """A disaggregation setting the gateway cannot serve; the message says which and why."""
 
 
 class PrefillFailed(Exception):
@@ -132,7 +128,7 @@ class PrefillDecode:
             admission.extra["pd"] = "short"
             return
         try:
-            admission.body = await self._prefill(admission, model, pd, path, document)
+            decode = await self._prefill(admission, model, pd, path, document)
         except PrefillFailed as failed:
             self._fallback(admission, failed.reason, str(failed))
             return
@@ -140,6 +136,8 @@ class PrefillDecode:
             log.exception("prefill step of a %s request failed", model.name)
             self._fallback(admission, "error", f"{exc.__class__.__name__}: {exc}")
             return
+        if decode is not None:
+            admission.body = decode
         self._metrics.pd_requests.labels(model.name, "disaggregated").inc()
         admission.extra["pd"] = "disaggregated"
 
@@ -151,8 +149,9 @@ class PrefillDecode:
         admission.extra["pd_fallback"] = reason
 
     async def _prefill(self, admission: Admission, model: GatewayModelSpec, pd: DisaggregationConfig, path: str,
-                       document: dict[str, Any]) -> bytes:
-        """The decode body after a successful prefill step; raises PrefillFailed otherwise."""
+                       document: dict[str, Any]) -> bytes | None:
+        """The decode body after a successful prefill step (None: the body as it is); raises
+        PrefillFailed otherwise."""
         key = prefill_pool(model.name)
         pool, down = self._table.pool(key, time.monotonic())
         if not len(pool):
@@ -176,7 +175,7 @@ class PrefillDecode:
         answer = await self._call(admission, model.name, router, request, endpoint, path,
                                   vllm_prefill_body(document, nixl=pd.transfer == "nixl"), pd)
         if pd.transfer != "nixl":
-            return dumps(document)  # the KV pool: the decode pod reads the blocks the prefill pod wrote
+            return None  # the KV pool: the decode pod reads the blocks the prefill pod wrote
         params = answer.get("kv_transfer_params") if isinstance(answer, dict) else None
         if not isinstance(params, dict) or not params.get("do_remote_prefill"):
             raise PrefillFailed("bad_answer", f"{endpoint.address} answered without kv_transfer_params naming a remote prefill")

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from aibrix_spec.components.gateway import GatewayModelSpec
 
-__all__ = ["PREFILL_SUFFIX", "check_names", "prefill_pool", "role_specs"]
+__all__ = ["PREFILL_SUFFIX", "PdConfigError", "check_names", "prefill_pool", "role_specs"]
 
 PREFILL_SUFFIX = "#prefill"
+
+
+class PdConfigError(ValueError):
+    """A disaggregation setting the gateway cannot serve; the message says which and why."""
 
 
 def prefill_pool(model: str) -> str:
@@ -40,5 +44,5 @@ def check_names(models: list[GatewayModelSpec]) -> None:
     """Refuse a model name that would collide with a prefill pool's key."""
     for model in models:
         if model.name.endswith(PREFILL_SUFFIX):
-            raise ValueError(f'model "{model.name}": a model name must not end in "{PREFILL_SUFFIX}" (the gateway '
+            raise PdConfigError(f'model "{model.name}": a model name must not end in "{PREFILL_SUFFIX}" (the gateway '
                              "keeps disaggregated models' prefill pods under that key); rename the model")

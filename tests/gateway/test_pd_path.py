@@ -38,11 +38,13 @@ class FakePrefill:
     def __init__(self, mode: str = "ok") -> None:
         self.mode = mode
         self.bodies: list[dict[str, Any]] = []
+        self.traceparents: list[str | None] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.bodies.append(await request.json())
+        self.traceparents.append(request.headers.get("traceparent"))
         if self.mode == "status":
             return web.json_response({"error": {"message": "boom"}}, status=500)
         if self.mode == "slow":
@@ -246,6 +248,35 @@ def test_client_transfer_fields_never_reach_an_engine(tmp_path: Path) -> None:
         assert sent == {"model": "m", "prompt": "short", "max_tokens": 2}
 
     run(main())
+
+
+def test_the_prefill_call_is_a_child_span_the_prefill_engine_continues(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from runtime_components.gateway.tracing import RequestTracer
+
+    exporter = InMemorySpanExporter()
+    tracer = RequestTracer("http://unused:4317", 1.0, exporter=exporter)
+
+    async def main() -> None:
+        fake = FakePrefill()
+        app = gateway(tmp_path, await fake.start())
+        app.core.tracer = app.pd._tracer = tracer
+        try:
+            await send(app, {"model": "m", "prompt": LONG, "max_tokens": 4})
+        finally:
+            await app.pd.close()
+            await fake.stop()
+        return fake
+
+    fake = run(main())
+    tracer.shutdown()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    prefill, request = spans["gateway prefill"], spans["gateway completions"]
+    assert prefill.parent is not None and prefill.parent.span_id == request.context.span_id
+    assert prefill.context.trace_id == request.context.trace_id
+    assert prefill.attributes["aibrix.pd.prefill.endpoint"] == f"127.0.0.1:{fake.port}"
+    assert fake.traceparents == [f"00-{prefill.context.trace_id:032x}-{prefill.context.span_id:016x}-01"]
 
 
 def test_the_gateway_sends_what_the_simulated_prefill_engine_understands() -> None:

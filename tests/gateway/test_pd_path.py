@@ -78,7 +78,7 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
-def gateway(tmp_path: Path, prefill: str | None, **disaggregation: Any) -> GatewayApp:
+def gateway(tmp_path: Path, prefill: str | None, flow: dict[str, Any] | None = None, **disaggregation: Any) -> GatewayApp:
     lines = [f"- {{address: '{DECODE}', model: m}}"]
     if prefill is not None:
         lines.append(f"- {{address: '{prefill}', model: m, role: prefill}}")
@@ -86,7 +86,8 @@ def gateway(tmp_path: Path, prefill: str | None, **disaggregation: Any) -> Gatew
     path.write_text("endpoints:\n" + "\n".join(lines) + "\n")
     pd = {"transfer": "nixl", "minPromptTokens": 100, "prefillTimeoutS": 0.3, **disaggregation}
     config = GatewayConfig.model_validate({"discovery": {"mode": "static", "endpointsFile": str(path)},
-                                           "models": [{"name": "m", "disaggregation": pd}]})
+                                           "models": [{"name": "m", "disaggregation": pd}],
+                                           "flowControl": flow or {}})
     app = GatewayApp(config)
     app.discovery.load()
     now = time.monotonic()
@@ -210,6 +211,25 @@ def test_every_prefill_failure_decodes_in_place(tmp_path: Path, mode: str, reaso
         assert app.table.inflight(address) == 0
         if mode == "refused":  # out of the candidates until a scrape succeeds again
             assert app.table.is_down(address)
+
+    run(main())
+
+
+def test_flow_control_holds_on_the_decode_pool_only(tmp_path: Path) -> None:
+    async def main() -> None:
+        fake = FakePrefill()
+        address = await fake.start()
+        app = gateway(tmp_path, address, flow={"enabled": True, "queueTimeoutS": 1,
+                                               "saturation": {"maxWaitingPerEngine": 4}})
+        # the prefill pod is far past saturation; the decode pod has room: nothing is held
+        app.table.record_sample(address, EngineSample(running=50.0, waiting=500.0), time.monotonic())
+        try:
+            headers, sent = await send(app, {"model": "m", "prompt": LONG, "max_tokens": 8})
+        finally:
+            await app.pd.close()
+            await fake.stop()
+        assert headers["x-gateway-destination-endpoint"] == DECODE and sent is not None
+        assert sent["kv_transfer_params"] == ANSWERED and len(fake.bodies) == 1
 
     run(main())
 

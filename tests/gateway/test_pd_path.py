@@ -39,12 +39,14 @@ class FakePrefill:
         self.mode = mode
         self.bodies: list[dict[str, Any]] = []
         self.traceparents: list[str | None] = []
+        self.request_ids: list[str | None] = []
         self.port = 0
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.bodies.append(await request.json())
         self.traceparents.append(request.headers.get("traceparent"))
+        self.request_ids.append(request.headers.get("x-request-id"))
         if self.mode == "status":
             return web.json_response({"error": {"message": "boom"}}, status=500)
         if self.mode == "slow":
@@ -110,7 +112,8 @@ class Stream:
 
 async def send(app: GatewayApp, body: dict[str, Any], path: str = "/v1/completions") -> tuple[dict[str, str], dict | None]:
     """One request through the servicer: (the headers it set, the body it sent on, or None: the client's)."""
-    items = [base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in {":path": path, ":method": "POST"}.items()]
+    sent_headers = {":path": path, ":method": "POST", "x-request-id": "req-1"}  # Envoy adds x-request-id
+    items = [base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in sent_headers.items()]
     stream = Stream([
         pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=items))),
         pb.ProcessingRequest(request_body=pb.HttpBody(body=json.dumps(body).encode(), end_of_stream=True)),
@@ -147,6 +150,7 @@ def test_nixl_prefill_gets_one_token_and_the_decode_pod_gets_its_parameters(tmp_
         assert fake.bodies == [{"model": "m", "prompt": LONG, "max_tokens": 1, "stream": False,
                                 "kv_transfer_params": NIXL_PREFILL_PARAMS}]
         assert sent == {**client, "kv_transfer_params": ANSWERED}  # streamed from the decode pod as asked
+        assert fake.request_ids == ["req-1"]  # the decode request carries the same id through Envoy
         assert app.table.inflight(f"127.0.0.1:{fake.port}") == 0
         assert metric(app, "aibrix_gateway_pd_requests_total", model="m", path="disaggregated") == 1
         assert metric(app, "aibrix_gateway_pd_prefill_seconds_count", model="m") == 1
@@ -253,6 +257,20 @@ def test_sglang_pairs_share_one_bootstrap_room(tmp_path: Path) -> None:
         assert isinstance(room, int) and 0 <= room < 2**63
         assert sent == {**client, "bootstrap_host": "127.0.0.1", "bootstrap_port": 8998, "bootstrap_room": room}
         assert fake.bodies[0] == {**sent, "stream": False}
+
+    run(main())
+
+
+def test_embeddings_of_a_disaggregated_model_skip_the_prefill_step(tmp_path: Path) -> None:
+    async def main() -> None:
+        fake = FakePrefill()
+        app = gateway(tmp_path, await fake.start())
+        try:
+            _, sent = await send(app, {"model": "m", "input": LONG}, "/v1/embeddings")
+        finally:
+            await app.pd.close()
+            await fake.stop()
+        assert fake.bodies == [] and sent is None
 
     run(main())
 

@@ -123,6 +123,8 @@ class PrefillDecode:
         if cleaned is not None:  # only the gateway says where KV comes from
             document = cleaned
             admission.body = dumps(document)
+        if admission.parsed.kind == "embeddings":  # nothing to decode: the pod computes it whole
+            return
         if admission.parsed.prompt_tokens < pd.min_prompt_tokens:
             self._metrics.pd_requests.labels(model.name, "short").inc()
             admission.extra["pd"] = "short"
@@ -200,6 +202,9 @@ class PrefillDecode:
         self._table.inflight_add(address, 1)
         span = None
         headers = {"content-type": "application/json"}
+        request_id = request.headers.get("x-request-id")
+        if request_id:  # both halves under one id, as vLLM's own P/D proxy sends them
+            headers["x-request-id"] = request_id
         if self._tracer is not None and admission.span is not None:
             span = self._tracer.child(admission.span, "gateway prefill", {"aibrix.pd.prefill.endpoint": address})
             traceparent = self._tracer.traceparent(span)

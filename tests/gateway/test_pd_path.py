@@ -110,13 +110,14 @@ class Stream:
         self.written.append(response)
 
 
-async def send(app: GatewayApp, body: dict[str, Any], path: str = "/v1/completions") -> tuple[dict[str, str], dict | None]:
+async def send(app: GatewayApp, body: dict[str, Any] | bytes, path: str = "/v1/completions") -> tuple[dict[str, str], dict | None]:
     """One request through the servicer: (the headers it set, the body it sent on, or None: the client's)."""
     sent_headers = {":path": path, ":method": "POST", "x-request-id": "req-1"}  # Envoy adds x-request-id
     items = [base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in sent_headers.items()]
     stream = Stream([
         pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=items))),
-        pb.ProcessingRequest(request_body=pb.HttpBody(body=json.dumps(body).encode(), end_of_stream=True)),
+        pb.ProcessingRequest(request_body=pb.HttpBody(body=body if isinstance(body, bytes) else json.dumps(body).encode(),
+                                                      end_of_stream=True)),
     ])
     await ExtProcServicer(app.core, app.pd).Process(None, stream)  # type: ignore[arg-type]
     common = stream.written[1].request_body.response
@@ -284,6 +285,10 @@ def test_client_transfer_fields_never_reach_an_engine(tmp_path: Path) -> None:
         finally:
             await app.pd.close()
         assert sent == {"model": "m", "prompt": "short", "max_tokens": 2}
+        # a name spelled with a JSON escape is the same name once parsed
+        escaped = b'{"model": "m", "prompt": "short", "kv_transfer\\u005fparams": {"remote_host": "evil"}}'
+        _, sent = await send(app, escaped)
+        assert sent == {"model": "m", "prompt": "short"}
 
     run(main())
 

@@ -38,12 +38,21 @@ from ..metrics import GatewayMetrics
 from ..policy import NoEndpointError, RequestOutcome, Router, RouteRequest, build_router
 from ..policy.state import RoutingState
 from ..tracing import RequestTracer
-from .bodies import decode_body, dumps, sglang_bodies, vllm_prefill_body, without_client_transfer
+from .bodies import (
+    CLIENT_TRANSFER_FIELDS,
+    decode_body,
+    dumps,
+    sglang_bodies,
+    vllm_prefill_body,
+    without_client_transfer,
+)
 from .roles import PdConfigError, check_names, prefill_pool
 
 __all__ = ["PdConfigError", "PrefillDecode", "PrefillFailed"]
 
 log = logging.getLogger(__name__)
+
+_TRANSFER_FIELD_BYTES = tuple(f.encode() for f in CLIENT_TRANSFER_FIELDS)
 
 
 class PrefillFailed(Exception):
@@ -95,9 +104,6 @@ class PrefillDecode:
         for router in self._routers.values():
             router.on_endpoint_removed(address)
 
-    def prefill_endpoints(self, model: str) -> int:
-        return len(self._table.pool(prefill_pool(model), time.monotonic())[0])
-
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
@@ -118,17 +124,23 @@ class PrefillDecode:
         model = self._models[admission.model]
         pd = model.disaggregation
         assert pd is not None
-        document: dict[str, Any] = json.loads(admission.body if admission.body is not None else body)
-        cleaned = without_client_transfer(document)
-        if cleaned is not None:  # only the gateway says where KV comes from
-            document = cleaned
-            admission.body = dumps(document)
+        raw = admission.body if admission.body is not None else body
+        document: dict[str, Any] | None = None
+        # a substring test spares most parses; an escaped name ("kv\\u005f...") is parsed to be sure
+        if b"\\u" in raw or any(field in raw for field in _TRANSFER_FIELD_BYTES):
+            document = json.loads(raw)
+            cleaned = without_client_transfer(document)
+            if cleaned is not None:  # only the gateway says where KV comes from
+                document = cleaned
+                admission.body = dumps(document)
         if admission.parsed.kind == "embeddings":  # nothing to decode: the pod computes it whole
             return
         if admission.parsed.prompt_tokens < pd.min_prompt_tokens:
             self._metrics.pd_requests.labels(model.name, "short").inc()
             admission.extra["pd"] = "short"
             return
+        if document is None:
+            document = json.loads(raw)
         try:
             decode = await self._prefill(admission, model, pd, path, document)
         except PrefillFailed as failed:
@@ -159,7 +171,8 @@ class PrefillDecode:
         if not len(pool):
             raise PrefillFailed("no_prefill_pod", f"{down} prefill endpoint(s) failing" if down else "no prefill pod ready")
         router = self._routers[model.name]
-        request = dataclasses.replace(admission.route_request, model=key)
+        # the prefill pool's own scope; fresh memo space (the decode decision's is not this one's)
+        request = dataclasses.replace(admission.route_request, model=key, scratch={})
         try:
             endpoint = router.decide(request, pool).endpoint
         except NoEndpointError as exc:

@@ -14,6 +14,13 @@ Example::
 names, SGLang's ``/v1/models`` and ``/get_model_info``), so one seeded trace can be run
 against both dialects.
 
+``--pd-role prefill|decode`` makes every engine of the process one side of a
+prefill/decode pair (``pd.py``; ``both``, the default, serves whole requests), and
+``--pd-link-gbs`` is the bandwidth a decode engine receives KV over. Run one process per role::
+
+    aibrix-engine-sim --engines 2 --pd-role prefill --endpoints-file prefill.json
+    aibrix-engine-sim --engines 2 --pd-role decode --pd-link-gbs 25 --endpoints-file decode.json
+
 ``--gpu-faults FILE`` (or ``AIBRIX_DIAG_MOCK=FILE``, the diag fault file) places engine ``i``
 on GPU ``--gpu-index + i * --tensor-parallel`` and applies what that GPU's state does to an
 engine (``gpu_faults.py``); ``--fault`` settings then apply on top. One line per affected
@@ -39,6 +46,7 @@ from .faults import Faults, parse_fault_spec
 from .gpu_faults import MOCK_ENV, engine_faults, load_fault_file, place_engines
 from .kv_publisher import parse_kv_events_config
 from .metrics import METRIC_DIALECTS
+from .pd import DEFAULT_LINK_GBS, PD_ROLES
 
 __all__ = ["main", "build_parser"]
 
@@ -77,6 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-events-config", default=None, metavar="JSON",
                    help='publish KV-cache events as vLLM does, e.g. \'{"enable_kv_cache_events": true, '
                         '"publisher": "zmq", "endpoint": "tcp://*:5557"}\' (engine i binds port + i; 0: free ports)')
+    p.add_argument("--pd-role", choices=PD_ROLES, default="both",
+                   help="prefill/decode role: both (whole requests, default), prefill (answers a "
+                        "do_remote_decode request after one token with kv_transfer_params) or decode "
+                        "(receives the prompt's KV a prefill engine computed)")
+    p.add_argument("--pd-link-gbs", type=float, default=DEFAULT_LINK_GBS, metavar="GBS",
+                   help=f"GB/s of the link a decode engine receives KV over (default {DEFAULT_LINK_GBS})")
     p.add_argument("--seed", type=int, default=0, help="seeds the error-rate fault")
     p.add_argument("--endpoints-file", default=None, help="also write the endpoints as a JSON list here")
     p.add_argument("--duration", type=float, default=None, help="exit after this many seconds")
@@ -111,7 +125,8 @@ def _configs(args: argparse.Namespace) -> list[EngineConfig]:
 async def _serve(args: argparse.Namespace, configs: list[EngineConfig], faults: dict[int, Faults]) -> None:
     kv_events = parse_kv_events_config(args.kv_events_config) if args.kv_events_config else None
     cluster = EngineCluster(configs, speedup=args.speedup, faults=faults, seed=args.seed, host=args.host,
-                            metrics_dialect=args.metrics_dialect, kv_events=kv_events)
+                            metrics_dialect=args.metrics_dialect, kv_events=kv_events, pd_role=args.pd_role,
+                            pd_link_gbs=args.pd_link_gbs)
     stop = stop_event(args.duration)
     try:
         endpoints = await cluster.start(args.base_port)
@@ -157,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             parse_kv_events_config(args.kv_events_config)  # fail before binding anything
         if args.speedup <= 0:
             raise ValueError(f"--speedup must be > 0, got {args.speedup}")
+        if args.pd_link_gbs <= 0:
+            raise ValueError(f"--pd-link-gbs must be > 0 (GB/s of the prefill-to-decode link), got {args.pd_link_gbs}")
         if args.adapters and len([a for a in args.adapters.split(",") if a]) > args.max_loras:
             raise ValueError(f"--adapters lists more adapters than --max-loras {args.max_loras}")
     except ConfigFileError as exc:

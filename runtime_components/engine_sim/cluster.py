@@ -3,8 +3,8 @@
 Where it sits: ``aibrix-engine-sim`` (``cli.py``) and tests start an ``EngineCluster``;
 gateways, scalers and load clients then talk to each engine's port as they would to a vLLM
 pod. ``endpoints()`` describes every engine as a JSON-able dict (``index``, ``url``,
-``host``, ``port``, ``model``, ``accelerator``, ``engine``: the metric dialect) — the CLI
-prints one per line.
+``host``, ``port``, ``model``, ``accelerator``, ``engine``: the metric dialect, and
+``pd_role`` for a prefill or decode engine) — the CLI prints one per line.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from .config import EngineConfig, ExternalKVStore
 from .faults import Faults
 from .kv_publisher import KVEventsSettings
+from .pd import DEFAULT_LINK_GBS, PdRole
 from .server import EngineServer
 
 __all__ = ["EngineCluster"]
@@ -34,6 +35,8 @@ class EngineCluster:
         external_kv_store: ExternalKVStore | None = None,
         metrics_dialect: str = "vllm",
         kv_events: KVEventsSettings | None = None,
+        pd_role: PdRole = "both",
+        pd_link_gbs: float = DEFAULT_LINK_GBS,
     ) -> None:
         if not configs:
             raise ValueError("an engine cluster needs at least one engine")
@@ -48,13 +51,15 @@ class EngineCluster:
         self._store = external_kv_store
         self.metrics_dialect = metrics_dialect
         self.kv_events = kv_events
+        self.pd_role: PdRole = pd_role
+        self.pd_link_gbs = pd_link_gbs
         self.servers: list[EngineServer] = []
 
     def _server(self, index: int) -> EngineServer:
         return EngineServer(
             self.configs[index], index=index, speedup=self.speedup, faults=self._faults.get(index),
             seed=self.seed, external_kv_store=self._store, metrics_dialect=self.metrics_dialect,
-            kv_events=self.kv_events,
+            kv_events=self.kv_events, pd_role=self.pd_role, pd_link_gbs=self.pd_link_gbs,
         )  # fmt: skip
 
     async def start(self, base_port: int = 0) -> list[dict[str, Any]]:
@@ -95,6 +100,7 @@ class EngineCluster:
                 "accelerator": s.config.accelerator,
                 "engine": s.metrics_dialect,
                 **({"kv_events_port": s.kv_publisher.port} if s.kv_publisher is not None else {}),
+                **({"pd_role": s.pd_role} if s.pd_role != "both" else {}),
             }
             for s in self.servers
         ]

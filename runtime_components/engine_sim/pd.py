@@ -25,6 +25,7 @@ from typing import Any, Literal
 __all__ = [
     "DEFAULT_LINK_GBS",
     "DEFAULT_TRANSFER_LATENCY_S",
+    "PD_ROLES",
     "PdRole",
     "decode_transfer",
     "prefill_request_params",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 PdRole = Literal["both", "prefill", "decode"]
+PD_ROLES: tuple[PdRole, ...] = ("both", "prefill", "decode")
 
 #: GB/s of one prefill-to-decode KV link: a 400 Gb/s RDMA NIC (NIXL over UCX) is 50 GB/s raw;
 #: 25 GB/s is what such transfers sustain in practice. An assumption: ``--pd-link-gbs`` sets it.

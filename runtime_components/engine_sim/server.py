@@ -16,11 +16,21 @@ shows itself as SGLang where the stack reads it: ``/metrics`` under SGLang's nam
 not list adapters there), and SGLang's ``GET /get_model_info``, ``GET /health_generate`` and
 ``POST /flush_cache``; generation and the LoRA API stay the same. A crash drops the connections of in-flight
 requests without a status line (``_drop_on_crash``), so clients see what a dead process gives.
+
+Prefill/decode roles (``pd_role``, ``pd.py``), as vLLM's NixlConnector pairs behave: a
+``prefill`` engine answers a request whose ``kv_transfer_params`` say ``do_remote_decode``
+after one output token, non-streaming, with the parameters a decode engine needs
+(``pd.prefill_response_params``); a ``decode`` engine holds a request whose parameters name
+a remote prefill for the transfer (``pd.transfer_seconds``: other requests keep stepping),
+then runs it with that KV present and counts the transferred tokens as vLLM counts a
+connector's tokens (``vllm:external_prefix_cache_queries``/``_hits``). Every role serves
+requests without parameters whole, as vLLM's connectors do (a router's fallback).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -28,7 +38,17 @@ from typing import Any
 
 from aiohttp import web
 
-from .config import EngineConfig, ExternalKVStore, RequestRejected, SimRequest, TokenEvent, UnknownAdapterError
+from runtime_components.common.hashing import block_hashes
+
+from .config import (
+    EngineConfig,
+    ExternalKVStore,
+    RequestRejected,
+    SimRequest,
+    TokenEvent,
+    UnknownAdapterError,
+    prefix_salt,
+)
 from .core import EngineCore
 from .faults import Faults
 from .kv_publisher import KVEventPublisher, KVEventsSettings
@@ -43,6 +63,7 @@ from .openai_format import (
     token_text,
     usage_chunk,
 )
+from .pd import DEFAULT_LINK_GBS, PD_ROLES, PdRole, decode_transfer, prefill_response_params, transfer_seconds
 
 __all__ = ["EngineServer"]
 
@@ -91,12 +112,21 @@ class EngineServer:
         external_kv_store: ExternalKVStore | None = None,
         metrics_dialect: str = "vllm",
         kv_events: KVEventsSettings | None = None,
+        pd_role: PdRole = "both",
+        pd_link_gbs: float = DEFAULT_LINK_GBS,
     ) -> None:
         if speedup <= 0:
             raise ValueError(f"speedup must be > 0, got {speedup}")
         if metrics_dialect not in METRIC_DIALECTS:
             raise ValueError(f"unknown metrics dialect {metrics_dialect!r}; expected one of: {', '.join(METRIC_DIALECTS)}")
+        if pd_role not in PD_ROLES:
+            raise ValueError(f"unknown pd role {pd_role!r}; expected one of: {', '.join(PD_ROLES)}")
+        if pd_link_gbs <= 0:
+            raise ValueError(f"the prefill-to-decode link must be faster than 0 GB/s, got {pd_link_gbs}")
         self.metrics_dialect = metrics_dialect
+        self.pd_role = pd_role
+        self.pd_link_gbs = pd_link_gbs
+        self.host = "127.0.0.1"
         self.config = config
         self.index = index
         self.speedup = speedup
@@ -128,6 +158,7 @@ class EngineServer:
         self._t0 = loop.time()
         self._wake, self._unhang = asyncio.Event(), asyncio.Event()
         self._unhang.set()
+        self.host = host
         app = web.Application(middlewares=[_drop_on_crash])
         app.add_routes(
             [
@@ -269,6 +300,12 @@ class EngineServer:
             adapter = req.model
         if self.faults.error_rate and self._rng.random() < self.faults.error_rate:
             return _error(500, "injected fault: internal server error (error_rate)")
+        params = body.get("kv_transfer_params")
+        params = params if isinstance(params, dict) else None
+        remote_decode = self.pd_role == "prefill" and params is not None and bool(params.get("do_remote_decode"))
+        if remote_decode:  # the prompt and one token; the decode engine generates the rest
+            req = dataclasses.replace(req, max_tokens=1, stream=False, include_usage=False)
+        transferred = decode_transfer(params, len(req.prompt_token_ids)) if self.pd_role == "decode" else 0
         self._next_id += 1
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{self.index:03d}{self._next_id:013x}"
         queue: asyncio.Queue[TokenEvent | None] = asyncio.Queue()
@@ -278,9 +315,11 @@ class EngineServer:
             arrival = self.sim_now()
             # the API path before the scheduler sees the request (perf.Efficiency.request_overhead_s)
             await asyncio.sleep(self.core.model.efficiency.request_overhead_s / self.speedup)
+            if transferred:
+                transferred = await self._receive_kv(len(req.prompt_token_ids), transferred)
             try:
                 self.core.add_request(SimRequest(rid, req.prompt_token_ids, req.max_tokens, arrival, adapter,
-                                                 priority=req.priority))
+                                                 priority=req.priority, kv_transferred_tokens=transferred))
             except RequestRejected as exc:
                 return _error(400, str(exc), "max_tokens")
             except UnknownAdapterError as exc:
@@ -290,16 +329,42 @@ class EngineServer:
             if req.stream:
                 response, finished = await self._stream(request, req, rid, queue)
                 return response
-            response, finished = await self._collect(request, req, rid, queue)
+            response, finished = await self._collect(request, req, rid, queue, remote_decode=remote_decode,
+                                                     adapter=adapter)
             return response
         finally:
             self._streams.pop(rid, None)
             if not finished:
                 self.core.abort_request(rid)
 
+    async def _receive_kv(self, prompt_tokens: int, transferred: int) -> int:
+        """Wait for a remote prefill's KV (the link's time); returns the tokens the engine takes.
+
+        The request is not yet in the engine, so its other requests keep stepping meanwhile
+        (vLLM holds it in WAITING_FOR_REMOTE_KVS). The engine recomputes the prompt's last
+        token, so at most ``prompt_tokens - 1`` arrive; they are counted as vLLM counts the
+        tokens a KV connector supplies."""
+        taken = min(transferred, prompt_tokens - 1)
+        seconds = transfer_seconds(taken, self.core.model.arch.kv_bytes_per_token, self.pd_link_gbs)
+        await asyncio.sleep(seconds / self.speedup)
+        counters = self.core.counters
+        counters.external_queries += prompt_tokens
+        counters.external_hits += taken
+        return taken
+
+    def _prefill_params(self, req: GenerationRequest, adapter: str | None) -> dict[str, Any]:
+        """Where a decode engine pulls this prompt's KV from: the prompt's blocks in the cache."""
+        cfg = self.config
+        hashes = block_hashes(req.prompt_token_ids, cfg.block_size, prefix_salt(cfg.served_model_name, adapter))
+        return prefill_response_params(f"engine-sim-{self.host}:{self.port}", self.host, self.port,
+                                       self.core.pool.cached_prefix(hashes), len(req.prompt_token_ids))
+
     async def _collect(
-        self, request: web.Request, req: GenerationRequest, rid: str, queue: asyncio.Queue[TokenEvent | None]
+        self, request: web.Request, req: GenerationRequest, rid: str, queue: asyncio.Queue[TokenEvent | None],
+        *, remote_decode: bool = False, adapter: str | None = None,
     ) -> tuple[web.StreamResponse, bool]:
+        """The whole answer; a prefill for a remote decode (``remote_decode``) also
+        carries the ``kv_transfer_params`` that tell a decode engine where its KV is."""
         parts: list[str] = []
         cached = 0
         while True:
@@ -310,6 +375,8 @@ class EngineServer:
             cached = cached or ev.cached_tokens
             if ev.finished:
                 body = full_response(req, rid, int(time.time()), "".join(parts), ev.index + 1, cached)
+                if remote_decode:
+                    body["kv_transfer_params"] = self._prefill_params(req, adapter)
                 return web.json_response(body), True
 
     async def _stream(

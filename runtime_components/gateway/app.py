@@ -29,6 +29,7 @@ from .extproc import ExtProcServicer
 from .health import health_handler
 from .kv_events import EventTranslator, KVEventSubscriber
 from .metrics import GatewayMetrics
+from .pd import PdConfigError, PrefillDecode, prefill_pool, role_specs
 from .ratelimit import MemoryWindowStore, RateLimiter, RedisWindowStore
 from .ratelimit.breaker import BreakerStore
 from .ratelimit.stores import WindowStore
@@ -121,6 +122,10 @@ class GatewayApp:
                                         service_name=config.tracing.service_name)
         self.core = GatewayCore(config, self.table, self.users, self.limiter, self.metrics,
                                 state=self.sync.state if self.sync is not None else None, tracer=self.tracer)
+        try:
+            self.pd = PrefillDecode(config, self.table, self.metrics, state=self.core.state, tracer=self.tracer)
+        except PdConfigError as exc:
+            raise StartupError(str(exc)) from None
         self.routes_error: str | None = None
         self._routes_stamp: FileStamp | None = None
         if config.routes_file is not None:
@@ -129,7 +134,7 @@ class GatewayApp:
             except (OSError, RoutesFileError) as exc:
                 raise StartupError(f"routesFile: {exc}") from None
         self.scraper = MetricScraper(self.table, config.scrape.interval_s, config.scrape.timeout_s,
-                                     engines={m.name: m.engine for m in config.models})
+                                     engines={m.name: m.engine for m in role_specs(config.models)})
         # kv-events index mode: one subscriber per model, fed to that model's shared event index
         self.kv_events: dict[str, KVEventSubscriber] = {}
         for m in config.models:
@@ -144,7 +149,8 @@ class GatewayApp:
         if config.discovery.mode == "static":
             assert config.discovery.endpoints_file is not None
             self.discovery = StaticDiscovery(config.discovery.endpoints_file, models, self._publish,
-                                             config.discovery.poll_interval_s)
+                                             config.discovery.poll_interval_s,
+                                             prefill_models={m.name for m in config.models if m.disaggregation})
         else:
             from .discovery.kubernetes import KubernetesDiscovery
 
@@ -162,6 +168,7 @@ class GatewayApp:
         added, removed = self.table.replace(endpoints)
         for address in removed:
             self.core.endpoint_removed(address)
+            self.pd.endpoint_removed(address)
         if added or removed:
             log.info("endpoints: +%s -%s", added, removed)
         self._update_endpoint_gauges()
@@ -198,6 +205,8 @@ class GatewayApp:
         report = {
             "status": "ok",
             "endpoints": {m.name: len(self.table.states(m.name, now)[0]) for m in self.config.models},
+            "prefillEndpoints": {m.name: len(self.table.states(prefill_pool(m.name), now)[0])
+                                 for m in self.config.models if m.disaggregation},
             "discoveryError": getattr(self.discovery, "last_error", None),
             "usersFileError": self.users.last_error,
             "routesFileError": self.routes_error,
@@ -221,7 +230,7 @@ class GatewayApp:
         limit = self.config.max_request_body_bytes + GRPC_HEADROOM_BYTES
         options = (*GRPC_SERVER_OPTIONS, ("grpc.max_receive_message_length", limit))
         server = grpc.aio.server(options=options)
-        pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(self.core), server)
+        pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(self.core, self.pd), server)
         server.add_generic_rpc_handlers((health_handler(lambda: not self._stop.is_set()),))
         self.grpc_port = server.add_insecure_port(f"{host}:{self.config.listen.grpc_port}")
         await server.start()
@@ -286,6 +295,7 @@ class GatewayApp:
                 log.exception("background task %s failed", task.get_name())
         await self.discovery.close()
         await self.scraper.close()
+        await self.pd.close()
         for subscriber in self.kv_events.values():
             await subscriber.close()
         if self._grpc is not None:

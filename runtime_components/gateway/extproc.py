@@ -9,7 +9,9 @@ the request body BUFFERED (one message) and skips the response phases, with
                         workload sample is due, or ``responses.processAll``) the answer
                         carries ``mode_override``: response headers SEND, response body STREAMED
                         (Envoy honours an override only in the answer to request_headers)
-    request_body     -> core.admit: 400/404/429/503 immediate, or CONTINUE with header mutations
+    request_body     -> core.admit: 400/404/429/503 immediate; for a disaggregated model the
+                        prefill step (pd/path.py: a call to a prefill pod, the decode body
+                        rewritten; any failure decodes in place); then CONTINUE with header mutations
                         x-gateway-destination-endpoint, target-pod and the fallbacks
                         x-gateway-destination-fallback-k (overwriting any the client sent)
                         and clear_route_cache
@@ -49,6 +51,7 @@ from envoy.type.v3 import http_status_pb2
 
 from .core import Admission, GatewayCore
 from .errors import GatewayError, bad_request, internal_error, request_too_large
+from .pd import PrefillDecode
 from .usage import UsageCounter
 from .users import User
 
@@ -209,8 +212,9 @@ class WorkloadSampler:
 class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
     """Translates Envoy's ext_proc messages into :class:`GatewayCore` calls."""
 
-    def __init__(self, core: GatewayCore) -> None:
+    def __init__(self, core: GatewayCore, pd: PrefillDecode | None = None) -> None:
         self._core = core
+        self._pd = pd
         self._max_body = core.config.max_request_body_bytes
         self._read_all = core.config.responses.process_all
         self.sampler = WorkloadSampler(core.config.responses.workload_samples_per_s)
@@ -304,6 +308,9 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         stream.admission = admission
         stream.model = admission.model
         stream.body = bytearray()
+        if self._pd is not None and self._pd.disaggregated(admission.model):
+            # the stream is held while the prefill pod works (docs/routing.md, "Prefill/decode")
+            await self._pd.prepare(admission, stream.path.split("?", 1)[0], whole)
         if stream.read_response:
             stream.usage = UsageCounter(admission.parsed.prompt_tokens)
             if stream.sampled:

@@ -31,6 +31,12 @@
   (batches applied, one per engine step), ``aibrix_gateway_kv_event_clears_total``,
   ``aibrix_gateway_kv_event_gaps_total`` (sequence gaps and engine restarts: that engine's
   blocks were forgotten), ``aibrix_gateway_kv_event_decode_errors_total``, per model.
+- ``aibrix_gateway_pd_requests_total{model, path}`` (disaggregated models): requests by path,
+  ``disaggregated`` (prefilled on a prefill pod), ``short`` (prompt under minPromptTokens,
+  decoded in place) or ``fallback`` (decoded in place after the prefill step failed);
+  ``aibrix_gateway_pd_fallbacks_total{model, reason}`` why (no_prefill_pod, timeout,
+  connect_error, status, bad_answer, error); ``aibrix_gateway_pd_prefill_seconds{model}`` the
+  gateway's prefill calls, answered or not (docs/routing.md, "Prefill/decode").
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ class _KVEventCollector:
             errors.add_metric([model], c.decode_errors)
         yield from (batches, blocks, clears, gaps, errors)
 
+_PREFILL_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _DECISION_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05)
 _RATIO_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 
@@ -112,6 +119,12 @@ class GatewayMetrics:
                                          ["model"], registry=r)
         self.route_requests = Counter("aibrix_gateway_route_requests", "Requests of weighted routes by target.",
                                       ["route", "target"], registry=r)
+        self.pd_requests = Counter("aibrix_gateway_pd_requests", "Requests of disaggregated models by path.",
+                                   ["model", "path"], registry=r)
+        self.pd_fallbacks = Counter("aibrix_gateway_pd_fallbacks", "Requests decoded in place after the prefill "
+                                    "step failed, by reason.", ["model", "reason"], registry=r)
+        self.pd_prefill_seconds = Histogram("aibrix_gateway_pd_prefill_seconds", "The gateway's prefill calls.",
+                                            ["model"], buckets=_PREFILL_BUCKETS, registry=r)
         self._sync: tuple[Gauge, Counter, Counter] | None = None  # created when a RoutingSync runs
         self._sync_seen: dict[str, int] = {}
         self._kv_events = _KVEventCollector()

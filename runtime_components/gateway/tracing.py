@@ -15,6 +15,10 @@ included), ``aibrix.model`` (the base model served), ``aibrix.adapter``,
 ``aibrix.routing.endpoint``, ``aibrix.routing.prefix_match``, ``aibrix.queue.seconds``,
 ``aibrix.retries``, ``http.response.status_code``, ``gen_ai.usage.input_tokens`` and
 ``gen_ai.usage.output_tokens`` when the response was read.
+
+A disaggregated request's prefill call (``pd/path.py``) is a CLIENT child span ``gateway
+prefill`` with ``aibrix.pd.prefill.endpoint``, ``aibrix.pd.path`` and, when it failed,
+``aibrix.pd.fallback.reason``; the prefill engine continues it through its own ``traceparent``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,13 @@ class RequestTracer:
 
         context = self._propagator.extract(headers) if "traceparent" in headers else None
         return self._tracer.start_span(name, context=context, kind=SpanKind.SERVER,
+                                       attributes={k: v for k, v in attributes.items() if v is not None})
+
+    def child(self, parent: Any, name: str, attributes: Mapping[str, Any]) -> Any:
+        """A CLIENT span under ``parent`` (a call the gateway itself makes, e.g. a prefill)."""
+        from opentelemetry.trace import SpanKind, set_span_in_context
+
+        return self._tracer.start_span(name, context=set_span_in_context(parent), kind=SpanKind.CLIENT,
                                        attributes={k: v for k, v in attributes.items() if v is not None})
 
     def traceparent(self, span: Any) -> str | None:

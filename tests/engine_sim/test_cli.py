@@ -68,6 +68,7 @@ def test_kv_events_ports_are_reported_and_the_gateway_reads_them(tmp_path: Path)
         (["--fault", "9:slowdown=2"], "names engine 9, but engines are 0..0"),
         (["--fault", "0:error_rate=3"], "error_rate must be in [0, 1]"),
         (["--speedup", "0"], "--speedup must be > 0"),
+        (["--pd-role", "decode", "--pd-link-gbs", "0"], "--pd-link-gbs must be > 0"),
         (["--adapters", "a,b,c", "--max-loras", "2"], "more adapters than --max-loras 2"),
         (["--kv-events-config", "{nope"], "--kv-events-config: not JSON"),
         (["--kv-events-config", '{"enable_kv_cache_events": true, "publisher": "kafka"}'], 'publisher must be "zmq"'),

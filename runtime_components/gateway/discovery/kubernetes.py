@@ -8,6 +8,8 @@ One thread per model (the official client is synchronous) runs
 and hands the model's complete set of *serving* pods to the event loop after every change.
 A pod serves when it is Running, not terminating (no deletionTimestamp), Ready, and has a
 pod IP. Its port is the label ``model.aibrix.ai/port`` if set, else the model's ``port``.
+A disaggregated model is watched twice: its ``selector`` (decode pods, under the model's
+name) and its ``prefillSelector`` (prefill pods on ``prefillPort``, under ``pd.prefill_pool``).
 Threads notice ``stop`` within one watch timeout; they are daemons, so exit never waits for them.
 """
 
@@ -22,6 +24,7 @@ from typing import Any
 from aibrix_spec.components.gateway import GatewayModelSpec
 
 from ..endpoints import DiscoveredEndpoint
+from ..pd.roles import role_specs
 
 __all__ = ["KubernetesDiscovery", "pod_endpoint", "PORT_LABEL"]
 
@@ -54,7 +57,7 @@ class KubernetesDiscovery:
 
         self._core = client.CoreV1Api(api_client)
         self._namespace = namespace
-        self._models = [m for m in models if m.selector]
+        self._models = [m for m in role_specs(models) if m.selector]
         self._publish = publish
         self._watch_timeout_s = watch_timeout_s
         self._backoff_s = backoff_s

@@ -8,9 +8,14 @@ Format::
         pod: engine-a               # optional display name (defaults to the address)
         adapters: [sql-lora]        # optional adapters it holds (scraping /v1/models adds more)
         kvEventsPort: 5557          # optional: its KV-event publisher's port (else the model's kvEventsPort)
+        role: prefill               # optional, disaggregated models: prefill or decode (the default)
 
 The JSON list that ``aibrix-engine-sim --endpoints-file`` writes (objects with ``host``,
-``port``, ``model``, ``index`` and optionally ``kv_events_port``) is accepted as it is, so a local gateway can watch it.
+``port``, ``model``, ``index`` and optionally ``kv_events_port`` and ``pd_role``) is accepted
+as it is, so a local gateway can watch it.
+
+A prefill endpoint is kept under its model's prefill key (``pd.prefill_pool``), apart from
+the model's decode endpoints.
 
 The file is polled (mtime and size) every ``poll_interval_s``; a broken edit keeps the previous
 endpoints and logs the error, so a half-written file never empties the gateway.
@@ -26,6 +31,7 @@ from runtime_components.common.config_file import ConfigFileError, read_yaml_fil
 from runtime_components.common.file_stamp import FileStamp, file_stamp
 
 from ..endpoints import DiscoveredEndpoint
+from ..pd.roles import prefill_pool
 
 __all__ = ["EndpointsFileError", "StaticDiscovery", "load_endpoints_file"]
 
@@ -51,11 +57,15 @@ def _from_engine_sim(entry: object, where: str) -> dict[str, object]:
     out = {"address": f"{entry['host']}:{entry['port']}", "model": entry["model"], "pod": f"engine-{entry.get('index', 0)}"}
     if entry.get("kv_events_port") is not None:
         out["kvEventsPort"] = entry["kv_events_port"]
+    if entry.get("pd_role") in ("prefill", "decode"):
+        out["role"] = entry["pd_role"]
     return out
 
 
-def load_endpoints_file(path: str, models: set[str]) -> list[DiscoveredEndpoint]:
-    """Read and validate ``path``; every endpoint must name one of ``models``."""
+def load_endpoints_file(path: str, models: set[str], prefill_models: frozenset[str] | set[str] = frozenset()
+                        ) -> list[DiscoveredEndpoint]:
+    """Read and validate ``path``; every endpoint must name one of ``models``, and only
+    ``prefill_models`` (the disaggregated ones) may have prefill endpoints."""
     try:
         data = read_yaml_file(path, read_hint="check discovery.endpointsFile in the gateway config")
     except ConfigFileError as exc:
@@ -72,10 +82,10 @@ def load_endpoints_file(path: str, models: set[str]) -> list[DiscoveredEndpoint]
         where = f"{path}: endpoints[{i}]"
         if not isinstance(entry, dict):
             raise EndpointsFileError(f"{where}: expected a mapping with address and model")
-        unknown = set(entry) - {"address", "model", "pod", "adapters", "kvEventsPort"}
+        unknown = set(entry) - {"address", "model", "pod", "adapters", "kvEventsPort", "role"}
         if unknown:
             raise EndpointsFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; "
-                                     "expected address, model, pod, adapters, kvEventsPort")
+                                     "expected address, model, pod, adapters, kvEventsPort, role")
         events_port = entry.get("kvEventsPort")
         if events_port is not None and (type(events_port) is not int or not 0 < events_port < 65536):
             raise EndpointsFileError(f"{where}: kvEventsPort must be a port number (1-65535), got {events_port!r}")
@@ -90,6 +100,14 @@ def load_endpoints_file(path: str, models: set[str]) -> list[DiscoveredEndpoint]
         if address in seen:
             raise EndpointsFileError(f'{where}: address "{address}" is listed twice')
         seen.add(address)
+        role = entry.get("role", "decode")
+        if role not in ("prefill", "decode"):
+            raise EndpointsFileError(f"{where}: role must be prefill or decode, got {role!r}")
+        if role == "prefill":
+            if model not in prefill_models:
+                raise EndpointsFileError(f'{where}: role is prefill but model "{model}" has no disaggregation in the '
+                                         "gateway config; add models[].disaggregation or drop the role")
+            model = prefill_pool(model)
         out.append(DiscoveredEndpoint(address, str(entry.get("pod") or address), model, frozenset(adapters),
                                       kv_events_port=events_port))
     return out
@@ -99,9 +117,10 @@ class StaticDiscovery:
     """Publishes the endpoints file's contents, again whenever the file changes."""
 
     def __init__(self, path: str, models: set[str], publish: Callable[[list[DiscoveredEndpoint]], None],
-                 poll_interval_s: float = 1.0) -> None:
+                 poll_interval_s: float = 1.0, *, prefill_models: set[str] | frozenset[str] = frozenset()) -> None:
         self._path = path
         self._models = models
+        self._prefill_models = prefill_models
         self._publish = publish
         self._poll_interval_s = poll_interval_s
         self._stamp: FileStamp | None = None
@@ -116,7 +135,7 @@ class StaticDiscovery:
     def load(self) -> None:
         """Load the file now and publish it; raise EndpointsFileError if it is unusable."""
         stamp = self._file_stamp()
-        endpoints = load_endpoints_file(self._path, self._models)
+        endpoints = load_endpoints_file(self._path, self._models, self._prefill_models)
         self._stamp = stamp
         self.last_error = None
         self._publish(endpoints)

@@ -11,7 +11,7 @@ from typing import Any
 
 from aibrix_spec import AUTOSCALING_METRICS, AutoscalingSpec, PeerSpec
 from aibrix_spec.catalog import ACCELERATORS
-from aibrix_spec.components.gateway import FlowControlConfig
+from aibrix_spec.components.gateway import DisaggregationConfig, FlowControlConfig
 from aibrix_spec.engine_metrics import translate_name
 from aibrix_spec.traffic import RouteSpec
 
@@ -87,6 +87,8 @@ def _component(stack: ResolvedStack, component: str, name: str, image: str) -> C
 
 #: Envoy's ext_proc per-message timeout when nothing is held (the gateway answers in milliseconds).
 EXT_PROC_MESSAGE_TIMEOUT_S = 5.0
+#: The gateway's wait for a prefill pod (its default prefillTimeoutS, which the compiler keeps).
+PREFILL_TIMEOUT_S: float = DisaggregationConfig.model_fields["prefill_timeout_s"].default
 
 
 def plan_gateway(stack: ResolvedStack) -> GatewayPlan | None:
@@ -139,8 +141,10 @@ def plan_gateway(stack: ResolvedStack) -> GatewayPlan | None:
         default_tier=spec.rate_limits.default_tier,
         proxy_peers=proxies,
         flow_control=flow,
-        # Envoy must wait for a held request's answer: the queue timeout plus the usual 5 s.
-        ext_proc_message_timeout_s=EXT_PROC_MESSAGE_TIMEOUT_S + (flow.queue_timeout_s if flow.enabled else 0.0),
+        # Envoy must wait for the gateway's answer to the request body: the usual 5 s, plus the
+        # queue timeout of a held request, plus the prefill call of a disaggregated model.
+        ext_proc_message_timeout_s=EXT_PROC_MESSAGE_TIMEOUT_S + (flow.queue_timeout_s if flow.enabled else 0.0)
+        + (PREFILL_TIMEOUT_S if any(m.spec.disaggregation is not None for m in stack.models) else 0.0),
     )
 
 

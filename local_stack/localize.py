@@ -51,6 +51,7 @@ class EngineGroup:
     tensor_parallel: int
     max_model_len: int
     scheduling_policy: str  #: vLLM's --scheduling-policy (priority: the gateway sets request priorities)
+    pd_role: str  #: both, or a disaggregated model's prefill or decode role (engine_sim --pd-role)
     dialect: str  #: metric dialect (vllm or sglang), as the compiled gateway config names it
     adapters: tuple[str, ...]
     max_loras: int
@@ -151,14 +152,20 @@ def _engine_groups(plan: Plan, notes: list[str], scaled: set[str], model_dirs: d
             if workload.multi_node:
                 notes.append(f"{workload.name}: multi-node (KubeRay, {workload.nodes} pods per replica); "
                              "one simulated engine stands in for each replica's Ray group")
+            command = workload.command or model.command  # a disaggregated role's own engine flags
             groups.append(EngineGroup(
                 name=workload.name, model=model.served_name, arch=arch, accelerator=accelerator, replicas=replicas,
-                tensor_parallel=model.gpus_per_replica, max_model_len=max_len,
-                scheduling_policy=_flag(args, "--scheduling-policy") or "fcfs", dialect=model.engine,
+                tensor_parallel=workload.gpus_per_replica, max_model_len=max_len,
+                scheduling_policy=_flag(command.args, "--scheduling-policy") or "fcfs",
+                pd_role=workload.role or "both", dialect=model.engine,
                 adapters=() if model_dir else adapters, max_loras=max(max_loras, len(adapters)),
                 multi_node=workload.multi_node, scaled=workload.name in scaled and model_dir is None,
-                model_dir=model_dir, command_args=model.command.args, env=model.env,
+                model_dir=model_dir, command_args=command.args, env=model.env,
             ))
+        if model.disaggregation is not None and model.disaggregation.transfer != "nixl":
+            notes.append(f"model {model.name}: disaggregated; locally the simulated decode engines receive the "
+                         "prefill's KV only with transfer nixl (the gateway sends them its parameters), so with "
+                         f"{model.disaggregation.transfer} they compute the prompt again")
         if model_dir is not None:
             notes.append(f"model {model.name}: real vLLM on the CPU from {model_dir}, one replica per workload, "
                          "no autoscaling" + (", adapters not loaded" if adapters else ""))
@@ -169,12 +176,11 @@ def localize(text: str, *, source_name: str, model_dirs: dict[str, str] | None =
     """Compile ``text`` and collect what runs locally; raises the compiler's errors unchanged,
     and :class:`LocalInputError` for a ``model_dirs`` key naming no vLLM model."""
     plan, manifests = compile_manifests(text, source_name=source_name)
-    disaggregated = [m.name for m in plan.models if m.disaggregation is not None]
-    if disaggregated:
+    real_pd = sorted(m.name for m in plan.models if m.disaggregation is not None and m.name in (model_dirs or {}))
+    if real_pd:
         raise LocalInputError(
-            f"model {disaggregated[0]} is disaggregated (prefill/decode roles); aibrix-local does not run "
-            "disaggregated stacks yet: its simulated engines have no prefill or decode role. Remove "
-            "models[].disaggregation to run the model aggregated locally"
+            f"--model-dir {real_pd[0]}=...: the model is disaggregated (prefill/decode roles); aibrix-local runs "
+            "disaggregated models on simulated engines only (real vLLM pairs: tests/real_engine/test_pd_with_real_vllm.py)"
         )
     notes: list[str] = []
     if plan.gateway is None:

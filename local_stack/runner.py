@@ -95,6 +95,11 @@ def envoy_binary() -> str:
     return found
 
 
+def _role(group: EngineGroup) -> dict[str, str]:
+    """The endpoints-file key of a disaggregated model's engines (static discovery keeps the roles apart)."""
+    return {"role": group.pd_role} if group.pd_role != "both" else {}
+
+
 def _write(path: Path, data: Any) -> str:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False) if path.suffix == ".yaml" else json.dumps(data, indent=1) + "\n",
@@ -264,7 +269,7 @@ class LocalRun:
             with self._endpoints_lock:
                 self.engines[process.name] = [
                     {"address": f"{e['host']}:{e['port']}", "model": group.model, "pod": f"{group.name}-{i}",
-                     **({"adapters": list(group.adapters)} if group.adapters else {})}
+                     **({"adapters": list(group.adapters)} if group.adapters else {}), **_role(group)}
                     for i, e in enumerate(found)
                 ]
         self.write_endpoints()
@@ -273,7 +278,7 @@ class LocalRun:
         argv = [_console_script("aibrix-engine-sim"), "--engines", str(replicas), "--base-port", "0",
                 "--served-model-name", group.model, "--model", group.arch, "--accelerator", group.accelerator,
                 "--tensor-parallel", str(group.tensor_parallel), "--max-model-len", str(group.max_model_len),
-                "--scheduling-policy", group.scheduling_policy,
+                "--scheduling-policy", group.scheduling_policy, "--pd-role", group.pd_role,
                 "--metrics-dialect", group.dialect, "--max-loras", str(group.max_loras),
                 "--endpoints-file", str(endpoints_file), "--speedup", str(self.engine_speedup)]
         return argv + (["--adapters", ",".join(group.adapters)] if group.adapters else [])
@@ -298,7 +303,7 @@ class LocalRun:
         with self._endpoints_lock:
             self.engines[process.name] = [
                 {"address": f"{endpoint['host']}:{endpoint['port']}", "model": group.model, "pod": pod,
-                 **({"adapters": list(group.adapters)} if group.adapters else {})}]
+                 **({"adapters": list(group.adapters)} if group.adapters else {}), **_role(group)}]
         self.write_endpoints()
         return int(endpoint["port"])
 
@@ -327,13 +332,16 @@ class LocalRun:
             _write(self.log_dir / "endpoints.json", {"endpoints": endpoints})
 
     def _wait_for_discovery(self) -> None:
-        want: dict[str, int] = {}
+        want: dict[str, int] = {}  # model (decode and whole engines), model#prefill (prefill engines)
         for group in self.stack.engines:
-            want[group.model] = want.get(group.model, 0) + group.replicas
+            key = group.model + ("#prefill" if group.pd_role == "prefill" else "")
+            want[key] = want.get(key, 0) + group.replicas
         deadline = time.monotonic() + self.ready_timeout_s
         seen: dict[str, int] = {}
         while time.monotonic() < deadline:
-            seen = self.gateway_health().get("endpoints", {})
+            health = self.gateway_health()
+            seen = {**health.get("endpoints", {}),
+                    **{f"{m}#prefill": n for m, n in health.get("prefillEndpoints", {}).items()}}
             if all(seen.get(model, 0) >= n for model, n in want.items()):
                 return
             time.sleep(0.1)

@@ -8,10 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-#: Examples aibrix-local refuses with one clear error (test_localize checks it): disaggregated
-#: stacks, until the simulated engine has prefill and decode roles.
-REFUSED_LOCALLY = ("pd", "pd-hetero")
-EXAMPLES = sorted(p for p in (REPO / "examples" / "stacks").glob("*.yaml") if p.stem not in REFUSED_LOCALLY)
+EXAMPLES = sorted((REPO / "examples" / "stacks").glob("*.yaml"))
 
 
 def local_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ from local_stack.localize import (
     users_file,
 )
 
-from .harness import EXAMPLES, REFUSED_LOCALLY, REPO
+from .harness import EXAMPLES, REPO
 
 
 def _compiled(name: str, path: str) -> dict:
@@ -32,10 +32,13 @@ def _stack(name: str):
     return localize((REPO / "examples" / "stacks" / f"{name}.yaml").read_text(), source_name=f"{name}.yaml")
 
 
-@pytest.mark.parametrize("name", REFUSED_LOCALLY)
-def test_a_disaggregated_stack_is_refused_with_the_reason(name: str) -> None:
-    with pytest.raises(LocalInputError, match="disaggregated .*simulated engines have no prefill or decode role"):
-        _stack(name)
+@pytest.mark.parametrize(("name", "model"), [("pd", "llama-3-8b"), ("pd-hetero", "llama-3-70b")])
+def test_a_disaggregated_stack_runs_its_roles_on_simulated_engines(name: str, model: str) -> None:
+    local = _stack(name)
+    assert {g.pd_role for g in local.engines} == {"prefill", "decode"}
+    with pytest.raises(LocalInputError, match="disaggregated .*simulated engines only"):
+        localize((REPO / "examples" / "stacks" / f"{name}.yaml").read_text(), source_name=f"{name}.yaml",
+                 model_dirs={model: "/nonexistent"})
 
 
 @pytest.mark.parametrize("stack", EXAMPLES, ids=[p.stem for p in EXAMPLES])

@@ -103,6 +103,21 @@ def merge(*traces: list[SimRequest]) -> list[SimRequest]:
     return sorted((r for t in traces for r in t), key=lambda r: (r.arrival_s, r.request_id))
 
 
+def choose_split(sweep_trace: list[SimRequest], link_gbs: float, *, quiet: bool = False) -> Fleet:
+    """The split with the lowest e2e P95 (and no errors) on ``sweep_trace``."""
+    if not quiet:
+        print(HEADER)
+    results = []
+    for fleet in splits():
+        s = stats(fleet.name, fleet, run(fleet, sweep_trace, link_gbs))
+        results.append((s.errors > 0, s.e2e_p95, fleet))
+        if not quiet:
+            print(row(s))
+    chosen = min(results, key=lambda r: r[:2])[2]
+    print(f"-> split: {chosen.name} ({chosen.split}), the lowest e2e p95 without errors" + ("\n" if not quiet else ""))
+    return chosen
+
+
 def best(rows: list[Stats]) -> Stats:
     """Lowest e2e P95 among rows without errors (all rows when every one has some)."""
     clean = [r for r in rows if r.errors == 0] or rows
@@ -159,17 +174,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.pd")
     parser.add_argument("--quick", action="store_true", help="400-request traces (about a minute)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--requests", type=int, default=0, help="requests per trace (default 400 quick, 1500 full)")
+    parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--link-gbs", type=float, default=DEFAULT_LINK_GBS,
                         help=f"prefill-to-decode KV link, GB/s (default {DEFAULT_LINK_GBS:g})")  # fmt: skip
     args = parser.parse_args(argv)
     if args.link_gbs <= 0:
         parser.error(f"--link-gbs must be > 0, got {args.link_gbs}")
-    n = 400 if args.quick else 1500
+    if args.requests < 0 or 0 < args.requests < 20:
+        parser.error(f"--requests must be >= 20, got {args.requests}")
+    n = args.requests or (400 if args.quick else 1500)
     started = time.perf_counter()
 
     variants = aggregated_variants()
     default = variants[0]
-    capacity = saturation_capacity(default, trace(args.seed, float("inf"), 200, LONG, "cap"))
+    capacity = saturation_capacity(default, trace(args.seed, float("inf"), min(200, n), LONG, "cap"))
     rate = LOAD_FRACTION * capacity
     print(f"Llama-3-70B on {GPUS} x H200 (simulated); long prompts {LONG['prompt'][0]}-{LONG['prompt'][1]} tokens, "
           f"outputs {LONG['output'][0]}-{LONG['output'][1]}; minPromptTokens {MIN_PROMPT_TOKENS}")  # fmt: skip
@@ -177,22 +196,16 @@ def main(argv: list[str] | None = None) -> int:
           f"offered load {LOAD_FRACTION:.0%} of it = {rate:.2f} req/s (Poisson)")  # fmt: skip
     print(f"KV link: {args.link_gbs:g} GB/s + {DEFAULT_TRANSFER_LATENCY_S * 1000:g} ms per transfer (an assumption)\n")
 
-    sweep_trace = trace(args.seed + 1, rate, n, LONG, "s")
-    print("Split sweep (its own trace, same rate):")
-    print(HEADER)
-    sweep = []
-    for fleet in splits():
-        s = stats(fleet.name, fleet, run(fleet, sweep_trace, args.link_gbs))
-        sweep.append((s, fleet))
-        print(row(s))
-    chosen_stats, chosen = min(((s, f) for s, f in sweep), key=lambda sf: (sf[0].errors > 0, sf[0].e2e_p95))
-    print(f"-> chosen: {chosen.name} ({chosen.split}), lowest e2e p95 without errors\n")
+    sweep_trace = trace(args.seed + 1, rate, n // 2, LONG, "s")  # half: it only ranks the splits
+    print(f"Split sweep, long prompts (its own trace of {n // 2} requests, same rate):")
+    chosen = choose_split(sweep_trace, args.link_gbs)
 
     head = trace(args.seed + 2, rate, n, LONG, "l")
     print("Long prompts (headline trace):")
     print(HEADER)
     agg_rows = [stats(f.name, f, run(f, head)) for f in variants]
     base = best(agg_rows)
+    base_fleet = variants[agg_rows.index(base)]
     for s in agg_rows:
         print(row(s, "  <- baseline" if s is base else ""))
     pd = stats(chosen.name, chosen, run(chosen, head, args.link_gbs))
@@ -201,17 +214,27 @@ def main(argv: list[str] | None = None) -> int:
     print(row(slow, f"  (link {args.link_gbs / 4:g} GB/s)"))
 
     short = trace(args.seed + 3, rate, n, SHORT, "x")
-    base_fleet = variants[agg_rows.index(base)]
-    print(f"\nShort prompts ({SHORT['prompt'][0]}-{SHORT['prompt'][1]} tokens, same rate {rate:.2f} req/s, same stacks;"
-          f" under P/D only the {chosen.split.split(':')[1]} decode GPUs serve them):")  # fmt: skip
+    print(f"\nShort prompts only ({SHORT['prompt'][0]}-{SHORT['prompt'][1]} tokens, same rate {rate:.2f} req/s), "
+          f"the same stacks: under P/D they skip prefill, so only the {chosen.split.split(':')[1]} decode GPUs "
+          "serve them:")  # fmt: skip
     print(HEADER)
     short_agg = stats(base.label, base_fleet, run(base_fleet, short))
     short_pd = stats(chosen.name, chosen, run(chosen, short, args.link_gbs))
     print(row(short_agg))
     print(row(short_pd))
+    print("Short prompts only, each mode re-tuned for them on the same GPUs (split by the same sweep on its own trace, "
+          "aggregated's best variant):")  # fmt: skip
+    short_split = choose_split(trace(args.seed + 6, rate, n // 2, SHORT, "y"), args.link_gbs, quiet=True)
+    print(HEADER)
+    short_agg_rows = [stats(f.name, f, run(f, short)) for f in variants]
+    short_base = best(short_agg_rows)
+    short_pd_resized = stats(short_split.name, short_split, run(short_split, short, args.link_gbs))
+    print(row(short_base))
+    print(row(short_pd_resized))
 
     mixed = merge(trace(args.seed + 4, rate / 2, n // 2, LONG, "l"), trace(args.seed + 5, rate / 2, n // 2, SHORT, "x"))
-    print(f"\nMixed (half long, half short, {rate:.2f} req/s in all); rows: all requests, then the short ones:")
+    print(f"\nMixed (half long, half short, {rate:.2f} req/s in all), the same stacks; rows: all requests, then the "
+          "short ones:")  # fmt: skip
     print(HEADER)
     mixed_rows = []
     for fleet, label in ((base_fleet, base.label), (chosen, chosen.name)):
@@ -226,9 +249,16 @@ def main(argv: list[str] | None = None) -> int:
         "ttft_mean_ratio_vs_aggregated": round(pd.ttft_mean / base.ttft_mean, 4),
         "short_prompt_e2e_ratio_vs_aggregated": round(short_pd.e2e_mean / short_agg.e2e_mean, 4),
         "short_prompt_e2e_p95_ratio_vs_aggregated": round(short_pd.e2e_p95 / short_agg.e2e_p95, 4),
+        "short_prompt_resized": {
+            "split": short_split.split,
+            "split_engines": short_split.name.removeprefix("P/D "),
+            "baseline": short_base.label,
+            "e2e_ratio_vs_aggregated": round(short_pd_resized.e2e_mean / short_base.e2e_mean, 4),
+        },
         "mixed_short_e2e_ratio_vs_aggregated": round(mixed_rows[1][1].e2e_mean / mixed_rows[0][1].e2e_mean, 4),
-        "errors": pd.errors + short_pd.errors + mixed_rows[1][0].errors,
-        "aggregated_errors": base.errors + short_agg.errors + mixed_rows[0][0].errors,
+        "mixed_e2e_p95_reduction_vs_aggregated": round(1 - mixed_rows[1][0].e2e_p95 / mixed_rows[0][0].e2e_p95, 4),
+        "errors": pd.errors + slow.errors + short_pd.errors + short_pd_resized.errors + mixed_rows[1][0].errors,
+        "aggregated_errors": base.errors + short_agg.errors + short_base.errors + mixed_rows[0][0].errors,
         "split": chosen.split,
         "split_engines": chosen.name.removeprefix("P/D "),
         "baseline": base.label,
@@ -252,15 +282,19 @@ def main(argv: list[str] | None = None) -> int:
     missed = [k for k, target in TARGETS.items()
               if (result[k] > target if k.endswith("ratio_vs_aggregated") else result[k] < target)]  # fmt: skip
     result["targets_missed"] = missed + (["errors"] if result["errors"] else [])
-    print(f"\nP/D {chosen.split} vs {base.label}: mean ITL {result['itl_mean_reduction_vs_aggregated']:+.1%} lower "
-          f"(target 50%), e2e P95 {result['e2e_p95_reduction_vs_aggregated']:+.1%} lower (target 30%), mean TTFT "
-          f"x{result['ttft_mean_ratio_vs_aggregated']:.2f}, short-prompt e2e x{result['short_prompt_e2e_ratio_vs_aggregated']:.3f}"
-          f" (target <= 1.05)")  # fmt: skip
+    print(f"\nP/D {chosen.split} vs {base.label}: mean ITL {result['itl_mean_reduction_vs_aggregated']:.1%} lower "
+          f"(target 50%), e2e P95 {result['e2e_p95_reduction_vs_aggregated']:.1%} lower (target 30%), mean TTFT "
+          f"x{result['ttft_mean_ratio_vs_aggregated']:.2f}, short-prompt e2e "
+          f"x{result['short_prompt_e2e_ratio_vs_aggregated']:.3f} (target <= 1.05)")  # fmt: skip
     lq = result["link_quarter"]
-    print(f"at a quarter of the link ({lq['link_gbs']:g} GB/s): ITL {lq['itl_mean_reduction_vs_aggregated']:+.1%}, "
-          f"e2e P95 {lq['e2e_p95_reduction_vs_aggregated']:+.1%}, TTFT x{lq['ttft_mean_ratio_vs_aggregated']:.2f}")  # fmt: skip
+    print(f"at a quarter of the link ({lq['link_gbs']:g} GB/s): ITL {lq['itl_mean_reduction_vs_aggregated']:.1%} lower, "
+          f"e2e P95 {lq['e2e_p95_reduction_vs_aggregated']:.1%} lower, TTFT x{lq['ttft_mean_ratio_vs_aggregated']:.2f}")  # fmt: skip
+    sr = result["short_prompt_resized"]
+    print(f"short prompts: x{result['short_prompt_e2e_ratio_vs_aggregated']:.3f} on the long-prompt stack "
+          f"({chosen.split}), x{sr['e2e_ratio_vs_aggregated']:.3f} with the split re-chosen for them ({sr['split']}), "
+          f"x{result['mixed_short_e2e_ratio_vs_aggregated']:.3f} mixed with long prompts")  # fmt: skip
     print("targets missed: " + (", ".join(result["targets_missed"]) or "none"))
-    path = plot(base, pd, slow)
+    path = None if args.no_plot else plot(base, pd, slow)
     if path:
         print(f"plot: {path.relative_to(REPO)}")
     print(f"(simulated time; {time.perf_counter() - started:.0f} s of wall time)")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from runtime_components.engine_sim.config import EngineConfig, SimRequest
-from runtime_components.engine_sim.des import EngineView, RequestRecord, Simulation, summarize
+from runtime_components.engine_sim.des import EngineView, RequestRecord, RouteFn, Simulation, summarize
 from runtime_components.engine_sim.pd import DEFAULT_LINK_GBS, PdRole
 
 __all__ = [
@@ -53,26 +53,17 @@ class Fleet:
 
 def aggregated(base: EngineConfig, gpus: int, *, max_num_batched_tokens: int) -> Fleet:
     n = gpus // base.tensor_parallel
-    cfg = _with(base, max_num_batched_tokens=max_num_batched_tokens)
-    return Fleet(f"aggregated (budget {max_num_batched_tokens})", (cfg,) * n, ("both",) * n)
+    cfg = replace(base, max_num_batched_tokens=max_num_batched_tokens)
+    roles: tuple[PdRole, ...] = ("both",) * n
+    return Fleet(f"aggregated (budget {max_num_batched_tokens})", (cfg,) * n, roles)
 
 
 def disaggregated(prefill: EngineConfig, n_prefill: int, decode: EngineConfig, n_decode: int,
                   min_prompt_tokens: int) -> Fleet:  # fmt: skip
-    p = sum(1 for _ in range(n_prefill)) * prefill.tensor_parallel
+    p = n_prefill * prefill.tensor_parallel
     d = n_decode * decode.tensor_parallel
-    return Fleet(
-        f"disaggregated {p}P:{d}D",
-        (prefill,) * n_prefill + (decode,) * n_decode,
-        ("prefill",) * n_prefill + ("decode",) * n_decode,
-        min_prompt_tokens,
-    )
-
-
-def _with(cfg: EngineConfig, **changes: int) -> EngineConfig:
-    from dataclasses import replace
-
-    return replace(cfg, **changes)
+    roles: tuple[PdRole, ...] = ("prefill",) * n_prefill + ("decode",) * n_decode
+    return Fleet(f"disaggregated {p}P:{d}D", (prefill,) * n_prefill + (decode,) * n_decode, roles, min_prompt_tokens)
 
 
 def _load(e: EngineView) -> tuple[int, float]:
@@ -84,7 +75,7 @@ def least_request(req: SimRequest, engines: Sequence[EngineView]) -> int:
     return min(range(len(engines)), key=lambda i: _load(engines[i]))
 
 
-def _pd_route(min_prompt_tokens: int):  # noqa: ANN202 - a RouteFn
+def _pd_route(min_prompt_tokens: int) -> RouteFn:
     def route(req: SimRequest, engines: Sequence[EngineView]) -> int:
         # long prompts to the least-loaded prefill engine; short ones (or no prefill engine
         # ready: decode in place) to the least-loaded decode engine

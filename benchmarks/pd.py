@@ -288,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
           f"x{result['short_prompt_e2e_ratio_vs_aggregated']:.3f} (target <= 1.05)")  # fmt: skip
     lq = result["link_quarter"]
     print(f"at a quarter of the link ({lq['link_gbs']:g} GB/s): ITL {lq['itl_mean_reduction_vs_aggregated']:.1%} lower, "
-          f"e2e P95 {lq['e2e_p95_reduction_vs_aggregated']:.1%} lower, TTFT x{lq['ttft_mean_ratio_vs_aggregated']:.2f}")  # fmt: skip
+          f"e2e P95 {lq['e2e_p95_reduction_vs_aggregated']:.1%} lower, "
+          f"TTFT x{lq['ttft_mean_ratio_vs_aggregated']:.2f}")  # fmt: skip
     sr = result["short_prompt_resized"]
     print(f"short prompts: x{result['short_prompt_e2e_ratio_vs_aggregated']:.3f} on the long-prompt stack "
           f"({chosen.split}), x{sr['e2e_ratio_vs_aggregated']:.3f} with the split re-chosen for them ({sr['split']}), "

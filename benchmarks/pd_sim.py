@@ -62,7 +62,9 @@ def disaggregated(prefill: EngineConfig, n_prefill: int, decode: EngineConfig, n
                   min_prompt_tokens: int) -> Fleet:  # fmt: skip
     p = n_prefill * prefill.tensor_parallel
     d = n_decode * decode.tensor_parallel
-    roles: tuple[PdRole, ...] = ("prefill",) * n_prefill + ("decode",) * n_decode
+    prefill_roles: tuple[PdRole, ...] = ("prefill",) * n_prefill
+    decode_roles: tuple[PdRole, ...] = ("decode",) * n_decode
+    roles = prefill_roles + decode_roles
     return Fleet(f"disaggregated {p}P:{d}D", (prefill,) * n_prefill + (decode,) * n_decode, roles, min_prompt_tokens)
 
 

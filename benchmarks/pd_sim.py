@@ -51,20 +51,21 @@ class Fleet:
         return f"{p}P:{self.gpus - p}D"
 
 
+def _roles(role: PdRole, n: int) -> tuple[PdRole, ...]:
+    return tuple(role for _ in range(n))
+
+
 def aggregated(base: EngineConfig, gpus: int, *, max_num_batched_tokens: int) -> Fleet:
     n = gpus // base.tensor_parallel
     cfg = replace(base, max_num_batched_tokens=max_num_batched_tokens)
-    roles: tuple[PdRole, ...] = ("both",) * n
-    return Fleet(f"aggregated (budget {max_num_batched_tokens})", (cfg,) * n, roles)
+    return Fleet(f"aggregated (budget {max_num_batched_tokens})", (cfg,) * n, _roles("both", n))
 
 
 def disaggregated(prefill: EngineConfig, n_prefill: int, decode: EngineConfig, n_decode: int,
                   min_prompt_tokens: int) -> Fleet:  # fmt: skip
     p = n_prefill * prefill.tensor_parallel
     d = n_decode * decode.tensor_parallel
-    prefill_roles: tuple[PdRole, ...] = ("prefill",) * n_prefill
-    decode_roles: tuple[PdRole, ...] = ("decode",) * n_decode
-    roles = prefill_roles + decode_roles
+    roles = _roles("prefill", n_prefill) + _roles("decode", n_decode)
     return Fleet(f"disaggregated {p}P:{d}D", (prefill,) * n_prefill + (decode,) * n_decode, roles, min_prompt_tokens)
 
 

@@ -117,11 +117,11 @@ def make_requests(
     return out
 
 
-def saturation_capacity(fleet: Fleet, requests: Sequence[SimRequest]) -> float:
+def saturation_capacity(fleet: Fleet, requests: Sequence[SimRequest], link_gbs: float = DEFAULT_LINK_GBS) -> float:
     """Completed requests per second when ``requests`` all arrive at once (the fleet's throughput
     bound for this request mix)."""
     burst = [SimRequest(r.request_id, r.prompt_token_ids, r.max_tokens, 0.0) for r in requests]
-    s = summarize(run(fleet, burst))
+    s = summarize(run(fleet, burst, link_gbs))
     return s.completed / s.duration_s
 
 

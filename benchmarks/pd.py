@@ -151,6 +151,7 @@ def plot(base: Stats, pd: Stats, slow_link: Stats) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return None
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
@@ -163,6 +164,8 @@ def plot(base: Stats, pd: Stats, slow_link: Stats) -> Path | None:
     a.set_xlabel("TTFT (s)")
     a.set_title("TTFT, long prompts")
     b.set_xscale("log")
+    b.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    b.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     b.set_xlabel("inter-token latency (ms, log)")
     b.set_title("ITL, long prompts")
     for axis in (a, b):

@@ -259,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         "itl_mean_reduction_vs_aggregated": round(1 - pd.itl_mean / base.itl_mean, 4),
         "e2e_p95_reduction_vs_aggregated": round(1 - pd.e2e_p95 / base.e2e_p95, 4),
         "ttft_mean_ratio_vs_aggregated": round(pd.ttft_mean / base.ttft_mean, 4),
+        "itl_p50_ms": {"aggregated": round(base.itl_p50 * 1000, 2), "pd": round(pd.itl_p50 * 1000, 2)},
+        "itl_over_100ms_fraction": {"aggregated": round(sum(g > 0.1 for g in base.itls) / max(1, len(base.itls)), 4),
+                                    "pd": round(sum(g > 0.1 for g in pd.itls) / max(1, len(pd.itls)), 4)},
         "short_prompt_e2e_ratio_vs_aggregated": round(short_pd.e2e_mean / short_agg.e2e_mean, 4),
         "short_prompt_e2e_p95_ratio_vs_aggregated": round(short_pd.e2e_p95 / short_agg.e2e_p95, 4),
         "short_prompt_resized": {

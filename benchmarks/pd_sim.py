@@ -136,6 +136,7 @@ class Stats:
     ttft_mean: float
     ttft_p95: float
     itl_mean: float
+    itl_p50: float
     itl_p95: float
     e2e_mean: float
     e2e_p95: float
@@ -149,7 +150,7 @@ def stats(label: str, fleet: Fleet, records: Sequence[RequestRecord]) -> Stats:
     s = summarize(records)
     done = [r for r in records if r.error is None and r.finish_s is not None]
     return Stats(
-        label, fleet.split, s.requests, s.errors, s.ttft.mean, s.ttft.p95, s.itl.mean, s.itl.p95,
+        label, fleet.split, s.requests, s.errors, s.ttft.mean, s.ttft.p95, s.itl.mean, s.itl.p50, s.itl.p95,
         s.e2e.mean, s.e2e.p95, s.req_per_s, s.output_tok_per_s,
         tuple(r.ttft_s for r in done if r.ttft_s is not None), tuple(g for r in done for g in r.itl_s),
     )  # fmt: skip

@@ -21,7 +21,23 @@ Events, processed in time order (ties: insertion order):
   ``kv_event_delay_s`` (the publisher-to-gateway lag), so a benchmark can feed a gateway's
   prefix index without sockets.
 
-``summarize(records)`` gives mean/P50/P90/P99 of TTFT, TPOT, e2e and throughput.
+Prefill/decode disaggregation (``pd``): engines have a role (``roles=``, ``add_engine(role=)``;
+default ``"both"``). When ``route`` picks a *prefill* engine, the request runs there with
+``max_tokens`` 1; when that token is sampled (it is discarded, as vLLM's NixlConnector does),
+``decode_route(request, engines_view)`` picks among the ready engines that are not prefill-only,
+and the request joins that engine ``request_overhead_s`` (its API path: the router's second
+call) plus ``pd.transfer_seconds(prompt tokens, the prefill model's kv_bytes_per_token, link)``
+later, with ``kv_transferred_tokens`` = its prompt: the decode engine keeps stepping its other
+requests meanwhile (the pull is asynchronous). A request routed straight to a decode engine
+(a short prompt) simply runs there. The record's first token is the decode engine's (what
+the client sees first), ``prefill_engine`` and ``transfer_s`` say what the pair did.
+
+``record_token_times=True`` keeps every output token's time in the record
+(``token_times_s``), from which ``summarize`` adds the inter-token latency distribution
+(``itl``: every gap between consecutive tokens, pooled over requests, as vLLM's
+``benchmark_serving`` reports it; per-request mean ITL is ``tpot_s``).
+
+``summarize(records)`` gives mean/P50/P90/P95/P99 of TTFT, TPOT, ITL, e2e and throughput.
 """
 
 from __future__ import annotations
@@ -30,13 +46,15 @@ import heapq
 import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import cast
 
 from runtime_components.common.kv_event_format import KVEvent
 from runtime_components.common.stats import percentile
 
 from .config import EngineConfig, EngineError, ExternalKVStore, SimRequest, StepResult
 from .core import EngineCore
+from .pd import DEFAULT_LINK_GBS, DEFAULT_TRANSFER_LATENCY_S, PdRole, transfer_seconds
 from .stats import EngineStats
 
 __all__ = ["EngineView", "KVEventsFn", "RequestRecord", "Simulation", "LatencySummary", "Summary", "summarize", "percentile"]
@@ -55,6 +73,9 @@ class RequestRecord:
     engine: int | None
     cached_tokens: int = 0
     error: str | None = None
+    prefill_engine: int | None = None  #: P/D: the engine that computed the prompt (``engine`` decoded)
+    transfer_s: float = 0.0  #: P/D: the KV transfer's duration
+    token_times_s: tuple[float, ...] = ()  #: every output token's time (``record_token_times``)
 
     @property
     def ttft_s(self) -> float | None:
@@ -71,6 +92,12 @@ class RequestRecord:
             return None
         return (self.finish_s - self.first_token_s) / (self.output_tokens - 1)
 
+    @property
+    def itl_s(self) -> tuple[float, ...]:
+        """Gaps between consecutive output tokens (empty unless token times were recorded)."""
+        t = self.token_times_s
+        return tuple(b - a for a, b in zip(t, t[1:], strict=False))
+
 
 class EngineView:
     """What a routing callback may read about one engine (read-only)."""
@@ -83,6 +110,16 @@ class EngineView:
     @property
     def config(self) -> EngineConfig:
         return self._core.config
+
+    @property
+    def role(self) -> PdRole:
+        return self._sim._engines[self.index].role
+
+    @property
+    def num_arriving(self) -> int:
+        """Requests routed here and not yet queued (in the API path or a KV transfer): what a
+        router knows it sent, which the engine's own counts do not show yet."""
+        return self._sim._engines[self.index].arriving
 
     @property
     def num_running(self) -> int:
@@ -123,6 +160,8 @@ class _Engine:
     core: EngineCore
     view: EngineView
     ready_s: float
+    role: PdRole = "both"
+    arriving: int = 0  #: pushed _DIRECT events not yet delivered
     busy: bool = False
     draining: bool = False
     removed: bool = False
@@ -130,6 +169,16 @@ class _Engine:
 
 
 _ARRIVAL, _STEP_END, _REMOVE, _CALL, _DIRECT = range(5)
+_ROLES = ("both", "prefill", "decode")
+
+
+@dataclass(frozen=True)
+class _DecodeLeg:
+    """What a request's prefill leg left for its record."""
+
+    prefill_engine: int
+    transfer_s: float
+    cached_tokens: int
 
 
 class Simulation:
@@ -144,10 +193,26 @@ class Simulation:
         adapters: Sequence[str] = (),
         kv_events: KVEventsFn | None = None,
         kv_event_delay_s: float = 0.0,
+        roles: Sequence[PdRole] | None = None,
+        decode_route: RouteFn | None = None,
+        link_gbs: float = DEFAULT_LINK_GBS,
+        transfer_latency_s: float = DEFAULT_TRANSFER_LATENCY_S,
+        record_token_times: bool = False,
     ) -> None:
         if kv_event_delay_s < 0:
             raise ValueError(f"kv_event_delay_s must be >= 0, got {kv_event_delay_s}")
+        if roles is not None and len(roles) != len(configs):
+            raise ValueError(f"roles has {len(roles)} entries for {len(configs)} engine configs; expected one per engine")
+        if link_gbs <= 0 or transfer_latency_s < 0:
+            raise ValueError(f"link_gbs must be > 0 and transfer_latency_s >= 0, got {link_gbs} and {transfer_latency_s}")
         self._route = route
+        self._decode_route = decode_route
+        self._link_gbs = link_gbs
+        self._transfer_latency_s = transfer_latency_s
+        self._token_times: dict[str, list[float]] | None = {} if record_token_times else None
+        #: request id -> (the prefill engine running it, the request as the client sent it)
+        self._prefill_legs: dict[str, tuple[int, SimRequest]] = {}
+        self._decode_legs: dict[str, _DecodeLeg] = {}
         self._kv_events = kv_events
         self._kv_event_delay_s = kv_event_delay_s
         self._store = external_kv_store
@@ -158,13 +223,19 @@ class Simulation:
         self.now = 0.0
         self.records: list[RequestRecord] = []
         self._first: dict[str, tuple[float, int]] = {}
-        for config in configs:
-            self.add_engine(0.0, config, ready_after_s=0.0)
+        for i, config in enumerate(configs):
+            self.add_engine(0.0, config, ready_after_s=0.0, role=roles[i] if roles is not None else "both")
 
     # -- topology ------------------------------------------------------------------------
 
-    def add_engine(self, at_s: float, config: EngineConfig | None = None, ready_after_s: float = 0.0) -> int:
+    def add_engine(
+        self, at_s: float, config: EngineConfig | None = None, ready_after_s: float = 0.0, role: PdRole = "both"
+    ) -> int:
         """Add an engine at ``at_s`` that accepts requests from ``at_s + ready_after_s``."""
+        if role not in _ROLES:
+            raise ValueError(f"engine role {role!r} is not one of {', '.join(_ROLES)}")
+        if role == "prefill" and self._decode_route is None:
+            raise ValueError("a prefill engine needs decode_route= (who decodes after the prefill); hint: pass one")
         if config is None:
             if not self._engines:
                 raise ValueError("add_engine needs a config when the simulation has no engine to copy")
@@ -173,7 +244,7 @@ class Simulation:
         for name in self._adapters:
             core.load_adapter(name)
         index = len(self._engines)
-        engine = _Engine(core, EngineView(index, core, self), ready_s=max(at_s, self.now) + ready_after_s)
+        engine = _Engine(core, EngineView(index, core, self), ready_s=max(at_s, self.now) + ready_after_s, role=role)
         self._engines.append(engine)
         return index
 
@@ -192,7 +263,7 @@ class Simulation:
         if engine is None:
             self._push(at_s, _ARRIVAL, request)
         else:
-            self._push(at_s, _DIRECT, (engine, request))
+            self._send(at_s, engine, request)
 
     def load_adapter(self, index: int, name: str) -> None:
         """Make engine ``index`` hold adapter ``name`` now (the caller models the load time)."""
@@ -246,7 +317,9 @@ class Simulation:
             elif kind == _CALL:
                 payload(self, t)  # type: ignore[operator]
             elif kind == _DIRECT:
-                self._enqueue(*payload)  # type: ignore[misc]
+                target, sent = cast("tuple[int, SimRequest]", payload)
+                self._engines[target].arriving -= 1
+                self._enqueue(target, sent)
             self._kick_idle()
         if events >= max_events and self._heap:
             raise RuntimeError(f"simulation stopped after max_events={max_events}; raise it or shorten the trace")
@@ -277,11 +350,43 @@ class Simulation:
             self._error(req, None, f"route returned {choice}, expected 0..{len(candidates) - 1}")
             return
         index = candidates[choice].index
+        if self._engines[index].role == "prefill":  # P/D: compute the prompt and one token there
+            self._prefill_legs[req.request_id] = (index, req)
+            req = replace(req, max_tokens=1)
         delay = self._engines[index].core.model.efficiency.request_overhead_s
         if delay > 0:  # the API path before the scheduler sees it (client-visible, not GPU time)
-            self._push(self.now + delay, _DIRECT, (index, req))
+            self._send(self.now + delay, index, req)
         else:
             self._enqueue(index, req)
+
+    def _send(self, at_s: float, index: int, req: SimRequest) -> None:
+        self._engines[index].arriving += 1
+        self._push(at_s, _DIRECT, (index, req))
+
+    def _to_decode(self, prefill: int, req: SimRequest, cached_tokens: int) -> None:
+        """The prefill leg is done: pick the decode engine now and start the KV transfer."""
+        candidates = [e.view for e in self._engines if e.ready_s <= self.now and not e.draining and e.role != "prefill"]
+        if not candidates:
+            self._error(req, None, "no ready decode engine after the prefill")
+            return
+        assert self._decode_route is not None  # add_engine refuses a prefill engine without one
+        try:
+            choice = self._decode_route(req, candidates)
+        except Exception as exc:  # as for route: the request's error, not the run's
+            self._error(req, None, f"decode route failed: {type(exc).__name__}: {exc}")
+            return
+        if choice is None or not 0 <= choice < len(candidates):
+            self._error(req, None, f"decode route returned {choice}, expected 0..{len(candidates) - 1}")
+            return
+        index = candidates[choice].index
+        n_prompt = len(req.prompt_token_ids)
+        kv_bytes = self._engines[prefill].core.model.arch.kv_bytes_per_token
+        transfer = transfer_seconds(n_prompt, kv_bytes, self._link_gbs, self._transfer_latency_s)
+        # the router's second call crosses the decode engine's API path, then the engine pulls
+        # the blocks while it keeps stepping (vLLM's WAITING_FOR_REMOTE_KVS)
+        delay = self._engines[index].core.model.efficiency.request_overhead_s + transfer
+        self._decode_legs[req.request_id] = _DecodeLeg(prefill, transfer, cached_tokens)
+        self._send(self.now + delay, index, replace(req, kv_transferred_tokens=n_prompt))
 
     def _enqueue(self, index: int, req: SimRequest) -> None:
         engine = self._engines[index]
@@ -308,35 +413,72 @@ class Simulation:
     def _on_step_end(self, index: int, result: StepResult) -> None:
         engine = self._engines[index]
         engine.busy = False
+        times = self._token_times
         for ev in result.events:
+            rid = ev.request_id
+            leg = self._prefill_legs.get(rid)
+            if leg is not None and leg[0] == index:  # the prefill leg's token: not the client's
+                if ev.finished:
+                    del self._prefill_legs[rid]
+                    engine.inflight.pop(rid)
+                    self._to_decode(index, leg[1], ev.cached_tokens)
+                continue
             if ev.index == 0:
-                self._first[ev.request_id] = (result.end_s, ev.cached_tokens)
+                self._first[rid] = (result.end_s, ev.cached_tokens)
+            if times is not None:
+                times.setdefault(rid, []).append(result.end_s)
             if ev.finished:
-                req = engine.inflight.pop(ev.request_id)
-                first_s, cached = self._first.pop(ev.request_id, (result.end_s, 0))
+                req = engine.inflight.pop(rid)
+                first_s, cached = self._first.pop(rid, (result.end_s, 0))
+                dleg = self._decode_legs.pop(rid, None)
                 self.records.append(
                     RequestRecord(
                         req.request_id, req.arrival_s, first_s, result.end_s,
-                        len(req.prompt_token_ids), ev.index + 1, index, cached,
+                        len(req.prompt_token_ids), ev.index + 1, index,
+                        dleg.cached_tokens if dleg else cached, None,
+                        dleg.prefill_engine if dleg else None, dleg.transfer_s if dleg else 0.0,
+                        tuple(times.pop(rid, ())) if times is not None else (),
                     )  # fmt: skip
                 )
 
     def _error(self, req: SimRequest, engine: int | None, message: str) -> None:
+        self._forget(req.request_id)
         self.records.append(
             RequestRecord(req.request_id, req.arrival_s, None, None, len(req.prompt_token_ids), 0, engine, 0, message)
         )
 
+    def _forget(self, request_id: str) -> tuple[float, int] | None:
+        """Drop a request's per-leg state; returns its first token (time, cached) if it had one."""
+        self._prefill_legs.pop(request_id, None)
+        self._decode_legs.pop(request_id, None)
+        if self._token_times is not None:
+            self._token_times.pop(request_id, None)
+        return self._first.pop(request_id, None)
+
     def _close_unfinished(self) -> None:
+        unfinished = "unfinished at end of run"
         for index, engine in enumerate(self._engines):
             for req in engine.inflight.values():
-                first = self._first.pop(req.request_id, None)
+                first = self._forget(req.request_id)
                 self.records.append(
                     RequestRecord(
                         req.request_id, req.arrival_s, first[0] if first else None, None,
-                        len(req.prompt_token_ids), 0, index, 0, "unfinished at end of run",
+                        len(req.prompt_token_ids), 0, index, 0, unfinished,
                     )  # fmt: skip
                 )
             engine.inflight.clear()
+        # requests on their way to an engine (API path, KV transfer) when the run stopped
+        in_transit = [item for item in self._heap if item[2] == _DIRECT]
+        if in_transit:
+            self._heap = [item for item in self._heap if item[2] != _DIRECT]
+            heapq.heapify(self._heap)
+            for _, _, _, (index, req) in sorted(in_transit):  # type: ignore[misc]
+                self._engines[index].arriving -= 1
+                self._forget(req.request_id)
+                self.records.append(
+                    RequestRecord(req.request_id, req.arrival_s, None, None, len(req.prompt_token_ids), 0, index, 0,
+                                  unfinished)  # fmt: skip
+                )
 
 
 # -- summaries ------------------------------------------------------------------------------
@@ -348,6 +490,7 @@ class LatencySummary:
     p50: float
     p90: float
     p99: float
+    p95: float = math.nan
 
     @classmethod
     def of(cls, values: Iterable[float]) -> LatencySummary:
@@ -355,7 +498,8 @@ class LatencySummary:
         if not ordered:
             return cls(math.nan, math.nan, math.nan, math.nan)
         mean = sum(ordered) / len(ordered)
-        return cls(mean, percentile(ordered, 50), percentile(ordered, 90), percentile(ordered, 99))
+        return cls(mean, percentile(ordered, 50), percentile(ordered, 90), percentile(ordered, 99),
+                   percentile(ordered, 95))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -370,6 +514,8 @@ class Summary:
     tpot: LatencySummary
     e2e: LatencySummary
     prefix_hit_fraction: float  #: cached prompt tokens / prompt tokens of completed requests
+    #: every inter-token gap of completed requests, pooled (NaN without ``record_token_times``)
+    itl: LatencySummary = LatencySummary(math.nan, math.nan, math.nan, math.nan)
 
 
 def summarize(records: Sequence[RequestRecord]) -> Summary:
@@ -390,4 +536,5 @@ def summarize(records: Sequence[RequestRecord]) -> Summary:
         tpot=LatencySummary.of(r.tpot_s for r in done if r.tpot_s is not None),
         e2e=LatencySummary.of(r.e2e_s for r in done if r.e2e_s is not None),
         prefix_hit_fraction=sum(r.cached_tokens for r in done) / prompt if prompt else 0.0,
+        itl=LatencySummary.of(gap for r in done for gap in r.itl_s),
     )

@@ -97,6 +97,29 @@ def _scaler_check(run: LocalRun) -> Check:
                  f"current replicas reported for {count:g}/{len(targets)} targets")
 
 
+def _paired_checks(run: LocalRun, gateway_url: str) -> list[Check]:
+    """A disaggregated model: a prompt of minPromptTokens goes prefill pod, then decode pod."""
+    checks = []
+    for model in run.stack.gateway.get("models", []):
+        pd = model.get("disaggregation")
+        if not pd:
+            continue
+        name = model["name"]
+
+        def paired(name: str = name) -> float:
+            return total(fetch(gateway_url), "aibrix_gateway_pd_requests_total", model=name, path="disaggregated")
+
+        before = paired()
+        words = int(pd.get("minPromptTokens", 512)) + 16  # the approximate tokenizer: a word is at least a token
+        status, body = _post(run, "/completions", {"model": name, "prompt": " ".join(["word"] * words), "max_tokens": 8})
+        ok, detail = _answer(status, body, "text")
+        after = _eventually(paired, before)
+        if ok and after <= before:
+            ok, detail = False, "answered, but not through a prefill pod (aibrix_gateway_pd_requests_total did not move)"
+        checks.append(Check("prefill then decode", name, ok, detail if not ok else f"{words}-word prompt paired"))
+    return checks
+
+
 def run_smoke(run: LocalRun) -> list[Check]:
     """Send requests to every model and adapter through Envoy and check what moved."""
     checks: list[Check] = []
@@ -133,6 +156,7 @@ def run_smoke(run: LocalRun) -> list[Check]:
         eng_after = _eventually(generated, eng_before)
         checks.append(Check("engine metrics moved", model, eng_after > eng_before,
                             f"generation tokens +{eng_after - eng_before:g} over {len(addresses)} engine(s)"))
+    checks += _paired_checks(run, gateway_url)
     for adapter, model in sorted(adapters.items()):
         status, body = _post(run, "/completions", {"model": adapter, "prompt": "SELECT", "max_tokens": 8})
         ok, detail = _answer(status, body, "text")

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from ..defaults import ResolvedPool, ResolvedStack
 from ..errors import Diagnostic, SpecValidationError
-from .checks import check_flow_control, check_hpa_selectors, check_kv_engines, check_multi_node, check_names, check_optimizer
+from .checks import (
+    check_flow_control,
+    check_hpa_selectors,
+    check_kv_engines,
+    check_multi_node,
+    check_names,
+    check_optimizer,
+    check_weights_fit,
+)
 from .components import (
     duration_seconds,
     plan_diagnostics,
@@ -128,6 +136,7 @@ def plan(stack: ResolvedStack, *, kube_version: tuple[int, int]) -> Plan:
     pools = {p.name: _pool(p) for p in stack.pools}
     models = plan_models(stack, pools, problems)
     problems += check_names(models)
+    problems += check_weights_fit(stack, models)
     if problems:
         raise SpecValidationError(problems)
     gateway = plan_gateway(stack)

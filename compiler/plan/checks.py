@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from aibrix_spec import AUTOSCALING_METRICS, AutoscalingSpec
-from aibrix_spec.catalog import MODEL_ARCHS
+from aibrix_spec.catalog import ACCELERATORS, MODEL_ARCHS
 
 from ..defaults import ResolvedModel, ResolvedStack
 from ..errors import Diagnostic
@@ -25,6 +25,7 @@ __all__ = [
     "check_multi_node",
     "check_names",
     "check_optimizer",
+    "check_weights_fit",
 ]
 
 #: KubeRay names a cluster's head Service <cluster>-head-svc, which must be a DNS label (<= 63).
@@ -240,5 +241,37 @@ def check_flow_control(stack: ResolvedStack) -> list[Diagnostic]:
                 "replicas.min 0 needs the gateway's flow control: at zero replicas only the gateway sees demand",
                 expected="gateway.enabled: true and gateway.flowControl.enabled: true",
                 hint="requests are then held while the first replica starts, instead of answered 503",
+            ))
+    return problems
+
+
+def check_weights_fit(stack: ResolvedStack, models: tuple[ModelPlan, ...]) -> list[Diagnostic]:
+    """A replica whose weights alone exceed its GPUs' usable memory can never start: say so now,
+    not as a crash loop. Only where the catalogue knows both the architecture and the GPU."""
+    problems = []
+    for plan in models:
+        arch = MODEL_ARCHS.get(plan.arch or "")
+        if arch is None:
+            continue
+        spec = stack.models[plan.index].spec
+        utilization = spec.engine.gpu_memory_utilization
+        for workload in plan.workloads:
+            gpu = ACCELERATORS.get(workload.pool.accelerator or "")
+            if gpu is None:
+                continue
+            usable = workload.gpus_per_replica * gpu.memory_gib * 2**30 * utilization
+            if arch.weight_bytes < usable:
+                continue
+            base: tuple[str | int, ...] = ("spec", "models", plan.index)
+            if workload.role is not None:
+                base += ("disaggregation", workload.role)
+            need = -(-int(arch.weight_bytes) // int(gpu.memory_gib * 2**30 * utilization))
+            problems.append(Diagnostic(
+                (*base, "parallelism", "tensor"),
+                f"{arch.name} ({arch.weight_bytes / 1e9:.0f} GB of weights) does not fit on a replica of "
+                f"{workload.gpus_per_replica} x {gpu.name} ({gpu.memory_gib:g} GiB each at gpuMemoryUtilization "
+                f"{utilization:g}) in pool \"{workload.pool.name}\"",
+                expected=f"at least {need} GPUs per replica on {gpu.name}, plus room for the KV cache",
+                hint="raise parallelism.tensor (or pipeline), or place the model on a pool with larger GPUs",
             ))
     return problems

@@ -273,8 +273,8 @@ def test_explain_counts_both_roles() -> None:
     prefill = next(line for line in table.splitlines() if "(prefill)" in line).split()
     decode = next(line for line in table.splitlines() if "(decode)" in line).split()
     total = next(line for line in table.splitlines() if line.startswith("TOTAL")).split()
-    # prefill: 2-8 x 4 H100; decode: 4-16 x 2 L20
-    assert prefill[2:4] == ["h100", "4"] and decode[2:4] == ["l20", "2"]
+    # prefill: 2-8 x 4 H100; decode: 4-16 x 4 L20
+    assert prefill[2:4] == ["h100", "4"] and decode[2:4] == ["l20", "4"]
     assert float(total[1]) == pytest.approx(float(prefill[-2]) + float(decode[-2]))
     assert float(total[2]) == pytest.approx(float(prefill[-1]) + float(decode[-1]))
 
@@ -301,3 +301,13 @@ def test_envoy_waits_for_the_prefill_call_inside_the_body_phase() -> None:
     assert plan.gateway is not None
     prefill_timeout = DisaggregationConfig.model_fields["prefill_timeout_s"].default
     assert plan.gateway.ext_proc_message_timeout_s > prefill_timeout
+
+
+def test_a_role_whose_weights_cannot_fit_is_one_error_at_its_tensor_size() -> None:
+    data = yaml.safe_load((EXAMPLES / "pd-hetero.yaml").read_text())
+    data["spec"]["models"][0]["disaggregation"]["decode"]["parallelism"]["tensor"] = 2
+    error, text = the_error(data)
+    assert [d.path for d in error.diagnostics] == [
+        ("spec", "models", 0, "disaggregation", "decode", "parallelism", "tensor")]
+    assert "llama-3-70b (141 GB of weights) does not fit on a replica of 2 x nvidia-l20" in text
+    assert "at least 4 GPUs per replica" in text

@@ -90,6 +90,13 @@ def errors_of(data: dict[str, Any] | str) -> SpecError:
             'engine argument "schedulingPolicy" is derived by the compiler',
         ),
         (
+            with_model(source={"uri": "hf://meta-llama/Meta-Llama-3-70B-Instruct"}),
+            SpecValidationError,
+            ("spec", "models", 0, "parallelism", "tensor"),
+            'llama-3-70b (141 GB of weights) does not fit on a replica of 1 x nvidia-l4 (24 GiB each at '
+            'gpuMemoryUtilization 0.9) in pool "l4"',
+        ),
+        (
             {**minimal(), "spec": {**minimal()["spec"], "gpu_pools": minimal()["spec"]["gpuPools"]}},
             SpecValidationError,
             ("spec", "gpu_pools"),

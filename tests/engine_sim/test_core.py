@@ -206,34 +206,26 @@ def test_bad_config_names_the_field(kwargs: dict[str, object], message: str) -> 
         EngineConfig(**kwargs)  # type: ignore[arg-type]
 
 
+def _finish_order(policy: str, requests: tuple[tuple[str, int], ...]) -> list[str]:
+    """One sequence at a time: the order requests finish is the order they were admitted."""
+    from runtime_components.engine_sim.config import EngineConfig, SimRequest
+    from runtime_components.engine_sim.core import EngineCore
+
+    core = EngineCore(EngineConfig(max_num_seqs=1, scheduling_policy=policy))
+    for rid, priority in requests:
+        core.add_request(SimRequest(rid, list(range(1, 40)), 1, 0.0, priority=priority))
+    order, now = [], 0.0
+    while core.has_work():
+        step = core.step(now)
+        order += [e.request_id for e in step.events if e.finished]
+        now = step.end_s
+    return order
+
+
 def test_priority_scheduling_admits_the_lowest_priority_value_first() -> None:
-    from runtime_components.engine_sim.config import EngineConfig, SimRequest
-    from runtime_components.engine_sim.core import EngineCore
-
-    core = EngineCore(EngineConfig(max_num_seqs=1, scheduling_policy="priority"))
-    for rid, priority in (("a", 1), ("b", 1), ("c", 0)):
-        core.add_request(SimRequest(rid, list(range(1, 40)), 1, 0.0, priority=priority))
-    order, now = [], 0.0
-    while core.has_work():
-        step = core.step(now)
-        order += [e.request_id for e in step.events if e.finished]
-        now = step.end_s
-    assert order == ["c", "a", "b"]  # vLLM: (priority, arrival); fcfs would give a, b, c
-
-
-def test_fcfs_keeps_arrival_order_whatever_the_priority() -> None:
-    from runtime_components.engine_sim.config import EngineConfig, SimRequest
-    from runtime_components.engine_sim.core import EngineCore
-
-    core = EngineCore(EngineConfig(max_num_seqs=1))
-    for rid, priority in (("a", 1), ("b", 0)):
-        core.add_request(SimRequest(rid, list(range(1, 40)), 1, 0.0, priority=priority))
-    order, now = [], 0.0
-    while core.has_work():
-        step = core.step(now)
-        order += [e.request_id for e in step.events if e.finished]
-        now = step.end_s
-    assert order == ["a", "b"]
+    # vLLM: (priority, arrival); fcfs keeps arrival order whatever the priority
+    assert _finish_order("priority", (("a", 1), ("b", 1), ("c", 0))) == ["c", "a", "b"]
+    assert _finish_order("fcfs", (("a", 1), ("b", 1), ("c", 0))) == ["a", "b", "c"]
 
 
 def test_priority_preemption_takes_the_largest_priority_value_even_if_scheduled_earlier() -> None:

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from aiohttp import web
 from envoy.config.core.v3 import base_pb2
@@ -25,6 +24,8 @@ from runtime_components.gateway.endpoints import EngineSample
 from runtime_components.gateway.extproc import ExtProcServicer
 from runtime_components.gateway.pd import prefill_pool, role_specs
 from runtime_components.gateway.pd.bodies import NIXL_PREFILL_PARAMS, sglang_bodies, vllm_prefill_body
+
+from .test_extproc import FakeStreamContext
 
 DECODE = "127.0.0.1:7001"
 LONG = "the schema of the sales database has many tables " * 20  # ~250 tokens
@@ -98,23 +99,11 @@ def gateway(tmp_path: Path, prefill: str | None, flow: dict[str, Any] | None = N
     return app
 
 
-class Stream:
-    def __init__(self, messages: list[pb.ProcessingRequest]) -> None:
-        self._messages = list(messages)
-        self.written: list[pb.ProcessingResponse] = []
-
-    async def read(self) -> object:
-        return self._messages.pop(0) if self._messages else grpc.aio.EOF
-
-    async def write(self, response: pb.ProcessingResponse) -> None:
-        self.written.append(response)
-
-
 async def send(app: GatewayApp, body: dict[str, Any] | bytes, path: str = "/v1/completions") -> tuple[dict[str, str], dict | None]:
     """One request through the servicer: (the headers it set, the body it sent on, or None: the client's)."""
     sent_headers = {":path": path, ":method": "POST", "x-request-id": "req-1"}  # Envoy adds x-request-id
     items = [base_pb2.HeaderValue(key=k, raw_value=v.encode()) for k, v in sent_headers.items()]
-    stream = Stream([
+    stream = FakeStreamContext([
         pb.ProcessingRequest(request_headers=pb.HttpHeaders(headers=base_pb2.HeaderMap(headers=items))),
         pb.ProcessingRequest(request_body=pb.HttpBody(body=body if isinstance(body, bytes) else json.dumps(body).encode(),
                                                       end_of_stream=True)),

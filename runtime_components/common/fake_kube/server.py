@@ -331,10 +331,12 @@ class FakeKubeApi:
             self.delete_pod(*key)
         task = self._pod_tasks.pop(key, None)
         if task is not None and task.done():
-            stopping = asyncio.create_task(workload.launcher.stop(key[1]))
-            self._stop_tasks.add(stopping)
-            stopping.add_done_callback(self._stop_tasks.discard)
-        # A task still starting sees the pod gone and stops what it started.
+            task = asyncio.create_task(workload.launcher.stop(key[1]))
+        # A task still starting sees the pod gone and stops what it started; either way it is
+        # kept until it ends, so shutting down waits for it instead of destroying it pending.
+        if task is not None:
+            self._stop_tasks.add(task)
+            task.add_done_callback(self._stop_tasks.discard)
 
     async def _stop_all(self, _app: web.Application) -> None:
         # Stop every workload pod's process; the recorded replicas stay as they were (tests read them).

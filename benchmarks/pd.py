@@ -20,9 +20,11 @@ entries and engine arguments; only the roles differ.
    baseline is the variant with the lowest e2e P95 on the headline trace (the strongest rival,
    chosen in-sample: an advantage to the baseline).
 5. **Short prompts**: 100-400 prompt tokens, 50-300 output tokens, at the headline's request
-   rate on the same stacks. Under P/D they are below ``minPromptTokens`` and skip prefill: only
-   the decode engines serve them, while aggregated serving spreads them on all 8 GPUs. This is
-   the fair comparison for "short prompts must not pay for P/D": the same deployment, the same
+   rate on the same stacks. Under P/D they are below ``minPromptTokens`` and skip prefill: they
+   run whole on a decode engine, or on a prefill engine less loaded than every decode engine
+   (the gateway's ``shortPromptsOnPrefillPods``, on by default; the row "decode only" turns it
+   off), while aggregated serving spreads them on all 8 GPUs. This is the fair comparison for
+   "short prompts must not pay for P/D": the same deployment, the same
    GPUs, the same traffic rate, with the traffic's mix shifted to short prompts. A mixed
    workload (long and short together) is printed too, with the short requests' latency apart.
 6. **Link**: the prefill-to-decode KV link is an assumption (``pd.DEFAULT_LINK_GBS``); the
@@ -226,13 +228,16 @@ def main(argv: list[str] | None = None) -> int:
 
     short = trace(args.seed + 3, rate, n, SHORT, "x")
     print(f"\nShort prompts only ({SHORT['prompt'][0]}-{SHORT['prompt'][1]} tokens, same rate {rate:.2f} req/s), "
-          f"the same stacks: under P/D they skip prefill, so only the {chosen.split.split(':')[1]} decode GPUs "
-          "serve them:")  # fmt: skip
+          f"the same stacks: under P/D they skip prefill and run on the {chosen.split.split(':')[1]} decode GPUs, "
+          "or on a prefill engine less loaded than every decode engine:")  # fmt: skip
     print(HEADER)
     short_agg = stats(base.label, base_fleet, run(base_fleet, short))
     short_pd = stats(chosen.name, chosen, run(chosen, short, args.link_gbs))
+    short_pd_decode_only = stats(chosen.name + " decode only", chosen,
+                                 run(chosen, short, args.link_gbs, short_on_prefill=False))
     print(row(short_agg))
     print(row(short_pd))
+    print(row(short_pd_decode_only, "  (shortPromptsOnPrefillPods: false)"))
     print("Short prompts only, each mode re-tuned for them on the same GPUs (split by the same sweep on its own trace, "
           "aggregated's best variant):")  # fmt: skip
     short_burst = trace(args.seed + 7, float("inf"), min(200, n), SHORT, "z")
@@ -249,8 +254,9 @@ def main(argv: list[str] | None = None) -> int:
           "short ones:")  # fmt: skip
     print(HEADER)
     mixed_rows = []
-    for fleet, label in ((base_fleet, base.label), (chosen, chosen.name)):
-        records = run(fleet, mixed, args.link_gbs)
+    for fleet, label, spill in ((base_fleet, base.label, True), (chosen, chosen.name, True),
+                                (chosen, chosen.name + " decode only", False)):
+        records = run(fleet, mixed, args.link_gbs, short_on_prefill=spill)
         mixed_rows.append((stats(label, fleet, records), stats(label + " [short]", fleet, only(records, "x"))))
         print(row(mixed_rows[-1][0]))
         print(row(mixed_rows[-1][1]))
@@ -263,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         "itl_over_100ms_fraction": {"aggregated": round(sum(g > 0.1 for g in base.itls) / max(1, len(base.itls)), 4),
                                     "pd": round(sum(g > 0.1 for g in pd.itls) / max(1, len(pd.itls)), 4)},
         "short_prompt_e2e_ratio_vs_aggregated": round(short_pd.e2e_mean / short_agg.e2e_mean, 4),
+        "short_prompt_e2e_ratio_decode_only_vs_aggregated": round(short_pd_decode_only.e2e_mean / short_agg.e2e_mean, 4),
         "short_prompt_e2e_p95_ratio_vs_aggregated": round(short_pd.e2e_p95 / short_agg.e2e_p95, 4),
         "short_prompt_resized": {
             "split": short_split.split,
@@ -271,8 +278,14 @@ def main(argv: list[str] | None = None) -> int:
             "e2e_ratio_vs_aggregated": round(short_pd_resized.e2e_mean / short_base.e2e_mean, 4),
         },
         "mixed_short_e2e_ratio_vs_aggregated": round(mixed_rows[1][1].e2e_mean / mixed_rows[0][1].e2e_mean, 4),
+        # the price of shortPromptsOnPrefillPods: a short prompt on a prefill engine may share a
+        # step with a long prefill
+        "mixed_short_ttft_mean_s": {"aggregated": round(mixed_rows[0][1].ttft_mean, 4),
+                                    "pd": round(mixed_rows[1][1].ttft_mean, 4),
+                                    "pd_decode_only": round(mixed_rows[2][1].ttft_mean, 4)},
         "mixed_e2e_p95_reduction_vs_aggregated": round(1 - mixed_rows[1][0].e2e_p95 / mixed_rows[0][0].e2e_p95, 4),
-        "errors": pd.errors + slow.errors + short_pd.errors + short_pd_resized.errors + mixed_rows[1][0].errors,
+        "errors": pd.errors + slow.errors + short_pd.errors + short_pd_decode_only.errors + short_pd_resized.errors
+        + mixed_rows[1][0].errors + mixed_rows[2][0].errors,
         "aggregated_errors": base.errors + short_agg.errors + short_base.errors + mixed_rows[0][0].errors,
         "split": chosen.split,
         "split_engines": chosen.name.removeprefix("P/D "),

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from runtime_components.engine_sim.config import EngineConfig, SimRequest
-from runtime_components.engine_sim.des import EngineView, RequestRecord, RouteFn, Simulation, summarize
+from runtime_components.engine_sim.des import EngineView, RequestRecord, RouteFn, RunWhole, Simulation, summarize
 from runtime_components.engine_sim.pd import DEFAULT_LINK_GBS, PdRole
 
 __all__ = [
@@ -78,24 +78,35 @@ def least_request(req: SimRequest, engines: Sequence[EngineView]) -> int:
     return min(range(len(engines)), key=lambda i: _load(engines[i]))
 
 
-def _pd_route(min_prompt_tokens: int) -> RouteFn:
+def _pd_route(min_prompt_tokens: int, short_on_prefill: bool = True) -> RouteFn:
     def route(req: SimRequest, engines: Sequence[EngineView]) -> int:
-        # long prompts to the least-loaded prefill engine; short ones (or no prefill engine
-        # ready: decode in place) to the least-loaded decode engine
-        want = "prefill" if len(req.prompt_token_ids) >= min_prompt_tokens else "decode"
-        pool = [i for i, e in enumerate(engines) if e.role == want] or [
-            i for i, e in enumerate(engines) if e.role != "prefill"
-        ]
-        return min(pool, key=lambda i: _load(engines[i]))
+        # long prompts to the least-loaded prefill engine (none ready: decode in place); short
+        # ones to the least-loaded decode engine, or, as the gateway's shortPromptsOnPrefillPods
+        # does (pd.PrefillDecode.short_pool), while no prefill leg is in flight, whole on a
+        # prefill engine less loaded than every decode one
+        prefill = [i for i, e in enumerate(engines) if e.role == "prefill"]
+        decode = [i for i, e in enumerate(engines) if e.role != "prefill"]
+        if len(req.prompt_token_ids) >= min_prompt_tokens and prefill:
+            return min(prefill, key=lambda i: _load(engines[i]))
+        if short_on_prefill and prefill and not any(engines[i].num_prefill_legs for i in prefill):
+            bound = min((_load(engines[i])[0] for i in decode), default=math.inf)
+            spare = [i for i in prefill if _load(engines[i])[0] < bound]
+            if spare:
+                best = min(spare, key=lambda i: _load(engines[i]))
+                return RunWhole(best)  # the whole request on the prefill engine, no transfer
+        return min(decode, key=lambda i: _load(engines[i]))
 
     return route
 
 
-def run(fleet: Fleet, requests: Sequence[SimRequest], link_gbs: float = DEFAULT_LINK_GBS) -> list[RequestRecord]:
+def run(fleet: Fleet, requests: Sequence[SimRequest], link_gbs: float = DEFAULT_LINK_GBS, *,
+        short_on_prefill: bool = True) -> list[RequestRecord]:
+    """``short_on_prefill``: the gateway's default (short prompts may run on a less-loaded
+    prefill engine); False keeps them on the decode engines."""
     pd = any(r == "prefill" for r in fleet.roles)
     sim = Simulation(
         fleet.configs,
-        _pd_route(fleet.min_prompt_tokens) if pd else least_request,
+        _pd_route(fleet.min_prompt_tokens, short_on_prefill) if pd else least_request,
         roles=fleet.roles,
         decode_route=least_request if pd else None,
         link_gbs=link_gbs,

@@ -114,6 +114,12 @@ class DisaggregationConfig(SpecModel):
     prefill_timeout_s: Annotated[float, Field(gt=0, le=3600)] = Field(
         60.0, description="Longest wait for a prefill pod's answer; then the request is decoded in place."
     )
+    short_prompts_on_prefill_pods: bool = Field(
+        True,
+        description="vLLM: a short prompt may also run whole on a prefill pod (they are complete engines): the "
+        "model's routing picks among decode and prefill pods, so short traffic uses every GPU of the model. "
+        "SGLang prefill servers cannot decode: ignored there.",
+    )
     bootstrap_port: _Port | None = Field(
         None,
         description="SGLang only: the prefill pods' disaggregation bootstrap port (--disaggregation-bootstrap-port), "

@@ -106,6 +106,7 @@ def pairing(m: ResolvedModel, roles: tuple[RolePlan, ...]) -> DisaggregationPlan
         transfer_port=port,
         transfer_port_end=end,
         bootstrap_port=SGLANG_BOOTSTRAP_PORT if m.spec.engine.type == "sglang" else None,
+        short_prompts_on_prefill_pods=pd.short_prompts_on_prefill_pods,
     )
 
 

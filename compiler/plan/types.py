@@ -218,6 +218,7 @@ class DisaggregationPlan:
     transfer_port: int | None  #: decode pods reach prefill pods here (NIXL side channel, SGLang bootstrap)
     transfer_port_end: int | None  #: last port of the range (NIXL: one side channel per tensor-parallel rank)
     bootstrap_port: int | None  #: SGLang's --disaggregation-bootstrap-port (told to the gateway)
+    short_prompts_on_prefill_pods: bool = True  #: the gateway may run a short prompt on a prefill pod
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,7 @@ def _disaggregation(pd: DisaggregationPlan) -> dict[str, Any]:
         "transfer": pd.transfer,
         "minPromptTokens": pd.min_prompt_tokens,
         **({"bootstrapPort": pd.bootstrap_port} if pd.bootstrap_port is not None else {}),
+        **({} if pd.short_prompts_on_prefill_pods else {"shortPromptsOnPrefillPods": False}),
     }
 
 

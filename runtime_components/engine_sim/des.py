@@ -29,7 +29,8 @@ and the request joins that engine ``request_overhead_s`` (its API path: the rout
 call) plus ``pd.transfer_seconds(prompt tokens, the prefill model's kv_bytes_per_token, link)``
 later, with ``kv_transferred_tokens`` = its prompt: the decode engine keeps stepping its other
 requests meanwhile (the pull is asynchronous). A request routed straight to a decode engine
-(a short prompt) simply runs there. The record's first token is the decode engine's (what
+(a short prompt) simply runs there, and so does one ``route`` returns as ``RunWhole(choice)``,
+even on a prefill engine. The record's first token is the decode engine's (what
 the client sees first), ``prefill_engine`` and ``transfer_s`` say what the pair did.
 
 ``record_token_times=True`` keeps every output token's time in the record
@@ -57,7 +58,8 @@ from .core import EngineCore
 from .pd import DEFAULT_LINK_GBS, DEFAULT_TRANSFER_LATENCY_S, PdRole, transfer_seconds
 from .stats import EngineStats
 
-__all__ = ["EngineView", "KVEventsFn", "RequestRecord", "Simulation", "LatencySummary", "Summary", "summarize", "percentile"]
+__all__ = ["EngineView", "KVEventsFn", "LatencySummary", "RequestRecord", "RunWhole", "Simulation", "Summary",
+           "percentile", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,12 @@ class EngineView:
         return self._sim._engines[self.index].arriving
 
     @property
+    def num_prefill_legs(self) -> int:
+        """P/D: prefill legs sent to this engine and not yet sampled (what a router that knows
+        its own prefill calls counts; requests run whole here are not among them)."""
+        return sum(1 for engine, _ in self._sim._prefill_legs.values() if engine == self.index)
+
+    @property
     def num_running(self) -> int:
         return self._core.num_running
 
@@ -149,7 +157,15 @@ class EngineView:
 
 #: Returns an index into the engines it is given, or ``None`` when the router keeps the
 #: request itself (to hand it back later with ``Simulation.submit``, e.g. after an adapter load).
-RouteFn = Callable[[SimRequest, Sequence[EngineView]], "int | None"]
+@dataclass(frozen=True)
+class RunWhole:
+    """What ``route`` returns to run a request whole on the chosen engine, even a prefill
+    engine (a short prompt on a prefill pod: the gateway's ``shortPromptsOnPrefillPods``)."""
+
+    choice: int
+
+
+RouteFn = Callable[[SimRequest, Sequence[EngineView]], "int | RunWhole | None"]
 
 #: Receives one engine step's KV-cache events: (engine index, simulated time, events).
 KVEventsFn = Callable[[int, float, Sequence[KVEvent]], None]
@@ -346,11 +362,14 @@ class Simulation:
             return
         if choice is None:
             return  # the router holds the request and will submit() it
+        whole = isinstance(choice, RunWhole)
+        if isinstance(choice, RunWhole):
+            choice = choice.choice
         if not 0 <= choice < len(candidates):
             self._error(req, None, f"route returned {choice}, expected 0..{len(candidates) - 1}")
             return
         index = candidates[choice].index
-        if self._engines[index].role == "prefill":  # P/D: compute the prompt and one token there
+        if self._engines[index].role == "prefill" and not whole:  # P/D: the prompt and one token there
             self._prefill_legs[req.request_id] = (index, req)
             req = replace(req, max_tokens=1)
         delay = self._engines[index].core.model.efficiency.request_overhead_s

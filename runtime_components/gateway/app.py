@@ -124,6 +124,8 @@ class GatewayApp:
                                 state=self.sync.state if self.sync is not None else None, tracer=self.tracer)
         try:
             self.pd = PrefillDecode(config, self.table, self.metrics, state=self.core.state, tracer=self.tracer)
+            if any(m.disaggregation is not None for m in config.models):
+                self.core.widen_pool = self.pd.short_pool
         except PdConfigError as exc:
             raise StartupError(str(exc)) from None
         self.routes_error: str | None = None

@@ -16,7 +16,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +102,8 @@ class GatewayCore:
         self.flow = FlowController(config.flow_control, config.rate_limits.tiers, table_states(table))
         self.flow.metrics = FlowMetrics(metrics.registry, self.flow.snapshot)
         self._routers: dict[tuple[str, str], Router] = {}
+        #: widens a model's pool for one request (the pd path: short prompts may run on prefill pods)
+        self.widen_pool: Callable[[str, ParsedRequest, EndpointPool, float], EndpointPool] | None = None
         # kv-events index mode: one event-fed prefix index per model, shared by its routers
         self.event_indexes: dict[str, PrefixIndex] = {
             m.name: PrefixIndex(m.routing.parameters.prefix_cache_aware.max_index_blocks)
@@ -205,6 +207,8 @@ class GatewayCore:
         pool, down = self.table.pool(model, now)
         if with_room is not None:  # flow control held the request until these engines had room
             pool = EndpointPool(with_room)
+        elif self.widen_pool is not None:
+            pool = self.widen_pool(model, parsed, pool, now)
         if not len(pool):
             reason = f"{down} endpoint(s) are failing" if down else "discovery found no ready pod"
             raise no_endpoint(model, reason)

@@ -42,12 +42,24 @@ def test_long_prompts_are_prefilled_and_short_ones_go_straight_to_decode() -> No
     rng = random.Random(1)
     reqs = make_requests(rng, 2.0, 6, (600, 900), (3, 5), "l") + make_requests(rng, 2.0, 6, (20, 100), (3, 5), "s")
     reqs.sort(key=lambda r: r.arrival_s)
-    records = {r.request_id: r for r in run(_two_engine_pd(), reqs)}
+    records = {r.request_id: r for r in run(_two_engine_pd(), reqs, short_on_prefill=False)}
     assert all(r.error is None for r in records.values())
     for rid, r in records.items():
         assert r.engine == 1  # the decode engine answers every request
         assert (r.prefill_engine == 0) == rid.startswith("l")
         assert (r.transfer_s > 0) == rid.startswith("l")
+
+
+def test_a_short_prompt_runs_on_the_prefill_engine_only_when_it_is_less_loaded() -> None:
+    rng = random.Random(2)
+    # a burst of short prompts: the decode engine fills up, the idle prefill engine takes some
+    shorts = make_requests(rng, float("inf"), 8, (20, 100), (20, 40), "s")
+    records = run(_two_engine_pd(), shorts)
+    on_prefill = [r for r in records if r.engine == 0]
+    assert on_prefill and all(r.prefill_engine is None and r.transfer_s == 0 for r in on_prefill)
+    # one at a time, the decode engine is never busier: every one stays there
+    spaced = [SimRequest(f"t{i}", list(range(1, 60)), 4, 5.0 * i) for i in range(4)]
+    assert all(r.engine == 1 for r in run(_two_engine_pd(), spaced))
 
 
 def test_stats_pool_every_gap_and_every_first_token() -> None:

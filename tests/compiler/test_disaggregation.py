@@ -311,3 +311,10 @@ def test_a_role_whose_weights_cannot_fit_is_one_error_at_its_tensor_size() -> No
         ("spec", "models", 0, "disaggregation", "decode", "parallelism", "tensor")]
     assert "llama-3-70b (141 GB of weights) does not fit on a replica of 2 x nvidia-l20" in text
     assert "at least 4 GPUs per replica" in text
+
+
+def test_short_prompts_on_prefill_pods_is_told_to_the_gateway_only_when_turned_off() -> None:
+    assert "shortPromptsOnPrefillPods" not in gateway_config(objects(stack()))["models"][0]["disaggregation"]
+    data = stack()
+    data["spec"]["models"][0]["disaggregation"]["shortPromptsOnPrefillPods"] = False
+    assert gateway_config(objects(data))["models"][0]["disaggregation"]["shortPromptsOnPrefillPods"] is False

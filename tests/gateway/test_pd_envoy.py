@@ -82,7 +82,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Any:
         gateway = GatewayProcess({
             "discovery": {"mode": "static", "endpointsFile": str(endpoints)},
             "models": [{"name": "m", "routing": {"policy": "least-request"},
+                        # short prompts stay on the decode engine (spilling to a less-loaded
+                        # prefill pod is tested in test_pd_path): the counts below are exact
                         "disaggregation": {"transfer": "nixl", "minPromptTokens": MIN_PROMPT_TOKENS,
+                                           "shortPromptsOnPrefillPods": False,
                                            "prefillTimeoutS": 10}}],
             # a tpm budget: every response is read and its usage charged
             "rateLimits": {"tiers": {"t": {"rpm": 100_000, "tpm": 10_000_000}}, "defaultTier": "t"},

@@ -378,3 +378,81 @@ def test_configs_the_gateway_cannot_serve_are_refused_at_start(tmp_path: Path, m
     with pytest.raises(StartupError) as exc:
         GatewayApp(config)
     assert message in str(exc.value)
+
+
+def _busy_decode(app: GatewayApp) -> None:
+    app.table.record_sample(DECODE, EngineSample(running=6.0, waiting=0.0), time.monotonic())
+
+
+def test_a_short_prompt_may_run_whole_on_an_idle_prefill_pod(tmp_path: Path) -> None:
+    async def main() -> None:
+        fake = FakePrefill()
+        prefill = await fake.start()
+        app = gateway(tmp_path, prefill)
+        _busy_decode(app)
+        try:
+            headers, sent = await send(app, {"model": "m", "prompt": "short", "max_tokens": 4})
+        finally:
+            await app.pd.close()
+            await fake.stop()
+        # routed like any request (Envoy sends it), not called as a prefill
+        assert headers["x-gateway-destination-endpoint"] == prefill and fake.bodies == [] and sent is None
+        assert metric(app, "aibrix_gateway_pd_requests_total", model="m", path="short_on_prefill_pod") == 1
+
+    run(main())
+
+
+@pytest.mark.parametrize("disaggregation", [{"shortPromptsOnPrefillPods": False},
+                                            {"transfer": "mooncake", "bootstrapPort": 8998}])
+def test_short_prompts_stay_on_decode_pods_when_turned_off_or_on_sglang(tmp_path: Path, disaggregation: dict) -> None:
+    async def main() -> None:
+        fake = FakePrefill()
+        app = gateway(tmp_path, await fake.start(), **disaggregation)
+        _busy_decode(app)
+        try:
+            headers, _ = await send(app, {"model": "m", "prompt": "short", "max_tokens": 4})
+        finally:
+            await app.pd.close()
+            await fake.stop()
+        assert headers["x-gateway-destination-endpoint"] == DECODE
+        assert metric(app, "aibrix_gateway_pd_requests_total", model="m", path="short") == 1
+
+    run(main())
+
+
+def test_long_prompts_never_run_whole_on_a_prefill_pod(tmp_path: Path) -> None:
+    async def main() -> None:
+        fake = FakePrefill()
+        app = gateway(tmp_path, await fake.start())
+        _busy_decode(app)
+        try:
+            headers, _ = await send(app, {"model": "m", "prompt": LONG, "max_tokens": 4})
+        finally:
+            await app.pd.close()
+            await fake.stop()
+        assert headers["x-gateway-destination-endpoint"] == DECODE and len(fake.bodies) == 1
+
+    run(main())
+
+
+def test_while_a_prefill_call_is_in_flight_short_prompts_stay_on_decode_pods(tmp_path: Path) -> None:
+    async def main() -> None:
+        fake = FakePrefill("slow")  # the long prompt's prefill call hangs until its 0.3 s timeout
+        prefill = await fake.start()
+        app = gateway(tmp_path, prefill)
+        _busy_decode(app)
+        try:
+            long = asyncio.create_task(send(app, {"model": "m", "prompt": LONG, "max_tokens": 4}))
+            while not fake.bodies:  # the prefill call has reached the prefill pod
+                await asyncio.sleep(0.01)
+            headers, _ = await send(app, {"model": "m", "prompt": "short", "max_tokens": 4})
+            await long
+            after, _ = await send(app, {"model": "m", "prompt": "short", "max_tokens": 4})
+        finally:
+            await app.pd.close()
+            await fake.stop()
+        # a long prefill runs on the prefill pod: a short prompt there would share its steps
+        assert headers["x-gateway-destination-endpoint"] == DECODE
+        assert after["x-gateway-destination-endpoint"] == prefill  # the call is over: spare again
+
+    run(main())

@@ -221,7 +221,9 @@ def test_gateway_pairs_long_prompts_and_falls_back_when_the_prefill_instance_die
         tmp_path / "gw", {"prefill-0": pd_pair.prefill.address, "decode-0": pd_pair.decode.address},
         routing={"policy": "least-request"},
         endpoint_fields={"prefill-0": {"role": "prefill"}, "decode-0": {"role": "decode"}},
-        model_fields={"disaggregation": {"transfer": "kv-pool", "minPromptTokens": 128, "prefillTimeoutS": 30}},
+        # short prompts stay on the decode instance, so the prefill instance's token count is exact
+        model_fields={"disaggregation": {"transfer": "kv-pool", "minPromptTokens": 128, "prefillTimeoutS": 30,
+                                         "shortPromptsOnPrefillPods": False}},
     )
     try:
         prefill_before, decode_before = counters(pd_pair.prefill), counters(pd_pair.decode)

@@ -35,8 +35,11 @@ from aibrix_spec.components.gateway import DisaggregationConfig, GatewayConfig, 
 from ..core import Admission
 from ..endpoints import EndpointTable
 from ..metrics import GatewayMetrics
+from ..openai_request import ParsedRequest
 from ..policy import NoEndpointError, RequestOutcome, Router, RouteRequest, build_router
+from ..policy.pool import EndpointPool
 from ..policy.state import RoutingState
+from ..policy.types import endpoint_load
 from ..tracing import RequestTracer
 from .bodies import (
     CLIENT_TRANSFER_FIELDS,
@@ -96,9 +99,34 @@ class PrefillDecode:
                 state=state, scope=prefill_pool(model.name))
         self._session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()  # SGLang prefill calls nobody awaits
+        self._calls: dict[str, int] = {}  # model -> this process's prefill calls in flight
 
     def disaggregated(self, model: str) -> bool:
         return model in self._models
+
+    def short_pool(self, model: str, parsed: ParsedRequest, pool: EndpointPool, now: float) -> EndpointPool:
+        """The pool a request of ``model`` is routed in: for a short prompt of a vLLM pair
+        (``shortPromptsOnPrefillPods``) while none of the model's prefill calls is in flight, the
+        decode pods plus every prefill pod less loaded than all of them (prefill pods are whole
+        engines). So short-only traffic spreads over every GPU of the model, while a short
+        prompt never shares a prefill pod's steps with a long prefill it could have avoided
+        (measured in benchmarks.pd: without that condition, short prompts in mixed traffic
+        paid twice the TTFT). Anything else: ``pool`` itself."""
+        spec = self._models.get(model)
+        pd = spec.disaggregation if spec is not None else None
+        if (spec is None or pd is None or not pd.short_prompts_on_prefill_pods or _is_sglang(spec, pd)
+                or parsed.kind == "embeddings" or parsed.prompt_tokens >= pd.min_prompt_tokens
+                or self._calls.get(model, 0)):
+            return pool
+        prefill, _ = self._table.pool(prefill_pool(model), now)
+        # only prefill pods less loaded than every decode pod: ties and busy prefill pods leave
+        # the request on the decode pods, whose work it is
+        bound = pool.min_load() if len(pool) else float("inf")
+        spare = [s for s in prefill if endpoint_load(s) < bound]
+        if not spare:
+            return pool
+        # the model-match filter reads each state's model: prefill pods serve the same model
+        return EndpointPool([*pool, *(dataclasses.replace(s, model=model if s.model else "") for s in spare)])
 
     def endpoint_removed(self, address: str) -> None:
         for router in self._routers.values():
@@ -136,8 +164,10 @@ class PrefillDecode:
         if admission.parsed.kind == "embeddings":  # nothing to decode: the pod computes it whole
             return
         if admission.parsed.prompt_tokens < pd.min_prompt_tokens:
-            self._metrics.pd_requests.labels(model.name, "short").inc()
-            admission.extra["pd"] = "short"
+            on_prefill = admission.endpoint.address in self._table.pool(prefill_pool(model.name), time.monotonic())[0]
+            path_label = "short_on_prefill_pod" if on_prefill else "short"
+            self._metrics.pd_requests.labels(model.name, path_label).inc()
+            admission.extra["pd"] = path_label
             return
         if document is None:
             document = json.loads(raw)
@@ -213,6 +243,7 @@ class PrefillDecode:
         address = endpoint.address
         router.on_routed(request, endpoint)
         self._table.inflight_add(address, 1)
+        self._calls[model] = self._calls.get(model, 0) + 1
         span = None
         headers = {"content-type": "application/json"}
         request_id = request.headers.get("x-request-id")
@@ -255,6 +286,7 @@ class PrefillDecode:
             elapsed = time.monotonic() - started
             self._metrics.pd_prefill_seconds.labels(model).observe(elapsed)
             self._table.inflight_add(address, -1)
+            self._calls[model] -= 1
             router.on_finished(request, endpoint, RequestOutcome(success=success, e2e_s=elapsed))
             if span is not None and self._tracer is not None:
                 self._tracer.end(span, {"aibrix.pd.fallback.reason": None if success else reason},

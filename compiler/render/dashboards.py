@@ -211,6 +211,7 @@ def _gateway(plan: Plan) -> list[dict[str, Any]]:
                [(f"sum by (status) (rate(aibrix_gateway_requests_total{{{ns}}}{_RATE}))", "{{status}}")], unit="reqps"),
         _panel("Endpoints by state", [(f"sum by (model, state) (aibrix_gateway_endpoints{{{ns}}})", "{{model}} {{state}}")]),
         *_flow_panels(plan),
+        *_pd_panels(plan),
         *_sync_panels(plan),
     ]
 
@@ -229,6 +230,28 @@ def _flow_panels(plan: Plan) -> list[dict[str, Any]]:
         ], description="Requests flow control holds until an engine has room, and those sent; the scaler's demand."),
         _panel("Queue wait p99 by model",
                [(f"histogram_quantile(0.99, sum by (le, model) (rate({wait}_bucket{{{ns}}}{_RATE})))", "{{model}}")],
+               unit="s"),
+    ]
+
+
+def _pd_panels(plan: Plan) -> list[dict[str, Any]]:
+    """Prefill/decode pairs (models[].disaggregation): which path requests took, why a prefill
+    step fell back to decoding in place, and how long the prefill calls took."""
+    if plan.gateway is None or not any(m.disaggregation is not None for m in plan.models):
+        return []
+    ns = _ns(plan)
+    seconds = "aibrix_gateway_pd_prefill_seconds"
+    return [
+        _panel("Prefill/decode paths by model",
+               [(f"sum by (model, path) (rate(aibrix_gateway_pd_requests_total{{{ns}}}{_RATE}))", "{{model}} {{path}}")],
+               unit="reqps", description="disaggregated: prefilled on a prefill pod; short: under minPromptTokens "
+               "(short_on_prefill_pod: run whole on an idle prefill pod); fallback: decoded in place."),
+        _panel("Prefill fallbacks by reason",
+               [(f"sum by (model, reason) (rate(aibrix_gateway_pd_fallbacks_total{{{ns}}}{_RATE}))",
+                 "{{model}} {{reason}}")], unit="reqps",
+               description="Requests decoded in place because the prefill step failed; none is refused."),
+        _panel("Prefill call time p99 by model",
+               [(f"histogram_quantile(0.99, sum by (le, model) (rate({seconds}_bucket{{{ns}}}{_RATE})))", "{{model}}")],
                unit="s"),
     ]
 

@@ -194,6 +194,10 @@ class GatewayApp:
             up, down = self.table.states(model.name, now)
             self.metrics.endpoints.labels(model.name, "up").set(len(up))
             self.metrics.endpoints.labels(model.name, "down").set(down)
+            if model.disaggregation is not None:  # its prefill pods, kept apart from the decode pods above
+                up, down = self.table.states(prefill_pool(model.name), now)
+                self.metrics.endpoints.labels(model.name, "prefill_up").set(len(up))
+                self.metrics.endpoints.labels(model.name, "prefill_down").set(down)
 
     # -- HTTP ------------------------------------------------------------------------------
     async def _metrics(self, request: web.Request) -> web.Response:

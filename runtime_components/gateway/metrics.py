@@ -114,7 +114,8 @@ class GatewayMetrics:
                                      "Requests by log2 input and output token bucket.",
                                      ["model", "input_bucket", "output_bucket"], registry=r)
         self.tokens = Counter("aibrix_gateway_tokens", "Tokens counted from responses.", ["model", "kind"], registry=r)
-        self.endpoints = Gauge("aibrix_gateway_endpoints", "Endpoints per model and state.", ["model", "state"], registry=r)
+        self.endpoints = Gauge("aibrix_gateway_endpoints", "Endpoints per model and state (up, down; a disaggregated "
+                               "model's prefill pods: prefill_up, prefill_down).", ["model", "state"], registry=r)
         self.upstream_failures = Counter("aibrix_gateway_upstream_failures", "Routed requests whose endpoint failed.",
                                          ["model"], registry=r)
         self.route_requests = Counter("aibrix_gateway_route_requests", "Requests of weighted routes by target.",

@@ -8,11 +8,12 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 
 from compiler.grafana_schema import dashboard_problems
 from compiler.promql import read_query
 
-from .helpers import minimal
+from .helpers import EXAMPLES, minimal
 from .render_helpers import assert_valid, compiled
 
 FULL: dict[str, Any] = {
@@ -122,3 +123,16 @@ def test_the_checker_catches_broken_dashboards(mutate: Any, problem: str) -> Non
     board = boards(compiled(full()))["aibrix-gateway.json"]
     mutate(board)
     assert any(problem in p for p in dashboard_problems(board)), dashboard_problems(board)
+
+
+def test_a_disaggregated_model_gets_the_prefill_decode_panels() -> None:
+    data = yaml.safe_load((EXAMPLES / "pd.yaml").read_text())
+    data["spec"]["observability"] = {"dashboards": True}
+    gateway = next(b for key, b in boards(compiled(data)).items() if "gateway" in key)
+    assert not dashboard_problems(gateway)
+    joined = "\n".join(exprs(gateway))
+    for metric in ("aibrix_gateway_pd_requests_total", "aibrix_gateway_pd_fallbacks_total",
+                   "aibrix_gateway_pd_prefill_seconds_bucket"):
+        assert metric in joined
+    assert "aibrix_gateway_pd_requests_total" not in "\n".join(
+        e for b in boards(compiled(full())).values() for e in exprs(b))

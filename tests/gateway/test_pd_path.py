@@ -456,3 +456,18 @@ def test_while_a_prefill_call_is_in_flight_short_prompts_stay_on_decode_pods(tmp
         assert after["x-gateway-destination-endpoint"] == prefill  # the call is over: spare again
 
     run(main())
+
+
+def test_the_endpoint_gauge_counts_prefill_pods_apart(tmp_path: Path) -> None:
+    async def main() -> None:
+        fake = FakePrefill()
+        app = gateway(tmp_path, await fake.start())
+        try:
+            app._update_endpoint_gauges()
+        finally:
+            await app.pd.close()
+            await fake.stop()
+        assert metric(app, "aibrix_gateway_endpoints", model="m", state="up") == 1
+        assert metric(app, "aibrix_gateway_endpoints", model="m", state="prefill_up") == 1
+
+    run(main())

@@ -362,9 +362,8 @@ class Simulation:
             return
         if choice is None:
             return  # the router holds the request and will submit() it
-        whole = isinstance(choice, RunWhole)
-        if isinstance(choice, RunWhole):
-            choice = choice.choice
+        whole = isinstance(choice, RunWhole)  # run on the chosen engine as it is, even a prefill one
+        choice = choice.choice if isinstance(choice, RunWhole) else choice
         if not 0 <= choice < len(candidates):
             self._error(req, None, f"route returned {choice}, expected 0..{len(candidates) - 1}")
             return

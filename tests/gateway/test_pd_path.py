@@ -5,9 +5,11 @@ bootstrap rooms), every fallback reason, and the configuration the gateway refus
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -380,21 +382,24 @@ def test_configs_the_gateway_cannot_serve_are_refused_at_start(tmp_path: Path, m
     assert message in str(exc.value)
 
 
-def _busy_decode(app: GatewayApp) -> None:
+@contextlib.asynccontextmanager
+async def busy_decode_pair(tmp_path: Path, mode: str = "ok", **disaggregation: Any) -> AsyncIterator[tuple[GatewayApp, FakePrefill, str]]:
+    """A gateway with one prefill pod (a FakePrefill) and a decode pod scraped as busy (6 running)."""
+    fake = FakePrefill(mode)
+    prefill = await fake.start()
+    app = gateway(tmp_path, prefill, **disaggregation)
     app.table.record_sample(DECODE, EngineSample(running=6.0, waiting=0.0), time.monotonic())
+    try:
+        yield app, fake, prefill
+    finally:
+        await app.pd.close()
+        await fake.stop()
 
 
 def test_a_short_prompt_may_run_whole_on_an_idle_prefill_pod(tmp_path: Path) -> None:
     async def main() -> None:
-        fake = FakePrefill()
-        prefill = await fake.start()
-        app = gateway(tmp_path, prefill)
-        _busy_decode(app)
-        try:
+        async with busy_decode_pair(tmp_path) as (app, fake, prefill):
             headers, sent = await send(app, {"model": "m", "prompt": "short", "max_tokens": 4})
-        finally:
-            await app.pd.close()
-            await fake.stop()
         # routed like any request (Envoy sends it), not called as a prefill
         assert headers["x-gateway-destination-endpoint"] == prefill and fake.bodies == [] and sent is None
         assert metric(app, "aibrix_gateway_pd_requests_total", model="m", path="short_on_prefill_pod") == 1
@@ -406,14 +411,8 @@ def test_a_short_prompt_may_run_whole_on_an_idle_prefill_pod(tmp_path: Path) -> 
                                             {"transfer": "mooncake", "bootstrapPort": 8998}])
 def test_short_prompts_stay_on_decode_pods_when_turned_off_or_on_sglang(tmp_path: Path, disaggregation: dict) -> None:
     async def main() -> None:
-        fake = FakePrefill()
-        app = gateway(tmp_path, await fake.start(), **disaggregation)
-        _busy_decode(app)
-        try:
+        async with busy_decode_pair(tmp_path, **disaggregation) as (app, _, _):
             headers, _ = await send(app, {"model": "m", "prompt": "short", "max_tokens": 4})
-        finally:
-            await app.pd.close()
-            await fake.stop()
         assert headers["x-gateway-destination-endpoint"] == DECODE
         assert metric(app, "aibrix_gateway_pd_requests_total", model="m", path="short") == 1
 
@@ -422,14 +421,8 @@ def test_short_prompts_stay_on_decode_pods_when_turned_off_or_on_sglang(tmp_path
 
 def test_long_prompts_never_run_whole_on_a_prefill_pod(tmp_path: Path) -> None:
     async def main() -> None:
-        fake = FakePrefill()
-        app = gateway(tmp_path, await fake.start())
-        _busy_decode(app)
-        try:
+        async with busy_decode_pair(tmp_path) as (app, fake, _):
             headers, _ = await send(app, {"model": "m", "prompt": LONG, "max_tokens": 4})
-        finally:
-            await app.pd.close()
-            await fake.stop()
         assert headers["x-gateway-destination-endpoint"] == DECODE and len(fake.bodies) == 1
 
     run(main())
@@ -437,20 +430,14 @@ def test_long_prompts_never_run_whole_on_a_prefill_pod(tmp_path: Path) -> None:
 
 def test_while_a_prefill_call_is_in_flight_short_prompts_stay_on_decode_pods(tmp_path: Path) -> None:
     async def main() -> None:
-        fake = FakePrefill("slow")  # the long prompt's prefill call hangs until its 0.3 s timeout
-        prefill = await fake.start()
-        app = gateway(tmp_path, prefill)
-        _busy_decode(app)
-        try:
+        # the long prompt's prefill call hangs until its 0.3 s timeout
+        async with busy_decode_pair(tmp_path, "slow") as (app, fake, prefill):
             long = asyncio.create_task(send(app, {"model": "m", "prompt": LONG, "max_tokens": 4}))
             while not fake.bodies:  # the prefill call has reached the prefill pod
                 await asyncio.sleep(0.01)
             headers, _ = await send(app, {"model": "m", "prompt": "short", "max_tokens": 4})
             await long
             after, _ = await send(app, {"model": "m", "prompt": "short", "max_tokens": 4})
-        finally:
-            await app.pd.close()
-            await fake.stop()
         # a long prefill runs on the prefill pod: a short prompt there would share its steps
         assert headers["x-gateway-destination-endpoint"] == DECODE
         assert after["x-gateway-destination-endpoint"] == prefill  # the call is over: spare again

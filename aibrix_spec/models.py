@@ -309,11 +309,12 @@ class DisaggregationSpec(SpecModel):
     min_prompt_tokens: Annotated[int, Field(ge=0, le=10_000_000)] = Field(
         512, description="Prompts shorter than this skip the prefill pods and are decoded in place."
     )
-    short_prompts_on_prefill_pods: bool = Field(
-        True,
+    short_prompts_on_prefill_pods: bool | None = Field(
+        None,
         description="vLLM: a short prompt may also run whole on a prefill pod less loaded than every decode pod, "
         "so short traffic uses the prefill GPUs too (its TTFT may then meet a long prefill; docs/routing.md). "
-        "SGLang: short prompts stay on decode pods.",
+        "Default: on where a prefill pod decodes at least as fast as every decode pod (GPU memory bandwidth "
+        "times tensor parallelism), off otherwise. SGLang: short prompts stay on decode pods.",
     )
     prefill: PdRoleSpec = Field(description="The prefill pods (prompt processing, compute-bound).")
     decode: PdRoleSpec = Field(description="The decode pods (token generation, memory-bandwidth-bound).")

@@ -12,6 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from aibrix_spec.catalog import accelerator
 from runtime_components.engine_sim.config import EngineConfig, SimRequest
 from runtime_components.engine_sim.des import EngineView, RequestRecord, RouteFn, RunWhole, Simulation, summarize
 from runtime_components.engine_sim.pd import DEFAULT_LINK_GBS, PdRole
@@ -25,6 +26,7 @@ __all__ = [
     "make_requests",
     "run",
     "saturation_capacity",
+    "short_on_prefill_default",
     "stats",
 ]
 
@@ -99,14 +101,28 @@ def _pd_route(min_prompt_tokens: int, short_on_prefill: bool = True) -> RouteFn:
     return route
 
 
+def short_on_prefill_default(fleet: Fleet) -> bool:
+    """The compiler's default for ``shortPromptsOnPrefillPods``
+    (``compiler.plan.disaggregation.short_on_prefill_default``): on only where every prefill
+    engine decodes at least as fast as every decode engine (GPU bandwidth times TP)."""
+    def speed(c: EngineConfig) -> float:
+        return accelerator(c.accelerator).memory_bandwidth_gbs * c.tensor_parallel
+
+    pairs = list(zip(fleet.configs, fleet.roles, strict=True))
+    prefill = [speed(c) for c, r in pairs if r == "prefill"]
+    decode = [speed(c) for c, r in pairs if r != "prefill"]
+    return bool(prefill and decode) and min(prefill) >= max(decode)
+
+
 def run(fleet: Fleet, requests: Sequence[SimRequest], link_gbs: float = DEFAULT_LINK_GBS, *,
-        short_on_prefill: bool = True) -> list[RequestRecord]:
-    """``short_on_prefill``: the gateway's default (short prompts may run on a less-loaded
-    prefill engine); False keeps them on the decode engines."""
+        short_on_prefill: bool | None = None) -> list[RequestRecord]:
+    """``short_on_prefill``: whether short prompts may run on a less-loaded prefill engine;
+    None takes the compiled default for this fleet (``short_on_prefill_default``)."""
     pd = any(r == "prefill" for r in fleet.roles)
+    spill = short_on_prefill_default(fleet) if short_on_prefill is None else short_on_prefill
     sim = Simulation(
         fleet.configs,
-        _pd_route(fleet.min_prompt_tokens, short_on_prefill) if pd else least_request,
+        _pd_route(fleet.min_prompt_tokens, spill) if pd else least_request,
         roles=fleet.roles,
         decode_route=least_request if pd else None,
         link_gbs=link_gbs,

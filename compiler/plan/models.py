@@ -458,7 +458,7 @@ def plan_model(stack: ResolvedStack, m: ResolvedModel, pools: dict[str, PoolPlan
         weights=weights,
         arch=model_arch_of(m),
         roles=roles,
-        disaggregation=pairing(m, roles) if pd is not None else None,
+        disaggregation=pairing(stack, m, roles) if pd is not None else None,
     )
 
 

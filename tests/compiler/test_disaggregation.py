@@ -318,3 +318,23 @@ def test_short_prompts_on_prefill_pods_is_told_to_the_gateway_only_when_turned_o
     data = stack()
     data["spec"]["models"][0]["disaggregation"]["shortPromptsOnPrefillPods"] = False
     assert gateway_config(objects(data))["models"][0]["disaggregation"]["shortPromptsOnPrefillPods"] is False
+
+
+def _spills(data: dict[str, Any]) -> bool:
+    pd = gateway_config(objects(data))["models"][0]["disaggregation"]
+    return bool(pd.get("shortPromptsOnPrefillPods", True))
+
+
+@pytest.mark.parametrize(("changes", "spills"), [
+    ({}, True),  # prefill TP2 on H100 decodes at least as fast as decode TP1 on H100
+    ({"disaggregation.decode.parallelism": {"tensor": 4}}, False),  # the decode pod is the faster
+    ({"disaggregation.decode.placement": {"pools": ["l20"]}}, True),  # 2 x H100 against 1 x L20
+    ({"disaggregation.prefill.placement": {"pools": ["l20"]}, "disaggregation.prefill.parallelism": {"tensor": 1},
+      "disaggregation.decode.placement": {"pools": ["h100"]}}, False),  # 1 x L20 against 1 x H100
+    ({"disaggregation.decode.parallelism": {"tensor": 4}, "disaggregation.shortPromptsOnPrefillPods": True}, True),
+    ({"disaggregation.shortPromptsOnPrefillPods": False}, False),
+])  # fmt: skip
+def test_short_prompts_spill_by_default_only_to_prefill_pods_that_decode_as_fast(
+    changes: dict[str, Any], spills: bool
+) -> None:
+    assert _spills(stack(**changes)) is spills

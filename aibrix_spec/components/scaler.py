@@ -94,10 +94,10 @@ class DemandSource(SpecModel):
     model: str = Field(min_length=1, description='The OpenAI model name (the gateway metrics\' "model" label).')
     poll_seconds: float = Field(
         0.5, gt=0, le=60,
-        description="How often the gateway is polled while the workload is at zero (a held request wakes it within this).",
+        description="How often the gateways are polled (a held request wakes a workload at zero within this).",
     )
     scale_to_zero_grace_seconds: float = Field(
-        60, ge=0, description="Demand must stay at zero this long before the workload goes to zero replicas."
+        60, ge=0, description="minReplicas 0: demand must stay at zero this long before the workload goes to zero replicas."
     )
 
 
@@ -244,8 +244,9 @@ class ScalingTarget(SpecModel):
     apa: ApaParams = Field(default_factory=ApaParams, description="Parameters when policy is apa.")
     demand: DemandSource | None = Field(
         None,
-        description="The gateway's held + in-flight requests for this model: wakes the workload from zero at once "
-        "and keeps it at one replica or more while there is demand (docs/scaler.md).",
+        description="The gateway's held + in-flight requests for this model. With minReplicas 0 they wake the "
+        "workload from zero at once and keep it at one replica or more while there is demand; at any size the "
+        "held requests no starting pod will absorb add to a metric that counts requests (docs/scaler.md).",
     )
     scrape_interval_seconds: float = Field(1, gt=0, description="Time between two metric scrapes.")
     stale_after_seconds: float = Field(

@@ -210,6 +210,7 @@ def _targets(
         else tuple(n for name in metric.names for n in translate_name(name, model.engine))
     )
     n = len(workloads)
+    flow_control = stack.gateway.enabled and stack.gateway.flow_control.enabled
     lows, highs = split(replicas_min, n), split(replicas_max, n)
     for k, workload in enumerate(workloads):
         low = lows[k]
@@ -218,6 +219,11 @@ def _targets(
         # (check_flow_control allowed it only with kpa, apa or KEDA, and flow control on).
         low = low if low == 0 and (spec.policy == "kpa" or replicas_min == 0) else max(1, low)
         from_zero = low == 0 and replicas_min == 0
+        # Under flow control the engines' queues are capped (requests past the saturation
+        # thresholds wait at the gateway), so our scaler also reads the held requests: without
+        # them a busy model's demand looks no larger than the cap. KEDA reads them only to
+        # wake a workload from zero (its trigger's unit is the engine metric's).
+        held_demand = from_zero or (flow_control and spec.policy in ("kpa", "apa") and not spec.use_keda)
         out.append(
             ScaleTarget(
                 model=model.name,
@@ -237,7 +243,7 @@ def _targets(
                 pod_selector=workload.selector,
                 optimizer_url=_optimizer_url(stack) if metric.source == "optimizer" else None,
                 scale_to_zero_grace_s=duration_seconds(spec.scale_to_zero_grace) if from_zero else None,
-                demand_urls=gateway_metrics_urls(stack) if from_zero else (),
+                demand_urls=gateway_metrics_urls(stack) if held_demand else (),
             )
         )
     return out

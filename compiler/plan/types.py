@@ -190,7 +190,7 @@ class ScaleTarget:
     pod_selector: Labels
     optimizer_url: str | None  #: the optimizer's /metrics, when the metric is its gauge
     scale_to_zero_grace_s: float | None  #: set when low is 0: idle time before going to zero
-    demand_urls: tuple[str, ...]  #: the gateway replicas' /metrics (held + in-flight requests), for scale from zero
+    demand_urls: tuple[str, ...]  #: the gateway replicas' /metrics (held + in-flight requests): scale from zero, flow control
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,10 @@ def scaler_config(plan: Plan, scaler: ScalerPlan) -> ScalerConfig:
             "maxReplicas": t.high,
             "policy": t.policy,
         }
-        if t.demand_urls:  # scale from zero: the gateway's held + in-flight requests wake the workload
+        if t.demand_urls:  # the gateway's held + in-flight requests: they wake a workload at zero, and count as demand
             target["demand"] = {"urls": list(t.demand_urls), "model": t.served_name,
-                                "scaleToZeroGraceSeconds": t.scale_to_zero_grace_s}
+                                **({"scaleToZeroGraceSeconds": t.scale_to_zero_grace_s}
+                                   if t.scale_to_zero_grace_s is not None else {})}
         elif t.low == 0:
             target["kpa"] = {"scaleToZero": True}
         targets.append(target)
@@ -208,7 +209,7 @@ def _demand_trigger(plan: Plan, t: ScaleTarget) -> dict[str, Any]:
 
 
 def _scaled_object(plan: Plan, t: ScaleTarget) -> dict[str, Any]:
-    if t.demand_urls:
+    if t.demand_urls:  # KEDA targets read demand only to scale from zero (see plan.components)
         assert t.scale_to_zero_grace_s is not None
         return _with_demand(_scaled_object_body(plan, t), _demand_trigger(plan, t), t.scale_to_zero_grace_s)
     return _scaled_object_body(plan, t)

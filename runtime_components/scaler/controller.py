@@ -74,7 +74,8 @@ class Controller:
         self.elector = LeaderElector(kube, config.leader_election, identity)
         self.targets = {t.name: TargetState(spec=t, autoscaler=Autoscaler(t),
                                             frozen=FrozenDetector(t.frozen_after_seconds),
-                                            gate=ZeroGate(t.demand.scale_to_zero_grace_seconds) if t.demand else None)
+                                            gate=(ZeroGate(t.demand.scale_to_zero_grace_seconds)
+                                                  if t.demand and t.min_replicas == 0 else None))
                         for t in config.targets}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -133,14 +134,16 @@ class Controller:
     async def demand_once(self, session: aiohttp.ClientSession, state: TargetState) -> None:
         """Read the gateways' demand; a held request at zero replicas starts one at once."""
         spec = state.spec
-        assert spec.demand is not None and state.gate is not None
+        assert spec.demand is not None
         reading = await read_demand(session, spec.demand.urls, spec.demand.model, self.scrape_timeout_s)
         for error in reading.errors:
             log.warning("target %s: reading demand failed: %s", spec.name, error)
         now = self.clock()
         state.demand = reading
-        state.gate.observe(now, reading)
         self.metrics.demand.labels(spec.name).set(reading.total)
+        if state.gate is None:  # minReplicas >= 1: the held requests only add to the metric
+            return
+        state.gate.observe(now, reading)
         if reading.held <= 0 or not self.elector.is_leader or state.spec_replicas not in (None, 0):
             return
         scale = await self.kube.get_scale(spec.scale_target_ref)

@@ -155,3 +155,29 @@ def test_hpa_on_the_optimizer_gauge_is_an_external_metric_per_pool() -> None:
         assert metric == {"type": "External", "external": {
             "metric": {"name": "aibrix_optimizer_desired_replicas", "selector": {"matchLabels": {"model": "llama-3-8b", "pool": pool}}},
             "target": {"type": "AverageValue", "averageValue": "1"}}}
+
+
+@pytest.mark.parametrize(("policy", "flow_control", "reads_held"), [
+    ("kpa", True, True), ("apa", True, True), ("kpa", False, False), ("hpa", True, False),
+])  # fmt: skip
+def test_under_flow_control_our_scaler_reads_the_held_requests_at_any_size(
+    policy: str, flow_control: bool, reads_held: bool
+) -> None:
+    """The engines' queues are capped under flow control; the rest waits at the gateway, so a
+    busy model's demand is only visible there. No zero gate: minReplicas stays 1."""
+    data = copy.deepcopy(full(optimizer={"enabled": False}))
+    data["spec"]["gateway"]["flowControl"] = {"enabled": flow_control}
+    data = set_model(data, 0, placement={"pools": ["l20"]}, replicas={"min": 1, "max": 4},
+                     autoscaling={"policy": policy, "metric": "num_requests_running", "target": 4})
+    objs = objects(data)
+    if policy == "hpa":
+        assert ("ConfigMap", "aibrix-scaler") not in objs or "llama-3-8b" not in objs[("ConfigMap", "aibrix-scaler")]["data"]["scaler.yaml"]
+        return
+    raw = yaml.safe_load(objs[("ConfigMap", "aibrix-scaler")]["data"]["scaler.yaml"])
+    target = next(t for t in raw["targets"] if t["name"].startswith("llama"))
+    assert target["minReplicas"] == 1
+    if reads_held:
+        assert target["demand"]["model"] == "llama-3-8b" and target["demand"]["urls"]
+        assert "scaleToZeroGraceSeconds" not in target["demand"]
+    else:
+        assert "demand" not in target

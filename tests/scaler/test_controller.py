@@ -242,3 +242,43 @@ def test_run_loop_scales_and_stops_cleanly():
             return cluster
     cluster = asyncio.run(scenario())
     assert cluster.workloads[("llm", "llama")].replicas == 3
+
+
+def test_held_requests_count_as_demand_above_zero_without_a_zero_gate():
+    """Under flow control (minReplicas 1) the gateway's held requests add to the request metric,
+    and nothing takes the workload to zero when demand stops."""
+    from aiohttp import web
+
+    held = {"n": 30.0}
+
+    async def gateway_metrics(_request: web.Request) -> web.Response:
+        return web.Response(text=(
+            "# TYPE aibrix_gateway_flow_held_requests gauge\n"
+            f'aibrix_gateway_flow_held_requests{{model="m"}} {held["n"]}\n'
+            "# TYPE aibrix_gateway_flow_inflight_requests gauge\n"
+            'aibrix_gateway_flow_inflight_requests{model="m"} 20\n'), content_type="text/plain")
+
+    async def scenario():
+        import contextlib
+        async with contextlib.AsyncExitStack() as stack:
+            _cluster, kube = await _cluster_with_engines([{"vllm:num_requests_running": 10.0}] * 2, stack)
+            app = web.Application()
+            app.router.add_get("/metrics", gateway_metrics)
+            gateway = await stack.enter_async_context(serve(app))
+            cfg = config(demand={"urls": [gateway + "/metrics"], "model": "m"})
+            controller = Controller(cfg, kube, identity="a", clock=Clock())
+            state = controller.targets["llama"]
+            async with aiohttp.ClientSession() as session:
+                await controller.decide_once(state)  # learns the spec replicas (2)
+                await controller.demand_once(session, state)
+                reading = await controller.scrape_once(session, state)
+                up = await controller.decide_once(state)
+                held["n"] = 0.0
+                await controller.demand_once(session, state)
+            return controller, state, reading, up
+    controller, state, reading, up = asyncio.run(scenario())
+    assert state.gate is None
+    assert reading.total == 20.0
+    # 20 running + 30 held, no pod starting to absorb them
+    assert controller.metrics.registry.get_sample_value("aibrix_scaler_metric_total", {"target": "llama"}) == 50.0
+    assert up.desired == 4  # 50 / 10 asks for 5; APA doubles at most per step (20 alone would have held 2)

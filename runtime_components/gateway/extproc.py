@@ -30,7 +30,8 @@ Header values arrive in ``raw_value`` (bytes) from Envoy >= 1.3x, in ``value`` f
 
 Cost: the gRPC machinery (one HTTP/2 stream per request, one read and one write per message)
 is most of the per-request CPU; the Python here is kept allocation-light on the hot path:
-constant answers are built once, the remove-list of unused fallback slots is built once per
+constant answers are built once, the body phase's answer is shared by the requests routed
+alike (``RouteAnswers``), the remove-list of unused fallback slots is built once per
 fallback count, response headers are scanned for the four names used instead of copied into
 a dict, and a body that arrives in one message is not copied.
 """
@@ -55,7 +56,7 @@ from .pd import PrefillDecode
 from .usage import UsageCounter
 from .users import User
 
-__all__ = ["DESTINATION_HEADER", "FALLBACK_HEADER_PREFIX", "TARGET_POD_HEADER", "ExtProcServicer"]
+__all__ = ["DESTINATION_HEADER", "FALLBACK_HEADER_PREFIX", "TARGET_POD_HEADER", "ExtProcServicer", "RouteAnswers"]
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,36 @@ def route_response(admission: Admission) -> pb.ProcessingResponse:
     return pb.ProcessingResponse(request_body=pb.BodyResponse(response=common))
 
 
+#: Route answers kept by (destination, fallbacks); cleared when full, so memory stays bounded
+#: however large the fleet.
+ROUTE_ANSWERS_MAX = 4096
+
+
+class RouteAnswers:
+    """The body phase's answers for requests that keep their body and carry no trace context.
+
+    With a fixed fleet the same few (destination, fallbacks) pairs recur, and building the
+    answer (five protobuf messages, a header per fallback) is the largest part of the body
+    phase's own Python after parsing; answers are immutable once built, so one serves every
+    stream that routes alike."""
+
+    __slots__ = ("_answers",)
+
+    def __init__(self) -> None:
+        self._answers: dict[tuple[str, tuple[str, ...]], pb.ProcessingResponse] = {}
+
+    def __call__(self, admission: Admission) -> pb.ProcessingResponse:
+        if admission.body is not None or admission.traceparent is not None:
+            return route_response(admission)
+        key = (admission.endpoint.address, admission.fallbacks)
+        answer = self._answers.get(key)
+        if answer is None:
+            if len(self._answers) >= ROUTE_ANSWERS_MAX:
+                self._answers.clear()
+            answer = self._answers[key] = route_response(admission)
+        return answer
+
+
 class _Stream:
     """What one HTTP request has shown so far."""
 
@@ -218,6 +249,7 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         self._max_body = core.config.max_request_body_bytes
         self._read_all = core.config.responses.process_all
         self.sampler = WorkloadSampler(core.config.responses.workload_samples_per_s)
+        self._route = RouteAnswers()
 
     async def Process(  # noqa: N802 (gRPC name)
         self, request_iterator: AsyncIterator[pb.ProcessingRequest], context: grpc.aio.ServicerContext
@@ -315,7 +347,7 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
             stream.usage = UsageCounter(admission.parsed.prompt_tokens)
             if stream.sampled:
                 stream.weight = self.sampler.take(admission.model)
-        return route_response(admission)
+        return self._route(admission)
 
     async def _on_response_headers(self, stream: _Stream, headers: pb.HttpHeaders) -> pb.ProcessingResponse:
         admission = stream.admission

@@ -1,6 +1,7 @@
 """Endpoint table freshness rules, metric parsing, and scraping a live fake engine."""
 
 import asyncio
+import dataclasses
 
 import pytest
 
@@ -98,3 +99,17 @@ def test_scraper_reads_a_live_engine_and_marks_a_dead_one_down():
         assert states[0].adapters == {"sql"} and states[0].max_loras == 2
     finally:
         engine.stop()
+
+
+def test_an_inflight_change_keeps_every_other_field_of_the_endpoint():
+    table = EndpointTable(staleness_s=60)
+    table.replace([DiscoveredEndpoint("10.0.0.1:8000", "pod-a", "m", adapters=frozenset({"lora-x"}))])
+    table.record_sample("10.0.0.1:8000", EngineSample(running=3.0, waiting=1.0, kv_cache_usage=0.5), now=0.0)
+    pool, _ = table.pool("m", now=1.0)
+    before = pool.get("10.0.0.1:8000")
+    table.inflight_add("10.0.0.1:8000", 2)
+    after = table.pool("m", now=1.0)[0].get("10.0.0.1:8000")
+    assert after == dataclasses.replace(before, inflight=2)
+    assert before.inflight == 0  # a snapshot a router holds does not change under it
+    table.inflight_add("10.0.0.1:8000", -5)
+    assert table.pool("m", now=1.0)[0].get("10.0.0.1:8000").inflight == 0

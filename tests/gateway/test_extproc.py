@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -12,12 +13,14 @@ from envoy.config.core.v3 import base_pb2
 from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
 from aibrix_spec.components.gateway import GatewayConfig
+from runtime_components.gateway import extproc
 from runtime_components.gateway.app import GatewayApp
 from runtime_components.gateway.endpoints import EngineSample
 from runtime_components.gateway.extproc import (
     _UNUSED_FALLBACKS,
     MAX_FALLBACK_HEADERS,
     ExtProcServicer,
+    RouteAnswers,
     _response_header_values,
     header_map,
 )
@@ -296,3 +299,44 @@ def test_each_fallback_slot_is_either_set_or_removed(used):
     removed = set(_UNUSED_FALLBACKS[used])
     assert len(removed) == MAX_FALLBACK_HEADERS - used
     assert removed | {f"x-gateway-destination-fallback-{k}" for k in range(1, used + 1)} == names
+
+
+def _answer_for(address: str, fallbacks: tuple[str, ...], body: bytes | None = None,
+                traceparent: str | None = None) -> SimpleNamespace:
+    """The fields of an Admission that the body phase's answer reads."""
+    return SimpleNamespace(endpoint=SimpleNamespace(address=address), fallbacks=fallbacks, body=body,
+                           traceparent=traceparent)
+
+
+def test_requests_routed_alike_share_one_answer(app):
+    servicer = ExtProcServicer(app.core)
+    answers = []
+    for _ in range(2):
+        context = FakeStreamContext(request_messages({"model": "m", "prompt": "hi"}))
+        asyncio.run(servicer.Process(None, context))  # type: ignore[arg-type]
+        answers.append(context.written[1])
+    assert set_headers(answers[0])["x-gateway-destination-endpoint"] == ADDRESSES[0]
+    assert answers[0] is answers[1]
+
+
+def test_an_answer_with_a_body_or_a_trace_context_is_built_for_its_request():
+    answers = RouteAnswers()
+    plain = answers(_answer_for(ADDRESSES[0], (ADDRESSES[1],)))  # type: ignore[arg-type]
+    with_body = answers(_answer_for(ADDRESSES[0], (ADDRESSES[1],), body=b'{"model":"t"}'))  # type: ignore[arg-type]
+    traced = answers(_answer_for(ADDRESSES[0], (ADDRESSES[1],), traceparent="00-" + "1" * 32 + "-" + "2" * 16 + "-01"))  # type: ignore[arg-type]
+    assert with_body is not plain and traced is not plain
+    assert with_body.request_body.response.body_mutation.body == b'{"model":"t"}'
+    assert set_headers(traced)["traceparent"].startswith("00-")
+    assert "traceparent" not in set_headers(plain) and not plain.request_body.response.HasField("body_mutation")
+    assert answers(_answer_for(ADDRESSES[0], (ADDRESSES[1],))) is plain  # type: ignore[arg-type]
+
+
+def test_route_answers_stay_bounded_and_right(monkeypatch):
+    monkeypatch.setattr(extproc, "ROUTE_ANSWERS_MAX", 4)
+    answers = RouteAnswers()
+    for port in range(10):
+        address = f"10.0.0.1:{8000 + port}"
+        answer = answers(_answer_for(address, ("10.0.0.2:8000",)))  # type: ignore[arg-type]
+        assert set_headers(answer)["x-gateway-destination-endpoint"] == address
+        assert set_headers(answer)["x-gateway-destination-fallback-1"] == "10.0.0.2:8000"
+        assert len(answers._answers) <= 4

@@ -15,15 +15,14 @@ The headline rows `kpa`/`apa` are the scaler as it ships with the gateway's flow
 its demand counts starting pods as capacity that is coming, i.e. the queued part of the metric
 (waiting requests) is reduced by what the starting pods will take (`scaler.demand.uncovered_held`,
 which the scaler applies to the requests the gateway holds; here the engines' queues stand in
-for them), and KPA's panic ratio divides by the spec replicas when pods are starting
-(`scaler.algorithms.kpa`). They get HPA's 300 s scale-down damping (KPA
-`scaleDownDelaySeconds`, APA `scaleDownCooldownSeconds`). Information rows:
-`kpa-no-fc`/`apa-no-fc` are the same without flow control (the engines' queues count in full);
-`kpa-default`/`apa-default` are the headline rows with their algorithms' own damping (no
-delay, 60 s cooldown); `hpa-lag30` is HPA seeing the metric 30 s late (the Prometheus +
-metrics-adapter path a deployed HPA reads through). `hpa` is Kubernetes' HPA as it ships (15 s
-sync, 10 % tolerance, 300 s scale-down stabilisation, fresh metrics) and is what RESULT compares
-against.
+for them). They get HPA's 300 s scale-down damping (KPA `scaleDownDelaySeconds`, APA
+`scaleDownCooldownSeconds`), which the compiler does not write today: a compiled stack runs
+the algorithms' own damping, the `-default` rows. Information rows: `kpa-no-fc`/`apa-no-fc`
+are the same without flow control (the engines' queues count in full); `kpa-default`/
+`apa-default` are the headline rows with their algorithms' own damping (no delay, 60 s
+cooldown); `hpa-lag30` is HPA seeing the metric 30 s late (the Prometheus + metrics-adapter
+path a deployed HPA reads through). `hpa` is Kubernetes' HPA as it ships (15 s sync, 10 %
+tolerance, 300 s scale-down stabilisation, fresh metrics) and is what RESULT compares against.
 
 Measures per policy and trace: SLO attainment (share of one-minute windows whose TTFT P99 meets
 the SLO), mean and P99 end-to-end latency, GPU-hours (GPU held from creation to the end of

@@ -104,7 +104,7 @@ class Autoscaler:
         if isinstance(params, HpaParams):
             proposal = self._hpa(now, current_replicas, params)
         elif isinstance(params, KpaParams):
-            proposal = self._kpa(now, current_replicas, ready_pods, params)
+            proposal = self._kpa(now, ready_pods, params)
         else:
             proposal = self._apa(now, current_replicas, ready_pods, params)
         if proposal is None:
@@ -156,7 +156,7 @@ class Autoscaler:
             reason = "scale-up" if raw > current else "scale-down"
         return limited, reason, total
 
-    def _kpa(self, now: float, current: int, ready: int, p: KpaParams) -> tuple[int, str, float] | None:
+    def _kpa(self, now: float, ready: int, p: KpaParams) -> tuple[int, str, float] | None:
         stable = self._window.average(now, p.stable_window_seconds)
         if stable is None:
             return None
@@ -164,7 +164,7 @@ class Autoscaler:
         stable_total = stable
         panic_total = panic if panic is not None else stable_total
         decision = kpa_decide(
-            now=now, stable_total=stable_total, panic_total=panic_total, ready_pods=ready, current_replicas=current,
+            now=now, stable_total=stable_total, panic_total=panic_total, ready_pods=ready,
             target=self.target.target, panic_threshold=p.panic_threshold,
             max_scale_up_rate=p.max_scale_up_rate, max_scale_down_rate=p.max_scale_down_rate,
             stable_window_seconds=p.stable_window_seconds,

@@ -13,9 +13,7 @@ from runtime_components.scaler.algorithms.hpa import (
     hpa_stabilize,
 )
 from runtime_components.scaler.algorithms.kpa import KpaState, kpa_decide
-from runtime_components.scaler.autoscaler import Autoscaler
 from runtime_components.scaler.window import SlidingWindow
-from tests.scaler.helpers import config
 
 # --- HPA raw formula -------------------------------------------------------------------------
 
@@ -111,8 +109,7 @@ KPA_DEFAULTS = dict(
 )
 
 KPA_CASES = [
-    # (stable_total, panic_total, ready, state, expected replicas, expected reason, why); the spec
-    # replicas equal the ready pods here (nothing starting), see the coming-capacity cases below
+    # (stable_total, panic_total, ready, state, expected replicas, expected reason, why)
     (30.0, 30.0, 3, KpaState(), 3, "stable", "on target"),
     (45.0, 50.0, 3, KpaState(), 5, "stable", "stable need ceil(4.5); panic 5/3 < 2"),
     (30.0, 70.0, 3, KpaState(), 7, "panic", "panic need 7 / 3 ready >= 2"),
@@ -128,54 +125,8 @@ KPA_CASES = [
 
 @pytest.mark.parametrize(("stable", "panic", "ready", "state", "expected", "reason", "why"), KPA_CASES)
 def test_kpa_decide(stable, panic, ready, state, expected, reason, why):
-    got = kpa_decide(now=100.0, stable_total=stable, panic_total=panic, ready_pods=ready, current_replicas=ready,
-                     state=state, **KPA_DEFAULTS)
+    got = kpa_decide(now=100.0, stable_total=stable, panic_total=panic, ready_pods=ready, state=state, **KPA_DEFAULTS)
     assert (got.replicas, got.reason) == (expected, reason), why
-
-
-KPA_COMING_CASES = [
-    # (stable_total, panic_total, ready, spec replicas, expected replicas, expected reason, why)
-    (30.0, 70.0, 3, 3, 7, "panic", "nothing starting: panic need 7 / 3 >= 2"),
-    (30.0, 70.0, 3, 4, 3, "stable", "7 / 4 ordered < 2: a start-up queue is not a new burst"),
-    (30.0, 80.0, 3, 4, 8, "panic", "8 / 4 ordered >= 2: twice what was ordered is still a burst"),
-    (45.0, 70.0, 3, 4, 5, "stable", "out of panic the stable need still scales up: ceil(4.5)"),
-    (10.0, 25.0, 1, 0, 3, "panic", "spec 0 (waking from zero) divides by one ready pod"),
-]
-
-
-@pytest.mark.parametrize(("stable", "panic", "ready", "spec", "expected", "reason", "why"), KPA_COMING_CASES)
-def test_kpa_panic_counts_starting_pods_as_coming_capacity(stable, panic, ready, spec, expected, reason, why):
-    got = kpa_decide(now=100.0, stable_total=stable, panic_total=panic, ready_pods=ready, current_replicas=spec,
-                     state=KpaState(), **KPA_DEFAULTS)
-    assert (got.replicas, got.reason) == (expected, reason), why
-
-
-def test_kpa_start_up_queue_does_not_re_enter_panic():
-    """A burst panics 1 -> 3; while the two new pods start, the queue on the one ready pod grows
-    (panic need 5). Against the 3 ordered that is no new burst: panic ends after its stable
-    window and the stable need decides. Knative's ratio over ready pods (5 / 1) would re-enter
-    panic and order 5."""
-    state = KpaState()
-    decisions = []
-    for now, spec, panic_total in [(0.0, 1, 25.0), (2.0, 3, 40.0), (62.0, 3, 50.0), (64.0, 3, 50.0)]:
-        d = kpa_decide(now=now, stable_total=15.0, panic_total=panic_total, ready_pods=1, current_replicas=spec,
-                       state=state, **KPA_DEFAULTS)
-        state = d.state
-        decisions.append((d.replicas, d.reason))
-    assert decisions == [(3, "panic"), (4, "panic"), (2, "stable"), (2, "stable")]
-
-
-def test_autoscaler_gives_kpa_the_spec_replicas_for_its_panic_ratio():
-    """The same queue (need 5 on 1 ready pod) panics when nothing is starting, not when 3 are ordered."""
-    target = config(policy="kpa", apa=None, kpa={"scaleDownDelaySeconds": 0}, maxReplicas=10).targets[0]
-    decisions = {}
-    for spec in (1, 3):
-        scaler = Autoscaler(target)
-        for now in range(60):
-            scaler.record(float(now), 10.0 if now < 50 else 50.0, 1)
-        d = scaler.decide(60.0, spec, 1)
-        decisions[spec] = (d.desired, d.reason)
-    assert decisions == {1: (5, "panic"), 3: (2, "stable")}
 
 
 def test_kpa_panic_peak_is_remembered_then_released():
@@ -183,8 +134,7 @@ def test_kpa_panic_peak_is_remembered_then_released():
     replicas = []
     # A 6 s burst drives panic to 8 pods; afterwards the load stays low.
     for now, panic_total in [(0.0, 80.0), (2.0, 20.0), (40.0, 20.0), (61.0, 20.0)]:
-        d = kpa_decide(now=now, stable_total=20.0, panic_total=panic_total, ready_pods=4, current_replicas=4, state=state,
-                       **KPA_DEFAULTS)
+        d = kpa_decide(now=now, stable_total=20.0, panic_total=panic_total, ready_pods=4, state=state, **KPA_DEFAULTS)
         state = d.state
         replicas.append((d.replicas, d.reason))
     assert replicas == [(8, "panic"), (8, "panic"), (8, "panic"), (2, "stable")]
@@ -192,16 +142,16 @@ def test_kpa_panic_peak_is_remembered_then_released():
 
 def test_kpa_scale_down_delay_keeps_the_window_maximum():
     params = dict(KPA_DEFAULTS, scale_down_delay_seconds=30.0)
-    first = kpa_decide(now=0.0, stable_total=60.0, panic_total=60.0, ready_pods=6, current_replicas=6, state=KpaState(), **params)
-    second = kpa_decide(now=10.0, stable_total=30.0, panic_total=30.0, ready_pods=6, current_replicas=6, state=first.state, **params)
-    third = kpa_decide(now=40.0, stable_total=30.0, panic_total=30.0, ready_pods=6, current_replicas=6, state=second.state, **params)
+    first = kpa_decide(now=0.0, stable_total=60.0, panic_total=60.0, ready_pods=6, state=KpaState(), **params)
+    second = kpa_decide(now=10.0, stable_total=30.0, panic_total=30.0, ready_pods=6, state=first.state, **params)
+    third = kpa_decide(now=40.0, stable_total=30.0, panic_total=30.0, ready_pods=6, state=second.state, **params)
     assert (first.replicas, second.replicas, second.reason, third.replicas) == (6, 6, "scale-down-delay", 3)
 
 
 def test_kpa_scale_to_zero_waits_for_the_grace_period():
     params = dict(KPA_DEFAULTS, scale_to_zero=True)
-    first = kpa_decide(now=0.0, stable_total=0.0, panic_total=0.0, ready_pods=1, current_replicas=1, state=KpaState(), **params)
-    second = kpa_decide(now=31.0, stable_total=0.0, panic_total=0.0, ready_pods=1, current_replicas=1, state=first.state, **params)
+    first = kpa_decide(now=0.0, stable_total=0.0, panic_total=0.0, ready_pods=1, state=KpaState(), **params)
+    second = kpa_decide(now=31.0, stable_total=0.0, panic_total=0.0, ready_pods=1, state=first.state, **params)
     assert (first.replicas, first.reason) == (1, "scale-to-zero-grace")
     assert second.replicas == 0
 

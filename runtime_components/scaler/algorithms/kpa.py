@@ -1,19 +1,11 @@
 """Knative Pod Autoscaler decision, as a pure function over explicit state.
 
 With `S` and `P` the total metric averaged over the stable (60 s) and panic (6 s) windows,
-`t` the per-pod target, `r = max(1, ready pods)` and `c` the current (spec) replicas:
+`t` the per-pod target and `r = max(1, ready pods)`:
 
     stable_need = ceil(S / t)          panic_need = ceil(P / t)
     both clamped to [floor(r / max_scale_down_rate), ceil(r * max_scale_up_rate)]
-    over_threshold = panic_need / max(r, c) >= panic_threshold          (200 %)
-
-The panic ratio counts pods that are starting as capacity that is coming (`max(r, c)`;
-Knative divides by `r` alone). Knative's pods start in seconds; a GPU engine takes minutes,
-and the queue that builds meanwhile would re-cross the threshold against the same few ready
-pods on every tick, re-entering panic for capacity already ordered and holding its peak
-(panic never scales down). Dividing by what was ordered, panic means "the burst is twice
-what we have asked for", and a start-up queue is left to the stable window. A pod that never
-becomes ready still gets help: the stable need is not affected.
+    over_threshold = panic_need / r >= panic_threshold          (200 %)
 
 Panic starts when over the threshold, is extended while over it, and ends once a whole stable
 window passes without crossing it. Outside panic the decision is `stable_need`; in panic it is
@@ -58,7 +50,6 @@ def kpa_decide(
     stable_total: float,
     panic_total: float,
     ready_pods: int,
-    current_replicas: int,
     target: float,
     panic_threshold: float,
     max_scale_up_rate: float,
@@ -77,8 +68,7 @@ def kpa_decide(
     max_down = math.floor(ready / max_scale_down_rate)
     stable_need = min(max(math.ceil(stable_total / target), max_down), max_up)
     panic_need = min(max(math.ceil(panic_total / target), max_down), max_up)
-    # Starting pods count as capacity: see the module docstring.
-    over_threshold = panic_need / max(ready, current_replicas) >= panic_threshold
+    over_threshold = panic_need / ready >= panic_threshold
 
     panic_since = state.panic_since
     max_panic_pods = state.max_panic_pods

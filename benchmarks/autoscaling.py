@@ -10,13 +10,19 @@ summed and recorded; every sync period (the policy's own: HPA 15 s, KPA/APA 2 s)
 and a changed count adds engines that accept requests only after a start-up delay drawn
 uniformly from [60, 180] s, or removes engines (starting ones first, then the newest, which
 drain). The fixed baseline runs HPA's mean replica count (equal GPU budget), constant.
-`kpa`/`apa` get HPA's 300 s scale-down damping; `kpa-default`/`apa-default` keep their
-algorithms' own defaults; `hpa-lag30` is HPA seeing the metric 30 s late (the Prometheus +
-metrics-adapter path a deployed HPA reads through). `kpa-coming`/`apa-coming` are `kpa`/`apa`
-whose demand counts starting pods as capacity that is coming: the waiting part of the metric is
-reduced by what the starting pods will take (`scaler.demand.uncovered_held`, which the scaler
-applies to the gateway's held requests under flow control; here the engines' queues stand in
-for them). The extra rows are information only.
+
+The headline rows `kpa`/`apa` are the scaler as it ships with the gateway's flow control on:
+its demand counts starting pods as capacity that is coming, i.e. the queued part of the metric
+(waiting requests) is reduced by what the starting pods will take (`scaler.demand.uncovered_held`,
+which the scaler applies to the requests the gateway holds; here the engines' queues stand in
+for them). They get HPA's 300 s scale-down damping (KPA `scaleDownDelaySeconds`, APA
+`scaleDownCooldownSeconds`), which the compiler does not write today: a compiled stack runs
+the algorithms' own damping, the `-default` rows. Information rows: `kpa-no-fc`/`apa-no-fc`
+are the same without flow control (the engines' queues count in full); `kpa-default`/
+`apa-default` are the headline rows with their algorithms' own damping (no delay, 60 s
+cooldown); `hpa-lag30` is HPA seeing the metric 30 s late (the Prometheus + metrics-adapter
+path a deployed HPA reads through). `hpa` is Kubernetes' HPA as it ships (15 s sync, 10 %
+tolerance, 300 s scale-down stabilisation, fresh metrics) and is what RESULT compares against.
 
 Measures per policy and trace: SLO attainment (share of one-minute windows whose TTFT P99 meets
 the SLO), mean and P99 end-to-end latency, GPU-hours (GPU held from creation to the end of
@@ -61,11 +67,12 @@ MIN_OSCILLATIONS_FOR_RATIO = 5
 # The issue's targets for the better of KPA/APA against HPA (and: no more GPU-hours).
 TARGET_OSC_REDUCTION = 0.33
 TARGET_P99_REDUCTION = 0.10
-POLICIES = ("fixed", "hpa", "kpa", "apa", "kpa-default", "apa-default", "hpa-lag30", "kpa-coming", "apa-coming")
+POLICIES = ("fixed", "hpa", "kpa", "apa", "kpa-default", "apa-default", "hpa-lag30", "kpa-no-fc", "apa-no-fc")
 # Policies whose demand counts starting pods as capacity that is coming: the queued part of the
 # metric (waiting requests) is reduced by what the starting pods will take, as the scaler does
-# with the gateway's held requests (runtime_components/scaler/demand.py, `uncovered_held`).
-COMING_CAPACITY = frozenset({"kpa-coming", "apa-coming"})
+# with the gateway's held requests under flow control (runtime_components/scaler/demand.py,
+# `uncovered_held`). The "-no-fc" rows are the scaler without flow control: queues count in full.
+COMING_CAPACITY = frozenset({"kpa", "apa", "kpa-default", "apa-default"})
 # Seconds by which a policy sees the metric late. Only "hpa-lag30" has any: it stands for the
 # HPA the compiler emits, reading through Prometheus and a metrics adapter (a 30 s scrape
 # interval and the adapter's caching, an assumption). RESULT never uses it.
@@ -142,8 +149,8 @@ POLICY_PARAMS: dict[str, tuple[str, dict[str, Any]]] = {
     "kpa-default": ("kpa", {}),
     "apa-default": ("apa", {}),
     "hpa-lag30": ("hpa", {}),
-    "kpa-coming": ("kpa", {"scaleDownDelaySeconds": 300}),
-    "apa-coming": ("apa", {"scaleDownCooldownSeconds": 300}),
+    "kpa-no-fc": ("kpa", {"scaleDownDelaySeconds": 300}),
+    "apa-no-fc": ("apa", {"scaleDownCooldownSeconds": 300}),
 }
 
 

@@ -15,12 +15,11 @@ The headline rows `kpa`/`apa` are the scaler as it ships with the gateway's flow
 its demand counts starting pods as capacity that is coming, i.e. the queued part of the metric
 (waiting requests) is reduced by what the starting pods will take (`scaler.demand.uncovered_held`,
 which the scaler applies to the requests the gateway holds; here the engines' queues stand in
-for them). They get HPA's 300 s scale-down damping (KPA `scaleDownDelaySeconds`, APA
-`scaleDownCooldownSeconds`), which the compiler does not write today: a compiled stack runs
-the algorithms' own damping, the `-default` rows. Information rows: `kpa-no-fc`/`apa-no-fc`
-are the same without flow control (the engines' queues count in full); `kpa-default`/
-`apa-default` are the headline rows with their algorithms' own damping (no delay, 60 s
-cooldown); `hpa-lag30` is HPA seeing the metric 30 s late (the Prometheus + metrics-adapter
+for them). They run the scaler's default scale-down damping, HPA's 300 s (KPA
+`scaleDownDelaySeconds`, APA `scaleDownCooldownSeconds`), as a compiled stack does.
+Information rows: `kpa-no-fc`/`apa-no-fc` are the same without flow control (the engines'
+queues count in full); `kpa-knative`/`apa-aibrix` are the headline rows with the upstream
+algorithms' own damping (Knative: no delay; AIBrix's APA: 60 s cooldown); `hpa-lag30` is HPA seeing the metric 30 s late (the Prometheus + metrics-adapter
 path a deployed HPA reads through). `hpa` is Kubernetes' HPA as it ships (15 s sync, 10 %
 tolerance, 300 s scale-down stabilisation, fresh metrics) and is what RESULT compares against.
 
@@ -67,12 +66,12 @@ MIN_OSCILLATIONS_FOR_RATIO = 5
 # The issue's targets for the better of KPA/APA against HPA (and: no more GPU-hours).
 TARGET_OSC_REDUCTION = 0.33
 TARGET_P99_REDUCTION = 0.10
-POLICIES = ("fixed", "hpa", "kpa", "apa", "kpa-default", "apa-default", "hpa-lag30", "kpa-no-fc", "apa-no-fc")
+POLICIES = ("fixed", "hpa", "kpa", "apa", "kpa-knative", "apa-aibrix", "hpa-lag30", "kpa-no-fc", "apa-no-fc")
 # Policies whose demand counts starting pods as capacity that is coming: the queued part of the
 # metric (waiting requests) is reduced by what the starting pods will take, as the scaler does
 # with the gateway's held requests under flow control (runtime_components/scaler/demand.py,
 # `uncovered_held`). The "-no-fc" rows are the scaler without flow control: queues count in full.
-COMING_CAPACITY = frozenset({"kpa", "apa", "kpa-default", "apa-default"})
+COMING_CAPACITY = frozenset({"kpa", "apa", "kpa-knative", "apa-aibrix"})
 # Seconds by which a policy sees the metric late. Only "hpa-lag30" has any: it stands for the
 # HPA the compiler emits, reading through Prometheus and a metrics adapter (a 30 s scrape
 # interval and the adapter's caching, an assumption). RESULT never uses it.
@@ -139,18 +138,18 @@ def arrivals(rates: list[float], rng: random.Random) -> list[SimRequest]:
 # -- one policy on one trace ----------------------------------------------------------------
 
 
-# Every policy gets the same scale-down damping: HPA's default 300 s stabilization window,
-# KPA's scale-down delay and APA's scale-down cooldown set to it. The "-default" variants
-# keep Knative's / AIBrix's own defaults (no delay, 60 s cooldown) and are shown for honesty.
+# The shipped damping (the scaler's defaults): KPA's scale-down delay and APA's scale-down
+# cooldown are 300 s, HPA's default stabilisation window. The "-knative"/"-aibrix" rows put back
+# the upstream algorithms' own defaults (no delay; 60 s cooldown) and are shown for honesty.
 POLICY_PARAMS: dict[str, tuple[str, dict[str, Any]]] = {
     "hpa": ("hpa", {}),
-    "kpa": ("kpa", {"scaleDownDelaySeconds": 300}),
-    "apa": ("apa", {"scaleDownCooldownSeconds": 300}),
-    "kpa-default": ("kpa", {}),
-    "apa-default": ("apa", {}),
+    "kpa": ("kpa", {}),
+    "apa": ("apa", {}),
+    "kpa-knative": ("kpa", {"scaleDownDelaySeconds": 0}),
+    "apa-aibrix": ("apa", {"scaleDownCooldownSeconds": 60}),
     "hpa-lag30": ("hpa", {}),
-    "kpa-no-fc": ("kpa", {"scaleDownDelaySeconds": 300}),
-    "apa-no-fc": ("apa", {"scaleDownCooldownSeconds": 300}),
+    "kpa-no-fc": ("kpa", {}),
+    "apa-no-fc": ("apa", {}),
 }
 
 

@@ -399,7 +399,7 @@ def scaler_run(policy: str, fill: bool) -> tuple[int, list[int]]:
     from runtime_components.scaler.autoscaler import Autoscaler
 
     params = {"hpa": {"hpa": {"scaleDownStabilizationSeconds": 0, "metricWindowSeconds": 10}},
-              "kpa": {"kpa": {"stableWindowSeconds": 10, "panicWindowSeconds": 2}},
+              "kpa": {"kpa": {"stableWindowSeconds": 10, "panicWindowSeconds": 2, "scaleDownDelaySeconds": 0}},
               "apa": {"apa": {"windowSeconds": 10, "scaleDownCooldownSeconds": 0}}}[policy]
     target = ScalingTarget.model_validate({
         "name": "t", "scaleTargetRef": {"name": "t", "namespace": "bench"}, "podSelector": {"a": "b"}, "target": 10,

@@ -187,7 +187,9 @@ class KpaParams(SpecModel):
     max_scale_up_rate: float = Field(1000, gt=1, description="At most ready pods x this rate per decision.")
     max_scale_down_rate: float = Field(2, gt=1, description="At least ready pods / this rate per decision.")
     scale_down_delay_seconds: float = Field(
-        0, ge=0, description="Scale down only to the highest decision of this window."
+        300, ge=0,
+        description="Scale down only to the highest decision of this window. 300 s, Kubernetes HPA's scale-down "
+        "stabilisation (Knative's default is 0: on benchmarks.autoscaling that oscillated and lost to HPA on P99).",
     )
     scale_to_zero: bool = Field(False, description="Allow 0 replicas when minReplicas is 0 and nothing arrives.")
     scale_to_zero_grace_seconds: float = Field(
@@ -219,7 +221,9 @@ class ApaParams(SpecModel):
     max_scale_down_rate: float = Field(2, gt=1, description="At least current pods / this rate per decision.")
     scale_up_cooldown_seconds: float = Field(0, ge=0, description="Minimum time between two scale-ups.")
     scale_down_cooldown_seconds: float = Field(
-        60, ge=0, description="Minimum time after any scaling before a scale-down."
+        300, ge=0,
+        description="Minimum time after any scaling before a scale-down. 300 s, Kubernetes HPA's scale-down "
+        "stabilisation (AIBrix's APA default is 60 s).",
     )
     sync_period_seconds: float = Field(2, gt=0, description="Time between two decisions.")
 

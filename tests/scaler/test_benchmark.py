@@ -79,7 +79,7 @@ COMPARE_CASES = [
 def test_compare_picks_the_better_of_kpa_and_apa(kpa, apa, best, osc, p99, gpu, why):
     rows = [_row("t", "hpa", 10.0, 1.0, 2), _row("t", "fixed", 7.0, 1.0, 0),
             _row("t", "kpa", *kpa), _row("t", "apa", *apa),
-            _row("t", "kpa-default", 9.0, 0.5, 9), _row("t", "apa-default", 9.0, 0.5, 9)]
+            _row("t", "kpa-knative", 9.0, 0.5, 9), _row("t", "apa-aibrix", 9.0, 0.5, 9)]
     result = compare(rows)
     assert result["best_policy"] == best, why
     assert result["oscillation_reduction_vs_hpa"] == pytest.approx(osc), why

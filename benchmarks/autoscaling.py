@@ -21,7 +21,8 @@ Information rows: `kpa-no-fc`/`apa-no-fc` are the same without flow control (the
 queues count in full); `kpa-knative`/`apa-aibrix` are the headline rows with the upstream
 algorithms' own damping (Knative: no delay; AIBrix's APA: 60 s cooldown); `hpa-lag30` is HPA
 seeing the metric 30 s late (the Prometheus + metrics-adapter path a deployed HPA reads through).
-`hpa` is Kubernetes' HPA as it ships (15 s sync, 10 % tolerance, 300 s scale-down stabilisation, fresh metrics) and is what RESULT compares against.
+`hpa` is Kubernetes' HPA as it ships (15 s sync, 10 % tolerance, 300 s scale-down
+stabilisation, fresh metrics) and is what RESULT compares against.
 
 Measures per policy and trace: SLO attainment (share of one-minute windows whose TTFT P99 meets
 the SLO), mean and P99 end-to-end latency, GPU-hours (GPU held from creation to the end of

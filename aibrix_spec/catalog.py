@@ -102,6 +102,12 @@ def accelerator(name: str) -> AcceleratorSpec:
         raise KeyError(f"unknown accelerator {name!r}; known: {', '.join(sorted(ACCELERATORS))}") from None
 
 
+def replica_bandwidth_gbs(name: str, tensor_parallel: int) -> float:
+    """Memory bandwidth of one replica on ``tensor_parallel`` GPUs of accelerator ``name``: what
+    bounds its decoding speed (a decode step streams weights and KV from every GPU at once)."""
+    return accelerator(name).memory_bandwidth_gbs * tensor_parallel
+
+
 def model_arch(name: str) -> ModelArch:
     """Look up a model architecture; KeyError names the known ones."""
     try:

@@ -53,6 +53,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     # every fleet size's study at once, one process each (pure functions of their arguments)
     sizes = [g for g in FLEET_SIZES if g < args.gpus] + [args.gpus]
     with ProcessPoolExecutor(max_workers=min(len(sizes), os.cpu_count() or 1)) as pool:
-        studies = list(pool.map(long_study, sizes, *zip(*[(args.seed, n, args.link_gbs)] * len(sizes), strict=True)))
+        studies = list(pool.map(partial(long_study, seed=args.seed, n=n, link_gbs=args.link_gbs), sizes))
     study = studies[-1]
     print("\n".join(study.log))
     rate, chosen, head, base, pd = study.rate, study.chosen, study.trace, study.base, study.pd

@@ -12,7 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from aibrix_spec.catalog import accelerator
+from aibrix_spec.catalog import replica_bandwidth_gbs
 from runtime_components.engine_sim.config import EngineConfig, SimRequest
 from runtime_components.engine_sim.des import EngineView, RequestRecord, RouteFn, RunWhole, Simulation, summarize
 from runtime_components.engine_sim.pd import DEFAULT_LINK_GBS, PdRole
@@ -105,12 +105,9 @@ def short_on_prefill_default(fleet: Fleet) -> bool:
     """The compiler's default for ``shortPromptsOnPrefillPods``
     (``compiler.plan.disaggregation.short_on_prefill_default``): on only where every prefill
     engine decodes at least as fast as every decode engine (GPU bandwidth times TP)."""
-    def speed(c: EngineConfig) -> float:
-        return accelerator(c.accelerator).memory_bandwidth_gbs * c.tensor_parallel
-
     pairs = list(zip(fleet.configs, fleet.roles, strict=True))
-    prefill = [speed(c) for c, r in pairs if r == "prefill"]
-    decode = [speed(c) for c, r in pairs if r != "prefill"]
+    prefill = [replica_bandwidth_gbs(c.accelerator, c.tensor_parallel) for c, r in pairs if r == "prefill"]
+    decode = [replica_bandwidth_gbs(c.accelerator, c.tensor_parallel) for c, r in pairs if r != "prefill"]
     return bool(prefill and decode) and min(prefill) >= max(decode)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aibrix_spec.catalog import accelerator
+from aibrix_spec.catalog import replica_bandwidth_gbs
 
 from ..defaults import ResolvedModel, ResolvedRole, ResolvedStack
 from .kv_connector import kv_connector_args
@@ -87,35 +87,26 @@ def role_pod(m: ResolvedModel, role: ResolvedRole) -> dict[str, Any]:
     return {}
 
 
-def _decode_bandwidth(stack: ResolvedStack, role: ResolvedRole) -> tuple[float, ...] | None:
-    """Memory bandwidth of one replica of the role per pool (decoding is bandwidth-bound, and
-    tensor parallelism adds the GPUs'); None when a pool's GPU is not in the catalogue."""
-    pools = {p.name: p for p in stack.pools}
-    out = []
-    for name in role.pools:
-        key = pools[name].accelerator
-        if key is None:
-            return None
-        out.append(accelerator(key).memory_bandwidth_gbs * role.parallelism.tensor)
-    return tuple(out)
-
-
 def short_on_prefill_default(stack: ResolvedStack, m: ResolvedModel) -> bool:
     """Whether short prompts may run on prefill pods when the spec leaves it out: only where a
     prefill pod decodes at least as fast as every decode pod. Otherwise a short prompt moved to
     an idle prefill pod streams slower than on a busy decode pod (measured: a TP2 prefill pool
     next to a TP8 decode pod gave short prompts 1.39x the e2e latency, against 0.84x kept on
-    the decode pod; benchmarks.pd). Unknown GPUs compare by tensor parallelism within one
-    product only."""
+    the decode pod; benchmarks.pd). GPUs outside the catalogue compare by tensor parallelism
+    within one product only."""
     if m.spec.engine.type != "vllm":
         return False
     prefill, decode = m.roles
-    fast, slow = _decode_bandwidth(stack, prefill), _decode_bandwidth(stack, decode)
-    if fast is not None and slow is not None:
-        return min(fast) >= max(slow)
+    names = prefill.pools + decode.pools
     pools = {p.name: p for p in stack.pools}
-    products = {pools[name].product for name in prefill.pools + decode.pools}
-    return len(products) == 1 and prefill.parallelism.tensor >= decode.parallelism.tensor
+    gpus = {name: key for name in names if (key := pools[name].accelerator) is not None}
+    if len(gpus) < len(set(names)):
+        return len({pools[name].product for name in names}) == 1 and prefill.parallelism.tensor >= decode.parallelism.tensor
+
+    def speeds(role: ResolvedRole) -> list[float]:
+        return [replica_bandwidth_gbs(gpus[name], role.parallelism.tensor) for name in role.pools]
+
+    return min(speeds(prefill)) >= max(speeds(decode))
 
 
 def pairing(stack: ResolvedStack, m: ResolvedModel, roles: tuple[RolePlan, ...]) -> DisaggregationPlan:

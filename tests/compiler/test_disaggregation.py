@@ -338,3 +338,14 @@ def test_short_prompts_spill_by_default_only_to_prefill_pods_that_decode_as_fast
     changes: dict[str, Any], spills: bool
 ) -> None:
     assert _spills(stack(**changes)) is spills
+
+
+@pytest.mark.parametrize(("prefill_tensor", "decode_tensor", "spills"), [(2, 1, True), (1, 2, False)])
+def test_gpus_outside_the_catalogue_compare_by_tensor_parallelism(prefill_tensor: int, decode_tensor: int,
+                                                                  spills: bool) -> None:
+    data = stack(**{"disaggregation.prefill.parallelism": {"tensor": prefill_tensor},
+                    "disaggregation.decode.parallelism": {"tensor": decode_tensor},
+                    "placement": {"pools": ["rtx"]}})
+    data["spec"]["gpuPools"].append({"name": "rtx", "product": "NVIDIA-RTX-6000-Ada-Generation", "memoryGib": 48,
+                                     "costPerGpuHour": 1.25, "gpusPerNode": 4})
+    assert _spills(data) is spills

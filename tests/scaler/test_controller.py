@@ -245,8 +245,8 @@ def test_run_loop_scales_and_stops_cleanly():
 
 
 def test_held_requests_count_as_demand_above_zero_without_a_zero_gate():
-    """Under flow control (minReplicas 1) the gateway's held requests add to the request metric,
-    and nothing takes the workload to zero when demand stops."""
+    """Under flow control (minReplicas 1) the gateway's held requests add to the request metric;
+    the target has no zero gate, and a demand round with nothing held still runs without one."""
     from aiohttp import web
 
     held = {"n": 30.0}

@@ -77,8 +77,9 @@ TARGETS: dict[str, tuple[str, dict[str, str]]] = {
     "aio-echo": ("aio-echo", {}),
     "sync-echo": ("sync-echo", {}),
     "aio-echo-4": ("aio-echo", {MESSAGES_ENV: "4"}),
+    "h2-echo": ("h2-echo", {}),
 }
-KINDS = ("gateway", "aio-echo", "sync-echo", "grpclib-echo")
+KINDS = ("gateway", "aio-echo", "sync-echo", "grpclib-echo", "h2-echo")
 
 
 # -- the do-nothing servicers (run as subprocesses of this module) ---------------------------
@@ -181,6 +182,32 @@ def serve_grpclib_echo(engine: str) -> None:
         await server.start("127.0.0.1", 0)
         print(server._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
         await server.wait_closed()
+
+    _run(main())
+
+
+def serve_h2_echo(engine: str) -> None:
+    """The echo servicer on the gateway's own HTTP/2 server (``runtime_components.gateway.h2_server``)."""
+    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+    from runtime_components.gateway.h2_server import EOF, H2GrpcServer, StreamMethod
+
+    answers = _echo_answers(engine)
+
+    async def process(context) -> None:  # type: ignore[no-untyped-def]
+        read, write = context.read, context.write
+        while True:
+            message = await read()
+            if message is EOF:
+                return
+            await write(answers[message.WhichOneof("request")])
+
+    async def main() -> None:
+        server = H2GrpcServer({"/envoy.service.ext_proc.v3.ExternalProcessor/Process":
+                               StreamMethod(process, pb.ProcessingRequest.FromString)},
+                              max_receive_message_length=1 << 24)
+        print(await server.start("127.0.0.1", 0), flush=True)
+        await asyncio.Event().wait()
 
     _run(main())
 
@@ -315,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         try:
             {"aio-echo": serve_aio_echo, "sync-echo": serve_sync_echo,
-             "grpclib-echo": serve_grpclib_echo}[args.serve](args.engine)
+             "grpclib-echo": serve_grpclib_echo, "h2-echo": serve_h2_echo}[args.serve](args.engine)
         except ImportError as exc:
             print(f"error: the {args.serve} server needs {exc.name} (pip install {exc.name})", file=sys.stderr)
             return 2

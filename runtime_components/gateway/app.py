@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 from aiohttp import web
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
+from envoy.service.ext_proc.v3.external_processor_pb2 import ProcessingRequest
 
 from aibrix_spec.components.gateway import GatewayConfig
 from runtime_components.common.file_stamp import FileStamp, file_stamp
@@ -26,7 +27,8 @@ from .core import GatewayCore
 from .discovery.static import StaticDiscovery
 from .endpoints import DiscoveredEndpoint, EndpointTable
 from .extproc import ExtProcServicer
-from .health import health_handler
+from .h2_server import H2GrpcServer, StreamMethod, UnaryMethod
+from .health import CHECK_PATH, check_answer, health_handler
 from .kv_events import EventTranslator, KVEventSubscriber
 from .metrics import GatewayMetrics
 from .pd import PdConfigError, PrefillDecode, prefill_pool, role_specs
@@ -53,6 +55,8 @@ GRPC_SERVER_OPTIONS = (
     ("grpc.http2.bdp_probe", 0),
 )
 
+
+EXT_PROC_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
 #: Added to the body limit for the gRPC receive limit: request headers and protobuf framing.
 GRPC_HEADROOM_BYTES = 1 << 20
@@ -160,7 +164,7 @@ class GatewayApp:
                                                  self._publish, watch_timeout_s=kubernetes_watch_timeout_s)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._grpc: grpc.aio.Server | None = None
+        self._grpc: grpc.aio.Server | H2GrpcServer | None = None
         self._http: web.AppRunner | None = None
         self.grpc_port = 0
         self.http_port = 0
@@ -234,13 +238,25 @@ class GatewayApp:
         # Envoy sends the whole buffered body in one message: the receive limit is the body limit
         # plus room for headers and framing (gRPC's 4 MiB default turned 4-8 MiB bodies into 500s).
         limit = self.config.max_request_body_bytes + GRPC_HEADROOM_BYTES
-        options = (*GRPC_SERVER_OPTIONS, ("grpc.max_receive_message_length", limit))
-        server = grpc.aio.server(options=options)
-        pb_grpc.add_ExternalProcessorServicer_to_server(ExtProcServicer(self.core, self.pd), server)
-        server.add_generic_rpc_handlers((health_handler(lambda: not self._stop.is_set()),))
-        self.grpc_port = server.add_insecure_port(f"{host}:{self.config.listen.grpc_port}")
-        await server.start()
-        self._grpc = server
+        servicer = ExtProcServicer(self.core, self.pd)
+        if self.config.listen.grpc_server == "builtin":
+            async def check(request: bytes) -> bytes:
+                return check_answer(request, not self._stop.is_set())
+
+            builtin = H2GrpcServer({
+                EXT_PROC_PATH: StreamMethod(lambda context: servicer.Process(None, context),  # type: ignore[arg-type]
+                                            ProcessingRequest.FromString),
+                CHECK_PATH: UnaryMethod(check),
+            }, max_receive_message_length=limit)
+            self.grpc_port = await builtin.start(host, self.config.listen.grpc_port)
+            self._grpc = builtin
+        else:
+            server = grpc.aio.server(options=(*GRPC_SERVER_OPTIONS, ("grpc.max_receive_message_length", limit)))
+            pb_grpc.add_ExternalProcessorServicer_to_server(servicer, server)
+            server.add_generic_rpc_handlers((health_handler(lambda: not self._stop.is_set()),))
+            self.grpc_port = server.add_insecure_port(f"{host}:{self.config.listen.grpc_port}")
+            await server.start()
+            self._grpc = server
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)

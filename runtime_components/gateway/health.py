@@ -11,9 +11,10 @@ from collections.abc import Callable
 
 import grpc
 
-__all__ = ["health_handler", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"]
+__all__ = ["CHECK_PATH", "check_answer", "health_handler", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN"]
 
 SERVING, NOT_SERVING, SERVICE_UNKNOWN = 1, 2, 3
+CHECK_PATH = "/grpc.health.v1.Health/Check"
 _KNOWN_SERVICES = ("", "envoy.service.ext_proc.v3.ExternalProcessor")
 
 
@@ -37,16 +38,20 @@ def _service_name(data: bytes) -> str:
     return ""
 
 
+def check_answer(request: bytes, serving: bool) -> bytes:
+    """The HealthCheckResponse to a HealthCheckRequest, both serialized."""
+    if _service_name(request) not in _KNOWN_SERVICES:
+        status = SERVICE_UNKNOWN
+    else:
+        status = SERVING if serving else NOT_SERVING
+    return bytes([0x08, status])
+
+
 def health_handler(is_serving: Callable[[], bool]) -> grpc.GenericRpcHandler:
-    """A handler answering Check for the ext_proc service (and '' for the whole server)."""
+    """A grpcio handler answering Check for the ext_proc service (and '' for the whole server)."""
 
     async def check(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        service = _service_name(request)
-        if service not in _KNOWN_SERVICES:
-            status = SERVICE_UNKNOWN
-        else:
-            status = SERVING if is_serving() else NOT_SERVING
-        return bytes([0x08, status])
+        return check_answer(request, is_serving())
 
     def identity(message: bytes) -> bytes:
         return message

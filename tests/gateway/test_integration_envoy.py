@@ -7,6 +7,8 @@ Envoy per replica, and fake vLLM-shaped engines on threads. Models:
 - ``m`` (least-request, adapter ``sql`` held only by e1; e2 reports 50 running requests),
 - ``chaos`` (three slow engines; one is killed mid-run),
 - ``empty`` (no endpoints: 503).
+
+The replicas run the two gRPC servers the gateway offers (``listen.grpcServer``).
 """
 
 from __future__ import annotations
@@ -60,7 +62,10 @@ class Stack:
                                      "small": {"rpm": 4, "tpm": 100000}}},
             "scrape": {"intervalS": 0.2, "stalenessS": 2.0},
         }
-        self.gateways = [GatewayProcess(config, workdir, f"gateway-{i}") for i in range(2)]
+        # Replica 0 serves ext_proc on the builtin HTTP/2 server (the default), replica 1 on grpcio
+        # (the fallback): every test that crosses both replicas covers both servers.
+        self.gateways = [GatewayProcess({**config, "listen": {"grpcServer": server}}, workdir, f"gateway-{i}")
+                         for i, server in enumerate(("builtin", "grpcio"))]
         self.processes += self.gateways
         self.envoys = []
         for i, gateway in enumerate(self.gateways):
@@ -109,8 +114,12 @@ def completion(model: str = "m", **extra: object) -> dict[str, object]:
     return {"model": model, "prompt": "The quick brown fox jumps over the lazy dog", "max_tokens": 8, **extra}
 
 
-def test_requests_reach_the_endpoint_the_policy_chose(stack):
-    url = stack.envoys[0].url
+BOTH_SERVERS = pytest.mark.parametrize("replica", [0, 1], ids=["builtin-server", "grpcio-server"])
+
+
+@BOTH_SERVERS
+def test_requests_reach_the_endpoint_the_policy_chose(stack, replica):
+    url = stack.envoys[replica].url
     before = {n: e.stats.served for n, e in stack.engines.items()}
     for _ in range(12):
         status, headers, _ = post(url, "/v1/completions", completion())
@@ -143,9 +152,10 @@ ERRORS = [
 ]
 
 
+@BOTH_SERVERS
 @pytest.mark.parametrize("name,body,raw,key,status,code,message", ERRORS, ids=[e[0] for e in ERRORS])
-def test_errors_are_openai_json(stack, name, body, raw, key, status, code, message):
-    got, headers, payload = post(stack.envoys[0].url, "/v1/completions", body, key=key, raw=raw)
+def test_errors_are_openai_json(stack, name, body, raw, key, status, code, message, replica):
+    got, headers, payload = post(stack.envoys[replica].url, "/v1/completions", body, key=key, raw=raw)
     assert got == status
     assert headers["content-type"] == "application/json"
     error = json.loads(payload)["error"]
@@ -168,12 +178,13 @@ def test_rate_limits_hold_across_two_replicas_sharing_redis(stack):
     assert 'aibrix_gateway_rate_limited_total{limit="rpm",tier="small"}' in metrics
 
 
-def test_streamed_usage_feeds_the_token_histogram(stack):
-    status, _, body = post(stack.envoys[0].url, "/v1/chat/completions", {
+@BOTH_SERVERS
+def test_streamed_usage_feeds_the_token_histogram(stack, replica):
+    status, _, body = post(stack.envoys[replica].url, "/v1/chat/completions", {
         "model": "m", "messages": [{"role": "user", "content": "x " * 100}], "stream": True,
         "stream_options": {"include_usage": True}, "max_tokens": 8})
     assert status == 200 and body.rstrip().endswith(b"data: [DONE]")
-    metrics = stack.gateways[0].get("/metrics")
+    metrics = stack.gateways[replica].get("/metrics")
     # The fake engine reports usage from the same tokenizer: prompt in bucket 128 ("user: x x ..."), 8 completion tokens.
     assert 'aibrix_gateway_request_token_buckets_total{input_bucket="128",model="m",output_bucket="16"}' in metrics
     assert 'aibrix_gateway_requests_total{model="m",policy="least-request",status="200"}' in metrics

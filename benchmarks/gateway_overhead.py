@@ -416,7 +416,8 @@ def report(result: dict[str, object], args: argparse.Namespace, peer: str | None
         added = ("", "") if target == "direct" else (f"{p50 - d50:.2f}", f"{p99 - d99:.2f}")
         print(f"{target:<10}{len(values):>10}{errs[target]:>8}{p50:>9.2f}{p99:>9.2f}{added[0]:>11}{added[1]:>11}")
     print(f"\nClosed loop, {args.concurrency} clients, {args.seconds:.0f} interleaved 1-s slices per target; "
-          f"gateway pod = {args.workers} worker(s) + Envoy --concurrency {args.workers}; both routers pinned to cores {args.cores}")
+          f"gateway pod = {args.workers} worker(s) + Envoy --concurrency {args.workers}; "
+          f"both routers pinned to cores {args.cores}")
     print(f"{'target':<10}{'req/s':>9}{'errors':>8}{'router CPU ms/req':>19}")
     cpu_ms: dict[str, float] = {}
     for target, (rps, errors) in tput.items():

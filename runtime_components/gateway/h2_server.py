@@ -244,6 +244,9 @@ class _Stream:
         if self._pending or not self._conn.send_data(self, framed):
             self._pending += framed
             await self._wait_drained()
+        paused = self._conn.paused
+        if paused is not None:  # the socket's buffer is full (Envoy reads slower than we write)
+            await paused
 
     async def _wait_drained(self) -> None:
         while self._pending:
@@ -320,7 +323,7 @@ class _Connection(asyncio.Protocol):
         self._send_window = _DEFAULT_WINDOW  # the connection's window for what we send
         self._received = 0  # DATA bytes since our last connection WINDOW_UPDATE
         self.blocked: set[_Stream] = set()
-        self._paused: asyncio.Future[None] | None = None
+        self.paused: asyncio.Future[None] | None = None
         self._closing = False
         self._out: list[bytes] = []  # frames waiting for this iteration's flush
 
@@ -340,16 +343,16 @@ class _Connection(asyncio.Protocol):
         for stream in list(self.streams.values()):
             stream.reset()
         self.streams.clear()
-        if self._paused is not None and not self._paused.done():
-            self._paused.set_result(None)
+        if self.paused is not None and not self.paused.done():
+            self.paused.set_result(None)
 
     def pause_writing(self) -> None:
-        self._paused = self.loop.create_future()
+        self.paused = self.loop.create_future()
 
     def resume_writing(self) -> None:
-        if self._paused is not None and not self._paused.done():
-            self._paused.set_result(None)
-        self._paused = None
+        if self.paused is not None and not self.paused.done():
+            self.paused.set_result(None)
+        self.paused = None
 
     def data_received(self, data: bytes) -> None:
         buffer = self._buffer

@@ -8,8 +8,8 @@ the configured fairness between users, arrival order) and ``flow.saturation.Satu
 ``Simulation`` engines (vLLM-style, llama-3-8b on nvidia-a10). Arrivals are events; a held
 request is handed to an engine with ``Simulation.submit(..., engine=i)`` and keeps its arrival
 time, so the time it was held counts in its TTFT. The dispatcher runs on every arrival and
-every ``tick_s`` (the gateway's tick; it also wakes when a request finishes, which this model
-leaves out: slower here, not faster). Each user's in-flight count decides whether it is under
+every ``tick_s`` (the gateway's tick) and when a request finishes (the controller's ``wake``,
+at the engine step that ends it). Each user's in-flight count decides whether it is under
 its fair share (``saturation.under_share``): over it, it sees the waiting budget less
 ``underShareReserve``, as the controller does. Engine metrics are sampled every ``scrape_s`` (the gateway's scrape lag);
 the in-flight count is exact.
@@ -122,6 +122,8 @@ class Gateway:
         self._done_by: dict[str, int] = {}  # tenant -> of those, finished (read from the records)
         self._records_seen = 0
         sim.call_at(0.0, self._scrape)
+        if config.enabled:
+            sim.on_finished = self._on_finished  # the controller's wake when a request ends
 
     # -- events ------------------------------------------------------------------------------
     def arrive(self, req: SimRequest, tenant: str) -> None:
@@ -160,6 +162,10 @@ class Gateway:
         self._dispatch(now)  # the controller's dispatcher wakes on an arrival
         if len(self.queue):
             self._ensure_ticking(now)
+
+    def _on_finished(self, sim: Simulation, now: float) -> None:
+        if len(self.queue):
+            self._dispatch(now)
 
     def _ensure_ticking(self, now: float) -> None:
         if not self._ticking:

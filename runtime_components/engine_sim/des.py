@@ -238,6 +238,9 @@ class Simulation:
         self._seq = itertools.count()
         self.now = 0.0
         self.records: list[RequestRecord] = []
+        #: Called as ``fn(simulation, now)`` after a step in which requests finished (a gateway
+        #: that wakes its dispatcher when a request ends sets it).
+        self.on_finished: Callable[[Simulation, float], None] | None = None
         self._first: dict[str, tuple[float, int]] = {}
         for i, config in enumerate(configs):
             self.add_engine(0.0, config, ready_after_s=0.0, role=roles[i] if roles is not None else "both")
@@ -432,6 +435,7 @@ class Simulation:
         engine = self._engines[index]
         engine.busy = False
         times = self._token_times
+        finished_before = len(self.records)
         for ev in result.events:
             rid = ev.request_id
             leg = self._prefill_legs.get(rid)
@@ -458,6 +462,8 @@ class Simulation:
                         tuple(times.pop(rid, ())) if times is not None else (),
                     )  # fmt: skip
                 )
+        if self.on_finished is not None and len(self.records) > finished_before:
+            self.call_at(result.end_s, self.on_finished)
 
     def _error(self, req: SimRequest, engine: int | None, message: str) -> None:
         self._forget(req.request_id)

@@ -50,6 +50,19 @@ def test_runs_are_deterministic() -> None:
     assert a == b
 
 
+def test_on_finished_runs_at_the_end_of_each_step_that_finished_requests() -> None:
+    reqs = _requests(120, 15.0, random.Random(4))
+    calls: list[tuple[float, int]] = []
+    sim = Simulation([EngineConfig()] * 2, least_loaded)
+    sim.on_finished = lambda s, now: calls.append((now, len(s.records)))
+    records = sim.run(reqs)
+    finish_times = {r.finish_s for r in records}
+    assert {now for now, _ in calls} == finish_times  # once per step that ended a request, at its end
+    assert len(calls) == len(finish_times)
+    for now, seen in calls:  # the records of that step are already there
+        assert seen >= sum(1 for r in records if r.finish_s <= now)
+
+
 def test_engines_added_later_only_take_traffic_once_ready() -> None:
     reqs = _requests(300, 30.0, random.Random(9))
     sim = Simulation([EngineConfig()], least_loaded)

@@ -130,7 +130,7 @@ class _Stream:
     """One gRPC call; also the context its handler gets (``read``/``write``)."""
 
     __slots__ = ("id", "_conn", "_method", "_messages", "_waiter", "_remote_closed", "_buffer", "_received",
-                 "send_window", "_headers_sent", "_pending", "_drained", "task", "closed")
+                 "send_window", "_headers_sent", "_pending", "_drained", "task", "closed", "_failed")
 
     def __init__(self, conn: _Connection, stream_id: int, method: StreamMethod | UnaryMethod | None) -> None:
         self.id = stream_id
@@ -147,6 +147,7 @@ class _Stream:
         self._drained: asyncio.Future[None] | None = None
         self.task: asyncio.Task[None] | None = None
         self.closed = False
+        self._failed = False  # a message could not be taken: the call ends with an error status
 
     # -- inbound ---------------------------------------------------------------------------
     def data(self, payload: bytes, flow_length: int) -> None:
@@ -154,9 +155,11 @@ class _Stream:
         if self._received >= _REFILL_AT and not self._remote_closed:
             self._conn.window_update(self.id, self._received)
             self._received = 0
+        if self._failed:
+            return  # the call is ending with an error status; the rest of its data is dropped
         buffer = self._buffer
-        if not buffer and len(payload) >= 5 and len(payload) == 5 + int.from_bytes(payload[1:5], "big") \
-                and payload[0] == 0:
+        if not buffer and len(payload) >= 5 and payload[0] == 0 and len(payload) == 5 + int.from_bytes(payload[1:5], "big") \
+                and len(payload) - 5 <= self._conn.server.max_receive:
             self._deliver(payload[5:])  # the usual case: one whole message in one frame
             return
         buffer += payload
@@ -194,6 +197,8 @@ class _Stream:
 
     def remote_end(self) -> None:
         self._remote_closed = True
+        if self._failed:
+            return
         if self._buffer:
             self._fail(_Abort(_INTERNAL, "the stream ended inside a message"))
             return
@@ -210,6 +215,7 @@ class _Stream:
         else:
             self._messages.append(error)
         self._buffer.clear()
+        self._failed = True
 
     def reset(self) -> None:
         """The peer reset the stream, or the connection went: the handler is cancelled."""

@@ -267,3 +267,63 @@ def test_hpack_decoder_refuses_bad_blocks():
         HpackDecoder().decode(b"\x40\x05ab")
     with pytest.raises(HpackError, match="exceeds"):
         HpackDecoder(max_table_size=100).decode(b"\x3f\xe1\x1f")  # size update to 4096
+
+
+# -- frames on the wire, without a client library ------------------------------------------------
+class _Wire(asyncio.Transport):
+    """A transport that keeps what the server writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = bytearray()
+        self.closed = False
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.out += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def _frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    return len(payload).to_bytes(3, "big") + bytes((ftype, flags)) + stream_id.to_bytes(4, "big") + payload
+
+
+def _parse(data: bytes) -> list[tuple[int, int, int, bytes]]:
+    frames, pos = [], 0
+    while pos + 9 <= len(data):
+        length = int.from_bytes(data[pos:pos + 3], "big")
+        frames.append((data[pos + 3], data[pos + 4], int.from_bytes(data[pos + 5:pos + 9], "big"),
+                       bytes(data[pos + 9:pos + 9 + length])))
+        pos += 9 + length
+    return frames
+
+
+def test_an_oversized_message_in_one_frame_is_refused_and_the_rest_of_the_call_dropped():
+    from runtime_components.gateway import h2_server
+
+    async def main() -> None:
+        server = Rig().server
+        server.max_receive = 10
+        conn = h2_server._Connection(server)
+        wire = _Wire()
+        conn.connection_made(wire)
+        headers = hpack.Encoder().encode([(":method", "POST"), (":path", ECHO), (":scheme", "http"),
+                                          (":authority", "x"), ("content-type", "application/grpc")])
+        message = b"\x00" + (20).to_bytes(4, "big") + b"y" * 20
+        conn.data_received(h2_server._PREFACE + _frame(0x4, 0, 0) + _frame(0x1, 0x4, 1, headers) + _frame(0x0, 0, 1, message))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        conn.data_received(_frame(0x0, 0x1, 1, b"\x00\x00\x00\x00\x02ab"))  # more data, then the client's end
+        for _ in range(5):
+            await asyncio.sleep(0)
+        frames = _parse(bytes(wire.out))
+        trailers = [payload for ftype, flags, sid, payload in frames if ftype == 0x1 and sid == 1 and flags & 0x1]
+        assert len(trailers) == 1 and b"grpc-status\x018" in trailers[0]  # RESOURCE_EXHAUSTED, and only once
+        assert not [f for f in frames if f[0] == 0x0 and f[2] == 1]  # nothing echoed
+        assert not conn.streams and not wire.closed  # the connection goes on
+
+    asyncio.run(main())

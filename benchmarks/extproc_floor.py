@@ -99,6 +99,14 @@ def _echo_answers(engine: str) -> dict[str, object]:
             "response_body": pb.ProcessingResponse(response_body=pb.BodyResponse())}
 
 
+async def _echo(context, answers: dict[str, object], eof: object) -> None:  # type: ignore[no-untyped-def]
+    """What every echo server's handler does: each message gets its prebuilt answer until the
+    client half-closes (``eof``: the server's end-of-stream sentinel)."""
+    read, write = context.read, context.write
+    while (message := await read()) is not eof:
+        await write(answers[message.WhichOneof("request")])
+
+
 def _run(main: object) -> None:
     """asyncio.run, on uvloop when ``LOOP_ENV`` says so."""
     if os.environ.get(LOOP_ENV) == "uvloop":
@@ -123,12 +131,7 @@ def serve_aio_echo(engine: str) -> None:
 
     class Echo(pb_grpc.ExternalProcessorServicer):
         async def Process(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
-            read, write = context.read, context.write
-            while True:
-                message = await read()
-                if message is eof:
-                    return
-                await write(answers[message.WhichOneof("request")])
+            await _echo(context, answers, eof)
 
     async def main() -> None:
         server = grpc.aio.server(options=_options())
@@ -190,21 +193,14 @@ def serve_h2_echo(engine: str) -> None:
     """The echo servicer on the gateway's own HTTP/2 server (``runtime_components.gateway.h2_server``)."""
     from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 
+    from runtime_components.gateway.extproc import EXT_PROC_PATH
     from runtime_components.gateway.h2_server import EOF, H2GrpcServer, StreamMethod
 
     answers = _echo_answers(engine)
 
-    async def process(context) -> None:  # type: ignore[no-untyped-def]
-        read, write = context.read, context.write
-        while True:
-            message = await read()
-            if message is EOF:
-                return
-            await write(answers[message.WhichOneof("request")])
-
     async def main() -> None:
-        server = H2GrpcServer({"/envoy.service.ext_proc.v3.ExternalProcessor/Process":
-                               StreamMethod(process, pb.ProcessingRequest.FromString)},
+        server = H2GrpcServer({EXT_PROC_PATH: StreamMethod(lambda context: _echo(context, answers, EOF),
+                                                           pb.ProcessingRequest.FromString)},
                               max_receive_message_length=1 << 24)
         print(await server.start("127.0.0.1", 0), flush=True)
         await asyncio.Event().wait()

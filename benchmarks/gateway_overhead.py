@@ -16,8 +16,9 @@ Measures, in one run:
    slices (direct, gateway, peer, direct, ...): latency P50/P99 per target; the added latency
    is ``P(via) - P(direct)`` at the same percentile;
 2. closed loop with ``--concurrency`` clients, interleaved the same way: the highest
-   completed req/s through each router, plus the gateway's CPU time per request (from /proc), whose inverse is the rate one
-   gateway process could sustain on one core of its own: ``1000 / cpu_ms_per_request``,
+   completed req/s through each router, plus the gateway's CPU time per request (from
+   /proc), whose inverse is the rate one gateway process could sustain on one core of its
+   own: ``1000 / cpu_ms_per_request``,
    and the ext_proc messages Envoy sent per request (Envoy's admin counters
    ``stream_msgs_sent / streams_started``): the gRPC framing the gateway pays for.
    ``gateway_cpu_ms_per_request`` counts the gateway's processes (supervisor and workers);

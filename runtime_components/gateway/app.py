@@ -26,7 +26,7 @@ from runtime_components.common.file_stamp import FileStamp, file_stamp
 from .core import GatewayCore
 from .discovery.static import StaticDiscovery
 from .endpoints import DiscoveredEndpoint, EndpointTable
-from .extproc import ExtProcServicer
+from .extproc import EXT_PROC_PATH, ExtProcServicer
 from .h2_server import H2GrpcServer, StreamMethod, UnaryMethod
 from .health import CHECK_PATH, check_answer, health_handler
 from .kv_events import EventTranslator, KVEventSubscriber
@@ -55,8 +55,6 @@ GRPC_SERVER_OPTIONS = (
     ("grpc.http2.bdp_probe", 0),
 )
 
-
-EXT_PROC_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 
 #: Added to the body limit for the gRPC receive limit: request headers and protobuf framing.
 GRPC_HEADROOM_BYTES = 1 << 20

@@ -56,10 +56,13 @@ from .pd import PrefillDecode
 from .usage import UsageCounter
 from .users import User
 
-__all__ = ["DESTINATION_HEADER", "FALLBACK_HEADER_PREFIX", "TARGET_POD_HEADER", "ExtProcServicer", "RouteAnswers"]
+__all__ = ["DESTINATION_HEADER", "EXT_PROC_PATH", "FALLBACK_HEADER_PREFIX", "TARGET_POD_HEADER", "ExtProcServicer",
+           "RouteAnswers"]
 
 log = logging.getLogger(__name__)
 
+#: The gRPC path of ext_proc's one method (the builtin HTTP/2 server routes on it).
+EXT_PROC_PATH = "/envoy.service.ext_proc.v3.ExternalProcessor/Process"
 DESTINATION_HEADER = "x-gateway-destination-endpoint"
 TARGET_POD_HEADER = "target-pod"
 FALLBACK_HEADER_PREFIX = "x-gateway-destination-fallback-"  # the Envoy bootstrap shifts these on retries

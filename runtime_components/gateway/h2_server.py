@@ -31,6 +31,7 @@ reached by Envoy inside the cluster (as with the grpcio server it replaces).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -188,12 +189,20 @@ class _Stream:
                 return
         else:
             item = raw
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            self._waiter = None
-            waiter.set_result(item)
-        else:
+        if not self._hand_over(item):
             self._messages.append(item)
+
+    def _hand_over(self, item: Any) -> bool:
+        """Give ``item`` to a handler blocked in ``read()``; False when none is."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return False
+        self._waiter = None
+        if isinstance(item, BaseException):
+            waiter.set_exception(item)
+        else:
+            waiter.set_result(item)
+        return True
 
     def remote_end(self) -> None:
         self._remote_closed = True
@@ -202,18 +211,11 @@ class _Stream:
         if self._buffer:
             self._fail(_Abort(_INTERNAL, "the stream ended inside a message"))
             return
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            self._waiter = None
-            waiter.set_result(EOF)
+        self._hand_over(EOF)  # a read() later sees _remote_closed
 
     def _fail(self, error: BaseException) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            self._waiter = None
-            waiter.set_exception(error)
-        else:
-            self._messages.append(error)
+        if not self._hand_over(error):
+            self._messages.append(error)  # read() raises it
         self._buffer.clear()
         self._failed = True
 
@@ -302,13 +304,11 @@ class _Stream:
         except _Abort as abort:
             await self.finish(abort.status, abort.message)
         except (asyncio.CancelledError, ConnectionResetError):
-            pass  # reset by the peer or the connection is gone: nobody to answer
+            return  # reset by the peer or the connection is gone: nobody to answer (finally forgets it)
         except Exception:
             log.exception("gRPC handler failed on stream %d", self.id)
-            try:
+            with contextlib.suppress(ConnectionResetError):  # the peer left while we failed
                 await self.finish(_INTERNAL, "internal error")
-            except ConnectionResetError:
-                pass
         finally:
             self._conn.forget(self)
 

@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -52,6 +53,8 @@ REPO = Path(__file__).resolve().parents[1]
 #: Echo engines behind both routers: two, so that least-load policies have a choice (vllm-router's
 #: power_of_two refuses to start with one); "direct" goes to the first.
 ENGINES = 2
+#: Seconds of each closed-loop slice not counted: the clients' new connections warming up.
+WARMUP_S = 0.25
 RESULTS = REPO / "benchmarks" / "results"
 BODY = json.dumps({"model": "bench", "prompt": "Say something short about routers.", "max_tokens": 8}).encode()
 ANSWER = json.dumps({"id": "cmpl-bench", "object": "text_completion", "model": "bench",
@@ -260,10 +263,18 @@ async def open_loop(url: str, rate: float, seconds: float) -> tuple[list[float],
     return latencies, errors
 
 
-async def closed_loop(url: str, concurrency: int, seconds: float) -> tuple[float, int]:
-    """``concurrency`` clients back to back; return (completed req/s, errors)."""
+async def closed_loop(url: str, concurrency: int, seconds: float, warmup_s: float = 0.0,
+                      on_steady: Callable[[], None] | None = None) -> tuple[float, int]:
+    """``concurrency`` clients back to back; return (completed req/s, errors).
+
+    With ``warmup_s`` the clients first run that long uncounted (new connections, Envoy's and
+    the router's first streams on them), ``on_steady`` is called, and only the next ``seconds``
+    count: the steady rate, which is what a maximum throughput means."""
     done = errors = 0
-    stop_at = time.perf_counter() + seconds
+    counting = warmup_s <= 0
+    start = time.perf_counter()
+    steady_at = start + warmup_s
+    stop_at = steady_at + seconds
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
                                      timeout=aiohttp.ClientTimeout(total=30)) as session:
         async def client() -> None:
@@ -273,13 +284,24 @@ async def closed_loop(url: str, concurrency: int, seconds: float) -> tuple[float
                     async with session.post(url + "/v1/completions", data=BODY,
                                             headers={"content-type": "application/json"}) as resp:
                         await resp.read()
-                        done, errors = (done + 1, errors) if resp.status == 200 else (done, errors + 1)
+                        ok = resp.status == 200
                 except (TimeoutError, aiohttp.ClientError):
-                    errors += 1
+                    ok = False
+                if counting:
+                    done, errors = (done + 1, errors) if ok else (done, errors + 1)
 
-        start = time.perf_counter()
+        async def steady() -> None:
+            nonlocal counting, steady_at
+            await asyncio.sleep(max(0.0, steady_at - time.perf_counter()))
+            if on_steady is not None:
+                on_steady()
+            steady_at, counting = time.perf_counter(), True
+
+        marker = asyncio.create_task(steady()) if not counting else None
         await asyncio.gather(*(client() for _ in range(concurrency)))
-        return done / (time.perf_counter() - start), errors
+        if marker is not None:
+            await marker
+        return done / (time.perf_counter() - (steady_at if warmup_s > 0 else start)), errors
 
 
 def plot(curves: dict[str, list[float]], path: Path) -> None:
@@ -326,22 +348,28 @@ async def measure(rig: dict[str, object], args: argparse.Namespace) -> dict[str,
     # The closed loop is interleaved the same way, in one-second slices: a single slice per
     # target let a burst of other load decide the throughput ratio (0.32 to 0.56 in two runs
     # of one tree).
+    # Each slice starts with fresh client connections; its first WARMUP_S is not counted (nor
+    # its CPU), so the rates are steady ones for every target alike.
     for _ in range(max(1, round(args.seconds))):
         for target in targets:
             pid = rig.get(f"{target}_pid")
             envoy_pid = int(rig["envoy_pid"]) if target == "gateway" else None  # type: ignore[call-overload]
-            before = cpu_seconds(int(pid)) if pid else 0.0  # type: ignore[arg-type]
-            envoy_before = cpu_seconds(envoy_pid) if envoy_pid else 0.0
-            start = time.perf_counter()
-            rate, slice_errors = await closed_loop(str(rig[target]), args.concurrency, 1.0)
-            took = time.perf_counter() - start
+            before: dict[str, float] = {}
+
+            def snapshot(pid: object = pid, envoy_pid: int | None = envoy_pid, before: dict[str, float] = before) -> None:
+                before["router"] = cpu_seconds(int(pid)) if pid else 0.0  # type: ignore[call-overload]
+                before["envoy"] = cpu_seconds(envoy_pid) if envoy_pid else 0.0
+                before["at"] = time.perf_counter()
+
+            rate, slice_errors = await closed_loop(str(rig[target]), args.concurrency, 1.0, WARMUP_S, snapshot)
+            took = time.perf_counter() - before["at"]
             done[target] += rate * took
             elapsed[target] += took
             closed_errors[target] += slice_errors
             if pid:
-                cpu[target] = cpu.get(target, 0.0) + cpu_seconds(int(pid)) - before  # type: ignore[arg-type]
+                cpu[target] = cpu.get(target, 0.0) + cpu_seconds(int(pid)) - before["router"]  # type: ignore[call-overload]
             if envoy_pid:
-                cpu["envoy"] = cpu.get("envoy", 0.0) + cpu_seconds(envoy_pid) - envoy_before
+                cpu["envoy"] = cpu.get("envoy", 0.0) + cpu_seconds(envoy_pid) - before["envoy"]
     throughput = {t: (done[t] / elapsed[t], closed_errors[t]) for t in targets}
     counters_after = ext_proc_counters(str(rig["envoy_admin"]))
     streams = counters_after["streams_started"] - counters_before["streams_started"]

@@ -24,16 +24,20 @@ Example (YAML, camelCase)::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from .._base import SpecModel
 from ..engine_metrics import EngineName
-from ..routing import RoutingSpec
+from ..routing import ROUTING_POLICY_HEADER, RoutingSpec
 from ..sections import SaturationSpec, TierSpec  # the stack's models: the compiler copies them across unchanged
 
 __all__ = [
+    "EXT_PROC_REQUEST_HEADERS",
+    "EXT_PROC_RESPONSE_HEADERS",
+    "PRIORITY_HEADER",
     "DisaggregationConfig",
     "DiscoverySpec",
     "FlowControlConfig",
@@ -47,7 +51,21 @@ __all__ = [
     "TracingSpec",
     "ScrapeSpec",
     "TierSpec",
+    "ext_proc_headers",
 ]
+
+#: The request header a client may lower its priority with (``flowControl.allowPriorityHeader``).
+PRIORITY_HEADER = "x-request-priority"
+#: Every request header the gateway reads from Envoy's ext_proc messages, besides the session
+#: headers a config names (:func:`ext_proc_headers`). Envoy forwards these and no others
+#: (``forward_rules``): a real client sends many more (an OpenAI SDK a dozen ``x-stainless-*``),
+#: and each costs Envoy and the gateway on every request (docs/gateway.md, "Headers Envoy forwards").
+EXT_PROC_REQUEST_HEADERS = (
+    ":path", ":method", "authorization", "x-request-id", "traceparent", "tracestate",
+    PRIORITY_HEADER, ROUTING_POLICY_HEADER, "x-session-id",
+)
+#: Every response header the gateway reads when it processes a response.
+EXT_PROC_RESPONSE_HEADERS = (":status", "content-type", "x-envoy-attempt-count", "x-envoy-upstream-service-time")
 
 _Port = Annotated[int, Field(ge=0, le=65535)]
 
@@ -379,3 +397,16 @@ class GatewayConfig(SpecModel):
                     raise ValueError(f'"{name}" is declared twice (as {seen[name]} and as {what}); names must be unique')
                 seen[name] = what
         return self
+
+
+def ext_proc_headers(config: GatewayConfig, session_headers: Iterable[str] = ()) -> tuple[str, ...]:
+    """The header names Envoy must forward to a gateway running ``config``: the fixed ones, each
+    model's session-affinity header (its prefill routing's too) and ``session_headers`` (the
+    routes file's, which is reloaded without a restart and so is passed separately). Sorted,
+    lower-case, each once."""
+    names = {*EXT_PROC_REQUEST_HEADERS, *EXT_PROC_RESPONSE_HEADERS, *(h.lower() for h in session_headers)}
+    for model in config.models:
+        names.add(model.routing.parameters.session_affinity.header)
+        if model.disaggregation is not None:
+            names.add(model.disaggregation.prefill_routing.parameters.session_affinity.header)
+    return tuple(sorted(names))

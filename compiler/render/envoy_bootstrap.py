@@ -1,4 +1,5 @@
-"""The Envoy bootstrap of a standalone gateway, as a plain dict (pure; standard library only).
+"""The Envoy bootstrap of a standalone gateway, as a plain dict (pure: the standard library and
+the gateway's header contract from ``aibrix_spec.components.gateway``).
 
 Where it sits: the compiler's gateway renderer puts ``yaml.dump(envoy_bootstrap(...))`` into
 the Envoy ConfigMap; the gateway's integration tests start real Envoy with exactly this
@@ -12,6 +13,9 @@ output. One listener carries every request through two HTTP filters:
    need not read costs two messages. ``failure_mode_allow`` is false: without the gateway
    nothing is routed (Envoy answers 500). With ``ext_proc_workers`` N > 1 the cluster lists
    one endpoint per worker port (``ext_proc_port + i``) and round-robins streams over them.
+   ``forward_rules`` sends the gateway only the headers it reads (``forward_headers``; by
+   default ``aibrix_spec.components.gateway``'s fixed list): Envoy serializes, and the gateway
+   decodes, every forwarded header on every request.
 2. ``router`` -> cluster ``engines``: ORIGINAL_DST keyed on ``x-gateway-destination-endpoint``
    (``use_http_header``), so the pod the gateway chose is the pod that serves.
 
@@ -46,6 +50,8 @@ it takes the failed pod out of the candidates at once. docs/gateway.md records w
 from __future__ import annotations
 
 from typing import Any
+
+from aibrix_spec.components.gateway import EXT_PROC_REQUEST_HEADERS, EXT_PROC_RESPONSE_HEADERS
 
 __all__ = ["DESTINATION_HEADER", "FALLBACK_HEADER_PREFIX", "envoy_bootstrap"]
 
@@ -154,6 +160,7 @@ def envoy_bootstrap(
     num_retries: int = 2,
     retry_on: str = "5xx,connect-failure,reset,refused-stream",
     max_requests: int = 100_000,
+    forward_headers: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Return the bootstrap for an Envoy in front of the gateway at ``ext_proc_host:ext_proc_port``.
 
@@ -161,6 +168,8 @@ def envoy_bootstrap(
     Service so Envoy spreads ext_proc streams over every gateway replica) or an IP. Workers
     listen on ``ext_proc_port + i`` for ``i < ext_proc_workers``; ``ext_proc_ports`` names
     the ports instead (tests and benchmarks, whose workers pick free ports).
+    ``forward_headers``: the header names ext_proc sends the gateway
+    (``aibrix_spec.components.gateway.ext_proc_headers`` of its config); None: the fixed ones.
 
     >>> b = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=50051)
     >>> b["static_resources"]["clusters"][0]["original_dst_lb_config"]["http_header_name"]
@@ -178,6 +187,10 @@ def envoy_bootstrap(
         raise ValueError(
             f"ext_proc_workers must be within 1..64 with ports up to 65535, got {ext_proc_workers} from {ext_proc_port}"
         )
+    if forward_headers is None:
+        forward_headers = tuple(sorted({*EXT_PROC_REQUEST_HEADERS, *EXT_PROC_RESPONSE_HEADERS}))
+    if not forward_headers or any(not h or h != h.lower() for h in forward_headers):
+        raise ValueError(f"forward_headers must be non-empty lower-case header names, got {list(forward_headers)}")
     if not ext_proc_host:
         raise ValueError("ext_proc_host must name the gateway (a Service DNS name or an IP)")
     if per_connection_buffer_limit_bytes < 64 * 1024:
@@ -209,6 +222,7 @@ def envoy_bootstrap(
             },
             # The gateway asks for the response phases per request, in its answer to the request headers.
             "allow_mode_override": True,
+            "forward_rules": {"allowed_headers": {"patterns": [{"exact": name} for name in forward_headers]}},
         },
     }
     router_filter = {

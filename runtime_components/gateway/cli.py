@@ -18,6 +18,7 @@ import asyncio
 import gc
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from runtime_components.common.shutdown import stop_event
@@ -55,13 +56,26 @@ def _kubernetes_client(kubeconfig: str | None) -> Any:
         raise ConfigError(f"cannot configure the Kubernetes client ({exc}); run in a pod or pass --kubeconfig FILE") from None
 
 
-async def _serve(args: argparse.Namespace) -> int:
+def loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop factory for ``listen.eventLoop`` (None: asyncio's default)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError("listen.eventLoop is uvloop but uvloop is not installed; pip install uvloop "
+                              "(the gateway extra has it) or set listen.eventLoop: auto") from None
+        return None
+    return uvloop.new_event_loop
+
+
+async def _serve(args: argparse.Namespace, config: Any) -> int:
     from .app import GatewayApp, StartupError
     from .discovery.static import EndpointsFileError
     from .exact_tokens import TokenizerFileError
     from .users import UsersFileError
 
-    config = load_config(args.config)
     listen = config.listen.model_copy(update={k: v for k, v in {
         "grpc_port": args.grpc_port, "http_port": args.http_port, "host": args.host}.items() if v is not None})
     config = config.model_copy(update={"listen": listen})
@@ -125,7 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
-        return asyncio.run(_serve(args))
+        config = load_config(args.config)
+        with asyncio.Runner(loop_factory=loop_factory(config.listen.event_loop)) as runner:
+            return runner.run(_serve(args, config))
     except ConfigError as exc:
         message = str(exc)  # config-file errors come rendered ("error: file:line:col ..."); others are one line
         print(message if message.startswith("error: ") else f"error: {message}", file=sys.stderr)

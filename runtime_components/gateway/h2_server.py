@@ -36,7 +36,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import grpc
@@ -335,7 +335,8 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport; uvloop's is not an asyncio.Transport subclass, so no isinstance.
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         self.server.connections.add(self)
         settings = (_SETTINGS_INITIAL_WINDOW.to_bytes(2, "big") + _RECEIVE_WINDOW.to_bytes(4, "big")

@@ -38,6 +38,9 @@ BAD = [
      "error: gw.yaml:2:34: rateLimits.tiers.free.rpm\n  Input should be greater than or equal to 1"),
     ("models: [{name: m}]\nlisten: {grpcPort: 70000}",
      "error: gw.yaml:2:20: listen.grpcPort\n  Input should be less than or equal to 65535"),
+    ("models: [{name: m}]\nlisten: {eventLoop: trio}",
+     "error: gw.yaml:2:21: listen.eventLoop\n  `trio` is not allowed here\n      2 | listen: {eventLoop: trio}\n"
+     "        |                     ^\n  hint: expected one of: 'auto', 'uvloop' or 'asyncio'"),
     ("models: {", "error: gw.yaml:1:10\n  YAML syntax error: expected the node content"),
     ("models: [{name: m}]\nmodels: [{name: n}]", "error: gw.yaml:2:1: models\n  duplicate key `models`"),
 ]
@@ -91,3 +94,18 @@ def test_cli_errors_are_one_message_and_exit_2(tmp_path):
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("error: ") and fragment in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_event_loop_choice(monkeypatch):
+    import uvloop
+
+    from runtime_components.gateway.cli import loop_factory
+
+    assert parse_config(MINIMAL, "gw.yaml").listen.event_loop == "auto"
+    assert loop_factory("asyncio") is None
+    assert loop_factory("auto") is uvloop.new_event_loop
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
+    assert loop_factory("auto") is None
+    with pytest.raises(ConfigError, match="listen.eventLoop is uvloop but uvloop is not installed"):
+        loop_factory("uvloop")

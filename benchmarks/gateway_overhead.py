@@ -232,34 +232,43 @@ def start_rig(procs: Procs, workdir: Path, peer: str | None, workers: int, cores
 
 
 # -- load ------------------------------------------------------------------------------------
-async def open_loop(url: str, rate: float, seconds: float) -> tuple[list[float], int]:
-    """Send at a fixed rate (not waiting for answers); return latencies in ms and the error count."""
+def client_session(limit: int) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit), timeout=aiohttp.ClientTimeout(total=30))
+
+
+async def open_loop(url: str, rate: float, seconds: float,
+                    session: aiohttp.ClientSession | None = None) -> tuple[list[float], int]:
+    """Send at a fixed rate (not waiting for answers); return latencies in ms and the error count.
+    ``session``: a client whose kept-alive connections carry over between calls (default: a
+    new one, closed at the end)."""
+    if session is None:
+        async with client_session(512) as own:
+            return await open_loop(url, rate, seconds, own)
     latencies: list[float] = []
     errors = 0
-    connector = aiohttp.TCPConnector(limit=512)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as session:
-        async def one() -> None:
-            nonlocal errors
-            start = time.perf_counter()
-            try:
-                async with session.post(url + "/v1/completions", data=BODY, headers={"content-type": "application/json"}) as resp:
-                    await resp.read()
-                    ok = resp.status == 200
-            except (TimeoutError, aiohttp.ClientError):
-                ok = False
-            if ok:
-                latencies.append((time.perf_counter() - start) * 1000)
-            else:
-                errors += 1
 
-        tasks = []
-        t0 = time.perf_counter()
-        for i in range(int(rate * seconds)):
-            delay = t0 + i / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        await asyncio.gather(*tasks)
+    async def one() -> None:
+        nonlocal errors
+        start = time.perf_counter()
+        try:
+            async with session.post(url + "/v1/completions", data=BODY, headers={"content-type": "application/json"}) as resp:
+                await resp.read()
+                ok = resp.status == 200
+        except (TimeoutError, aiohttp.ClientError):
+            ok = False
+        if ok:
+            latencies.append((time.perf_counter() - start) * 1000)
+        else:
+            errors += 1
+
+    tasks = []
+    t0 = time.perf_counter()
+    for i in range(int(rate * seconds)):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
     return latencies, errors
 
 
@@ -275,8 +284,7 @@ async def closed_loop(url: str, concurrency: int, seconds: float, warmup_s: floa
     start = time.perf_counter()
     steady_at = start + warmup_s
     stop_at = steady_at + seconds
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency),
-                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
+    async with client_session(concurrency) as session:
         async def client() -> None:
             nonlocal done, errors
             while time.perf_counter() < stop_at:
@@ -330,16 +338,25 @@ async def measure(rig: dict[str, object], args: argparse.Namespace) -> dict[str,
     await wait_http(f"{rig['gateway']}/v1/completions", method="POST", data=BODY)
     if "peer" in rig:
         await wait_http(f"{rig['peer']}/v1/completions", timeout_s=60, method="POST", data=BODY)
-    await open_loop(str(rig["gateway"]), args.rate, 1.0)  # warm connections and caches
     latencies: dict[str, list[float]] = {t: [] for t in targets}
     errors: dict[str, int] = {t: 0 for t in targets}
-    # Interleave one-second slices of every target, so that the other tenants' load bursts
-    # land on all of them alike instead of on whichever ran at the wrong moment.
-    for _ in range(max(1, round(args.seconds))):
+    # One client per target for the whole open loop, as a real client keeps its connections
+    # alive: no slice's first requests pay for a new connection. A warm-up second per target
+    # (not counted) opens them and warms Envoy's and the routers' caches.
+    sessions = {target: client_session(512) for target in targets}
+    try:
         for target in targets:
-            slice_latencies, slice_errors = await open_loop(str(rig[target]), args.rate, 1.0)
-            latencies[target] += slice_latencies
-            errors[target] += slice_errors
+            await open_loop(str(rig[target]), args.rate, 1.0, sessions[target])
+        # Interleave one-second slices of every target, so that the other tenants' load bursts
+        # land on all of them alike instead of on whichever ran at the wrong moment.
+        for _ in range(max(1, round(args.seconds))):
+            for target in targets:
+                slice_latencies, slice_errors = await open_loop(str(rig[target]), args.rate, 1.0, sessions[target])
+                latencies[target] += slice_latencies
+                errors[target] += slice_errors
+    finally:
+        for session in sessions.values():
+            await session.close()
     cpu: dict[str, float] = {}
     done: dict[str, float] = {t: 0.0 for t in targets}
     elapsed: dict[str, float] = {t: 0.0 for t in targets}

@@ -258,9 +258,14 @@ def _envoy_objects(plan: Plan, gw: GatewayPlan) -> list[dict[str, Any]]:
         "image": envoy.image,
         "imagePullPolicy": plan.pull_policy,
         "command": ["envoy"],
-        "args": ["-c", "/etc/envoy/envoy.yaml", "--log-level", "info"],
+        # Envoy's default is one worker thread per core of the *node*, whatever the pod's CPU:
+        # on a 64-core node, 64 threads with a share of a core, each with its own connections
+        # to every gateway worker. It serves as many requests as the gateway pod's workers and
+        # costs about as much CPU per request (docs/gateway.md), so it gets as many threads
+        # and as much CPU.
+        "args": ["-c", "/etc/envoy/envoy.yaml", "--log-level", "info", "--concurrency", str(gw.workers)],
         "ports": [{"name": "http", "containerPort": gw.envoy_port, "protocol": "TCP"}],
-        "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "resources": {"requests": {"cpu": f"{500 * gw.workers}m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "readinessProbe": tcp_probe,
         "livenessProbe": {**tcp_probe, "periodSeconds": 10, "failureThreshold": 6},
         "volumeMounts": [{"name": "bootstrap", "mountPath": "/etc/envoy", "readOnly": True}],

@@ -82,7 +82,8 @@ def test_an_sglang_model_is_scraped_and_scaled_in_sglangs_dialect():
 
 def test_workers_set_the_gateway_pod_envoys_endpoints_and_the_network_policy(tmp_path):
     """gateway.workers: 3 reaches gateway.yaml, the pod's ports and CPU, the NetworkPolicy's port
-    range and Envoy's ext_proc cluster (one endpoint per worker port); the bootstrap validates."""
+    range, Envoy's ext_proc cluster (one endpoint per worker port), threads and CPU; the bootstrap
+    validates."""
     from compiler.pipeline import compile_stack
 
     text = STANDALONE.read_text().replace("    mode: standalone\n", "    mode: standalone\n    workers: 3\n", 1)
@@ -99,6 +100,10 @@ def test_workers_set_the_gateway_pod_envoys_endpoints_and_the_network_policy(tmp
     cluster = yaml.safe_load(bootstrap)["static_resources"]["clusters"][1]
     assert [e["endpoint"]["address"]["socket_address"]["port_value"]
             for e in cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]] == [50051, 50052, 50053]
+    # Envoy gets as many threads and as much CPU as the gateway pod (not one thread per node core)
+    envoy = yaml.safe_load(files["gateway/deployment-aibrix-envoy.yaml"])["spec"]["template"]["spec"]["containers"][0]
+    assert envoy["args"][-2:] == ["--concurrency", "3"]
+    assert envoy["resources"]["requests"]["cpu"] == "1500m"
     if envoy_binary() is not None:
         (tmp_path / "envoy.yaml").write_text(bootstrap)
         result = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(tmp_path / "envoy.yaml")],

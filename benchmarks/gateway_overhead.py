@@ -278,7 +278,7 @@ async def closed_loop(url: str, concurrency: int, seconds: float, warmup_s: floa
 
     With ``warmup_s`` the clients first run that long uncounted (new connections, Envoy's and
     the router's first streams on them), ``on_steady`` is called, and only the next ``seconds``
-    count: the steady rate, which is what a maximum throughput means."""
+    count: the steady rate, which is what a maximum throughput means. Errors count throughout."""
     done = errors = 0
     counting = warmup_s <= 0
     start = time.perf_counter()
@@ -295,8 +295,10 @@ async def closed_loop(url: str, concurrency: int, seconds: float, warmup_s: floa
                         ok = resp.status == 200
                 except (TimeoutError, aiohttp.ClientError):
                     ok = False
-                if counting:
-                    done, errors = (done + 1, errors) if ok else (done, errors + 1)
+                if not ok:
+                    errors += 1  # a failure counts whenever it happens, the warm-up included
+                elif counting:
+                    done += 1
 
         async def steady() -> None:
             nonlocal counting, steady_at
@@ -309,7 +311,7 @@ async def closed_loop(url: str, concurrency: int, seconds: float, warmup_s: floa
         await asyncio.gather(*(client() for _ in range(concurrency)))
         if marker is not None:
             await marker
-        return done / (time.perf_counter() - (steady_at if warmup_s > 0 else start)), errors
+        return done / (time.perf_counter() - steady_at), errors
 
 
 def plot(curves: dict[str, list[float]], path: Path) -> None:
@@ -372,13 +374,11 @@ async def measure(rig: dict[str, object], args: argparse.Namespace) -> dict[str,
             pid = rig.get(f"{target}_pid")
             envoy_pid = int(rig["envoy_pid"]) if target == "gateway" else None  # type: ignore[call-overload]
             before: dict[str, float] = {}
-
-            def snapshot(pid: object = pid, envoy_pid: int | None = envoy_pid, before: dict[str, float] = before) -> None:
-                before["router"] = cpu_seconds(int(pid)) if pid else 0.0  # type: ignore[call-overload]
-                before["envoy"] = cpu_seconds(envoy_pid) if envoy_pid else 0.0
-                before["at"] = time.perf_counter()
-
-            rate, slice_errors = await closed_loop(str(rig[target]), args.concurrency, 1.0, WARMUP_S, snapshot)
+            rate, slice_errors = await closed_loop(
+                str(rig[target]), args.concurrency, 1.0, WARMUP_S,
+                lambda: before.update(router=cpu_seconds(int(pid)) if pid else 0.0,  # type: ignore[call-overload]  # noqa: B023
+                                      envoy=cpu_seconds(envoy_pid) if envoy_pid else 0.0,  # noqa: B023
+                                      at=time.perf_counter()))
             took = time.perf_counter() - before["at"]
             done[target] += rate * took
             elapsed[target] += took

@@ -405,13 +405,13 @@ class GatewayConfig(SpecModel):
         return self
 
 
-def ext_proc_headers(config: GatewayConfig, session_headers: Iterable[str] = ()) -> tuple[str, ...]:
+def ext_proc_headers(config: GatewayConfig | None = None, session_headers: Iterable[str] = ()) -> tuple[str, ...]:
     """The header names Envoy must forward to a gateway running ``config``: the fixed ones, each
     model's session-affinity header (its prefill routing's too) and ``session_headers`` (the
     routes file's, which is reloaded without a restart and so is passed separately). Sorted,
-    lower-case, each once."""
+    lower-case, each once. Without a config: the fixed ones."""
     names = {*EXT_PROC_REQUEST_HEADERS, *EXT_PROC_RESPONSE_HEADERS, *(h.lower() for h in session_headers)}
-    for model in config.models:
+    for model in config.models if config is not None else ():
         names.add(model.routing.parameters.session_affinity.header)
         if model.disaggregation is not None:
             names.add(model.disaggregation.prefill_routing.parameters.session_affinity.header)

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aibrix_spec.components.gateway import EXT_PROC_REQUEST_HEADERS, EXT_PROC_RESPONSE_HEADERS
+from aibrix_spec.components.gateway import ext_proc_headers
 
 __all__ = ["DESTINATION_HEADER", "FALLBACK_HEADER_PREFIX", "envoy_bootstrap"]
 
@@ -188,7 +188,7 @@ def envoy_bootstrap(
             f"ext_proc_workers must be within 1..64 with ports up to 65535, got {ext_proc_workers} from {ext_proc_port}"
         )
     if forward_headers is None:
-        forward_headers = tuple(sorted({*EXT_PROC_REQUEST_HEADERS, *EXT_PROC_RESPONSE_HEADERS}))
+        forward_headers = ext_proc_headers()
     if not forward_headers or any(not h or h != h.lower() for h in forward_headers):
         raise ValueError(f"forward_headers must be non-empty lower-case header names, got {list(forward_headers)}")
     if not ext_proc_host:

@@ -50,6 +50,8 @@ from envoy.service.ext_proc.v3 import external_processor_pb2 as pb
 from envoy.service.ext_proc.v3 import external_processor_pb2_grpc as pb_grpc
 from envoy.type.v3 import http_status_pb2
 
+from aibrix_spec.components.gateway import EXT_PROC_RESPONSE_HEADERS
+
 from .core import Admission, GatewayCore
 from .errors import GatewayError, bad_request, internal_error, request_too_large
 from .pd import PrefillDecode
@@ -97,7 +99,7 @@ def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
     return out
 
 
-_RESPONSE_HEADERS_USED = frozenset({":status", "content-type", _ATTEMPT_COUNT_HEADER, _UPSTREAM_TIME_HEADER})
+_RESPONSE_HEADERS_USED = frozenset(EXT_PROC_RESPONSE_HEADERS)  # the contract Envoy's forward_rules follow
 
 
 def _response_header_values(headers: pb.HttpHeaders) -> dict[str, str]:

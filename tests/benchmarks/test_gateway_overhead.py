@@ -9,11 +9,12 @@ from aiohttp import web
 from benchmarks.gateway_overhead import closed_loop
 
 
-async def _serve(hits: list[float]) -> tuple[web.AppRunner, str]:
+async def _serve(hits: list[float], status: int = 200) -> tuple[web.AppRunner, str]:
+    """A completions endpoint answering ``status``; ``hits`` gets the time of every request."""
     async def answer(request: web.Request) -> web.Response:
         await request.read()
         hits.append(asyncio.get_running_loop().time())
-        return web.json_response({"ok": True})
+        return web.json_response({"ok": status == 200}, status=status)
 
     app = web.Application()
     app.router.add_post("/v1/completions", answer)
@@ -61,3 +62,17 @@ def test_without_warm_up_everything_counts():
     rate, errors, served, took = asyncio.run(main())
     assert errors == 0
     assert abs(rate * took - served) <= max(5, 0.1 * served)
+
+
+def test_failures_count_in_the_warm_up_too():
+    async def main() -> tuple[float, int, int]:
+        hits: list[float] = []
+        runner, url = await _serve(hits, status=503)
+        try:
+            rate, errors = await closed_loop(url, 2, 0.1, warmup_s=0.2)
+        finally:
+            await runner.cleanup()
+        return rate, errors, len(hits)
+
+    rate, errors, served = asyncio.run(main())
+    assert rate == 0 and errors == served > 0

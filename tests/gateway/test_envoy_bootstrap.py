@@ -92,7 +92,14 @@ def test_the_header_contract_covers_what_the_gateway_reads():
     from runtime_components.gateway.flow import controller
 
     assert extproc._RESPONSE_HEADERS_USED <= set(EXT_PROC_RESPONSE_HEADERS)
+    # the names the response phase looks up are the ones it keeps
+    assert {":status", "content-type", extproc._ATTEMPT_COUNT_HEADER, extproc._UPSTREAM_TIME_HEADER} <= extproc._RESPONSE_HEADERS_USED
     assert {core.POLICY_HEADER, controller.PRIORITY_HEADER} <= set(EXT_PROC_REQUEST_HEADERS)
+    # the default bootstrap forwards exactly the fixed contract
+    patterns = envoy_bootstrap(ext_proc_host="g", ext_proc_port=1)["static_resources"]["listeners"][0][
+        "filter_chains"][0]["filters"][0]["typed_config"]["http_filters"][0]["typed_config"]["forward_rules"]
+    assert {p["exact"] for p in patterns["allowed_headers"]["patterns"]} == {*EXT_PROC_REQUEST_HEADERS,
+                                                                           *EXT_PROC_RESPONSE_HEADERS}
 
 
 @pytest.mark.parametrize("names", [(), ("X-Chat",), ("",)])

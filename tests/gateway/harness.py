@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from compiler.render.envoy_bootstrap import envoy_bootstrap
+from local_stack.envoy_admin import wait_envoy_ports
 from runtime_components.common.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,22 +54,12 @@ class EnvoyProcess:
              "--base-id", str(os.getpid() % 50000 + int(time.time() * 1000) % 10000), "-l", "warning"],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 30
-        self.port = 0
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            if admin_path.exists() and admin_path.read_text().strip():
-                self.admin = admin_path.read_text().strip()
-                try:
-                    with urllib.request.urlopen(f"http://{self.admin}/listeners?format=json", timeout=2) as resp:
-                        listeners = json.load(resp)["listener_statuses"]
-                    self.port = listeners[0]["local_address"]["socket_address"]["port_value"]
-                    break
-                except (OSError, KeyError, IndexError, ValueError):
-                    pass
-            time.sleep(0.1)
-        if not self.port:
+        found = wait_envoy_ports(admin_path, running=lambda: self.proc.poll() is None, timeout_s=30)
+        if found is None:
             stop_process(self.proc)
+            self.log.close()
             raise RuntimeError(f"envoy did not start: {(workdir / 'envoy.log').read_text()[-2000:]}")
+        self.admin, self.port = found.admin, found.listener
 
     @property
     def url(self) -> str:

@@ -229,6 +229,7 @@ class GatewayCore:
             self.metrics.prefix_match.labels(model).observe(decision.prefix_match)
         router.on_routed(request, decision.endpoint)
         self.table.inflight_add(decision.endpoint.address, 1)
+        self.flow.routed(decision.endpoint.address, parsed.prompt_tokens)
         fallbacks = self._fallbacks(decision.endpoint.address, decision.scores, pool)
         admission = Admission(model, adapter, user, parsed, request, router, decision.endpoint,
                               started=time.monotonic(), fallbacks=fallbacks,

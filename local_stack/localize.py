@@ -26,7 +26,7 @@ from compiler.manifest import Manifest
 from compiler.pipeline import compile_manifests
 from compiler.plan import Plan
 from compiler.render.envoy_bootstrap import envoy_bootstrap
-from compiler.render.gateway import forwarded_headers
+from compiler.render.gateway import envoy_contract
 
 __all__ = ["DEV_API_KEY", "EngineGroup", "LocalInputError", "LocalStack", "envoy_config", "gateway_config",
            "kv_pool_config", "localize", "optimizer_config", "scaler_config", "users_file"]
@@ -283,7 +283,7 @@ def envoy_config(stack: LocalStack, *, grpc_port: int, listener_port: int, admin
             ext_proc_host="127.0.0.1", ext_proc_port=grpc_port, listener_port=listener_port,
             listener_address="127.0.0.1", admin_port=admin_port, request_timeout_s=gw.request_timeout_s,
             num_retries=gw.num_retries, per_connection_buffer_limit_bytes=gw.max_request_body_bytes,
-            forward_headers=forwarded_headers(stack.plan, gw),
+            **envoy_contract(stack.plan, gw),
         )
     config = copy.deepcopy(stack.envoy)
     config["admin"]["address"]["socket_address"] = {"address": "127.0.0.1", "port_value": admin_port}

@@ -52,6 +52,7 @@ __all__ = [
     "ScrapeSpec",
     "TierSpec",
     "ext_proc_headers",
+    "needs_request_ids",
 ]
 
 #: The request header a client may lower its priority with (``flowControl.allowPriorityHeader``).
@@ -403,6 +404,14 @@ class GatewayConfig(SpecModel):
                     raise ValueError(f'"{name}" is declared twice (as {seen[name]} and as {what}); names must be unique')
                 seen[name] = what
         return self
+
+
+def needs_request_ids(config: GatewayConfig) -> bool:
+    """Whether Envoy must give every request an ``x-request-id`` for this gateway: only a
+    disaggregated model uses one (its prefill call and the decode request carry the same id,
+    as vLLM's own prefill/decode proxy sends them). Nothing else in the stack reads it, and
+    generating a UUID per request is a measurable part of Envoy's cost (docs/gateway.md)."""
+    return any(model.disaggregation is not None for model in config.models)
 
 
 def ext_proc_headers(config: GatewayConfig | None = None, session_headers: Iterable[str] = ()) -> tuple[str, ...]:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aibrix_spec.components.gateway import GatewayConfig, ext_proc_headers
+from aibrix_spec.components.gateway import GatewayConfig, ext_proc_headers, needs_request_ids
 from aibrix_spec.traffic import RoutesFile
 
 from ..manifest import HOT_RELOADED, Manifest
@@ -118,10 +118,15 @@ def gateway_config(plan: Plan, gw: GatewayPlan) -> GatewayConfig:
     )
 
 
-def forwarded_headers(plan: Plan, gw: GatewayPlan) -> tuple[str, ...]:
-    """The headers Envoy's ext_proc forwards to this gateway: what its config reads, and the
-    routes' session headers."""
-    return ext_proc_headers(gateway_config(plan, gw), (r.session_header for r in gw.routes if r.sticky == "session"))
+def envoy_contract(plan: Plan, gw: GatewayPlan) -> dict[str, Any]:
+    """What Envoy must do for this gateway, as ``envoy_bootstrap`` arguments: forward the headers
+    its config reads and the routes' session headers, and generate request ids only when it
+    uses them."""
+    config = gateway_config(plan, gw)
+    return {
+        "forward_headers": ext_proc_headers(config, (r.session_header for r in gw.routes if r.sticky == "session")),
+        "generate_request_ids": needs_request_ids(config),
+    }
 
 
 def _disaggregation(pd: DisaggregationPlan) -> dict[str, Any]:
@@ -248,7 +253,7 @@ def _envoy_objects(plan: Plan, gw: GatewayPlan) -> list[dict[str, Any]]:
         num_retries=gw.num_retries,
         per_connection_buffer_limit_bytes=gw.max_request_body_bytes,
         ext_proc_message_timeout_s=gw.ext_proc_message_timeout_s,
-        forward_headers=forwarded_headers(plan, gw),
+        **envoy_contract(plan, gw),
     )
     config = config_map(envoy.name, {"envoy.yaml": dump_yaml(bootstrap)})
     labels = envoy.match_labels

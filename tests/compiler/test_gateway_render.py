@@ -96,7 +96,7 @@ def test_envoy_bootstrap_is_the_gateway_engineers_function_output() -> None:
     objs = objects(FULL)
     bootstrap = load_yaml(objs[("ConfigMap", "aibrix-envoy")]["data"]["envoy.yaml"])
     assert bootstrap == envoy_bootstrap(ext_proc_host="aibrix-gateway.llm.svc", ext_proc_port=50051,
-                                        request_timeout_s=600.0, num_retries=2)
+                                        request_timeout_s=600.0, num_retries=2, generate_request_ids=False)
     container = objs[("Deployment", "aibrix-envoy")]["spec"]["template"]["spec"]["containers"][0]
     assert container["command"] + container["args"][:2] == ["envoy", "-c", "/etc/envoy/envoy.yaml"]
     assert container["image"] == "envoyproxy/envoy:v1.40.0"

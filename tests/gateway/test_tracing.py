@@ -105,3 +105,31 @@ def test_a_request_span_reaches_the_collector_and_the_engine_continues_it(tmp_pa
             process.stop()
         engine.stop()
         collector.stop()
+
+
+@pytest.mark.parametrize(("failure", "expected"), [
+    # What xds-protos' old copy of OpenTelemetry's common.proto makes the exporter raise.
+    (ImportError("cannot import name 'InstrumentationScope' from 'opentelemetry.proto.common.v1.common_pb2'"),
+     "overwrote opentelemetry-proto's files with an old copy; reinstall them with "
+     "`pip install --force-reinstall --no-deps opentelemetry-proto=="),
+    (ModuleNotFoundError("No module named 'opentelemetry.exporter'"),
+     "the OpenTelemetry SDK or its OTLP exporter is not installed"),
+])
+def test_an_exporter_that_cannot_be_imported_is_a_clear_startup_error(tmp_path: Path, monkeypatch: Any,
+                                                                       failure: ImportError, expected: str) -> None:
+    from aibrix_spec.components.gateway import GatewayConfig
+    from runtime_components.gateway import tracing
+    from runtime_components.gateway.app import GatewayApp, StartupError
+
+    def broken(*_args: Any, **_kwargs: Any) -> None:
+        raise failure
+
+    monkeypatch.setattr(tracing, "RequestTracer", broken)
+    (tmp_path / "endpoints.yaml").write_text("endpoints: []\n")
+    config = GatewayConfig.model_validate({
+        "discovery": {"mode": "static", "endpointsFile": str(tmp_path / "endpoints.yaml")},
+        "models": [{"name": "m"}], "tracing": {"otlpEndpoint": "http://127.0.0.1:4317"}})
+    with pytest.raises(StartupError) as raised:
+        GatewayApp(config)
+    assert str(raised.value).startswith("tracing: ")
+    assert expected in str(raised.value)

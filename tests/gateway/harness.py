@@ -96,6 +96,8 @@ class GatewayProcess:
         line = self.proc.stdout.readline()  # bounded: the process exits (EOF) on any start-up error
         if not line.startswith("{"):
             stop_process(self.proc)
+            self.proc.stdout.close()
+            self.log.close()  # left open, it fails a later test (an unraisable ResourceWarning)
             raise RuntimeError(f"gateway did not start: {self.log_path.read_text()[-2000:]}")
         ready = json.loads(line)
         self.grpc_port, self.http_port = ready["grpcPort"], ready["httpPort"]

@@ -71,7 +71,11 @@ SERVERS = {
         {
             "gateway.yaml": "listen: {host: 127.0.0.1, grpcPort: 50051, httpPort: 8080}\n"
             "discovery: {mode: static, endpointsFile: /etc/smoke/engines.json}\n"
-            "models: [{name: smoke-model}]\n",
+            "models: [{name: smoke-model}]\n"
+            # Tracing on: the gateway imports the OTLP exporter at start, which fails when
+            # xds-protos' copy of OpenTelemetry's common.proto won (scripts/restore-otel-proto).
+            # Nothing is exported: no request, no span.
+            "tracing: {otlpEndpoint: 'http://127.0.0.1:4317'}\n",
             "engines.json": "[]\n",
         },
     ),

@@ -5,9 +5,11 @@
 ``vllm:kv_cache_usage_perc``, labelled ``model_name=tiny``; the readings feed
 ``runtime_components.scaler.autoscaler.Autoscaler`` (KPA, target 4 in-flight requests per
 replica, 1..8 replicas), exactly as the controller does each scrape tick. Idle engines give
-a total of 0 and the decision is the minimum; with 32 long generations in flight (16 per
-instance; on two shared cores the engines' in-flight counts peak at 16-32 together) the
-panic window's average passes 2 x ready pods x target and the decision rises above 2.
+a total of 0 and the decision is the minimum; with 64 long generations in flight (32 per
+instance) the panic window's average passes 2 x ready pods x target and the decision rises
+above 2. The load must outlast the panic window whatever the machine's speed: 32 generations
+of 300 tokens once finished within a second on a quiet machine, before a 1-s window could see
+them (peak 16, decision 1), so the load is twice as many requests, each a third longer.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from runtime_components.scaler.autoscaler import Autoscaler
 from runtime_components.scaler.kube import PodEndpoint
 from runtime_components.scaler.scrape import MetricReading, read_engine_pods
 
-CONCURRENCY = 32
+CONCURRENCY = 64
 TARGET = ScalingTarget.model_validate({
     "name": "tiny",
     "scaleTargetRef": {"kind": "Deployment", "name": "tiny", "namespace": "default"},
@@ -49,7 +51,7 @@ async def _read(session: aiohttp.ClientSession, servers, names: tuple[str, ...])
 
 
 def _long_generation(url: str, done: list[int]) -> None:
-    body = {"model": "tiny", "prompt": "select users from orders", "max_tokens": 300, "ignore_eos": True}
+    body = {"model": "tiny", "prompt": "select users from orders", "max_tokens": 400, "ignore_eos": True}
     req = urllib.request.Request(url + "/v1/completions", data=json.dumps(body).encode(),
                                  headers={"content-type": "application/json"}, method="POST")
     with urllib.request.urlopen(req, timeout=300) as resp:

@@ -47,7 +47,8 @@ class _ClientProtocol(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
-        self._fail_all(MemberError(f"connection lost: {exc or 'closed by the member'}"))
+        why = "closed by the member" if exc is None else (str(exc) or type(exc).__name__)
+        self._fail_all(MemberError(f"connection lost: {why}"))
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self.frames.get_buffer(sizehint)

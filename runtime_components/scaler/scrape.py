@@ -93,6 +93,13 @@ def parse_pod_sample(
     return PodSample(total, tuple(progress), newest) if found else None
 
 
+def _why(error: Exception, timeout_s: float) -> str:
+    """A scrape failure in words (a timeout's own message is empty)."""
+    if isinstance(error, TimeoutError):
+        return f"no answer within {timeout_s:g} s"
+    return str(error) or type(error).__name__
+
+
 async def _fetch(session: aiohttp.ClientSession, url: str, timeout_s: float) -> str:
     async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
         if response.status != 200:
@@ -121,7 +128,7 @@ async def read_engine_pods(
         try:
             sample = parse_pod_sample(await _fetch(session, url, timeout_s), names, labels, engine)
         except (TimeoutError, aiohttp.ClientError, RuntimeError, ValueError) as error:
-            return f"{pod.name}: {url}: {error or type(error).__name__}"
+            return f"{pod.name}: {url}: {_why(error, timeout_s)}"
         if sample is None:
             dialect = f" ({engine} dialect)" if engine else ""
             return f"{pod.name}: {url}: no sample named {'+'.join(names)}{dialect} with labels {labels}"
@@ -143,7 +150,7 @@ async def read_optimizer(
     try:
         value = parse_metric(await _fetch(session, url, timeout_s), names, labels)
     except (TimeoutError, aiohttp.ClientError, RuntimeError, ValueError) as error:
-        return MetricReading(total=0.0, reporting=0, errors=(f"{url}: {error or type(error).__name__}",))
+        return MetricReading(total=0.0, reporting=0, errors=(f"{url}: {_why(error, timeout_s)}",))
     if value is None:
         return MetricReading(total=0.0, reporting=0, errors=(f"{url}: no sample named {'+'.join(names)} with labels {labels}",))
     return MetricReading(total=value, reporting=1)

@@ -95,3 +95,39 @@ def test_an_sglang_pod_with_running_requests_and_no_finished_one_is_not_frozen()
     detector = FrozenDetector(frozen_after_seconds=30)
     verdicts = [detector.check("pod", float(t), stuck) for t in (0, 10, 20, 30)]
     assert verdicts[:3] == [None] * 3 and verdicts[3] is not None and "no counter moved" in verdicts[3]
+
+
+def test_a_pod_that_does_not_answer_in_time_is_named_with_the_reason():
+    """A timeout's own message is empty; the error must still say what happened."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+
+    from runtime_components.scaler.kube import PodEndpoint
+    from runtime_components.scaler.scrape import read_engine_pods
+    from tests.scaler.helpers import serve
+
+    async def slow(_request: web.Request) -> web.Response:
+        await asyncio.sleep(2.0)
+        return web.Response(text="")
+
+    async def broken(_request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    async def scenario() -> tuple[str, ...]:
+        app = web.Application()
+        app.router.add_get("/slow", slow)
+        app.router.add_get("/broken", broken)
+        async with serve(app) as base, aiohttp.ClientSession() as session:
+            port = int(base.rsplit(":", 1)[1])
+            readings = []
+            for path in ("/slow", "/broken"):
+                readings.append(await read_engine_pods(
+                    session, [PodEndpoint(name="p", ip="127.0.0.1", port=port, ready=True)],
+                    names=("vllm:num_requests_running",), labels={}, default_port=port, path=path, timeout_s=0.2))
+        return tuple(e for r in readings for e in r.errors)
+
+    slow_error, broken_error = asyncio.run(scenario())
+    assert slow_error.endswith("/slow: no answer within 0.2 s"), slow_error
+    assert broken_error.endswith("/broken: HTTP 500"), broken_error

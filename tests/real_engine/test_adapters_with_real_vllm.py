@@ -105,9 +105,13 @@ def _send_adapter_requests(stack: GatewayStack, servers, count: int) -> list[flo
         status, body, _ = stack.complete(f"select users from orders {i}", model="sql")
         assert status == 200, body
         assert body["model"] == "sql"
-    time.sleep(0.5)  # vLLM publishes request stats just after answering
-    after = [engine_counters(s.url) for s in servers]
-    return [a[SUCCESS] - b[SUCCESS] for a, b in zip(after, before)]
+    deadline = time.monotonic() + 10  # vLLM publishes request stats just after answering
+    while True:
+        after = [engine_counters(s.url) for s in servers]
+        served = [a[SUCCESS] - b[SUCCESS] for a, b in zip(after, before)]
+        if sum(served) >= count or time.monotonic() > deadline:
+            return served
+        time.sleep(0.05)
 
 
 def test_adapter_lives_on_one_instance_and_the_gateway_routes_only_there(adapter_stack, vllm_pair):
@@ -137,6 +141,23 @@ def _lora_info_orders(text: str) -> list[str]:
     return orders
 
 
+def _newest_lora_series(text: str) -> str:
+    series = [line for line in text.splitlines() if line.startswith("vllm:lora_requests_info{")]
+    return max(series, key=lambda line: float(line.rsplit(" ", 1)[1]), default="")
+
+
+def _metrics_once_adapter_free(url: str, timeout_s: float = 10.0) -> str:
+    """vLLM's /metrics once its newest LoRA series is the base-model step's (it publishes
+    request stats just after answering); the last page read when ``timeout_s`` runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        if 'running_lora_adapters=""' in _newest_lora_series(text) or time.monotonic() > deadline:
+            return text
+        time.sleep(0.05)
+
+
 def test_the_gateway_scraper_forgets_an_unloaded_adapter(adapter_stack, vllm_pair):
     stack, holder, pods_file = adapter_stack
     assert _send_adapter_requests(stack, vllm_pair, 2)[holder] == 2  # vLLM has now seen sql running
@@ -144,16 +165,13 @@ def test_the_gateway_scraper_forgets_an_unloaded_adapter(adapter_stack, vllm_pai
     url = vllm_pair[holder].url
     status, body = http_json(url + "/v1/completions", {"model": "tiny", "prompt": "count items", "max_tokens": 2})
     assert status == 200, body  # a base-model step makes vLLM record a fresh (adapter-free) series
-    time.sleep(0.5)
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
-        text = resp.read().decode()
+    text = _metrics_once_adapter_free(url)
     status, models = http_json(url + "/v1/models")
     assert status == 200 and adapters_from_models(models) == frozenset()  # really unloaded
     # The premise: real vLLM still exposes a series naming sql as running, older than the current one.
     series = [line for line in text.splitlines() if line.startswith("vllm:lora_requests_info{")]
     stale = [line for line in series if 'running_lora_adapters="sql"' in line]
-    newest = max(series, key=lambda line: float(line.rsplit(" ", 1)[1]))
-    assert stale and 'running_lora_adapters=""' in newest, series
+    assert stale and 'running_lora_adapters=""' in _newest_lora_series(text), series
     for order in _lora_info_orders(text):
         sample = sample_from_metrics(parse_exposition(order), None, 0.0, adapters_from_models(models))
         if "sql" in sample.adapters:

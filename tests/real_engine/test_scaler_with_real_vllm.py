@@ -4,13 +4,17 @@
 ``vllm:num_requests_running + vllm:num_requests_waiting`` (Knative's concurrency) and
 ``vllm:kv_cache_usage_perc``, labelled ``model_name=tiny``; the readings feed
 ``runtime_components.scaler.autoscaler.Autoscaler`` (KPA, target 4 in-flight requests per
-replica, 1..8 replicas), exactly as the controller does each scrape tick. Idle engines give
-a total of 0 and the decision is the minimum; with 64 clients generating back to back (32 per
-instance) the panic window's average passes 2 x ready pods x target and the decision rises
-above 2. The load lasts until the decision rises (or a bound), whatever the machine's speed:
-a fixed batch of generations once finished within a second on a quiet machine, before a 1-s
-window could see it (peak 16 then 14, decision at most 2), so each client keeps one long
-generation in flight until the load phase ends.
+replica, 1..8 replicas), exactly as the controller does each scrape tick (a pod that does not
+answer is filled in by the autoscaler's missing-pod rule). Idle engines give a total of 0 and
+the decision is the minimum; with 64 clients generating back to back (32 per instance) the
+load passes 2 x ready pods x target and the decision rises above 2.
+
+Nothing here depends on the machine's speed: each client keeps one long generation in flight
+until the decision rises (or 120 s pass), because a fixed batch once finished within a second
+on a quiet machine, before a 1-s window could see it (peak 16, then 14: decision at most 2);
+and under load a CPU engine can stall its HTTP server for half a minute (seen in CI: no
+/metrics answer within 30 s, then all 32 generations at once), so a load-phase scrape that
+misses a pod is what the controller would see, not a failure.
 """
 
 from __future__ import annotations
@@ -30,9 +34,8 @@ from runtime_components.scaler.kube import PodEndpoint
 from runtime_components.scaler.scrape import MetricReading, read_engine_pods
 
 CONCURRENCY = 64
-# Two CPU engines streaming 32 generations each answer /metrics late on a busy 2-core machine
-# (over 5 s once); this test is about what they report, not how fast.
-SCRAPE_TIMEOUT_S = 30.0
+SCRAPE_TIMEOUT_S = 5.0
+LOAD_PHASE_S = 120.0
 TARGET = ScalingTarget.model_validate({
     "name": "tiny",
     "scaleTargetRef": {"kind": "Deployment", "name": "tiny", "namespace": "default"},
@@ -69,10 +72,12 @@ def test_kpa_decision_follows_real_vllm_load(vllm_pair):
     names = TARGET.metric.names
     t0 = time.monotonic()
 
-    async def sample(session: aiohttp.ClientSession) -> MetricReading:
+    async def sample(session: aiohttp.ClientSession, *, complete: bool = True) -> MetricReading:
         reading = await _read(session, vllm_pair, names)
-        assert reading.reporting == 2 and not reading.errors, reading
-        scaler.record(time.monotonic() - t0, reading.total, reading.reporting)
+        if complete:
+            assert reading.reporting == 2 and not reading.errors, reading
+        if reading.reporting:  # as the controller records a scrape round
+            scaler.record(time.monotonic() - t0, reading.total, reading.reporting, expected_pods=reading.expected)
         return reading
 
     async def idle_phase() -> tuple[int, float]:
@@ -95,11 +100,17 @@ def test_kpa_decision_follows_real_vllm_load(vllm_pair):
     for thread in threads:
         thread.start()
 
+    misses: list[str] = []
+
     async def load_phase() -> tuple[float, int]:
         peak, desired = 0.0, 0
+        deadline = time.monotonic() + LOAD_PHASE_S
         async with aiohttp.ClientSession() as session:
-            for _ in range(300):  # bounded: until the decision rises
-                reading = await sample(session)
+            while time.monotonic() < deadline:  # until the decision rises
+                reading = await sample(session, complete=False)
+                misses.extend(reading.errors)
+                # What the pods reported; the autoscaler's fill-in for a missing pod records at
+                # most max(this, 2 pods x target), so it cannot lift the decision past ceil(peak / target).
                 peak = max(peak, reading.total)
                 desired = scaler.decide(time.monotonic() - t0, current_replicas=2, ready_pods=2).desired
                 if desired > 2:
@@ -113,15 +124,21 @@ def test_kpa_decision_follows_real_vllm_load(vllm_pair):
         stop.set()
         for thread in threads:
             thread.join(timeout=300)
-    assert peak > 2 * TARGET.target, f"never saw the load in vLLM's metrics (peak {peak})"
-    # KPA's panic decision is ceil(panic-window average / target): above the 2 ready pods, and
-    # never more than the peak in-flight total seen would justify.
-    assert 2 < loaded_desired <= math.ceil(peak / TARGET.target), (loaded_desired, peak)
+    assert peak > 2 * TARGET.target, f"never saw the load in vLLM's metrics (peak {peak}; missed scrapes {misses})"
+    # KPA's decision is ceil(window average / target): above the 2 ready pods, and never more
+    # than the peak in-flight total seen would justify.
+    assert 2 < loaded_desired <= math.ceil(peak / TARGET.target), (loaded_desired, peak, misses)
     assert not any(thread.is_alive() for thread in threads)
     assert len(done) >= CONCURRENCY and set(done) == {200}, done
 
-    async def after() -> MetricReading:
+    async def idle_again() -> MetricReading:
         async with aiohttp.ClientSession() as session:
-            return await _read(session, vllm_pair, names)
+            for _ in range(100):  # every request has finished; the gauges follow within a step
+                reading = await _read(session, vllm_pair, names)
+                if reading.reporting == 2 and reading.total == 0.0:
+                    break
+                await asyncio.sleep(0.1)
+        return reading
 
-    assert asyncio.run(after()).total == 0.0  # every request finished: the engines report idle again
+    reading = asyncio.run(idle_again())
+    assert reading.reporting == 2 and reading.total == 0.0, reading  # the engines report idle again

@@ -159,3 +159,45 @@ def test_bad_seed_count_is_one_clear_error(bad, capsys):
         main(["--quick", "--seeds", bad, "--no-plot"])
     assert exit_info.value.code == 2
     assert f"--seeds: expected a whole number of seeds, 1 or more, got '{bad}'" in capsys.readouterr().err
+
+
+TINY = [Scenario(duration_s=90.0, low_rps=0.5, high_rps=1.5, max_replicas=3, target_per_replica=5.0, seed=seed) for seed in (3, 4)]
+
+
+def test_results_do_not_depend_on_how_many_processes_run_them():
+    from benchmarks.autoscaling import run_all
+
+    alone = run_all(TINY, jobs=1)
+    spread = run_all(TINY, jobs=2)
+    assert alone.keys() == spread.keys()
+    assert len(alone) == len(TINY) * 2 * 9, "every policy on every trace of every seed"
+    assert any(run.events for run in alone.values()), "some policy scaled, so start-up delays were drawn"
+    for key, run in alone.items():
+        other = spread[key]
+        assert (run.events, run.gpu_seconds) == (other.events, other.gpu_seconds), key
+        assert [(r.request_id, r.finish_s) for r in run.records] == [(r.request_id, r.finish_s) for r in other.records]
+
+
+def test_each_seed_is_also_reported_alone():
+    from benchmarks.autoscaling import by_seed
+
+    # Seed 1: kpa meets both targets; seed 2: kpa uses more GPU-hours than hpa. Pooled it would pass.
+    rows = {
+        1: [_row("b", "hpa", 10.0, 2.0, 1), _row("b", "kpa", 8.0, 1.0, 0), _row("b", "apa", 12.0, 1.0, 1)],
+        2: [_row("b", "hpa", 10.0, 1.0, 1), _row("b", "kpa", 8.0, 1.1, 0), _row("b", "apa", 9.5, 0.9, 1)],
+    }
+    seeds = by_seed(rows)
+    assert seeds["1"]["kpa"] == {"p99_reduction_vs_hpa": 0.2, "gpu_hours_ratio_vs_hpa": 0.5, "p99_and_gpu_met": True}
+    assert seeds["2"]["kpa"]["p99_and_gpu_met"] is False
+    assert seeds["2"]["kpa"]["gpu_hours_ratio_vs_hpa"] == pytest.approx(1.1)
+    assert seeds["2"]["apa"] == {"p99_reduction_vs_hpa": 0.05, "gpu_hours_ratio_vs_hpa": 0.9, "p99_and_gpu_met": False}
+
+
+@pytest.mark.parametrize("bad", ["0", "x"])
+def test_bad_process_count_is_one_clear_error(bad, capsys):
+    from benchmarks.autoscaling import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--quick", "--jobs", bad, "--no-plot"])
+    assert exit_info.value.code == 2
+    assert f"--jobs: expected a whole number of processes, 1 or more, got '{bad}'" in capsys.readouterr().err

@@ -392,7 +392,7 @@ def print_table(rows: list[Row]) -> None:
               f"{r.ttft_p99_s:8.2f}s {r.gpu_hours:6.2f} {r.scaling_events:6d} {r.oscillations:5d} {r.failed:6d}")
 
 
-def plot(runs: dict[tuple[str, str], Run], path: Path) -> None:
+def plot(runs: dict[tuple[str, str], Run], seed: int, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -412,7 +412,7 @@ def plot(runs: dict[tuple[str, str], Run], path: Path) -> None:
             ax.step([t for t, _, _ in tl], [n for _, n, _ in tl], where="post", label=policy, lw=1.3)
         ax.set_zorder(load_ax.get_zorder() + 1)
         ax.patch.set_visible(False)
-        ax.set_title(f"{trace} trace: ready replicas per policy (grey: load)")
+        ax.set_title(f"{trace} trace, seed {seed}: ready replicas per policy (grey: load)")
         ax.set_xlabel("time (s)")
         ax.set_ylabel("ready replicas")
         ax.legend(loc="upper left")
@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         print_by_seed(result["by_seed"])
     if not args.no_plot:
         path = Path(__file__).resolve().parent / "results" / "autoscaling.png"
-        plot({(name, p): run for (seed, name, p), run in runs.items() if seed == args.seed}, path)
+        plot({(name, p): run for (seed, name, p), run in runs.items() if seed == args.seed}, args.seed, path)
         print(f"\nplot: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path.name}")
     print("RESULT " + json.dumps(result, sort_keys=True))
     return 0

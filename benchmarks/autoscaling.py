@@ -474,7 +474,7 @@ def run_all(scenarios: list[Scenario], jobs: int) -> dict[tuple[int, str, str], 
         for job in fixed_jobs(runs):
             runs[(job[0].seed, job[1], job[2])] = _run_job(job)
         return runs
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=min(jobs, len(adaptive))) as pool:
         for job, run in zip(adaptive, pool.map(_run_job, adaptive)):
             runs[(job[0].seed, job[1], job[2])] = run
         fixed = fixed_jobs(runs)
@@ -515,8 +515,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=_positive_int("seeds"), default=DEFAULT_SEEDS,
                         help="run this many consecutive seeds from --seed and pool them (one 20-minute run "
                              "is a handful of bursts: its P99 and oscillation counts are noise)")
-    parser.add_argument("--jobs", type=_positive_int("processes"), default=os.cpu_count() or 1,
-                        help="worker processes (default: one per CPU); results do not depend on it")
+    parser.add_argument("--jobs", type=_positive_int("processes"), default=len(os.sched_getaffinity(0)),
+                        help="worker processes (default: one per CPU this process may use); results do not "
+                             "depend on it")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")
     args = parser.parse_args(argv)
     scenarios = [Scenario(duration_s=QUICK_DURATION_S if args.quick else 3600.0, seed=seed)

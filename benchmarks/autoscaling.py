@@ -45,6 +45,7 @@ processes; each run has its own seeded generators, so the numbers do not depend 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -468,18 +469,16 @@ def run_all(scenarios: list[Scenario], jobs: int) -> dict[tuple[int, str, str], 
                 for s in scenarios for name in TRACES]
 
     runs: dict[tuple[int, str, str], Run] = {}
-    if jobs <= 1:
-        for job in adaptive:
-            runs[(job[0].seed, job[1], job[2])] = _run_job(job)
-        for job in fixed_jobs(runs):
-            runs[(job[0].seed, job[1], job[2])] = _run_job(job)
-        return runs
-    with ProcessPoolExecutor(max_workers=min(jobs, len(adaptive))) as pool:
-        for job, run in zip(adaptive, pool.map(_run_job, adaptive)):
-            runs[(job[0].seed, job[1], job[2])] = run
-        fixed = fixed_jobs(runs)
-        for job, run in zip(fixed, pool.map(_run_job, fixed)):
-            runs[(job[0].seed, job[1], job[2])] = run
+    pool = ProcessPoolExecutor(max_workers=min(jobs, len(adaptive))) if jobs > 1 else None
+    with pool or contextlib.nullcontext():
+        run_map = pool.map if pool is not None else map
+
+        def run_batch(batch: list[tuple[Scenario, str, str, int]]) -> None:
+            for job, run in zip(batch, run_map(_run_job, batch)):
+                runs[(job[0].seed, job[1], job[2])] = run
+
+        run_batch(adaptive)
+        run_batch(fixed_jobs(runs))  # sized from HPA's runs, so after them
     return runs
 
 

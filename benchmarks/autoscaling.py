@@ -51,6 +51,7 @@ import math
 import os
 import random
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -423,7 +424,7 @@ def plot(runs: dict[tuple[str, str], Run], seed: int, path: Path) -> None:
     plt.close(fig)
 
 
-def _positive_int(what: str) -> Any:
+def _positive_int(what: str) -> Callable[[str], int]:
     """An argparse type: a whole number, 1 or more, named `what` in its error."""
 
     def parse(text: str) -> int:

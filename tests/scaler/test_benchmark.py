@@ -186,6 +186,8 @@ def test_each_seed_is_also_reported_alone():
         1: [_row("b", "hpa", 10.0, 2.0, 1), _row("b", "kpa", 8.0, 1.0, 0), _row("b", "apa", 12.0, 1.0, 1)],
         2: [_row("b", "hpa", 10.0, 1.0, 1), _row("b", "kpa", 8.0, 1.1, 0), _row("b", "apa", 9.5, 0.9, 1)],
     }
+    pooled = compare(rows[1] + rows[2])
+    assert pooled["kpa_targets_met"]["gpu_hours"] and pooled["kpa_targets_met"]["p99_latency"]
     seeds = by_seed(rows)
     assert seeds["1"]["kpa"] == {"p99_reduction_vs_hpa": 0.2, "gpu_hours_ratio_vs_hpa": 0.5, "p99_and_gpu_met": True}
     assert seeds["2"]["kpa"]["p99_and_gpu_met"] is False

@@ -20,6 +20,7 @@ callers (vLLM's connector hooks, simulated engines).
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import zlib
@@ -36,6 +37,8 @@ from runtime_components.kv.shm import node_identity
 from runtime_components.kv.store import PutStatus
 
 __all__ = ["BlockingKVPoolClient", "ClientStats", "KVPoolClient"]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Buffer = bytes | bytearray | memoryview
@@ -120,7 +123,11 @@ class KVPoolClient:
     def _fail(self, member: str, err: Exception) -> None:
         self.stats.member_failures += 1
         self.last_errors = (self.last_errors + [str(err)])[-8:]
-        self._dead_until[member] = self._clock() + self.config.dead_member_backoff_seconds
+        backoff = self.config.dead_member_backoff_seconds
+        self._dead_until[member] = self._clock() + backoff
+        # At most one line per member per backoff: the operator's only sign that hits became misses.
+        log.warning("kv pool member %s marked dead for %.1f s (its blocks are misses meanwhile): %s",
+                    member, backoff, err)
         conn = self._connections.pop(member, None)
         if conn is not None:
             conn.close()

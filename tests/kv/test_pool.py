@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import struct
 import urllib.request
@@ -139,7 +140,7 @@ def test_member_dying_mid_run_turns_into_misses_not_errors():
     asyncio.run(main())
 
 
-def test_unreachable_member_from_the_start_is_all_misses():
+def test_unreachable_member_from_the_start_is_all_misses_and_one_warning(caplog):
     async def main():
         client = KVPoolClient(client_config([], members={"source": "static", "static": ["127.0.0.1:1"]}),
                               node_id="n")
@@ -148,7 +149,13 @@ def test_unreachable_member_from_the_start_is_all_misses():
         assert "cannot connect to 127.0.0.1:1" in client.last_errors[0]
         await client.close()
 
-    asyncio.run(main())
+    with caplog.at_level(logging.WARNING, logger="runtime_components.kv.client"):
+        asyncio.run(main())
+    # The put during the backoff is dropped without another attempt, so without another line.
+    (record,) = caplog.records
+    assert record.getMessage().startswith(
+        "kv pool member 127.0.0.1:1 marked dead for 30.0 s (its blocks are misses meanwhile): cannot connect to 127.0.0.1:1"
+    )
 
 
 def test_empty_member_list_is_all_misses():

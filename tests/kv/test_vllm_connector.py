@@ -338,6 +338,15 @@ def test_client_config_from_extra_config(extra, want):
     assert (members.static if members.source == "static" else f"{members.dns_name}:{members.port}") == want
 
 
+def test_client_timing_from_extra_config_and_a_bad_value_named():
+    config = client_config_from_extra({"members": "10.0.0.1:9600", "timeout_ms": 5000, "connect_timeout_ms": "2000",
+                                       "dead_member_backoff_seconds": 1}, environ={})
+    assert (config.timeout_ms, config.connect_timeout_ms, config.dead_member_backoff_seconds) == (5000, 2000, 1)
+    with pytest.raises(ValueError, match=r"^kv_connector_extra_config.connect_timeout_ms: Input should be greater "
+                                         r"than 0, got -5$"):
+        client_config_from_extra({"members": "10.0.0.1:9600", "connect_timeout_ms": -5}, environ={})
+
+
 def test_client_config_without_a_pool_says_what_to_give():
     with pytest.raises(ValueError, match="kv_connector_extra_config names no pool: give pool_config"):
         client_config_from_extra({}, environ={})

@@ -65,7 +65,10 @@ def pooled_pair(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     work = tmp_path_factory.mktemp("kv")  # short: vLLM's IPC socket paths must fit in 107 bytes
     pool = ThreadedServer(node_id=None, capacity="256Mi", pageSize="64Ki", shm={"enabled": True, "dir": str(work)})
     def transfer(i: int) -> str:
-        extra = {"members": pool.member, "timeout_ms": 5000, "min_key_bytes": 0, "stats_path": str(work / f"stats{i}.json")}
+        # Generous deadlines: on two shared cores a hello can wait for a busy CPU past the 100 ms
+        # default, and a member marked dead makes every lookup a miss for its backoff.
+        extra = {"members": pool.member, "timeout_ms": 5000, "connect_timeout_ms": 5000, "min_key_bytes": 0,
+                 "stats_path": str(work / f"stats{i}.json")}
         return json.dumps({"kv_connector": "AIBrixKVConnector", "kv_role": "kv_both", "kv_connector_extra_config": extra,
                            "kv_connector_module_path": "runtime_components.kv.vllm_connector"})
 

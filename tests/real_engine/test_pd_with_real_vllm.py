@@ -66,6 +66,10 @@ class PdPair:
     def objects(self) -> int:
         return len(self.pool.server.store.blocks)
 
+    def pool_warnings(self, server: VllmServer) -> list[str]:
+        """The engine's connector lines saying a pool member was marked dead (hits became misses)."""
+        return [line for line in server.log_tail(100_000).splitlines() if "kv pool member" in line]
+
 
 @pytest.fixture(scope="module")
 def pd_pair(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PdPair]:
@@ -73,7 +77,9 @@ def pd_pair(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     pool = ThreadedServer(node_id=None, capacity="256Mi", pageSize="64Ki", shm={"enabled": True, "dir": str(work)})
 
     def engine(name: str, kv_role: str) -> VllmServer:
-        extra = {"members": pool.member, "timeout_ms": 5000, "min_key_bytes": 0,
+        # Generous deadlines: on two shared cores a hello can wait for a busy CPU past the 100 ms
+        # default, and a member marked dead makes every lookup a miss for its backoff.
+        extra = {"members": pool.member, "timeout_ms": 5000, "connect_timeout_ms": 5000, "min_key_bytes": 0,
                  "stats_path": str(work / f"stats-{name}.json")}
         transfer = json.dumps({"kv_connector": "AIBrixKVConnector", "kv_role": kv_role,
                                "kv_connector_module_path": "runtime_components.kv.vllm_connector",
@@ -189,7 +195,8 @@ def test_decode_finds_every_full_prompt_block_and_answers_as_the_control(pd_pair
     producer, consumer = pd_pair.worker_stats("prefill"), pd_pair.worker_stats("decode")
     print(f"\npd pair: {len(prompts)} requests in {elapsed:.1f}s; prompt tokens {sizes}; "
           f"decode external hits {decode[EXTERNAL_HITS]:.0f} tokens (local {decode[LOCAL_HITS]:.0f}); "
-          f"prefill generated {prefill[GENERATED]:.0f} tokens; producer {producer}; consumer {consumer}")
+          f"prefill generated {prefill[GENERATED]:.0f} tokens; producer {producer}; consumer {consumer}; "
+          f"pool warnings: prefill {pd_pair.pool_warnings(pd_pair.prefill)}, decode {pd_pair.pool_warnings(pd_pair.decode)}")
 
     assert decode[EXTERNAL_HITS] == sum(full_blocks) * BLOCK  # every full prompt block, loaded from the pool
     assert decode[LOCAL_HITS] == 0  # ...and none from the decode instance's own (reset) cache

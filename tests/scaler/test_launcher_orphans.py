@@ -23,7 +23,7 @@ def gone(pid: int) -> bool:
     """True when ``pid`` has exited (a zombie waiting for its new parent to reap it counts)."""
     try:
         state = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped before the open, or between open and read
         return True
     return "\nState:\tZ" in state
 

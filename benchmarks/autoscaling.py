@@ -51,13 +51,13 @@ import math
 import os
 import random
 import sys
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aibrix_spec.components.scaler import ScalingTarget
+from runtime_components.common.cli_types import positive_int
 from runtime_components.engine_sim.config import EngineConfig, SimRequest
 from runtime_components.engine_sim.des import EngineView, RequestRecord, Simulation, percentile
 from runtime_components.scaler.analysis import count_oscillations
@@ -424,21 +424,6 @@ def plot(runs: dict[tuple[str, str], Run], seed: int, path: Path) -> None:
     plt.close(fig)
 
 
-def _positive_int(what: str) -> Callable[[str], int]:
-    """An argparse type: a whole number, 1 or more, named `what` in its error."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = 0
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"expected a whole number of {what}, 1 or more, got {text!r}")
-        return value
-
-    return parse
-
-
 TRACES = ("bursty", "diurnal")
 
 
@@ -512,10 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_DURATION_S:g}-s traces (a few CPU-minutes in all, spread over --jobs processes)")
     parser.add_argument("--seed", type=int, default=7, help="first seed of traces and start-up delays")
-    parser.add_argument("--seeds", type=_positive_int("seeds"), default=DEFAULT_SEEDS,
+    parser.add_argument("--seeds", type=positive_int, default=DEFAULT_SEEDS,
                         help="run this many consecutive seeds from --seed and pool them (one 20-minute run "
                              "is a handful of bursts: its P99 and oscillation counts are noise)")
-    parser.add_argument("--jobs", type=_positive_int("processes"), default=len(os.sched_getaffinity(0)),
+    parser.add_argument("--jobs", type=positive_int, default=len(os.sched_getaffinity(0)),
                         help="worker processes (default: one per CPU this process may use); results do not "
                              "depend on it")
     parser.add_argument("--no-plot", action="store_true", help="skip the PNG")

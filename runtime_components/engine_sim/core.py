@@ -196,6 +196,7 @@ class EngineCore:
         i = 0
         while i < len(running) and budget > 0:
             seq = running[i]
+            # total_len and _blocks_for written out: this runs per running request per step
             num_new = min(seq.prompt_len + seq.num_output - seq.num_computed, budget)
             need = -(-(seq.num_computed + num_new) // bs) - len(seq.blocks)
             self_preempted = False

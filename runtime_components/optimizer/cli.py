@@ -16,32 +16,13 @@ import json
 import sys
 from collections.abc import Sequence
 
+from runtime_components.common.cli_types import positive_float, positive_int
 from runtime_components.optimizer.errors import InfeasibleError, OptimizerError
 
 __all__ = ["main", "build_parser"]
 
 EXIT_INPUT = 1
 EXIT_INFEASIBLE = 3
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
-    return value
 
 
 def _bucket_list(text: str) -> list[int]:
@@ -76,9 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--model", help="model-architecture catalogue key, e.g. llama-3-8b")
     derive.add_argument("--served-name", help="model name to write in the profile (default: --model)")
     derive.add_argument("--accelerator", help="accelerator catalogue key, e.g. nvidia-a10")
-    derive.add_argument("--gpus-per-replica", type=_positive_int, default=1)
-    derive.add_argument("--ttft-p99-ms", type=_positive_float)
-    derive.add_argument("--tpot-p99-ms", type=_positive_float)
+    derive.add_argument("--gpus-per-replica", type=positive_int, default=1)
+    derive.add_argument("--ttft-p99-ms", type=positive_float)
+    derive.add_argument("--tpot-p99-ms", type=positive_float)
     derive.add_argument("--input-buckets", type=_bucket_list, help="comma-separated (default: 16..8192)")
     derive.add_argument("--output-buckets", type=_bucket_list, help="comma-separated (default: 16..2048)")
     derive.add_argument("--request-tokens", choices=["upper", "geometric"],
@@ -91,14 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--url", required=True, help="base URL, e.g. http://127.0.0.1:8000")
     profile.add_argument("--model", required=True, help="model name sent in requests and written to the profile")
     profile.add_argument("--accelerator", required=True, help="accelerator catalogue key the endpoint runs on")
-    profile.add_argument("--gpus-per-replica", type=_positive_int, default=1)
-    profile.add_argument("--ttft-p99-ms", type=_positive_float)
-    profile.add_argument("--tpot-p99-ms", type=_positive_float)
+    profile.add_argument("--gpus-per-replica", type=positive_int, default=1)
+    profile.add_argument("--ttft-p99-ms", type=positive_float)
+    profile.add_argument("--tpot-p99-ms", type=positive_float)
     profile.add_argument("--input-buckets", type=_bucket_list, default=[128, 512, 2048])
     profile.add_argument("--output-buckets", type=_bucket_list, default=[32, 128, 512])
-    profile.add_argument("--requests-per-probe", type=_positive_int, default=60,
+    profile.add_argument("--requests-per-probe", type=positive_int, default=60,
                          help="fewest requests per rate probe (more when needed to reach steady state)")
-    profile.add_argument("--speedup", type=_positive_float, default=1.0,
+    profile.add_argument("--speedup", type=positive_float, default=1.0,
                          help="the endpoint runs this many times faster than real time (aibrix-engine-sim --speedup)")
     profile.add_argument("--seed", type=int, default=0)
     profile.add_argument("--request-tokens", choices=["upper", "geometric"],

@@ -91,9 +91,10 @@ class VllmServer:
         self.stop()
         raise RuntimeError(f"vLLM was not healthy within {timeout_s:.0f}s; log tail:\n{self.log_tail()}")
 
-    def log_tail(self, lines: int = 30) -> str:
+    def log_tail(self, lines: int | None = 30) -> str:
+        """The last ``lines`` lines of the server's log (None: all of it)."""
         try:
-            return "\n".join((self.work_dir / "vllm.log").read_text(errors="replace").splitlines()[-lines:])
+            return "\n".join((self.work_dir / "vllm.log").read_text(errors="replace").splitlines()[-lines if lines else 0:])
         except OSError:
             return "(no log)"
 

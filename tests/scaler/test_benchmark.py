@@ -151,14 +151,14 @@ def test_a_lagging_metric_delays_the_first_scale_up():
     assert lagged.events[0][0] > fresh.events[0][0]
 
 
-@pytest.mark.parametrize("bad", ["0", "-2", "two"])
-def test_bad_seed_count_is_one_clear_error(bad, capsys):
+@pytest.mark.parametrize(("bad", "why"), [("0", "an integer >= 1"), ("-2", "an integer >= 1"), ("two", "an integer")])
+def test_bad_seed_count_is_one_clear_error(bad, why, capsys):
     from benchmarks.autoscaling import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--quick", "--seeds", bad, "--no-plot"])
     assert exit_info.value.code == 2
-    assert f"--seeds: expected a whole number of seeds, 1 or more, got '{bad}'" in capsys.readouterr().err
+    assert f"argument --seeds: expected {why}, got '{bad}'" in capsys.readouterr().err
 
 
 TINY = [Scenario(duration_s=90.0, low_rps=0.5, high_rps=1.5, max_replicas=3, target_per_replica=5.0, seed=seed) for seed in (3, 4)]
@@ -195,11 +195,11 @@ def test_each_seed_is_also_reported_alone():
     assert seeds["2"]["apa"] == {"p99_reduction_vs_hpa": 0.05, "gpu_hours_ratio_vs_hpa": 0.9, "p99_and_gpu_met": False}
 
 
-@pytest.mark.parametrize("bad", ["0", "x"])
-def test_bad_process_count_is_one_clear_error(bad, capsys):
+@pytest.mark.parametrize(("bad", "why"), [("0", "an integer >= 1"), ("x", "an integer")])
+def test_bad_process_count_is_one_clear_error(bad, why, capsys):
     from benchmarks.autoscaling import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["--quick", "--jobs", bad, "--no-plot"])
     assert exit_info.value.code == 2
-    assert f"--jobs: expected a whole number of processes, 1 or more, got '{bad}'" in capsys.readouterr().err
+    assert f"argument --jobs: expected {why}, got '{bad}'" in capsys.readouterr().err

@@ -224,7 +224,7 @@ class GatewayCore:
         except NoEndpointError as exc:
             self.flow.wake(model, user.name)  # let through by flow control, never sent
             raise no_endpoint(parsed.model, exc.reason) from None
-        self.metrics.decision_seconds.labels(router.policy).observe(time.perf_counter() - started)
+        self.metrics.observe_decision(router.policy, time.perf_counter() - started)
         if decision.prefix_match is not None:
             self.metrics.prefix_match.labels(model).observe(decision.prefix_match)
         router.on_routed(request, decision.endpoint)
@@ -320,7 +320,7 @@ class GatewayCore:
                 "gen_ai.usage.input_tokens": usage.prompt_tokens if usage else None,
                 "gen_ai.usage.output_tokens": usage.completion_tokens if usage else None,
             }, error=None if success else f"status {status}")
-        self.metrics.requests.labels(admission.model, admission.router.policy, status).inc()
+        self.metrics.count_request(admission.model, admission.router.policy, status)
         if usage is not None and success:
             self.metrics.observe_usage(admission.model, usage.prompt_tokens, usage.completion_tokens, weight)
             try:
@@ -332,4 +332,4 @@ class GatewayCore:
                 log.warning("tokens not counted (fail open): %s: %s", exc.__class__.__name__, exc)
 
     def refused(self, error: GatewayError, model: str | None) -> None:
-        self.metrics.requests.labels(model or "unknown", "none", str(error.status)).inc()
+        self.metrics.count_request(model or "unknown", "none", str(error.status))

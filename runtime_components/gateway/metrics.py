@@ -126,6 +126,10 @@ class GatewayMetrics:
                                     "step failed, by reason.", ["model", "reason"], registry=r)
         self.pd_prefill_seconds = Histogram("aibrix_gateway_pd_prefill_seconds", "The gateway's prefill calls.",
                                             ["model"], buckets=_PREFILL_BUCKETS, registry=r)
+        # The per-request series' children by label values: prometheus_client's labels()
+        # validates and converts every value under a lock, twice per request otherwise.
+        self._request_children: dict[tuple[str, str, str], Any] = {}
+        self._decision_children: dict[str, Any] = {}
         self._sync: tuple[Gauge, Counter, Counter] | None = None  # created when a RoutingSync runs
         self._sync_seen: dict[str, int] = {}
         self._kv_events = _KVEventCollector()
@@ -153,6 +157,21 @@ class GatewayMetrics:
     def track_kv_events(self, model: str, counters: Any) -> None:
         """Export ``counters`` (a ``kv_events.SubscriberCounters``) for ``model``."""
         self._kv_events.models[model] = counters
+
+    def count_request(self, model: str, policy: str, status: str) -> None:
+        """One request settled (``aibrix_gateway_requests``)."""
+        key = (model, policy, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(model, policy, status)
+        child.inc()
+
+    def observe_decision(self, policy: str, seconds: float) -> None:
+        """One routing decision's time (``aibrix_gateway_routing_decision_seconds``)."""
+        child = self._decision_children.get(policy)
+        if child is None:
+            child = self._decision_children[policy] = self.decision_seconds.labels(policy)
+        child.observe(seconds)
 
     def observe_usage(self, model: str, prompt_tokens: int, completion_tokens: int, weight: int = 1) -> None:
         """One read response; ``weight`` > 1 when it is a sample standing for unread requests too."""

@@ -52,3 +52,41 @@ def test_parse_errors(path, body, status, fragment):
     assert fragment in info.value.message
     payload = json.loads(info.value.body())
     assert payload["error"]["message"] == info.value.message
+
+
+# Bodies where orjson (the fast path) and the standard parser could disagree: each must parse,
+# or be refused with the message, exactly as the standard parser alone would.
+PARSER_EDGES = [
+    b'{"model": "m", "prompt": "hi", "temperature": NaN}',  # not RFC 8259; json accepts it
+    b'{"model": "m", "prompt": "hi", "seed": 123456789012345678901234567890}',  # beyond 64 bits
+    b'{"model": "m", "prompt": "\\ud800"}',  # a lone surrogate
+    b'{"model": "m", "model": "n", "prompt": "hi"}',  # a repeated key: the last wins
+    b'{"model": "m", "prompt": "hi", "x": ' + b"[" * 600 + b"]" * 600 + b"}",  # deep, still parseable
+    b'{"model": "m", "prompt": "hi", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}",  # deeper than json goes
+    b'{"model": "m", "prompt": "hi"',  # cut short
+    b"\xef\xbb\xbf{}",  # a byte-order mark
+    b"",
+]
+
+
+def _outcome(body: bytes) -> object:
+    try:
+        parsed = parse_request("/v1/completions", body)
+    except GatewayError as error:
+        return ("refused", error.status, error.message)
+    return (parsed.model, parsed.prompt_text, parsed.prompt_tokens)
+
+
+@pytest.mark.parametrize("body", PARSER_EDGES, ids=range(len(PARSER_EDGES)))
+def test_the_fast_json_path_accepts_and_refuses_what_the_standard_parser_does(body, monkeypatch):
+    import runtime_components.gateway.openai_request as module
+
+    fast = _outcome(body)
+    monkeypatch.setattr(module, "_orjson", None)
+    assert fast == _outcome(body)
+
+
+def test_the_fast_json_path_is_taken_when_orjson_is_installed():
+    import runtime_components.gateway.openai_request as module
+
+    assert module._orjson is not None, "the gateway extra installs orjson"

@@ -147,11 +147,13 @@ class Router:
         for scorer, weight in self._profile.scorers:
             raw = scorer.score(req, candidates)
             for address in totals:
-                totals[address] += weight * clamp_score(float(raw.get(address, 0.0)))
+                value = float(raw.get(address, 0.0))
+                totals[address] += weight * (value if 0.0 <= value <= 1.0 else clamp_score(value))
 
         scored = [(e, totals[e.address]) for e in candidates]
         chosen = self._profile.picker.pick(req, scored)
-        _check_subset(self._profile.picker.name, [chosen], candidates)
+        if chosen.address not in totals:  # the candidates' addresses: no set built per request
+            _check_subset(self._profile.picker.name, [chosen], candidates)
 
         matches: Mapping[str, float] | None = req.scratch.get(PREFIX_MATCH_KEY)
         prefix_match = None if matches is None else matches.get(chosen.address)

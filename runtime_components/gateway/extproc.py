@@ -93,9 +93,12 @@ def header_map(headers: pb.HttpHeaders) -> dict[str, str]:
     """Envoy's header list -> {lower-case name: value} (repeated names joined by ',')."""
     out: dict[str, str] = {}
     for h in headers.headers.headers:
-        value = h.raw_value.decode("latin-1") if h.raw_value else h.value
+        raw = h.raw_value  # each attribute read builds a new object: read once
+        value = raw.decode("latin-1") if raw else h.value
         key = h.key.lower()
-        out[key] = f"{out[key]},{value}" if key in out else value
+        if key in out:
+            value = f"{out[key]},{value}"
+        out[key] = value
     return out
 
 

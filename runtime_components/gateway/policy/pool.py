@@ -94,7 +94,10 @@ class EndpointPool:
 
     def serves_only(self, model: str) -> bool:
         """Whether every endpoint serves ``model`` (or an unknown model, "")."""
-        return all(m in ("", model) for m in self._models)
+        models = self._models
+        if len(models) == 1:  # the usual pool: one model (asked per request)
+            return model in models or "" in models
+        return all(m in ("", model) for m in models)
 
     def least_loaded(self, k: int, exclude: frozenset[str] | set[str] = frozenset()) -> list[EndpointState]:
         """Up to ``k`` endpoints with the lowest load, lowest first, skipping ``exclude``."""

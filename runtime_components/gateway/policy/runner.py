@@ -136,8 +136,11 @@ class Router:
         for flt in self._profile.filters:
             if not cast(PassThroughFilter, flt).passes_all(req, pool):
                 return None
+        scorers = self._profile.scorers
+        if len(scorers) == 1:  # nothing to merge (least-request alone)
+            return cast(ShortlistScorer, scorers[0][0]).shortlist(req, pool, self.shortlist_size)
         chosen: dict[str, EndpointState] = {}
-        for scorer, _ in self._profile.scorers:
+        for scorer, _ in scorers:
             for endpoint in cast(ShortlistScorer, scorer).shortlist(req, pool, self.shortlist_size):
                 chosen[endpoint.address] = endpoint
         return list(chosen.values())

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -63,6 +64,9 @@ _REFILL_AT = _RECEIVE_WINDOW // 2
 #: The largest frame we accept (SETTINGS_MAX_FRAME_SIZE): a buffered body in few frames.
 _OUR_MAX_FRAME = 1 << 20
 _MAX_HEADER_BLOCK = 1 << 20
+
+#: A frame's 9-byte header in one call: (length << 8 | type, flags, R bit | stream id).
+_FRAME_HEAD = struct.Struct(">IBI")
 
 # gRPC status codes used here.
 _OK, _RESOURCE_EXHAUSTED, _UNIMPLEMENTED, _INTERNAL = 0, 8, 12, 13
@@ -374,15 +378,17 @@ class _Connection(asyncio.Protocol):
             self._preface = True
             pos = len(_PREFACE)
         end = len(buffer)
+        unpack = _FRAME_HEAD.unpack_from
         while end - pos >= 9 and self._transport is not None:
-            length = int.from_bytes(buffer[pos:pos + 3], "big")
+            head, flags, stream_id = unpack(buffer, pos)
+            length = head >> 8
             if end - pos - 9 < length:
                 break
             if length > _OUR_MAX_FRAME:
                 self._abort(_FRAME_SIZE_ERROR, f"frame of {length} bytes")
                 return
-            ftype, flags = buffer[pos + 3], buffer[pos + 4]
-            stream_id = int.from_bytes(buffer[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+            ftype = head & 0xFF
+            stream_id &= 0x7FFFFFFF
             payload = bytes(buffer[pos + 9:pos + 9 + length])
             pos += 9 + length
             try:

@@ -71,9 +71,15 @@ class LeastRequestScorer:
         return pool.least_loaded(k)
 
     def score(self, req: RouteRequest, endpoints: Sequence[EndpointState]) -> Mapping[str, float]:
-        loads = {e.address: endpoint_load(e) for e in endpoints}
-        lowest = min(loads.values(), default=0.0)
-        return {a: (1.0 + lowest) / (1.0 + load) for a, load in loads.items()}
+        # Runs on every request: plain loops, no comprehension frames.
+        loads = []
+        for e in endpoints:
+            loads.append(endpoint_load(e))
+        top = 1.0 + min(loads, default=0.0)
+        scores = {}
+        for e, load in zip(endpoints, loads):
+            scores[e.address] = top / (1.0 + load)
+        return scores
 
 
 class LeastKvCacheScorer:

@@ -249,11 +249,14 @@ class GatewayCore:
 
         ``scores`` holds every eligible endpoint, or the router's shortlist when it decided on
         one (sized to the fallback count: ``Router.shortlist_size``)."""
-        if self.config.fallbacks == 0:
+        count = self.config.fallbacks
+        if count == 0:
             return ()
-        eligible = [(a, s) for a, s in scores.items() if a != chosen and a in pool]
-        eligible.sort(key=lambda pair: (-pair[1], pool.get(pair[0]).inflight, pair[0]))  # type: ignore[union-attr]
-        return tuple(a for a, _ in eligible[: self.config.fallbacks])
+        get = pool.get
+        # (-score, in flight, address) tuples sort as the order above, without a key function.
+        eligible = [(-s, get(a).inflight, a) for a, s in scores.items() if a != chosen and a in pool]  # type: ignore[union-attr]
+        eligible.sort()
+        return tuple(entry[2] for entry in eligible[:count])
 
     def attempts_failed(self, admission: Admission, attempts: int) -> None:
         """Envoy needed ``attempts`` tries: the first ``attempts - 1`` endpoints failed to connect

@@ -113,3 +113,17 @@ def test_an_inflight_change_keeps_every_other_field_of_the_endpoint():
     assert before.inflight == 0  # a snapshot a router holds does not change under it
     table.inflight_add("10.0.0.1:8000", -5)
     assert table.pool("m", now=1.0)[0].get("10.0.0.1:8000").inflight == 0
+
+
+def test_an_inflight_update_copies_every_other_field_of_the_snapshot():
+    from runtime_components.gateway.endpoints import _with_inflight
+    from runtime_components.gateway.policy.types import EndpointState
+
+    values = {"address": "10.0.0.7:8000", "pod": "p-1", "model": "m", "adapters": frozenset({"a"}), "inflight": 3}
+    for f in dataclasses.fields(EndpointState):  # every other field set away from its default
+        if f.name not in values:
+            values[f.name] = 7 if f.name == "max_loras" else 0.25
+    state = EndpointState(**values)
+    copy = _with_inflight(state, 9)
+    assert copy == dataclasses.replace(state, inflight=9) and copy is not state
+    assert state.inflight == 3  # the original snapshot is untouched

@@ -26,8 +26,8 @@ from runtime_components.common.file_stamp import FileStamp, file_stamp
 from .core import GatewayCore
 from .discovery.static import StaticDiscovery
 from .endpoints import DiscoveredEndpoint, EndpointTable
-from .extproc import EXT_PROC_PATH, ExtProcServicer
-from .h2_server import H2GrpcServer, StreamMethod, UnaryMethod
+from .extproc import EXT_PROC_PATH, ExtProcServicer, ExtProcSession
+from .h2_server import H2GrpcServer, SessionMethod, UnaryMethod
 from .health import CHECK_PATH, check_answer, health_handler
 from .kv_events import EventTranslator, KVEventSubscriber
 from .metrics import GatewayMetrics
@@ -262,8 +262,8 @@ class GatewayApp:
                 return check_answer(request, not self._stop.is_set())
 
             builtin = H2GrpcServer({
-                EXT_PROC_PATH: StreamMethod(lambda context: servicer.Process(None, context),  # type: ignore[arg-type]
-                                            ProcessingRequest.FromString),
+                # driven message by message, no task per stream while nothing waits
+                EXT_PROC_PATH: SessionMethod(lambda: ExtProcSession(servicer), ProcessingRequest.FromString),
                 CHECK_PATH: UnaryMethod(check),
             }, max_receive_message_length=limit)
             self.grpc_port = await builtin.start(host, self.config.listen.grpc_port)

@@ -292,13 +292,30 @@ class GatewayCore:
 
     async def finish(self, admission: Admission, usage: Usage | None, success: bool, *,
                      observed: bool = True, weight: int = 1) -> None:
-        """Settle a routed request exactly once.
+        """Settle a routed request exactly once (``settle``), and count its tokens against the
+        user's TPM budget."""
+        if not self.settle(admission, usage, success, observed=observed, weight=weight):
+            return
+        assert usage is not None
+        try:
+            await self.limiter.record_tokens(admission.user, usage.total)
+        except StoreUnavailable:
+            self.metrics.rate_limit_errors.inc()
+        except Exception as exc:  # Redis down: these tokens go uncounted
+            self.metrics.rate_limit_errors.inc()
+            log.warning("tokens not counted (fail open): %s: %s", exc.__class__.__name__, exc)
+
+    def settle(self, admission: Admission, usage: Usage | None, success: bool, *,
+               observed: bool = True, weight: int = 1) -> bool:
+        """Settle a routed request exactly once, all but counting its tokens in the limiter's
+        store (which may be Redis, so ``finish`` awaits it); True when there are tokens to count.
+        Without usage nothing waits: the ext_proc stream's end settles unread requests here.
 
         ``observed`` is False when the gateway did not read the response (Envoy skipped the
         response phases): its status is unknown and counted as "unobserved". ``weight`` is how
         many requests a sampled response stands for in the token-bucket histogram."""
         if admission.finished:
-            return
+            return False
         admission.finished = True
         self.table.inflight_add(self.served_address(admission), -1)
         self.flow.wake(admission.model, admission.user.name)
@@ -326,13 +343,8 @@ class GatewayCore:
         self.metrics.count_request(admission.model, admission.router.policy, status)
         if usage is not None and success:
             self.metrics.observe_usage(admission.model, usage.prompt_tokens, usage.completion_tokens, weight)
-            try:
-                await self.limiter.record_tokens(admission.user, usage.total)
-            except StoreUnavailable:
-                self.metrics.rate_limit_errors.inc()
-            except Exception as exc:  # Redis down: these tokens go uncounted
-                self.metrics.rate_limit_errors.inc()
-                log.warning("tokens not counted (fail open): %s: %s", exc.__class__.__name__, exc)
+            return True
+        return False
 
     def refused(self, error: GatewayError, model: str | None) -> None:
         self.metrics.count_request(model or "unknown", "none", str(error.status))

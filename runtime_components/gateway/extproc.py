@@ -42,6 +42,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 from envoy.config.core.v3 import base_pb2
@@ -59,7 +60,7 @@ from .usage import UsageCounter
 from .users import User
 
 __all__ = ["DESTINATION_HEADER", "EXT_PROC_PATH", "FALLBACK_HEADER_PREFIX", "TARGET_POD_HEADER", "ExtProcServicer",
-           "RouteAnswers"]
+           "ExtProcSession", "RouteAnswers"]
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,24 @@ class _Stream:
         self.weight = 1
 
 
+class ExtProcSession:
+    """One ext_proc stream, for a server that drives it (``h2_server.SessionMethod``) or for
+    ``Process``: ``on_message`` answers a message with a response, None, or a coroutine of one
+    (the body phase: admission may wait); ``on_end`` settles the request once the stream ends."""
+
+    __slots__ = ("_servicer", "_stream")
+
+    def __init__(self, servicer: ExtProcServicer) -> None:
+        self._servicer = servicer
+        self._stream = _Stream()
+
+    def on_message(self, message: pb.ProcessingRequest) -> Any:
+        return self._servicer._on_message(self._stream, message)
+
+    def on_end(self) -> None:
+        self._servicer._on_end(self._stream)
+
+
 class WorkloadSampler:
     """Chooses which responses to read for the token-bucket histogram, evenly spaced in time.
 
@@ -264,42 +283,53 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
     ) -> None:
         # gRPC's reader/writer API, not an async generator over ``request_iterator``: the
         # generator form wraps every message in more asyncio machinery (docs/gateway.md,
-        # "Per-request cost").
-        stream = _Stream()
+        # "Per-request cost"). The builtin server drives an ``ExtProcSession`` itself.
+        session = ExtProcSession(self)
         read, write = context.read, context.write
         try:
             while True:
                 message = await read()
                 if message is _EOF:
                     return
-                kind = message.WhichOneof("request")
-                if kind == "request_headers":
-                    response = self._on_request_headers(stream, message.request_headers)
-                elif kind == "request_body":
-                    response = await self._on_request_body(stream, message.request_body)
-                elif kind == "response_headers":
-                    response = await self._on_response_headers(stream, message.response_headers)
-                elif kind == "response_body":
-                    response = await self._on_response_body(stream, message.response_body)
-                elif kind == "request_trailers":
-                    response = pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
-                elif kind == "response_trailers":
-                    response = pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
-                else:
+                answer = session.on_message(message)
+                if answer is None:
                     continue
-                await write(response)
+                if not isinstance(answer, pb.ProcessingResponse):
+                    answer = await answer
+                await write(answer)
         finally:
-            admission = stream.admission
-            if admission is not None and not admission.finished:
-                if stream.read_response:
-                    # The client went away or Envoy reset the stream before the response ended.
-                    if stream.sampled:
-                        self.sampler.give_back(admission.model, stream.weight)
-                    await self._core.finish(admission, None, success=False)
-                else:
-                    # Unread: the stream ends with the HTTP stream, response done or abandoned.
-                    self.sampler.skipped(admission.model)
-                    await self._core.finish(admission, None, success=True, observed=False)
+            session.on_end()
+
+    def _on_message(self, stream: _Stream, message: pb.ProcessingRequest) -> Any:
+        """The answer to one message: a response, None (no answer), or a coroutine of one."""
+        kind = message.WhichOneof("request")
+        if kind == "request_headers":
+            return self._on_request_headers(stream, message.request_headers)
+        if kind == "request_body":
+            return self._on_request_body(stream, message.request_body)
+        if kind == "response_headers":
+            return self._on_response_headers(stream, message.response_headers)
+        if kind == "response_body":
+            return self._on_response_body(stream, message.response_body)
+        if kind == "request_trailers":
+            return pb.ProcessingResponse(request_trailers=pb.TrailersResponse())
+        if kind == "response_trailers":
+            return pb.ProcessingResponse(response_trailers=pb.TrailersResponse())
+        return None
+
+    def _on_end(self, stream: _Stream) -> None:
+        """The stream ended: settle a request not settled yet (no usage, so nothing waits)."""
+        admission = stream.admission
+        if admission is not None and not admission.finished:
+            if stream.read_response:
+                # The client went away or Envoy reset the stream before the response ended.
+                if stream.sampled:
+                    self.sampler.give_back(admission.model, stream.weight)
+                self._core.settle(admission, None, success=False)
+            else:
+                # Unread: the stream ends with the HTTP stream, response done or abandoned.
+                self.sampler.skipped(admission.model)
+                self._core.settle(admission, None, success=True, observed=False)
 
     def _refuse(self, stream: _Stream, error: GatewayError) -> pb.ProcessingResponse:
         self._core.refused(error, stream.model)

@@ -14,9 +14,10 @@ HTTP/2 (RFC 9113) and gRPC directly on an asyncio Protocol:
   blocks are constant literals that never touch a dynamic table;
 - flow control both ways: generous receive windows, refilled as data arrives; sends wait for
   the peer's windows and respect its MAX_FRAME_SIZE;
-- per stream a task running the method's handler; a RST_STREAM from the peer, or the
-  connection closing, cancels it (so a client that disconnects while its request is held
-  leaves the queue at once, as with grpcio);
+- per stream a task running the method's handler, or for a ``SessionMethod`` (ext_proc) no
+  task until a step has to wait; a RST_STREAM from the peer, or the connection closing,
+  cancels it (so a client that disconnects while its request is held leaves the queue at
+  once, as with grpcio);
 - gRPC: identity encoding only (a compressed message ends the stream with UNIMPLEMENTED), a
   receive limit per message (RESOURCE_EXHAUSTED), INTERNAL for a handler that raises,
   UNIMPLEMENTED for an unknown method.
@@ -34,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import types
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -44,7 +46,7 @@ import grpc
 
 from .hpack_decode import HpackDecoder, HpackError
 
-__all__ = ["H2GrpcServer", "StreamMethod", "UnaryMethod", "EOF"]
+__all__ = ["H2GrpcServer", "SessionMethod", "StreamMethod", "UnaryMethod", "EOF"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,8 @@ def _trailers(status: int, message: str = "") -> bytes:
 
 
 _OK_TRAILERS = _trailers(_OK)
+_RESET = object()  # a session's call was reset: its end runs, nothing is sent
+_Coroutine = types.CoroutineType
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,24 @@ class UnaryMethod:
     handler: Callable[[bytes], Awaitable[bytes]]
 
 
+@dataclass(frozen=True)
+class SessionMethod:
+    """A bidirectional-streaming method the server drives message by message instead of running
+    a handler task per call: ``open()`` -> a session with ``on_message(message)``, returning the
+    answer, None (no answer) or a coroutine of either, and ``on_end()``, returning None or a
+    coroutine, called once when the call ends for any reason (the client's half-close, a reset,
+    a lost connection, an error).
+
+    An answer given at once is sent from the protocol callback; only a coroutine gets a task
+    (coroutines may need one: timeouts, aiohttp and redis bind to the current task), and the
+    messages behind it wait for it, in order. A reset cancels that task (or, before it has run,
+    closes its coroutine) and runs ``on_end``. For ext_proc this leaves one task per request
+    (the body phase) where a handler task needed a task, three wake-ups and two futures."""
+
+    open: Callable[[], Any]
+    decode: Callable[[bytes], Any]
+
+
 class _Abort(Exception):
     """Ends a stream with a gRPC status (not a handler failure)."""
 
@@ -135,9 +157,11 @@ class _Stream:
     """One gRPC call; also the context its handler gets (``read``/``write``)."""
 
     __slots__ = ("id", "_conn", "_method", "_messages", "_waiter", "_remote_closed", "_buffer", "_received",
-                 "send_window", "_headers_sent", "_pending", "_drained", "task", "closed", "_failed")
+                 "send_window", "_headers_sent", "_pending", "_drained", "task", "closed", "_failed", "_session",
+                 "_backlog", "_ended", "_task_started")
 
-    def __init__(self, conn: _Connection, stream_id: int, method: StreamMethod | UnaryMethod | None) -> None:
+    def __init__(self, conn: _Connection, stream_id: int,
+                 method: StreamMethod | UnaryMethod | SessionMethod | None) -> None:
         self.id = stream_id
         self._conn = conn
         self._method = method
@@ -153,6 +177,10 @@ class _Stream:
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self._failed = False  # a message could not be taken: the call ends with an error status
+        self._session: Any = None
+        self._backlog: deque[Any] = deque()
+        self._ended = False  # a session's end ran
+        self._task_started = False
 
     # -- inbound ---------------------------------------------------------------------------
     def data(self, payload: bytes, flow_length: int) -> None:
@@ -185,7 +213,7 @@ class _Stream:
 
     def _deliver(self, raw: bytes) -> None:
         method = self._method
-        if isinstance(method, StreamMethod):
+        if isinstance(method, (StreamMethod, SessionMethod)):
             try:
                 item: Any = method.decode(raw)
             except Exception as exc:  # noqa: BLE001 - a message that does not parse ends this call only
@@ -193,7 +221,9 @@ class _Stream:
                 return
         else:
             item = raw
-        if not self._hand_over(item):
+        if self._session is not None:
+            self._feed(item)
+        elif not self._hand_over(item):
             self._messages.append(item)
 
     def _hand_over(self, item: Any) -> bool:
@@ -215,21 +245,161 @@ class _Stream:
         if self._buffer:
             self._fail(_Abort(_INTERNAL, "the stream ended inside a message"))
             return
-        self._hand_over(EOF)  # a read() later sees _remote_closed
+        if self._session is not None:
+            self._feed(EOF)
+        else:
+            self._hand_over(EOF)  # a read() later sees _remote_closed
 
     def _fail(self, error: BaseException) -> None:
-        if not self._hand_over(error):
+        if self._session is not None:
+            self._feed(error)
+        elif not self._hand_over(error):
             self._messages.append(error)  # read() raises it
         self._buffer.clear()
         self._failed = True
 
     def reset(self) -> None:
-        """The peer reset the stream, or the connection went: the handler is cancelled."""
+        """The peer reset the stream, or the connection went: the handler is cancelled (a
+        session's running step is cancelled and ends the call; with none, the call ends now)."""
         self.closed = True
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
         if self._drained is not None and not self._drained.done():
             self._drained.set_exception(ConnectionResetError("the stream was reset"))
+        task = self.task
+        if self._session is None:
+            if task is not None and not task.done():
+                task.cancel()
+            return
+        if self._ended:
+            return  # ending already (an end task finishes on its own: its sends stop at ``closed``)
+        if task is None or task.done():
+            self._end(_RESET)
+        elif self._task_started:
+            task.cancel()  # the step sees CancelledError and ends the call
+        # else: the task has not run; it sees ``closed`` first and ends the call (cancelling it
+        # now would skip its body and leave a session coroutine never started)
+
+    # -- a session's call (SessionMethod) ---------------------------------------------------
+    # Every session task checks ``closed`` when it first runs (a reset may come before), and
+    # the call ends (``_end``) exactly once, from the callback or from the task that was running.
+    def _feed(self, item: Any) -> None:
+        self._backlog.append(item)
+        if self.task is None:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Handle what has arrived, in order, until a step returns a coroutine: that step gets a
+        task, and what arrives meanwhile waits for it."""
+        backlog = self._backlog
+        while backlog and self.task is None and not self._ended:
+            item = backlog.popleft()
+            if item is EOF or isinstance(item, BaseException):
+                self._end(item)
+                continue
+            try:
+                answer = self._session.on_message(item)
+            except Exception:
+                log.exception("gRPC handler failed on stream %d", self.id)
+                self._end(_Abort(_INTERNAL, "internal error"))
+                continue
+            if type(answer) is _Coroutine:
+                self._start(self._step(answer))
+            elif answer is not None:
+                self._answer(answer)
+
+    def _start(self, step: Any) -> None:
+        self._task_started = False
+        self.task = self._conn.loop.create_task(step)
+
+    def _answer(self, answer: Any) -> None:
+        """Send an answer now; only when the peer's windows (or the socket's buffer) are full does
+        a task wait for them."""
+        if not self._send_now(answer.SerializeToString()) or self._conn.paused is not None:
+            self._start(self._drain())
+
+    async def _drain(self) -> None:
+        self._task_started = True
+        outcome: Any = None
+        try:
+            await self._wait_drained()
+            paused = self._conn.paused
+            if paused is not None:
+                await paused
+        except (asyncio.CancelledError, ConnectionResetError):
+            outcome = _RESET
+        self.task = None
+        self._after_step(outcome)
+
+    async def _step(self, answer: Any) -> None:
+        """A step whose answer is a coroutine, in its own task; then what arrived meanwhile."""
+        self._task_started = True
+        outcome: Any = None
+        if self.closed:  # reset before this task ran: the step never starts
+            answer.close()
+            outcome = _RESET
+        else:
+            try:
+                answer = await answer
+                if answer is not None:
+                    await self.send(answer.SerializeToString())
+            except (asyncio.CancelledError, ConnectionResetError):
+                outcome = _RESET
+            except _Abort as abort:
+                outcome = abort
+            except Exception:
+                log.exception("gRPC handler failed on stream %d", self.id)
+                outcome = _Abort(_INTERNAL, "internal error")
+        self.task = None
+        self._after_step(outcome)
+
+    def _after_step(self, outcome: Any) -> None:
+        if outcome is None and self.closed and not self._ended:
+            outcome = _RESET  # reset while the step was finishing
+        if outcome is not None:
+            self._end(outcome)
+        else:
+            self._pump()
+
+    def _end(self, reason: Any) -> None:
+        """End the call once: the session's ``on_end``, then the trailers (none after a reset)."""
+        if self._ended:
+            return
+        self._ended = True
+        self._backlog.clear()
+        status: int | None
+        if reason is _RESET:
+            status, message = None, ""
+        elif isinstance(reason, _Abort):
+            status, message = reason.status, reason.message
+        else:
+            status, message = _OK, ""
+        try:
+            ending = self._session.on_end()
+        except Exception:
+            log.exception("gRPC handler failed ending stream %d", self.id)
+            ending = None
+            if status is not None:
+                status, message = _INTERNAL, "internal error"
+        if type(ending) is _Coroutine or (self._pending and status is not None):
+            self._start(self._end_later(ending, status, message))
+            return
+        if status is not None and not self.closed:
+            self._write_trailers(status, message)
+        self._conn.forget(self)
+
+    async def _end_later(self, ending: Any, status: int | None, message: str) -> None:
+        self._task_started = True
+        try:
+            if ending is not None:
+                await ending  # runs even after a reset: it settles the call
+            if status is not None:
+                await self.finish(status, message)
+        except (asyncio.CancelledError, ConnectionResetError):
+            pass
+        except Exception:
+            log.exception("gRPC handler failed ending stream %d", self.id)
+        finally:
+            self.task = None
+            self._conn.forget(self)
 
     # -- the handler's context -------------------------------------------------------------
     async def read(self) -> Any:
@@ -249,19 +419,28 @@ class _Stream:
     async def send(self, payload: bytes) -> None:
         if self.closed:
             raise ConnectionResetError("the stream was reset")
+        if not self._send_now(payload):
+            await self._wait_drained()
+        paused = self._conn.paused
+        if paused is not None:  # the socket's buffer is full (Envoy reads slower than we write)
+            await paused
+
+    def _send_now(self, payload: bytes) -> bool:
+        """Frame ``payload`` (after the response headers, the first time) and send it if the
+        peer's windows allow; otherwise keep it for ``flush``. True when it left now."""
         framed = b"\x00" + len(payload).to_bytes(4, "big") + payload
         if not self._headers_sent:
             self._headers_sent = True
             self._conn.write_headers(self.id, _RESPONSE_HEADERS, end_stream=False)
         if self._pending or not self._conn.send_data(self, framed):
             self._pending += framed
-            await self._wait_drained()
-        paused = self._conn.paused
-        if paused is not None:  # the socket's buffer is full (Envoy reads slower than we write)
-            await paused
+            return False
+        return True
 
     async def _wait_drained(self) -> None:
         while self._pending:
+            if self.closed:
+                raise ConnectionResetError("the stream was reset")
             self._drained = self._conn.loop.create_future()
             self._conn.blocked.add(self)
             await self._drained
@@ -283,6 +462,9 @@ class _Stream:
             return
         if self._pending:
             await self._wait_drained()
+        self._write_trailers(status, message)
+
+    def _write_trailers(self, status: int, message: str) -> None:
         block = _OK_TRAILERS if status == _OK and not message else _trailers(status, message)
         if not self._headers_sent:  # trailers-only answer
             block = _RESPONSE_HEADERS + block
@@ -485,6 +667,12 @@ class _Connection(asyncio.Protocol):
                 break
         stream = _Stream(self, stream_id, self.server.methods.get(path))
         self.streams[stream_id] = stream
+        method = stream._method
+        if isinstance(method, SessionMethod):
+            stream._session = method.open()
+            if flags & _END_STREAM:
+                stream.remote_end()
+            return
         if flags & _END_STREAM:
             stream.remote_end()
         stream.task = self.loop.create_task(stream.run())
@@ -617,7 +805,8 @@ def _unpad(payload: bytes) -> bytes:
 class H2GrpcServer:
     """``methods``: gRPC path (``/package.Service/Method``) -> StreamMethod or UnaryMethod."""
 
-    def __init__(self, methods: dict[str, StreamMethod | UnaryMethod], *, max_receive_message_length: int) -> None:
+    def __init__(self, methods: dict[str, StreamMethod | UnaryMethod | SessionMethod], *,
+                 max_receive_message_length: int) -> None:
         self.methods = {path.encode(): method for path, method in methods.items()}
         self.max_receive = max_receive_message_length
         self.connections: set[_Connection] = set()

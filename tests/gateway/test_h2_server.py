@@ -69,9 +69,10 @@ class _Raw:
         return self.data
 
 
-def run(test) -> None:  # type: ignore[no-untyped-def]
+def run(test, rig_class: type = Rig) -> None:  # type: ignore[no-untyped-def]
+    """``test(rig, channel)`` against a started ``rig_class()`` (its ``server``), then stop it."""
     async def main() -> None:
-        rig = Rig()
+        rig = rig_class()
         port = await rig.server.start("127.0.0.1", 0)
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -24,8 +24,9 @@ HTTP/2 (RFC 9113) and gRPC directly on an asyncio Protocol:
 
 A streaming handler receives a context with ``await read()`` (a message, or ``grpc.aio.EOF``
 once the client half-closes) and ``await write(message)``, the same reader/writer interface
-as grpc.aio's, so ``ExtProcServicer.Process`` runs on either server unchanged. A unary
-handler maps request bytes to response bytes. TLS is not offered: the gateway's gRPC port is
+as grpc.aio's. A ``SessionMethod`` is driven by the server instead (ext_proc's
+``ExtProcSession``, which grpcio runs through ``ExtProcServicer.Process``). A unary handler
+maps request bytes to response bytes. TLS is not offered: the gateway's gRPC port is
 reached by Envoy inside the cluster (as with the grpcio server it replaces).
 """
 
@@ -803,7 +804,8 @@ def _unpad(payload: bytes) -> bytes:
 
 
 class H2GrpcServer:
-    """``methods``: gRPC path (``/package.Service/Method``) -> StreamMethod or UnaryMethod."""
+    """``methods``: gRPC path (``/package.Service/Method``) -> StreamMethod, SessionMethod or
+    UnaryMethod."""
 
     def __init__(self, methods: dict[str, StreamMethod | UnaryMethod | SessionMethod], *,
                  max_receive_message_length: int) -> None:

@@ -298,14 +298,13 @@ class _Stream:
                 continue
             try:
                 answer = self._session.on_message(item)
-            except Exception:
+                if type(answer) is _Coroutine:
+                    self._start(self._step(answer))
+                elif answer is not None:
+                    self._answer(answer)
+            except Exception:  # a failing step ends its call, never the connection's callback
                 log.exception("gRPC handler failed on stream %d", self.id)
                 self._end(_Abort(_INTERNAL, "internal error"))
-                continue
-            if type(answer) is _Coroutine:
-                self._start(self._step(answer))
-            elif answer is not None:
-                self._answer(answer)
 
     def _start(self, step: Any) -> None:
         self._task_started = False

@@ -37,6 +37,11 @@ class _Raw:
         return self.data
 
 
+class _Unserializable:
+    def SerializeToString(self) -> bytes:  # noqa: N802 (protobuf's name)
+        raise ValueError("not a message")
+
+
 class Rig:
     """A server whose sessions record how each call went."""
 
@@ -60,6 +65,8 @@ class Rig:
                 if self.name == HOLD:
                     return self._hold()
                 if self.name == BOOM:
+                    if message == b"unserializable":
+                        return _Unserializable()
                     raise RuntimeError("session bug")
                 return None
 
@@ -179,12 +186,16 @@ def test_a_failing_session_answers_internal_and_ends_once():
         await call.write(b"x")
         assert await call.code() == grpc.StatusCode.INTERNAL
         assert await call.details() == "internal error"
+        bad = _call(channel, BOOM)  # an answer that cannot be sent fails its call, not the connection
+        await bad.write(b"unserializable")
+        assert await bad.code() == grpc.StatusCode.INTERNAL
         quiet = _call(channel, QUIET)  # no answers at all: ends OK at the half-close
         await quiet.write(b"x")
         await quiet.done_writing()
         assert await quiet.code() == grpc.StatusCode.OK
         await _settled(rig)
-        assert rig.ends == {BOOM: 1, QUIET: 1}
+        assert rig.ends == {BOOM: 2, QUIET: 1}
+        assert len(rig.server.connections) == 1  # the same connection served all three
 
     run(test)
 

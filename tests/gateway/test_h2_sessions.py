@@ -19,6 +19,7 @@ import hpack
 from runtime_components.gateway.h2_server import H2GrpcServer, SessionMethod, _Connection, _frame
 
 from .test_h2_server import run as run_with
+from .test_h2_server import settled
 
 ECHO = "/test.Session/Echo"  # answers at once
 LATE = "/test.Session/Late"  # b"wait..." is answered after a sleep, anything else at once
@@ -108,14 +109,6 @@ def _call(channel: grpc.aio.Channel, path: str) -> Any:
     return channel.stream_stream(path, request_serializer=lambda b: b, response_deserializer=lambda b: b)()
 
 
-async def _settled(rig: Rig) -> None:
-    for _ in range(200):
-        if not any(c.streams for c in rig.server.connections):
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("a call was never forgotten")
-
-
 def test_a_session_answers_in_order_inside_the_protocol_callback():
     async def test(rig: Rig, channel: grpc.aio.Channel) -> None:
         call = _call(channel, ECHO)
@@ -126,7 +119,7 @@ def test_a_session_answers_in_order_inside_the_protocol_callback():
         assert await call.read() is grpc.aio.EOF
         assert await call.code() == grpc.StatusCode.OK
         assert rig.tasks == [None, None, None]  # no task per call or per message
-        await _settled(rig)
+        await settled(rig.server)
         assert rig.ends == {ECHO: 1}
 
     run(test)
@@ -141,7 +134,7 @@ def test_messages_behind_a_waiting_step_keep_their_order():
         answers = [await call.read() for _ in range(4)]
         assert answers == [b"late:wait-1", b"now:x", b"late:wait-2", b"now:y"]
         assert await call.code() == grpc.StatusCode.OK
-        await _settled(rig)
+        await settled(rig.server)
         assert rig.ends == {LATE: 1}
 
     run(test)
@@ -161,7 +154,7 @@ def test_many_concurrent_sessions_and_large_messages():
         big = random.Random(2).randbytes(600 * 1024)
         payloads = [str(i).encode() for i in range(200)] + [big, big]
         assert await asyncio.gather(*(one(channel, p) for p in payloads)) == [p * 2 for p in payloads]
-        await _settled(rig)
+        await settled(rig.server)
         assert rig.ends == {ECHO: len(payloads)}
 
     run(test)
@@ -174,7 +167,7 @@ def test_a_cancelled_call_cancels_the_waiting_step_and_ends_once():
         await asyncio.wait_for(rig.holding.wait(), 5)
         call.cancel()
         await asyncio.wait_for(rig.cancelled.wait(), 5)
-        await _settled(rig)
+        await settled(rig.server)
         assert rig.ends == {HOLD: 1}
 
     run(test)
@@ -193,7 +186,7 @@ def test_a_failing_session_answers_internal_and_ends_once():
         await quiet.write(b"x")
         await quiet.done_writing()
         assert await quiet.code() == grpc.StatusCode.OK
-        await _settled(rig)
+        await settled(rig.server)
         assert rig.ends == {BOOM: 2, QUIET: 1}
         assert len(rig.server.connections) == 1  # the same connection served all three
 
@@ -205,7 +198,7 @@ def test_an_oversized_message_ends_the_session_with_resource_exhausted():
         call = _call(channel, ECHO)
         await call.write(b"x" * (LIMIT + 1))
         assert await call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        await _settled(rig)
+        await settled(rig.server)
         assert rig.ends == {ECHO: 1}
 
     run(test)

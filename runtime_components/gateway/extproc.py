@@ -357,7 +357,9 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
             return _CONTINUE_REQUEST_HEADERS
         return _CONTINUE_READING_RESPONSE
 
-    async def _on_request_body(self, stream: _Stream, body: pb.HttpBody) -> pb.ProcessingResponse:
+    def _on_request_body(self, stream: _Stream, body: pb.HttpBody) -> Any:
+        """The answer to the body, or a coroutine of it when admission may wait (rate limits,
+        flow control) or the model is disaggregated (the prefill call)."""
         size = len(stream.body) + len(body.body)
         if size > self._max_body:  # Envoy's buffer is set to the same limit; this guards other set-ups
             stream.body = bytearray()
@@ -367,20 +369,45 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
             return _CONTINUE_REQUEST_BODY
         # BUFFERED mode delivers the whole body in one message: use it without copying.
         whole = bytes(stream.body) + body.body if stream.body else body.body
-        assert stream.user is not None
+        stream.body = bytearray()
+        user = stream.user
+        assert user is not None
+        if not self._core.admits_now(user):
+            return self._admit_later(stream, user, whole)
         try:
-            admission = await self._core.admit(stream.user, stream.path, stream.headers, whole)
-        except GatewayError as error:
-            return self._refuse(stream, error)
-        except Exception:  # a bug: the client still gets a JSON answer, the log the traceback
-            log.exception("admitting a request to %s failed", stream.path)
-            return self._refuse(stream, internal_error("admitting the request"))
+            admission = self._core.admit_now(user, stream.path, stream.headers, whole)
+        except Exception as exc:  # _not_admitted tells a refusal from a bug
+            return self._not_admitted(stream, exc)
+        if self._pd is not None and self._pd.disaggregated(admission.model):
+            return self._prefill_first(stream, admission, whole)
+        return self._admitted(stream, admission)
+
+    async def _admit_later(self, stream: _Stream, user: User, whole: bytes) -> pb.ProcessingResponse:
+        try:
+            admission = await self._core.admit(user, stream.path, stream.headers, whole)
+        except Exception as exc:  # as above
+            return self._not_admitted(stream, exc)
+        if self._pd is not None and self._pd.disaggregated(admission.model):
+            return await self._prefill_first(stream, admission, whole)
+        return self._admitted(stream, admission)
+
+    def _not_admitted(self, stream: _Stream, exc: Exception) -> pb.ProcessingResponse:
+        if isinstance(exc, GatewayError):
+            return self._refuse(stream, exc)
+        # a bug: the client still gets a JSON answer, the log the traceback
+        log.error("admitting a request to %s failed", stream.path, exc_info=exc)
+        return self._refuse(stream, internal_error("admitting the request"))
+
+    async def _prefill_first(self, stream: _Stream, admission: Admission, whole: bytes) -> pb.ProcessingResponse:
+        # the stream is held while the prefill pod works (docs/routing.md, "Prefill/decode")
+        stream.admission, stream.model = admission, admission.model  # settled at the end even if cut short
+        assert self._pd is not None
+        await self._pd.prepare(admission, stream.path.split("?", 1)[0], whole)
+        return self._admitted(stream, admission)
+
+    def _admitted(self, stream: _Stream, admission: Admission) -> pb.ProcessingResponse:
         stream.admission = admission
         stream.model = admission.model
-        stream.body = bytearray()
-        if self._pd is not None and self._pd.disaggregated(admission.model):
-            # the stream is held while the prefill pod works (docs/routing.md, "Prefill/decode")
-            await self._pd.prepare(admission, stream.path.split("?", 1)[0], whole)
         if stream.read_response:
             stream.usage = UsageCounter(admission.parsed.prompt_tokens)
             if stream.sampled:

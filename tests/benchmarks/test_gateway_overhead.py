@@ -1,12 +1,14 @@
-"""benchmarks.gateway_overhead's closed loop: a steady window after the warm-up, counted alone."""
+"""benchmarks.gateway_overhead: the closed loop (a steady window after the warm-up, counted alone) and
+the floors it compares the gateway with."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 
 from aiohttp import web
 
-from benchmarks.gateway_overhead import closed_loop
+from benchmarks.gateway_overhead import Procs, closed_loop, start_floors, wait_http
 
 
 async def _serve(hits: list[float], status: int = 200) -> tuple[web.AppRunner, str]:
@@ -76,3 +78,33 @@ def test_failures_count_in_the_warm_up_too():
 
     rate, errors, served = asyncio.run(main())
     assert rate == 0 and errors == served > 0
+
+
+def test_the_floors_are_envoy_balancing_alone_and_an_ext_proc_server_that_routes_everything_to_one_engine(tmp_path):
+    """The two floors route for real: plain Envoy spreads the load over both engines by
+    itself; behind the do-nothing ext_proc server every request reaches the first engine."""
+    async def main() -> dict[str, tuple[int, int, int]]:
+        first: list[float] = []
+        second: list[float] = []
+        runners = [await _serve(first), await _serve(second)]
+        ports = [int(url.rsplit(":", 1)[1]) for _, url in runners]
+        procs = Procs()
+        counts: dict[str, tuple[int, int, int]] = {}
+        try:
+            floors = start_floors(procs, tmp_path, ports, workers=1, cores=sorted(os.sched_getaffinity(0)))
+            for name in ("envoy-only", "extproc-echo"):
+                before = len(first), len(second)
+                await wait_http(f"{floors[name]['url']}/v1/completions", method="POST", data=b"{}")
+                _, errors = await closed_loop(str(floors[name]["url"]), 4, 0.3)
+                counts[name] = (len(first) - before[0], len(second) - before[1], errors)
+        finally:
+            procs.stop()
+            for runner, _ in runners:
+                await runner.cleanup()
+        return counts
+
+    counts = asyncio.run(main())
+    balanced_first, balanced_second, errors = counts["envoy-only"]
+    assert errors == 0 and balanced_first > 5 and balanced_second > 5
+    echoed_first, echoed_second, errors = counts["extproc-echo"]
+    assert errors == 0 and echoed_first > 5 and echoed_second == 0

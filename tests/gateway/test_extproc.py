@@ -340,3 +340,48 @@ def test_route_answers_stay_bounded_and_right(monkeypatch):
         assert set_headers(answer)["x-gateway-destination-endpoint"] == address
         assert set_headers(answer)["x-gateway-destination-fallback-1"] == "10.0.0.2:8000"
         assert len(answers._answers) <= 4
+
+
+def _body_answer(gateway: GatewayApp, extra: dict[str, str] | None = None) -> object:
+    """What the session answers the body message with: a response, or a coroutine of one."""
+    session = extproc.ExtProcSession(ExtProcServicer(gateway.core))
+    first, body = request_messages({"model": "m", "prompt": "hi"}, extra)
+    session.on_message(first)
+    return session.on_message(body)
+
+
+def test_a_request_nothing_can_hold_is_admitted_without_waiting_and_one_that_may_wait_is_not(tmp_path):
+    free = _gateway(tmp_path, responses={"workloadSamplesPerS": 0})
+    answer = _body_answer(free)
+    assert isinstance(answer, pb.ProcessingResponse)  # no task needed: the common case
+    assert set_headers(answer)["x-gateway-destination-endpoint"] in ADDRESSES
+
+    limited = _gateway(tmp_path, rateLimits={"tiers": {"t": {"rpm": 100, "tpm": 1000}}, "defaultTier": "t"},
+                       responses={"workloadSamplesPerS": 0})
+    pending = _body_answer(limited)
+    assert asyncio.iscoroutine(pending)  # the limits are counted in the store first
+    answer = asyncio.run(pending)
+    assert set_headers(answer)["x-gateway-destination-endpoint"] in ADDRESSES
+
+    held = _gateway(tmp_path, flowControl={"enabled": True}, responses={"workloadSamplesPerS": 0})
+    pending = _body_answer(held)
+    assert asyncio.iscoroutine(pending)  # flow control may hold it
+    pending.close()
+
+
+@pytest.mark.parametrize("limited", [False, True], ids=["admitted-at-once", "admitted-after-limits"])
+def test_a_bug_while_admitting_is_a_json_500_and_a_logged_traceback(tmp_path, caplog, limited):
+    extra = {"rateLimits": {"tiers": {"t": {"rpm": 100, "tpm": 1000}}, "defaultTier": "t"}} if limited else {}
+    gateway = _gateway(tmp_path, responses={"workloadSamplesPerS": 0}, **extra)
+
+    def broken(request, pool):
+        raise RuntimeError("a bug in a policy")
+
+    for router in gateway.core._routers.values():
+        router.decide = broken  # type: ignore[method-assign]
+    out = drive(gateway, request_messages({"model": "m", "prompt": "hi"}))
+    refusal = out[1].immediate_response
+    assert refusal.status.code == 500
+    assert json.loads(refusal.body)["error"]["code"] == "internal_error"
+    assert "a bug in a policy" in caplog.text and "Traceback" in caplog.text
+    assert sum(gateway.table.inflight(a) for a in ADDRESSES) == 0

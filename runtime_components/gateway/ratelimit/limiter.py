@@ -42,9 +42,14 @@ class RateLimiter:
             wait = retry_after_s(counts, 1, tier.rpm, self._window_s)
             raise rate_limited(f'User "{user.name}" sent the {tier.rpm} requests per minute of tier "{user.tier}"', wait, "rpm")
 
-    def counts_tokens(self, user: User) -> bool:
-        """Whether ``user``'s tier has a TPM budget, so the gateway must read its responses' usage."""
+    def limits(self, user: User) -> bool:
+        """Whether ``user``'s requests are counted (``admit`` then waits for the store)."""
         return bool(user.tier) and user.tier in self._tiers
+
+    def counts_tokens(self, user: User) -> bool:
+        """Whether ``user``'s tier has a TPM budget, so the gateway must read its responses' usage
+        (every tier has one)."""
+        return self.limits(user)
 
     async def record_tokens(self, user: User, tokens: int) -> None:
         """Add a response's tokens to the user's TPM window."""

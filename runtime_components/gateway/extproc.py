@@ -9,7 +9,9 @@ the request body BUFFERED (one message) and skips the response phases, with
                         workload sample is due, or ``responses.processAll``) the answer
                         carries ``mode_override``: response headers SEND, response body STREAMED
                         (Envoy honours an override only in the answer to request_headers)
-    request_body     -> core.admit: 400/404/429/503 immediate; for a disaggregated model the
+    request_body     -> core.admit_now (answered at once) when nothing can hold the request,
+                        else core.admit in a task (rate limits, flow control):
+                        400/404/429/503 immediate; for a disaggregated model the
                         prefill step (pd/path.py: a call to a prefill pod, the decode body
                         rewritten; any failure decodes in place); then CONTINUE with header mutations
                         x-gateway-destination-endpoint, target-pod and the fallbacks

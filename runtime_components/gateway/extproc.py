@@ -380,18 +380,15 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
             admission = self._core.admit_now(user, stream.path, stream.headers, whole)
         except Exception as exc:  # _not_admitted tells a refusal from a bug
             return self._not_admitted(stream, exc)
-        if self._pd is not None and self._pd.disaggregated(admission.model):
-            return self._prefill_first(stream, admission, whole)
-        return self._admitted(stream, admission)
+        return self._after_admission(stream, admission, whole)
 
     async def _admit_later(self, stream: _Stream, user: User, whole: bytes) -> pb.ProcessingResponse:
         try:
             admission = await self._core.admit(user, stream.path, stream.headers, whole)
         except Exception as exc:  # as above
             return self._not_admitted(stream, exc)
-        if self._pd is not None and self._pd.disaggregated(admission.model):
-            return await self._prefill_first(stream, admission, whole)
-        return self._admitted(stream, admission)
+        answer = self._after_admission(stream, admission, whole)
+        return answer if isinstance(answer, pb.ProcessingResponse) else await answer
 
     def _not_admitted(self, stream: _Stream, exc: Exception) -> pb.ProcessingResponse:
         if isinstance(exc, GatewayError):
@@ -400,16 +397,22 @@ class ExtProcServicer(pb_grpc.ExternalProcessorServicer):
         log.error("admitting a request to %s failed", stream.path, exc_info=exc)
         return self._refuse(stream, internal_error("admitting the request"))
 
+    def _after_admission(self, stream: _Stream, admission: Admission, whole: bytes) -> Any:
+        """The route answer, or a coroutine of it for a disaggregated model (the prefill call
+        first). The stream owns the admission from here on: its end settles it, even when the
+        prefill call is cut short or its task is closed before it starts."""
+        stream.admission, stream.model = admission, admission.model
+        if self._pd is not None and self._pd.disaggregated(admission.model):
+            return self._prefill_first(stream, admission, whole)
+        return self._admitted(stream, admission)
+
     async def _prefill_first(self, stream: _Stream, admission: Admission, whole: bytes) -> pb.ProcessingResponse:
         # the stream is held while the prefill pod works (docs/routing.md, "Prefill/decode")
-        stream.admission, stream.model = admission, admission.model  # settled at the end even if cut short
         assert self._pd is not None
         await self._pd.prepare(admission, stream.path.split("?", 1)[0], whole)
         return self._admitted(stream, admission)
 
     def _admitted(self, stream: _Stream, admission: Admission) -> pb.ProcessingResponse:
-        stream.admission = admission
-        stream.model = admission.model
         if stream.read_response:
             stream.usage = UsageCounter(admission.parsed.prompt_tokens)
             if stream.sampled:

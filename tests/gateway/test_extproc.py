@@ -385,3 +385,27 @@ def test_a_bug_while_admitting_is_a_json_500_and_a_logged_traceback(tmp_path, ca
     assert json.loads(refusal.body)["error"]["code"] == "internal_error"
     assert "a bug in a policy" in caplog.text and "Traceback" in caplog.text
     assert sum(gateway.table.inflight(a) for a in ADDRESSES) == 0
+
+
+def test_a_disaggregated_request_admitted_at_once_is_settled_even_if_its_prefill_never_starts(tmp_path):
+    """Admission counted the request in flight before the prefill step's task exists; a reset
+    that closes that task unstarted must still leave the stream's end something to settle."""
+    gateway = _gateway(tmp_path, responses={"workloadSamplesPerS": 0})
+    prepared: list[str] = []
+
+    class Disaggregated:
+        def disaggregated(self, model: str) -> bool:
+            return True
+
+        async def prepare(self, admission, path, body) -> None:
+            prepared.append(path)
+
+    session = extproc.ExtProcSession(ExtProcServicer(gateway.core, Disaggregated()))  # type: ignore[arg-type]
+    first, body = request_messages({"model": "m", "prompt": "hi"})
+    session.on_message(first)
+    pending = session.on_message(body)
+    assert asyncio.iscoroutine(pending)
+    assert sum(gateway.table.inflight(a) for a in ADDRESSES) == 1
+    pending.close()  # what the HTTP/2 server does to a step whose stream was reset before it ran
+    session.on_end()
+    assert sum(gateway.table.inflight(a) for a in ADDRESSES) == 0 and prepared == []

@@ -54,10 +54,8 @@ from benchmarks.gateway_overhead import (
     closed_loop,
     cpu_seconds,
     ext_proc_counters,
+    start_envoy,
     wait_http,
-)
-from benchmarks.gateway_overhead import (
-    start_envoy as start_one_envoy,
 )
 from compiler.render.envoy_bootstrap import envoy_bootstrap
 
@@ -259,7 +257,7 @@ def start_server(procs: Procs, kind: str, env: dict[str, str], workdir: Path, en
     return proc.pid, port
 
 
-def start_envoy(procs: Procs, workdir: Path, grpc_port: int, base_id: int, messages: int) -> tuple[str, str]:
+def envoy_in_front(procs: Procs, workdir: Path, grpc_port: int, base_id: int, messages: int) -> tuple[str, str]:
     """Start Envoy in front of one ext_proc server; return (its URL, its admin address).
     ``messages`` 4: the response phases are sent too."""
     # As compiled for a stack without a disaggregated model: no request ids generated.
@@ -269,7 +267,7 @@ def start_envoy(procs: Procs, workdir: Path, grpc_port: int, base_id: int, messa
         manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         mode = manager["http_filters"][0]["typed_config"]["processing_mode"]
         mode["response_header_mode"], mode["response_body_mode"] = "SEND", "BUFFERED"
-    _, url, admin = start_one_envoy(procs, workdir, bootstrap, 1, None, base_id)
+    _, url, admin = start_envoy(procs, workdir, bootstrap, 1, None, base_id)
     return url, admin
 
 
@@ -284,7 +282,7 @@ async def run(args: argparse.Namespace, names: list[str], workdir: Path, procs: 
         folder = workdir / name
         folder.mkdir()
         pid, port = start_server(procs, kind, env, folder, engines)
-        url, admin = start_envoy(procs, folder, port, (os.getpid() + 1 + i) % 60000, int(env.get(MESSAGES_ENV, "2")))
+        url, admin = envoy_in_front(procs, folder, port, (os.getpid() + 1 + i) % 60000, int(env.get(MESSAGES_ENV, "2")))
         await wait_http(f"{url}/v1/completions", method="POST", data=b'{"model": "bench", "prompt": "hi"}')
         rigs[name] = {"pid": pid, "url": url, "admin": admin}
     for name in names:  # warm every stack before measuring

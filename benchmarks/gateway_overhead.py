@@ -199,6 +199,7 @@ def start_envoy(procs: Procs, folder: Path, bootstrap: dict[str, object], worker
 def envoy_only_bootstrap(engine_ports: list[int]) -> dict[str, object]:
     """The compiled bootstrap as a plain proxy: no ext_proc, the engines a static cluster that
     Envoy balances itself (least-request, two random choices: the peer's policy)."""
+    # The ext_proc port is a placeholder: its filter and the gateway's cluster are dropped below.
     bootstrap = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=1, listener_port=0,
                                 listener_address="127.0.0.1", admin_port=0, generate_request_ids=False)
     manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
@@ -418,9 +419,6 @@ async def measure(rig: dict[str, object], args: argparse.Namespace) -> dict[str,
         for session in sessions.values():
             await session.close()
     cpu: dict[str, float] = {}
-    done: dict[str, float] = {}
-    elapsed: dict[str, float] = {}
-    closed_errors: dict[str, int] = {}
     counters_before = ext_proc_counters(str(rig["envoy_admin"]))
     # The closed loop is interleaved the same way, in one-second slices: a single slice per
     # target let a burst of other load decide the throughput ratio (0.32 to 0.56 in two runs
@@ -435,8 +433,9 @@ async def measure(rig: dict[str, object], args: argparse.Namespace) -> dict[str,
         **{name: {name: list(floor["pids"])} for name, floor in floors.items()},  # type: ignore[call-overload]
     }
     urls = {**{t: str(rig[t]) for t in targets}, **{name: str(floor["url"]) for name, floor in floors.items()}}
-    for target in urls:
-        done[target], elapsed[target], closed_errors[target] = 0.0, 0.0, 0
+    done: dict[str, float] = dict.fromkeys(urls, 0.0)
+    elapsed: dict[str, float] = dict.fromkeys(urls, 0.0)
+    closed_errors: dict[str, int] = dict.fromkeys(urls, 0)
     for _ in range(max(1, round(args.seconds))):
         for target, url in urls.items():
             before: dict[str, float] = {}
@@ -554,7 +553,7 @@ def report(result: dict[str, object], args: argparse.Namespace, peer: str | None
             rps = tput[target][0]
             ratio = f"{rps / tput['peer'][0]:.3f}" if "peer" in tput and tput["peer"][0] else "-"
             used = pod_cpu if target == "gateway" else cpu_ms.get(target)
-            print(f"{target:<14}{rps:>9.0f}{ratio:>9}{used if used is None else format(used, '.3f'):>12}")
+            print(f"{target:<14}{rps:>9.0f}{ratio:>9}{'-' if used is None else format(used, '.3f'):>12}")
     out: dict[str, object] = {
         "added_p50_ms_at_200rps": round(percentile(lat["gateway"], 50) - d50, 3),
         "added_p99_ms_at_200rps": round(percentile(lat["gateway"], 99) - d99, 3),

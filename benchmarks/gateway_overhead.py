@@ -199,7 +199,8 @@ def start_envoy(procs: Procs, folder: Path, bootstrap: dict[str, object], worker
 def envoy_only_bootstrap(engine_ports: list[int]) -> dict[str, object]:
     """The compiled bootstrap as a plain proxy: no ext_proc, the engines a static cluster that
     Envoy balances itself (least-request, two random choices: the peer's policy)."""
-    # The ext_proc port is a placeholder: its filter and the gateway's cluster are dropped below.
+    # Built for an ext_proc server at port 1 that is never dialled: the ext_proc filter and the
+    # gateway's cluster are removed below, so only the listener, routes and engines remain.
     bootstrap = envoy_bootstrap(ext_proc_host="127.0.0.1", ext_proc_port=1, listener_port=0,
                                 listener_address="127.0.0.1", admin_port=0, generate_request_ids=False)
     manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
